@@ -1,0 +1,173 @@
+//! A framed connection over any `AsyncRead + AsyncWrite` stream.
+//!
+//! Production passes a TLS stream; unit tests pass `tokio::io::duplex` with a tiny buffer to
+//! flush out partial-read bugs. The connection owns its read and write buffers and keeps all
+//! partial state in them, so `read_frame` is cancel-safe and can sit in a `select!` beside
+//! the shutdown signal: if the other branch wins, no bytes are lost.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Initial read buffer size; it grows only as far as the largest frame a decoder accepts
+/// (each decoder rejects over-long length fields before asking for their bytes).
+pub const READ_BUFFER: usize = 8 * 1024;
+
+/// Why reading a frame stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// The decoder refused the bytes.
+    #[error("{0}")]
+    Decode(E),
+    /// The peer closed the stream in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    /// The stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stream with its buffers.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        Connection {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_BUFFER),
+            // Allocated lazily by `buffer`: an idle session should cost little memory.
+            write_buf: BytesMut::new(),
+        }
+    }
+
+    /// Reads the next frame with `decode`. `Ok(None)` means the peer closed cleanly between
+    /// frames. Frames already buffered are returned before the socket is read again.
+    ///
+    /// Cancel-safe: partial frames stay in the read buffer.
+    pub async fn read_frame<T, E>(
+        &mut self,
+        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, ReadError<E>> {
+        loop {
+            if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
+                return Ok(Some(frame));
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < 1024 {
+                self.read_buf.reserve(READ_BUFFER);
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return if self.read_buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated(self.read_buf.len()))
+                };
+            }
+        }
+    }
+
+    /// Appends bytes to the write buffer (nothing is sent until [`Connection::flush`]).
+    pub fn buffer(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        encode(&mut self.write_buf);
+    }
+
+    /// Writes everything buffered in one go and flushes the stream.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+            if self.write_buf.capacity() > 64 * 1024 {
+                // Give back a buffer that a burst grew: idle sessions stay small.
+                self.write_buf = BytesMut::new();
+            }
+        }
+        self.stream.flush().await
+    }
+
+    /// Writes `bytes` immediately.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Shuts down the write side (a TLS stream sends close_notify).
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.stream.shutdown().await
+    }
+
+    /// The underlying stream (to read TLS details).
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The underlying stream, to drain it after an error without framing.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy decoder: one byte length, then that many bytes.
+    fn decode(buf: &mut BytesMut) -> Result<Option<Vec<u8>>, String> {
+        let Some(&len) = buf.first() else {
+            return Ok(None);
+        };
+        if len > 10 {
+            return Err(format!("length {len} over 10"));
+        }
+        if buf.len() < 1 + len as usize {
+            return Ok(None);
+        }
+        let frame = buf.split_to(1 + len as usize);
+        Ok(Some(frame[1..].to_vec()))
+    }
+
+    #[tokio::test]
+    async fn frames_across_tiny_writes() {
+        let (client, server) = tokio::io::duplex(1);
+        let mut conn = Connection::new(server);
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            client
+                .write_all(&[3, b'a', b'b', b'c', 0, 1, b'z'])
+                .await
+                .unwrap();
+            client.shutdown().await.unwrap();
+        });
+        assert_eq!(
+            conn.read_frame(decode).await.unwrap(),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(conn.read_frame(decode).await.unwrap(), Some(vec![]));
+        assert_eq!(conn.read_frame(decode).await.unwrap(), Some(b"z".to_vec()));
+        assert!(conn.read_frame(decode).await.unwrap().is_none());
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn truncated_and_rejected() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        client.write_all(&[5, b'a']).await.unwrap();
+        drop(client);
+        assert!(matches!(
+            conn.read_frame(decode).await,
+            Err(ReadError::Truncated(2))
+        ));
+
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        client.write_all(&[200]).await.unwrap();
+        assert!(matches!(
+            conn.read_frame(decode).await,
+            Err(ReadError::Decode(e)) if e.contains("200")
+        ));
+    }
+}

@@ -1,0 +1,148 @@
+//! Declarative device fleets (`scenarios/*.toml`): which devices exist, in which
+//! environment, with which apps installed. `apns-sim serve` starts its demo fleet from
+//! `scenarios/demo.toml` (embedded), and tests load the same files.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::protocol::Environment;
+
+/// The embedded default fleet.
+pub const DEMO: &str = include_str!("../scenarios/demo.toml");
+
+/// Most devices one scenario may start in-process (each holds a connection and a task).
+pub const MAX_DEVICES: usize = 10_000;
+
+/// A fleet of simulated devices.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The devices, in start order.
+    #[serde(rename = "device", default)]
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// One device of a fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Serial number, unique in the fleet.
+    pub serial: String,
+    /// Environment of its tokens.
+    #[serde(default = "sandbox")]
+    pub environment: Environment,
+    /// Bundle ids installed at start.
+    pub apps: Vec<String>,
+}
+
+fn sandbox() -> Environment {
+    Environment::Sandbox
+}
+
+/// A scenario file that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ScenarioError {
+    /// Not valid TOML for this format.
+    #[error("scenario is not valid: {0}")]
+    Parse(String),
+    /// A rule of the format is broken.
+    #[error("scenario device {serial:?}: {why}")]
+    Invalid {
+        /// The device concerned.
+        serial: String,
+        /// The broken rule.
+        why: String,
+    },
+    /// Too many devices.
+    #[error("scenario has {0} devices; at most {MAX_DEVICES} run in one process")]
+    TooMany(usize),
+}
+
+impl Scenario {
+    /// Parses and validates a scenario.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        if scenario.devices.len() > MAX_DEVICES {
+            return Err(ScenarioError::TooMany(scenario.devices.len()));
+        }
+        let mut serials = HashSet::new();
+        for d in &scenario.devices {
+            let invalid = |why: String| ScenarioError::Invalid {
+                serial: d.serial.clone(),
+                why,
+            };
+            if d.serial.is_empty() || d.serial.len() > 64 {
+                return Err(invalid("serial must be 1 to 64 bytes".into()));
+            }
+            if !serials.insert(d.serial.clone()) {
+                return Err(invalid("serial appears twice".into()));
+            }
+            if d.apps.is_empty() {
+                return Err(invalid("needs at least one app".into()));
+            }
+            if let Some(bad) = d.apps.iter().find(|a| a.is_empty() || a.len() > 255) {
+                return Err(invalid(format!("app {bad:?} must be 1 to 255 bytes")));
+            }
+        }
+        Ok(scenario)
+    }
+
+    /// `count` sandbox devices `DEMO-0001`… each with `app` installed.
+    pub fn uniform(count: usize, app: &str) -> Result<Self, ScenarioError> {
+        if count > MAX_DEVICES {
+            return Err(ScenarioError::TooMany(count));
+        }
+        Ok(Scenario {
+            devices: (1..=count)
+                .map(|i| DeviceSpec {
+                    serial: format!("DEMO-{i:04}"),
+                    environment: Environment::Sandbox,
+                    apps: vec![app.to_owned()],
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_demo_is_valid() {
+        let s = Scenario::parse(DEMO).unwrap();
+        assert_eq!(s.devices.len(), 3);
+        assert_eq!(s.devices[2].environment, Environment::Production);
+        assert_eq!(s.devices[1].apps, ["com.example.app", "com.example.other"]);
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        let dup = "[[device]]\nserial='A'\napps=['x']\n[[device]]\nserial='A'\napps=['y']\n";
+        assert!(Scenario::parse(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        let none = "[[device]]\nserial='A'\napps=[]\n";
+        assert!(Scenario::parse(none)
+            .unwrap_err()
+            .to_string()
+            .contains("at least one app"));
+        let typo = "[[device]]\nserail='A'\napps=['x']\n";
+        assert!(matches!(
+            Scenario::parse(typo),
+            Err(ScenarioError::Parse(_))
+        ));
+        let env = "[[device]]\nserial='A'\nenvironment='staging'\napps=['x']\n";
+        assert!(matches!(Scenario::parse(env), Err(ScenarioError::Parse(_))));
+    }
+
+    #[test]
+    fn uniform_fleet() {
+        let s = Scenario::uniform(2, "com.a").unwrap();
+        assert_eq!(s.devices[1].serial, "DEMO-0002");
+        assert!(Scenario::uniform(MAX_DEVICES + 1, "com.a").is_err());
+    }
+}

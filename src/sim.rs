@@ -1,0 +1,204 @@
+//! `Simulator`: builds the hub and starts every endpoint on listeners it is given, under one
+//! shutdown signal. The library API that the CLI and the tests both use.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use apns_sim::{certs::Pki, sim::{Listeners, Simulator, SimulatorConfig}};
+//!
+//! let pki = Pki::generate()?;                       // in-memory CA and certificates
+//! let listeners = Listeners::bind_local().await?;   // 127.0.0.1, port 0 for each endpoint
+//! let sim = Simulator::start(SimulatorConfig::new(pki), listeners)?;
+//! println!("gateway on {}", sim.addrs().gateway);
+//! // … connect providers and devices, or subscribe to sim.hub().subscribe() …
+//! sim.shutdown().await;                             // providers get status 10, then close
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::certs::Pki;
+use crate::clock::Clock;
+use crate::hub::Hub;
+use crate::server::Endpoint;
+use crate::settings::Settings;
+use crate::{devices, feedback, gateway, tls};
+
+/// Everything a simulator needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Certificates and keys (CA, server, providers, auth keys).
+    pub pki: Arc<Pki>,
+    /// Limits and defaults.
+    pub settings: Settings,
+    /// The clock (a test may hold a clone to move time).
+    pub clock: Clock,
+}
+
+impl SimulatorConfig {
+    /// Default settings and the system clock.
+    pub fn new(pki: Pki) -> Self {
+        SimulatorConfig {
+            pki: Arc::new(pki),
+            settings: Settings::default(),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Bound listeners, one per endpoint.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Binary gateway (2195).
+    pub gateway: TcpListener,
+    /// Feedback service (2196).
+    pub feedback: TcpListener,
+    /// HTTP/2 provider API (2197).
+    pub http2: TcpListener,
+    /// Device endpoint (5223).
+    pub devices: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every endpoint on 127.0.0.1 with a port chosen by the system (for tests).
+    pub async fn bind_local() -> std::io::Result<Self> {
+        Ok(Listeners {
+            gateway: TcpListener::bind("127.0.0.1:0").await?,
+            feedback: TcpListener::bind("127.0.0.1:0").await?,
+            http2: TcpListener::bind("127.0.0.1:0").await?,
+            devices: TcpListener::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+/// Where each endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// Binary gateway.
+    pub gateway: SocketAddr,
+    /// Feedback service.
+    pub feedback: SocketAddr,
+    /// HTTP/2 provider API.
+    pub http2: SocketAddr,
+    /// Device endpoint.
+    pub devices: SocketAddr,
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A TLS configuration could not be built from the certificates.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// A listener has no local address.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Simulator {
+    hub: Hub,
+    addrs: Addrs,
+    pki: Arc<Pki>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Simulator {
+    /// Starts every endpoint on its listener. Must be called inside a tokio runtime.
+    pub fn start(config: SimulatorConfig, listeners: Listeners) -> Result<Self, StartError> {
+        let addrs = Addrs {
+            gateway: listeners.gateway.local_addr()?,
+            feedback: listeners.feedback.local_addr()?,
+            http2: listeners.http2.local_addr()?,
+            devices: listeners.devices.local_addr()?,
+        };
+        let tls_err = |e: tls::TlsError| StartError::Tls(e.to_string());
+        let provider_tls =
+            TlsAcceptor::from(tls::provider_server_config(&config.pki, &[]).map_err(tls_err)?);
+        let device_tls =
+            TlsAcceptor::from(tls::device_server_config(&config.pki).map_err(tls_err)?);
+
+        let hub = Hub::new(config.clock.clone());
+        let settings = Arc::new(config.settings.clone());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let endpoint = |name, acceptor: &TlsAcceptor, max_connections| Endpoint {
+            name,
+            acceptor: acceptor.clone(),
+            max_connections,
+            handshake_timeout: settings.handshake_timeout,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        };
+        let max_providers = settings.max_provider_connections;
+        tracker.spawn(gateway::run(
+            listeners.gateway,
+            endpoint("gateway", &provider_tls, max_providers),
+            hub.clone(),
+            settings.clone(),
+        ));
+        tracker.spawn(feedback::run(
+            listeners.feedback,
+            endpoint("feedback", &provider_tls, max_providers),
+            hub.clone(),
+            settings.clone(),
+        ));
+        tracker.spawn(devices::run(
+            listeners.devices,
+            endpoint("devices", &device_tls, settings.max_device_connections),
+            hub.clone(),
+            settings.clone(),
+        ));
+        info!(
+            gateway = %addrs.gateway,
+            feedback = %addrs.feedback,
+            http2 = %addrs.http2,
+            devices = %addrs.devices,
+            "simulator started"
+        );
+        Ok(Simulator {
+            hub,
+            addrs,
+            pki: config.pki,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// The routing core (subscribe to its events, inspect feedback and tokens).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Where each endpoint listens.
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
+    }
+
+    /// The certificates the simulator serves with (clients build their TLS from these).
+    pub fn pki(&self) -> &Arc<Pki> {
+        &self.pki
+    }
+
+    /// A token that fires when shutdown starts (to tie other tasks to the simulator).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, tells every connection (providers get status 10), and waits for
+    /// all connection tasks to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        info!("simulator stopped");
+    }
+}

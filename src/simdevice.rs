@@ -1,0 +1,687 @@
+//! A simulated device: the client side of the device protocol.
+//!
+//! A device holds one persistent TLS connection to the simulator's device endpoint, says
+//! hello with its serial number and environment, registers its installed apps (getting one
+//! token per app), shows the notifications it receives and acknowledges them. A notification
+//! for an app it no longer has (an uninstalled app, or a token from before a reinstall) is
+//! reported back as "not installed": that is how the simulator, like APNs, learns that a
+//! token is dead.
+//!
+//! The same code runs the `apns-sim device` command (one process per device, JSON lines on
+//! stdout, commands on stdin), the demo fleet inside `apns-sim serve`, and the tests.
+//!
+//! Concurrency: one task per device owns all of its state; the outside world talks to it
+//! through a bounded command queue and reads a bounded event queue (the device waits when
+//! nobody reads its events, rather than buffering without limit).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+use uuid::Uuid;
+
+use crate::connection::{Connection, ReadError};
+use crate::protocol::device::{
+    decode_server_message, encode_device_message, DeviceMessage, DeviceNotification, ServerMessage,
+    ERR_REPLACED, PROTOCOL_VERSION,
+};
+use crate::protocol::token::DeviceToken;
+use crate::protocol::Environment;
+use crate::webhook;
+
+/// Capacity of a device's event queue.
+pub const EVENT_QUEUE: usize = 1024;
+/// Capacity of a device's command queue.
+pub const COMMAND_QUEUE: usize = 64;
+/// Deadline for connecting, the TLS handshake and the welcome.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between reconnection attempts (the wait doubles from 100 ms up to this).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How many collapse ids a device remembers per app for "replaces the one shown".
+pub const SHOWN_PER_APP: usize = 64;
+
+/// How to run one device.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// `host:port` of the simulator's device endpoint.
+    pub server: String,
+    /// Name to verify the server certificate against (`localhost` by default).
+    pub server_name: String,
+    /// TLS client configuration trusting the simulator's CA.
+    pub tls: Arc<ClientConfig>,
+    /// The device's serial number (its identity on the device endpoint).
+    pub serial: String,
+    /// Which environment's tokens it gets.
+    pub environment: Environment,
+    /// Apps installed at start.
+    pub apps: Vec<String>,
+    /// Where to POST each new token (the provider's app server), if anywhere.
+    pub register_url: Option<String>,
+}
+
+/// Something the device did or saw. Serialised as one JSON object per line by
+/// `apns-sim device`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeviceEvent {
+    /// Connected and welcomed by the simulator.
+    Online {
+        /// Serial number.
+        serial: String,
+        /// Environment.
+        environment: Environment,
+    },
+    /// The connection ended; the device will reconnect unless told to stay offline.
+    Disconnected {
+        /// Serial number.
+        serial: String,
+        /// Why.
+        reason: String,
+    },
+    /// Went offline on command.
+    Offline {
+        /// Serial number.
+        serial: String,
+    },
+    /// An app got its token.
+    Registered {
+        /// Serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+        /// Device token, hex.
+        token: DeviceToken,
+        /// Environment of the token.
+        environment: Environment,
+    },
+    /// The token was POSTed to the register URL.
+    TokenPosted {
+        /// Serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+        /// HTTP status of the app server's answer.
+        status: u16,
+    },
+    /// POSTing the token failed.
+    TokenPostFailed {
+        /// Serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// A notification was received, shown and acknowledged.
+    Notification {
+        /// Serial number.
+        serial: String,
+        /// Bundle id it was for.
+        app: String,
+        /// Token it was sent to.
+        token: DeviceToken,
+        /// Binary identifier (big-endian number; 0 on HTTP/2).
+        id: u32,
+        /// The notification's UUID (`apns-id`).
+        apns_id: Uuid,
+        /// Priority (10, 5 or 1).
+        priority: u8,
+        /// Expiry, UNIX seconds (0 = none).
+        expiry: u32,
+        /// `apns-push-type`, when sent over HTTP/2.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        push_type: Option<String>,
+        /// `apns-collapse-id`, when given.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        collapse_id: Option<String>,
+        /// True when it replaced a shown notification with the same collapse id.
+        replaced: bool,
+        /// The JSON payload.
+        payload: serde_json::Value,
+    },
+    /// A notification arrived for an app this device does not have; reported back.
+    NotInstalled {
+        /// Serial number.
+        serial: String,
+        /// The app the token used to belong to, when the device remembers it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app: Option<String>,
+        /// The dead token.
+        token: DeviceToken,
+        /// The notification's UUID.
+        apns_id: Uuid,
+    },
+    /// An app was installed (it registers for a new token).
+    Installed {
+        /// Serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+    },
+    /// An app was uninstalled (the simulator learns of it only when a push arrives).
+    Uninstalled {
+        /// Serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+    },
+    /// A command line could not be understood.
+    BadCommand {
+        /// Serial number.
+        serial: String,
+        /// Why.
+        error: String,
+    },
+    /// The device stopped.
+    Stopped {
+        /// Serial number.
+        serial: String,
+    },
+}
+
+/// What the device can be told to do (the stdin commands of `apns-sim device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCommand {
+    /// Install (or reinstall) an app; it registers for a fresh token.
+    Install(String),
+    /// Remove an app; later pushes to its token are reported as not installed.
+    Uninstall(String),
+    /// Drop the connection and stay away (notifications are stored meanwhile).
+    Offline,
+    /// Come back.
+    Online,
+    /// Stop the device.
+    Quit,
+}
+
+impl FromStr for DeviceCommand {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Self, String> {
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let arg = words.next();
+        if words.next().is_some() {
+            return Err(format!("too many words in {line:?}"));
+        }
+        match (verb, arg) {
+            ("install", Some(app)) => Ok(DeviceCommand::Install(app.to_owned())),
+            ("uninstall", Some(app)) => Ok(DeviceCommand::Uninstall(app.to_owned())),
+            ("offline", None) => Ok(DeviceCommand::Offline),
+            ("online", None) => Ok(DeviceCommand::Online),
+            ("quit", None) => Ok(DeviceCommand::Quit),
+            ("install" | "uninstall", None) => Err(format!("{verb} needs an app bundle id")),
+            _ => Err(format!(
+                "unknown command {line:?}; expected install APP, uninstall APP, offline, online or quit"
+            )),
+        }
+    }
+}
+
+/// A running device: send it commands, read its events.
+#[derive(Debug)]
+pub struct DeviceHandle {
+    /// Commands to the device.
+    pub commands: mpsc::Sender<DeviceCommand>,
+    /// Events from the device.
+    pub events: mpsc::Receiver<DeviceEvent>,
+    /// The device's task; it ends after `Quit` or shutdown.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a device task.
+pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let apps = config
+        .apps
+        .iter()
+        .map(|a| (a.clone(), AppState::default()))
+        .collect();
+    let device = Device {
+        config,
+        apps,
+        retired: HashMap::new(),
+        shown: HashMap::new(),
+        events: ev_tx,
+        commands: cmd_rx,
+        shutdown,
+    };
+    let task = tokio::spawn(device.run());
+    DeviceHandle {
+        commands: cmd_tx,
+        events: ev_rx,
+        task,
+    }
+}
+
+#[derive(Debug, Default)]
+struct AppState {
+    installed_token: Option<DeviceToken>,
+    /// Installed since the last registration: ask for a new token.
+    fresh: bool,
+}
+
+struct Device {
+    config: DeviceConfig,
+    /// Installed apps.
+    apps: BTreeMap<String, AppState>,
+    /// Tokens of apps this device had, to name the app when reporting "not installed".
+    retired: HashMap<DeviceToken, String>,
+    /// Collapse ids currently shown, per app (bounded).
+    shown: HashMap<String, VecDeque<String>>,
+    events: mpsc::Sender<DeviceEvent>,
+    commands: mpsc::Receiver<DeviceCommand>,
+    shutdown: CancellationToken,
+}
+
+/// How a connected session ended.
+enum SessionEnd {
+    /// Told to go offline.
+    Offline,
+    /// Told to quit, or the simulator shut us down for good.
+    Quit,
+    /// The connection was lost: reconnect.
+    Lost(String),
+    /// Another connection with our serial replaced us: stay offline.
+    Replaced(String),
+}
+
+type Conn = Connection<TlsStream<TcpStream>>;
+
+impl Device {
+    fn serial(&self) -> String {
+        self.config.serial.clone()
+    }
+
+    async fn emit(&self, event: DeviceEvent) {
+        // A closed receiver means nobody listens any more; the device carries on.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn run(mut self) {
+        let mut online = true;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if !online {
+                // Offline: only commands (or shutdown) can change anything.
+                let cmd = tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    cmd = self.commands.recv() => cmd,
+                };
+                match cmd {
+                    None | Some(DeviceCommand::Quit) => break,
+                    Some(DeviceCommand::Online) => online = true,
+                    Some(DeviceCommand::Offline) => {}
+                    Some(other) => self.apply_offline(other).await,
+                }
+                continue;
+            }
+            match self.connect().await {
+                Ok((mut conn, heartbeat)) => {
+                    backoff = Duration::from_millis(100);
+                    match self.session(&mut conn, heartbeat).await {
+                        SessionEnd::Quit => {
+                            let _ = conn.shutdown().await;
+                            break;
+                        }
+                        SessionEnd::Offline => {
+                            let _ = conn.shutdown().await;
+                            online = false;
+                            let serial = self.serial();
+                            self.emit(DeviceEvent::Offline { serial }).await;
+                        }
+                        SessionEnd::Replaced(reason) => {
+                            online = false;
+                            let serial = self.serial();
+                            self.emit(DeviceEvent::Disconnected { serial, reason })
+                                .await;
+                        }
+                        SessionEnd::Lost(reason) => {
+                            let serial = self.serial();
+                            self.emit(DeviceEvent::Disconnected { serial, reason })
+                                .await;
+                        }
+                    }
+                }
+                Err(reason) => {
+                    let serial = self.serial();
+                    self.emit(DeviceEvent::Disconnected { serial, reason })
+                        .await;
+                    // Wait before retrying, still obeying commands.
+                    let wait = tokio::time::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return self.stopped().await,
+                            _ = &mut wait => break,
+                            cmd = self.commands.recv() => match cmd {
+                                None | Some(DeviceCommand::Quit) => return self.stopped().await,
+                                Some(DeviceCommand::Offline) => { online = false; break }
+                                Some(DeviceCommand::Online) => {}
+                                Some(other) => self.apply_offline(other).await,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        self.stopped().await;
+    }
+
+    async fn stopped(&self) {
+        let serial = self.serial();
+        self.emit(DeviceEvent::Stopped { serial }).await;
+    }
+
+    /// Install/uninstall while offline: only local state changes.
+    async fn apply_offline(&mut self, cmd: DeviceCommand) {
+        match cmd {
+            DeviceCommand::Install(app) => self.install(app).await,
+            DeviceCommand::Uninstall(app) => self.uninstall(app).await,
+            _ => {}
+        }
+    }
+
+    async fn install(&mut self, app: String) {
+        let state = self.apps.entry(app.clone()).or_default();
+        if let Some(old) = state.installed_token.take() {
+            self.retired.insert(old, app.clone());
+        }
+        state.fresh = true;
+        let serial = self.serial();
+        self.emit(DeviceEvent::Installed { serial, app }).await;
+    }
+
+    async fn uninstall(&mut self, app: String) {
+        if let Some(state) = self.apps.remove(&app) {
+            if let Some(token) = state.installed_token {
+                self.retired.insert(token, app.clone());
+            }
+        }
+        self.shown.remove(&app);
+        let serial = self.serial();
+        self.emit(DeviceEvent::Uninstalled { serial, app }).await;
+    }
+
+    /// Connect, TLS, hello, welcome.
+    async fn connect(&self) -> Result<(Conn, Duration), String> {
+        let work = async {
+            let tcp = TcpStream::connect(&self.config.server)
+                .await
+                .map_err(|e| format!("connect {}: {e}", self.config.server))?;
+            let _ = tcp.set_nodelay(true);
+            let name = ServerName::try_from(self.config.server_name.clone())
+                .map_err(|e| format!("bad server name {:?}: {e}", self.config.server_name))?;
+            let tls = TlsConnector::from(self.config.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let mut conn = Connection::new(tls);
+            conn.buffer(|b| {
+                encode_device_message(
+                    &DeviceMessage::Hello {
+                        version: PROTOCOL_VERSION,
+                        environment: self.config.environment,
+                        serial: self.config.serial.clone(),
+                    },
+                    b,
+                )
+            });
+            conn.flush().await.map_err(|e| format!("hello: {e}"))?;
+            match conn.read_frame(decode_server_message).await {
+                Ok(Some(ServerMessage::Welcome { heartbeat_secs })) => {
+                    Ok((conn, Duration::from_secs(u64::from(heartbeat_secs.max(1)))))
+                }
+                Ok(Some(ServerMessage::Error { code, message })) => {
+                    Err(format!("refused (code {code}): {message}"))
+                }
+                Ok(Some(other)) => Err(format!("expected Welcome, got {other:?}")),
+                Ok(None) => Err("closed before Welcome".to_owned()),
+                Err(e) => Err(format!("reading Welcome: {e}")),
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, work)
+            .await
+            .map_err(|_| format!("no Welcome within {CONNECT_TIMEOUT:?}"))?
+    }
+
+    fn register_all(&mut self, conn: &mut Conn) {
+        for (app, state) in &self.apps {
+            let msg = DeviceMessage::Register {
+                fresh_install: state.fresh,
+                app: app.clone(),
+            };
+            conn.buffer(|b| encode_device_message(&msg, b));
+        }
+    }
+
+    async fn session(&mut self, conn: &mut Conn, heartbeat: Duration) -> SessionEnd {
+        let serial = self.serial();
+        self.emit(DeviceEvent::Online {
+            serial,
+            environment: self.config.environment,
+        })
+        .await;
+        self.register_all(conn);
+        if let Err(e) = conn.flush().await {
+            return SessionEnd::Lost(format!("register: {e}"));
+        }
+        // Ping every heartbeat (the server drops a device silent for three of them).
+        let mut ping = tokio::time::interval(heartbeat);
+        ping.tick().await;
+        let mut nonce = 0u64;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return SessionEnd::Quit,
+                _ = ping.tick() => {
+                    nonce += 1;
+                    conn.buffer(|b| encode_device_message(&DeviceMessage::Ping { nonce }, b));
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(DeviceCommand::Quit) => return SessionEnd::Quit,
+                    Some(DeviceCommand::Offline) => return SessionEnd::Offline,
+                    Some(DeviceCommand::Online) => {}
+                    Some(DeviceCommand::Install(app)) => {
+                        self.install(app.clone()).await;
+                        let msg = DeviceMessage::Register { fresh_install: true, app };
+                        conn.buffer(|b| encode_device_message(&msg, b));
+                    }
+                    Some(DeviceCommand::Uninstall(app)) => self.uninstall(app).await,
+                },
+                read = conn.read_frame(decode_server_message) => match read {
+                    Ok(Some(msg)) => {
+                        if let Some(end) = self.on_message(conn, msg).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => return SessionEnd::Lost("simulator closed the connection".to_owned()),
+                    Err(ReadError::Decode(e)) => return SessionEnd::Lost(format!("protocol error: {e}")),
+                    Err(e) => return SessionEnd::Lost(e.to_string()),
+                },
+            }
+            if let Err(e) = conn.flush().await {
+                return SessionEnd::Lost(format!("write: {e}"));
+            }
+        }
+    }
+
+    async fn on_message(&mut self, conn: &mut Conn, msg: ServerMessage) -> Option<SessionEnd> {
+        match msg {
+            ServerMessage::Registered { app, token } => {
+                let Some(state) = self.apps.get_mut(&app) else {
+                    // Uninstalled while the registration was in flight.
+                    self.retired.insert(token, app);
+                    return None;
+                };
+                if let Some(old) = state.installed_token.replace(token) {
+                    if old != token {
+                        self.retired.insert(old, app.clone());
+                    }
+                }
+                state.fresh = false;
+                let serial = self.serial();
+                self.emit(DeviceEvent::Registered {
+                    serial,
+                    app: app.clone(),
+                    token,
+                    environment: self.config.environment,
+                })
+                .await;
+                if let Some(url) = self.config.register_url.clone() {
+                    self.post_token(url, app, token);
+                }
+            }
+            ServerMessage::Notification(n) => self.on_notification(conn, n).await,
+            ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
+            ServerMessage::Error { code, message } => {
+                let reason = format!("simulator closed the session (code {code}): {message}");
+                return Some(if code == ERR_REPLACED {
+                    SessionEnd::Replaced(reason)
+                } else {
+                    SessionEnd::Lost(reason)
+                });
+            }
+        }
+        None
+    }
+
+    async fn on_notification(&mut self, conn: &mut Conn, n: DeviceNotification) {
+        let serial = self.serial();
+        let apns_id = Uuid::from_bytes(n.apns_id);
+        let app = self
+            .apps
+            .iter()
+            .find(|(_, s)| s.installed_token == Some(n.token))
+            .map(|(a, _)| a.clone());
+        let Some(app) = app else {
+            // Not an installed app's current token: tell the simulator.
+            debug!(token = %n.token, "notification for an app not installed");
+            conn.buffer(|b| {
+                encode_device_message(
+                    &DeviceMessage::NotInstalled {
+                        delivery: n.delivery,
+                    },
+                    b,
+                )
+            });
+            let app = self.retired.get(&n.token).cloned();
+            self.emit(DeviceEvent::NotInstalled {
+                serial,
+                app,
+                token: n.token,
+                apns_id,
+            })
+            .await;
+            return;
+        };
+        // Collapse: a notification with a collapse id already shown replaces it.
+        let replaced = match &n.collapse_id {
+            Some(id) => {
+                let shown = self.shown.entry(app.clone()).or_default();
+                let seen = shown.iter().any(|s| s == id);
+                if !seen {
+                    if shown.len() == SHOWN_PER_APP {
+                        shown.pop_front();
+                    }
+                    shown.push_back(id.clone());
+                }
+                seen
+            }
+            None => false,
+        };
+        let payload = serde_json::from_slice(&n.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&n.payload).into_owned())
+        });
+        conn.buffer(|b| {
+            encode_device_message(
+                &DeviceMessage::Ack {
+                    delivery: n.delivery,
+                },
+                b,
+            )
+        });
+        self.emit(DeviceEvent::Notification {
+            serial,
+            app,
+            token: n.token,
+            id: u32::from_be_bytes(n.identifier),
+            apns_id,
+            priority: n.priority,
+            expiry: n.expiry,
+            push_type: n.push_type,
+            collapse_id: n.collapse_id,
+            replaced,
+            payload,
+        })
+        .await;
+    }
+
+    /// POSTs the token in the background; the outcome arrives as an event.
+    fn post_token(&self, url: String, app: String, token: DeviceToken) {
+        let events = self.events.clone();
+        let serial = self.serial();
+        let body = serde_json::json!({
+            "token": token.to_hex(),
+            "app": app,
+            "environment": self.config.environment,
+            "serial": serial,
+        });
+        tokio::spawn(async move {
+            let event = match webhook::post_json(&url, &body).await {
+                Ok(status) => DeviceEvent::TokenPosted {
+                    serial,
+                    app,
+                    status,
+                },
+                Err(e) => DeviceEvent::TokenPostFailed {
+                    serial,
+                    app,
+                    error: e.to_string(),
+                },
+            };
+            let _ = events.send(event).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(
+            "install com.a".parse::<DeviceCommand>(),
+            Ok(DeviceCommand::Install("com.a".into()))
+        );
+        assert_eq!(
+            "  uninstall   com.a ".parse::<DeviceCommand>(),
+            Ok(DeviceCommand::Uninstall("com.a".into()))
+        );
+        assert_eq!("offline".parse(), Ok(DeviceCommand::Offline));
+        assert_eq!("online".parse(), Ok(DeviceCommand::Online));
+        assert_eq!("quit".parse(), Ok(DeviceCommand::Quit));
+        assert!("install"
+            .parse::<DeviceCommand>()
+            .unwrap_err()
+            .contains("needs"));
+        assert!("dance"
+            .parse::<DeviceCommand>()
+            .unwrap_err()
+            .contains("unknown"));
+        assert!("quit now".parse::<DeviceCommand>().is_err());
+    }
+}

@@ -1,0 +1,637 @@
+//! The legacy binary gateway over real mutual TLS: delivery in each format, every status
+//! code, close-and-discard after an error, certificate checks, shutdown status 10.
+
+use std::time::Duration;
+
+use apns_sim::certs::{CertEnvironment, Pki, DEFAULT_TOPIC};
+use apns_sim::client::{BinaryClient, GatewayAnswer};
+use apns_sim::hub::{Event, Outcome};
+use apns_sim::protocol::error_response::{ErrorResponse, Status};
+use apns_sim::protocol::notification::{self, FrameItem};
+use apns_sim::protocol::token::DeviceToken;
+use apns_sim::protocol::Environment;
+use apns_sim::simdevice::DeviceEvent;
+use apns_sim::tls;
+use bytes::{Bytes, BytesMut};
+
+use crate::common::{self, next_hub_event, next_notification, TIMEOUT};
+
+const PAYLOAD: &str = r#"{"aps":{"alert":"hi"}}"#;
+
+/// A command-2 frame with all five items.
+fn frame(token: &[u8], payload: &str, id: u32, expiry: u32, priority: u8) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    notification::encode_frame_items(
+        &[
+            FrameItem {
+                id: 1,
+                data: Bytes::copy_from_slice(token),
+            },
+            FrameItem {
+                id: 2,
+                data: Bytes::copy_from_slice(payload.as_bytes()),
+            },
+            FrameItem {
+                id: 3,
+                data: Bytes::copy_from_slice(&id.to_be_bytes()),
+            },
+            FrameItem {
+                id: 4,
+                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
+            },
+            FrameItem {
+                id: 5,
+                data: Bytes::copy_from_slice(&[priority]),
+            },
+        ],
+        &mut out,
+    );
+    out.to_vec()
+}
+
+fn items(list: &[(u8, &[u8])]) -> Vec<u8> {
+    let items: Vec<FrameItem> = list
+        .iter()
+        .map(|(id, data)| FrameItem {
+            id: *id,
+            data: Bytes::copy_from_slice(data),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    notification::encode_frame_items(&items, &mut out);
+    out.to_vec()
+}
+
+fn enhanced(id: u32, expiry: u32, token: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    notification::encode_enhanced_raw(id.to_be_bytes(), expiry, token, payload, &mut out);
+    out.to_vec()
+}
+
+fn simple(token: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    notification::encode_simple_raw(token, payload, &mut out);
+    out.to_vec()
+}
+
+async fn expect_error(client: &mut BinaryClient, status: Status, id: u32) {
+    let answer = client.finish(TIMEOUT).await.expect("answer");
+    assert_eq!(
+        answer,
+        GatewayAnswer::Error(ErrorResponse {
+            status,
+            identifier: id.to_be_bytes()
+        }),
+        "expected status {status} for id {id}"
+    );
+}
+
+#[tokio::test]
+async fn each_format_is_delivered() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("FMT-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let expiry = common::in_an_hour(&t.clock);
+    let mut gw = t.gateway().await;
+
+    gw.send(&simple(token.as_bytes(), br#"{"aps":{"alert":"simple"}}"#))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification {
+        id,
+        priority,
+        expiry: e,
+        payload,
+        token: got,
+        ..
+    } = next_notification(&mut dev).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((id, priority, e, got), (0, 10, 0, token));
+    assert_eq!(payload["aps"]["alert"], "simple");
+
+    gw.send(&enhanced(
+        77,
+        expiry,
+        token.as_bytes(),
+        br#"{"aps":{"alert":"enhanced"}}"#,
+    ))
+    .await
+    .unwrap();
+    let DeviceEvent::Notification {
+        id,
+        priority,
+        expiry: e,
+        payload,
+        ..
+    } = next_notification(&mut dev).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((id, priority, e), (77, 10, expiry));
+    assert_eq!(payload["aps"]["alert"], "enhanced");
+
+    gw.send(&frame(
+        token.as_bytes(),
+        r#"{"aps":{"alert":"frame"}}"#,
+        78,
+        expiry,
+        5,
+    ))
+    .await
+    .unwrap();
+    let DeviceEvent::Notification {
+        id,
+        priority,
+        expiry: e,
+        payload,
+        app,
+        ..
+    } = next_notification(&mut dev).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (id, priority, e, app.as_str()),
+        (78, 5, expiry, DEFAULT_TOPIC)
+    );
+    assert_eq!(payload["aps"]["alert"], "frame");
+
+    // Optional items omitted: identifier 0, expiry 0, priority 10.
+    gw.send(&items(&[(2, PAYLOAD.as_bytes()), (1, token.as_bytes())]))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification {
+        id,
+        priority,
+        expiry: e,
+        ..
+    } = next_notification(&mut dev).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((id, priority, e), (0, 10, 0));
+
+    // Many notifications in one write, and one split across writes.
+    let mut batch = Vec::new();
+    for i in 100..110u32 {
+        batch.extend(frame(token.as_bytes(), PAYLOAD, i, expiry, 10));
+    }
+    let split = frame(token.as_bytes(), PAYLOAD, 110, expiry, 10);
+    batch.extend(&split[..20]);
+    gw.send(&batch).await.unwrap();
+    gw.send(&split[20..]).await.unwrap();
+    for i in 100..=110u32 {
+        let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+            unreachable!()
+        };
+        assert_eq!(id, i, "in order");
+    }
+    // Success is silent.
+    assert_eq!(
+        gw.finish(Duration::from_millis(200)).await.unwrap(),
+        GatewayAnswer::Silent
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn every_status_code() {
+    let t = common::start().await;
+    let (_dev, tokens) = t
+        .device("CODES-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let tok = token.as_bytes().as_slice();
+    let big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(2100));
+    let legacy_big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(250));
+    let cases: Vec<(&str, Vec<u8>, Status, u32)> = vec![
+        (
+            "frame without token",
+            items(&[(2, PAYLOAD.as_bytes()), (3, &9u32.to_be_bytes())]),
+            Status::MissingDeviceToken,
+            9,
+        ),
+        (
+            "frame with empty token",
+            items(&[(1, b""), (2, PAYLOAD.as_bytes()), (3, &10u32.to_be_bytes())]),
+            Status::MissingDeviceToken,
+            10,
+        ),
+        (
+            "enhanced with empty token",
+            enhanced(11, 0, b"", PAYLOAD.as_bytes()),
+            Status::MissingDeviceToken,
+            11,
+        ),
+        (
+            "frame without payload",
+            items(&[(1, tok), (3, &12u32.to_be_bytes())]),
+            Status::MissingPayload,
+            12,
+        ),
+        (
+            "enhanced with empty payload",
+            enhanced(13, 0, tok, b""),
+            Status::MissingPayload,
+            13,
+        ),
+        (
+            "frame with short token",
+            items(&[
+                (1, &tok[..31]),
+                (2, PAYLOAD.as_bytes()),
+                (3, &14u32.to_be_bytes()),
+            ]),
+            Status::InvalidTokenSize,
+            14,
+        ),
+        (
+            "enhanced with long token",
+            enhanced(15, 0, &[tok, &[0]].concat(), PAYLOAD.as_bytes()),
+            Status::InvalidTokenSize,
+            15,
+        ),
+        (
+            "frame payload over 2048",
+            frame(tok, &big, 16, 0, 10),
+            Status::InvalidPayloadSize,
+            16,
+        ),
+        (
+            "enhanced payload over 256",
+            enhanced(17, 0, tok, legacy_big.as_bytes()),
+            Status::InvalidPayloadSize,
+            17,
+        ),
+        (
+            "simple payload over 256",
+            simple(tok, legacy_big.as_bytes()),
+            Status::InvalidPayloadSize,
+            0,
+        ),
+        (
+            "unknown token",
+            frame(&[7; 32], PAYLOAD, 18, 0, 10),
+            Status::InvalidToken,
+            18,
+        ),
+        (
+            "unknown command",
+            vec![9, 0, 0, 0, 0],
+            Status::ProtocolError,
+            0,
+        ),
+        (
+            "priority item of length 4",
+            items(&[
+                (1, tok),
+                (2, PAYLOAD.as_bytes()),
+                (3, &19u32.to_be_bytes()),
+                (5, &[0, 0, 0, 10]),
+            ]),
+            Status::ProtocolError,
+            19,
+        ),
+        (
+            "unknown item",
+            items(&[
+                (1, tok),
+                (2, PAYLOAD.as_bytes()),
+                (3, &20u32.to_be_bytes()),
+                (6, b"x"),
+            ]),
+            Status::ProtocolError,
+            20,
+        ),
+        (
+            "duplicate item",
+            items(&[
+                (1, tok),
+                (2, PAYLOAD.as_bytes()),
+                (3, &21u32.to_be_bytes()),
+                (1, tok),
+            ]),
+            Status::ProtocolError,
+            21,
+        ),
+        (
+            "priority 7",
+            frame(tok, PAYLOAD, 22, 0, 7),
+            Status::ProtocolError,
+            22,
+        ),
+        (
+            "invalid JSON",
+            frame(tok, "{\"aps\":", 23, 0, 10),
+            Status::ProtocolError,
+            23,
+        ),
+        (
+            "JSON that is not an object",
+            frame(tok, "[1,2]", 24, 0, 10),
+            Status::ProtocolError,
+            24,
+        ),
+    ];
+    for (what, bytes, status, id) in cases {
+        let mut gw = t.gateway().await;
+        gw.send(&bytes).await.unwrap();
+        let answer = gw.finish(TIMEOUT).await.unwrap();
+        assert_eq!(
+            answer,
+            GatewayAnswer::Error(ErrorResponse {
+                status,
+                identifier: id.to_be_bytes()
+            }),
+            "{what}"
+        );
+        // Then the gateway closes.
+        assert_eq!(
+            gw.finish(TIMEOUT).await.unwrap(),
+            GatewayAnswer::Closed,
+            "{what}: closed"
+        );
+    }
+    // Every rejection is in the delivery log with its reason.
+    let rejected = t
+        .sim
+        .hub()
+        .recent_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Notification {
+                    outcome: Outcome::Rejected,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(rejected, 18);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_length_is_refused_before_buffering() {
+    let t = common::start().await;
+    let mut gw = t.gateway().await;
+    // Command 2 announcing a 1 GiB frame: answered from the 5-byte header alone.
+    gw.send(&[2, 0x40, 0, 0, 0]).await.unwrap();
+    expect_error(&mut gw, Status::InvalidPayloadSize, 0).await;
+    // Command 1 announcing a 65535-byte payload: answered before the payload arrives.
+    let mut gw = t.gateway().await;
+    let mut bytes = enhanced(5, 0, &[1; 32], b"");
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&[0xFF, 0xFF]);
+    gw.send(&bytes).await.unwrap();
+    expect_error(&mut gw, Status::InvalidPayloadSize, 5).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn error_closes_and_discards_what_follows() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("DISCARD-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let expiry = common::in_an_hour(&t.clock);
+    let mut gw = t.gateway().await;
+    let mut batch = frame(token.as_bytes(), PAYLOAD, 1, expiry, 10);
+    batch.extend(frame(&[9; 32], PAYLOAD, 2, expiry, 10)); // unknown token
+    batch.extend(frame(token.as_bytes(), PAYLOAD, 3, expiry, 10));
+    batch.extend(frame(token.as_bytes(), PAYLOAD, 4, expiry, 10));
+    gw.send(&batch).await.unwrap();
+    expect_error(&mut gw, Status::InvalidToken, 2).await;
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 1);
+    // The gateway stopped reading at notification 2, before answering: 3 and 4 never
+    // reached the hub.
+    for e in t.sim.hub().recent_events() {
+        if let Event::Notification { identifier, .. } = e {
+            assert!(
+                identifier < 3,
+                "notification {identifier} should have been discarded"
+            );
+        }
+    }
+    // A new connection works again.
+    let mut gw = t.gateway().await;
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 5, expiry, 10))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 5);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_of_other_apps_or_environments_get_status_8() {
+    let t = common::start().await;
+    let (_a, sandbox) = t
+        .device(
+            "ENV-1",
+            Environment::Sandbox,
+            &[DEFAULT_TOPIC, "com.example.other"],
+        )
+        .await;
+    let (_b, production) = t
+        .device("ENV-2", Environment::Production, &[DEFAULT_TOPIC])
+        .await;
+    let expiry = common::in_an_hour(&t.clock);
+
+    // Production token over a sandbox connection (universal certificate, localhost).
+    let mut gw = t.gateway().await;
+    gw.send(&frame(
+        production[DEFAULT_TOPIC].as_bytes(),
+        PAYLOAD,
+        31,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut gw, Status::InvalidToken, 31).await;
+
+    // Another app's token with com.example.app's certificate.
+    let mut gw = t.gateway().await;
+    gw.send(&frame(
+        sandbox["com.example.other"].as_bytes(),
+        PAYLOAD,
+        32,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut gw, Status::InvalidToken, 32).await;
+
+    // Sandbox token through a production-only certificate.
+    let mut gw = t
+        .gateway_as(
+            t.provider_tls(DEFAULT_TOPIC, CertEnvironment::Production),
+            "localhost",
+        )
+        .await;
+    gw.send(&frame(
+        sandbox[DEFAULT_TOPIC].as_bytes(),
+        PAYLOAD,
+        33,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut gw, Status::InvalidToken, 33).await;
+
+    // The production token is fine through the production host name (universal cert) …
+    let mut gw = t
+        .gateway_as(t.default_provider_tls(), "gateway.push.apple.com")
+        .await;
+    gw.send(&frame(
+        production[DEFAULT_TOPIC].as_bytes(),
+        PAYLOAD,
+        34,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    // … and the sandbox token is not.
+    gw.send(&frame(
+        sandbox[DEFAULT_TOPIC].as_bytes(),
+        PAYLOAD,
+        35,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    expect_error(&mut gw, Status::InvalidToken, 35).await;
+    t.stop().await;
+}
+
+/// A client certificate must be present and issued by the simulator's CA.
+#[tokio::test]
+async fn missing_or_foreign_client_certificate_is_refused() {
+    let t = common::start().await;
+    let (_dev, tokens) = t
+        .device("CERT-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let bytes = frame(tokens[DEFAULT_TOPIC].as_bytes(), PAYLOAD, 1, 0, 10);
+    let addr = t.sim.addrs().gateway.to_string();
+    let mut events = t.sim.hub().subscribe();
+
+    let no_cert = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let foreign_pki = Pki::generate().unwrap();
+    let foreign = foreign_pki.default_provider();
+    let foreign_cert = tls::client_config(
+        t.pki.ca_cert_pem().as_bytes(),
+        Some(
+            tls::ClientIdentity::from_pem(foreign.cert_pem.as_bytes(), foreign.key_pem.as_bytes())
+                .unwrap(),
+        ),
+        Vec::new(),
+    )
+    .unwrap();
+    for (what, config) in [("no certificate", no_cert), ("foreign CA", foreign_cert)] {
+        // With TLS 1.3 the client may finish its side of the handshake before the server
+        // refuses the certificate, so the refusal can show up at connect or at first read.
+        match BinaryClient::connect(&addr, "localhost", config).await {
+            Err(_) => {}
+            Ok(mut client) => {
+                let _ = client.send(&bytes).await;
+                let answer = client.finish(TIMEOUT).await;
+                assert!(
+                    matches!(answer, Err(_) | Ok(GatewayAnswer::Closed)),
+                    "{what}: expected refusal, got {answer:?}"
+                );
+            }
+        }
+    }
+    // Nothing reached the hub: the next hub event is the one this test triggers now.
+    let mut gw = t.gateway().await;
+    gw.send(&frame(tokens[DEFAULT_TOPIC].as_bytes(), PAYLOAD, 99, 0, 10))
+        .await
+        .unwrap();
+    let e = next_hub_event(&mut events, |e| matches!(e, Event::Notification { .. })).await;
+    assert!(
+        matches!(e, Event::Notification { identifier: 99, .. }),
+        "{e:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_status_10_with_last_accepted_identifier() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("SHUT-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let mut gw = t.gateway().await;
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 41, 0, 10))
+        .await
+        .unwrap();
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 42, 0, 10))
+        .await
+        .unwrap();
+    for want in [41, 42] {
+        let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+            unreachable!()
+        };
+        assert_eq!(id, want);
+    }
+    let stopping = tokio::spawn(t.stop());
+    expect_error(&mut gw, Status::Shutdown, 42).await;
+    tokio::time::timeout(TIMEOUT, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn uninstalled_app_token_is_accepted_silently_and_fed_back() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("GONE-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token: DeviceToken = tokens[DEFAULT_TOPIC];
+    common::command(
+        &dev,
+        apns_sim::simdevice::DeviceCommand::Uninstall(DEFAULT_TOPIC.into()),
+    )
+    .await;
+    common::next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Uninstalled { .. })).await;
+    let mut events = t.sim.hub().subscribe();
+    let mut gw = t.gateway().await;
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 51, 0, 10))
+        .await
+        .unwrap();
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 51, Outcome::NotInstalled)
+    })
+    .await;
+    // Pushing again is still silent on the binary API (Apple reported it via feedback).
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 52, 0, 10))
+        .await
+        .unwrap();
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 52, Outcome::Unregistered)
+    })
+    .await;
+    assert_eq!(
+        gw.finish(Duration::from_millis(200)).await.unwrap(),
+        GatewayAnswer::Silent
+    );
+    t.stop().await;
+}

@@ -1,0 +1,307 @@
+//! The `apns-sim` binary driven as processes: `certs`, `device`, `push`, `feedback`, and the
+//! README's quick start (`serve`, then the push command it prints).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use apns_sim::certs::DEFAULT_TOPIC;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::common::{self, TIMEOUT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
+
+fn apns_sim(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a command to completion; returns (success, stdout, stderr).
+async fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+        .await
+        .expect("command finished in time")
+        .expect("command ran");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads stdout lines until one satisfies `pred`.
+async fn line_where(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let wait = async {
+        loop {
+            match lines.next_line().await.expect("read stdout") {
+                Some(l) if pred(&l) => return l,
+                Some(_) => {}
+                None => panic!("process ended before the expected line"),
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("line in time")
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[tokio::test]
+async fn certs_command_mints_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = run(apns_sim(dir.path()).args(["certs"])).await;
+    assert!(ok, "{err}");
+    for f in [
+        "ca.pem",
+        "ca-key.pem",
+        "server.pem",
+        "server-key.pem",
+        "provider.pem",
+        "provider-key.pem",
+        "manifest.json",
+    ] {
+        assert!(dir.path().join("certs").join(f).exists(), "{f} missing");
+    }
+    assert!(
+        out.contains("\"role\": \"provider\"") || out.contains("\"role\":\"provider\""),
+        "{out}"
+    );
+    let ca_before = std::fs::read(dir.path().join("certs/ca.pem")).unwrap();
+
+    let (ok, out, err) = run(apns_sim(dir.path()).args([
+        "certs",
+        "provider",
+        "--topic",
+        "com.acme.news",
+        "--environment",
+        "sandbox",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("com.acme.news"), "{out}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("certs/manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(files.iter().any(|f| f["topic"] == "com.acme.news"
+        && f["environment"] == "sandbox"
+        && f["role"] == "provider"));
+    // The CA is reused, not minted again.
+    assert_eq!(
+        std::fs::read(dir.path().join("certs/ca.pem")).unwrap(),
+        ca_before
+    );
+
+    let (ok, _, err) = run(apns_sim(dir.path()).args([
+        "certs",
+        "provider",
+        "--topic",
+        "x",
+        "--environment",
+        "staging",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(err.contains("staging"), "{err}");
+}
+
+/// device → push → uninstall → push → feedback (twice), all as separate processes.
+#[tokio::test]
+async fn device_push_feedback_commands() {
+    let t = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    t.pki.write(&dir.path().join("certs")).unwrap();
+    let addrs = *t.sim.addrs();
+
+    let mut device: Child = apns_sim(dir.path())
+        .args([
+            "device",
+            "--server",
+            &addrs.devices.to_string(),
+            "--serial",
+            "CLI-1",
+            "--app",
+            DEFAULT_TOPIC,
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = device.stdin.take().unwrap();
+    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
+    let registered = json(&line_where(&mut lines, |l| l.contains("\"registered\"")).await);
+    assert_eq!(registered["serial"], "CLI-1");
+    assert_eq!(registered["app"], DEFAULT_TOPIC);
+    assert_eq!(registered["environment"], "sandbox");
+    let token = registered["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 64);
+
+    let push = |id: &str| {
+        let mut cmd = apns_sim(dir.path());
+        cmd.args([
+            "push",
+            "--token",
+            &token,
+            "--gateway",
+            &addrs.gateway.to_string(),
+            "--id",
+            id,
+            "--payload",
+            r#"{"aps":{"alert":"from the CLI"}}"#,
+            "--wait-ms",
+            "300",
+        ]);
+        cmd
+    };
+    let (ok, out, err) = run(&mut push("5")).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("accepted"), "{out}");
+    let shown = json(&line_where(&mut lines, |l| l.contains("\"notification\"")).await);
+    assert_eq!(shown["id"], 5);
+    assert_eq!(shown["token"], token.as_str());
+    assert_eq!(shown["priority"], 10);
+    assert_eq!(shown["payload"]["aps"]["alert"], "from the CLI");
+
+    stdin
+        .write_all(b"uninstall com.example.app\n")
+        .await
+        .unwrap();
+    line_where(&mut lines, |l| l.contains("\"uninstalled\"")).await;
+    let (ok, out, err) = run(&mut push("6")).await;
+    assert!(ok, "{out}{err}");
+    let reported = json(&line_where(&mut lines, |l| l.contains("\"not_installed\"")).await);
+    assert_eq!(reported["token"], token.as_str());
+
+    // The hub records the report as the device sends it; the feedback read follows it.
+    let mut events = t.sim.hub().subscribe();
+    let tok = apns_sim::protocol::token::DeviceToken::from_hex(&token).unwrap();
+    if t.sim.hub().unregistered_at(&tok).is_none() {
+        common::next_hub_event(&mut events, |e| {
+            matches!(
+                e,
+                apns_sim::hub::Event::Notification {
+                    outcome: apns_sim::hub::Outcome::NotInstalled,
+                    ..
+                }
+            )
+        })
+        .await;
+    }
+    let feedback = || {
+        let mut cmd = apns_sim(dir.path());
+        cmd.args(["feedback", "--feedback", &addrs.feedback.to_string()]);
+        cmd
+    };
+    let (ok, out, err) = run(&mut feedback()).await;
+    assert!(ok, "{err}");
+    let line = out.lines().next().unwrap_or_default();
+    let (ts, tok_hex) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("tuple line: {out}"));
+    assert_eq!(tok_hex, token);
+    assert_eq!(
+        ts.parse::<u64>().unwrap(),
+        t.sim.hub().unregistered_at(&tok).unwrap() / 1000
+    );
+    let (ok, out, _) = run(&mut feedback()).await;
+    assert!(ok);
+    assert!(out.contains("no feedback"), "{out}");
+
+    // A bad command is answered, quit stops the device.
+    stdin.write_all(b"dance\nquit\n").await.unwrap();
+    let bad = json(&line_where(&mut lines, |l| l.contains("\"bad_command\"")).await);
+    assert!(bad["error"].as_str().unwrap().contains("unknown command"));
+    line_where(&mut lines, |l| l.contains("\"stopped\"")).await;
+    let status = tokio::time::timeout(TIMEOUT, device.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn push_reports_an_error_response_in_words() {
+    let t = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    t.pki.write(&dir.path().join("certs")).unwrap();
+    let (ok, out, _) = run(apns_sim(dir.path()).args([
+        "push",
+        "--token",
+        &"ab".repeat(32),
+        "--gateway",
+        &t.sim.addrs().gateway.to_string(),
+        "--id",
+        "9",
+    ]))
+    .await;
+    assert!(!ok, "an error response makes the command fail");
+    assert!(
+        out.contains("status 8 (Invalid token) for notification id 9"),
+        "{out}"
+    );
+    t.stop().await;
+}
+
+/// The README's quick start: `serve` prints demo tokens and a push command that works.
+#[tokio::test]
+async fn serve_prints_a_push_command_that_reaches_a_demo_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = apns_sim(dir.path())
+        .env("RUST_LOG", "info")
+        .args([
+            "serve",
+            "--gateway-port",
+            "0",
+            "--feedback-port",
+            "0",
+            "--http2-port",
+            "0",
+            "--device-port",
+            "0",
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let command = line_where(&mut lines, |l| {
+        l.trim_start().starts_with("cargo run --release -- push")
+    })
+    .await;
+    // Run the printed command with the built binary instead of cargo.
+    let args = shell_words(command.trim().trim_start_matches("cargo run --release -- "));
+    let (ok, out, err) = run(apns_sim(dir.path()).args(&args)).await;
+    assert!(ok, "{out}{err}");
+    let shown = line_where(&mut lines, |l| l.contains("shows a notification")).await;
+    assert!(shown.contains("Hello"), "{shown}");
+    serve.kill().await.unwrap();
+}
+
+/// Splits the printed command line (plain words and single-quoted words only).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        if let Some(quoted) = rest.strip_prefix('\'') {
+            let end = quoted.find('\'').expect("closing quote");
+            words.push(quoted[..end].to_owned());
+            rest = quoted[end + 1..].trim_start();
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            words.push(rest[..end].to_owned());
+            rest = rest[end..].trim_start();
+        }
+    }
+    words
+}

@@ -1,0 +1,344 @@
+//! Simulated devices: registration, store-and-forward while offline, reinstall, session
+//! replacement, the token webhook, and device protocol errors.
+
+use std::time::Duration;
+
+use apns_sim::certs::DEFAULT_TOPIC;
+use apns_sim::client::connect_tls;
+use apns_sim::hub::{Event, Outcome};
+use apns_sim::protocol::device::{decode_server_message, ServerMessage, ERR_PROTOCOL};
+use apns_sim::protocol::notification::{self, FrameItem};
+use apns_sim::protocol::Environment;
+use apns_sim::simdevice::{DeviceCommand, DeviceEvent};
+use apns_sim::tls;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{self, command, next_device_event, next_hub_event, next_notification, TIMEOUT};
+
+fn frame(token: &[u8], alert: &str, id: u32, expiry: u32) -> Vec<u8> {
+    let payload = format!(r#"{{"aps":{{"alert":"{alert}"}}}}"#);
+    let mut out = BytesMut::new();
+    notification::encode_frame_items(
+        &[
+            FrameItem {
+                id: 1,
+                data: Bytes::copy_from_slice(token),
+            },
+            FrameItem {
+                id: 2,
+                data: Bytes::from(payload),
+            },
+            FrameItem {
+                id: 3,
+                data: Bytes::copy_from_slice(&id.to_be_bytes()),
+            },
+            FrameItem {
+                id: 4,
+                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
+            },
+        ],
+        &mut out,
+    );
+    out.to_vec()
+}
+
+/// Takes the device offline and waits until the hub has closed its session.
+async fn go_offline(
+    t: &common::TestSim,
+    dev: &mut apns_sim::simdevice::DeviceHandle,
+    serial: &str,
+) {
+    let mut events = t.sim.hub().subscribe();
+    command(dev, DeviceCommand::Offline).await;
+    next_device_event(dev, |e| matches!(e, DeviceEvent::Offline { .. })).await;
+    let serial = serial.to_owned();
+    next_hub_event(
+        &mut events,
+        move |e| matches!(e, Event::DeviceOffline { serial: s, .. } if *s == serial),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_are_per_app_and_stable_across_reconnects() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device(
+            "REG-1",
+            Environment::Sandbox,
+            &[DEFAULT_TOPIC, "com.example.other"],
+        )
+        .await;
+    assert_ne!(tokens[DEFAULT_TOPIC], tokens["com.example.other"]);
+    go_offline(&t, &mut dev, "REG-1").await;
+    command(&dev, DeviceCommand::Online).await;
+    let again = next_device_event(
+        &mut dev,
+        |e| matches!(e, DeviceEvent::Registered { app, .. } if app == DEFAULT_TOPIC),
+    )
+    .await;
+    let DeviceEvent::Registered { token, .. } = again else {
+        unreachable!()
+    };
+    assert_eq!(token, tokens[DEFAULT_TOPIC], "reconnecting keeps the token");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn offline_device_gets_only_the_newest_stored_notification() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("STORE-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    go_offline(&t, &mut dev, "STORE-1").await;
+
+    let mut events = t.sim.hub().subscribe();
+    let expiry = common::in_an_hour(&t.clock);
+    let mut gw = t.gateway().await;
+    gw.send(&frame(token.as_bytes(), "first", 1, expiry))
+        .await
+        .unwrap();
+    gw.send(&frame(token.as_bytes(), "second", 2, expiry))
+        .await
+        .unwrap();
+    gw.send(&frame(token.as_bytes(), "not stored", 3, 0))
+        .await
+        .unwrap();
+    next_hub_event(&mut events, |e| common::is_outcome(e, 1, Outcome::Stored)).await;
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 1, Outcome::Superseded)
+    })
+    .await;
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 3, Outcome::Discarded)
+    })
+    .await;
+
+    command(&dev, DeviceCommand::Online).await;
+    let DeviceEvent::Notification { id, payload, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!((id, payload["aps"]["alert"].as_str()), (2, Some("second")));
+    // Stored notifications are sent as the session opens, before anything newer: a marker
+    // pushed now arrives next, proving nothing else was kept.
+    gw.send(&frame(token.as_bytes(), "marker", 4, expiry))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 4);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn stored_notification_expires_while_device_is_away() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("EXP-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    go_offline(&t, &mut dev, "EXP-1").await;
+    let mut events = t.sim.hub().subscribe();
+    let mut gw = t.gateway().await;
+    let expiry = (t.clock.now_secs() + 60) as u32;
+    gw.send(&frame(token.as_bytes(), "short-lived", 1, expiry))
+        .await
+        .unwrap();
+    next_hub_event(&mut events, |e| common::is_outcome(e, 1, Outcome::Stored)).await;
+    // Two minutes pass (on the simulator's clock) before the device comes back.
+    t.clock.advance(Duration::from_secs(120));
+    command(&dev, DeviceCommand::Online).await;
+    next_hub_event(&mut events, |e| common::is_outcome(e, 1, Outcome::Expired)).await;
+    gw.send(&frame(token.as_bytes(), "marker", 2, 0))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 2, "the expired notification was not delivered");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reinstall_gets_a_new_token_and_the_old_one_is_reported() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("REINST-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let old = tokens[DEFAULT_TOPIC];
+    command(&dev, DeviceCommand::Uninstall(DEFAULT_TOPIC.into())).await;
+    command(&dev, DeviceCommand::Install(DEFAULT_TOPIC.into())).await;
+    let DeviceEvent::Registered { token: new, .. } =
+        next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Registered { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_ne!(new, old, "a reinstalled app gets a new token");
+
+    let mut gw = t.gateway().await;
+    gw.send(&frame(old.as_bytes(), "to the old token", 1, 0))
+        .await
+        .unwrap();
+    let DeviceEvent::NotInstalled { token, app, .. } =
+        next_device_event(&mut dev, |e| matches!(e, DeviceEvent::NotInstalled { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((token, app.as_deref()), (old, Some(DEFAULT_TOPIC)));
+    gw.send(&frame(new.as_bytes(), "to the new token", 2, 0))
+        .await
+        .unwrap();
+    let DeviceEvent::Notification { id, token, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!((id, token), (2, new));
+    assert!(t.sim.hub().unregistered_at(&old).is_some());
+    assert!(t.sim.hub().unregistered_at(&new).is_none());
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn same_serial_replaces_the_older_session() {
+    let t = common::start().await;
+    let (mut first, tokens) = t
+        .device("TWIN-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let (mut second, again) = t
+        .device("TWIN-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    assert_eq!(tokens, again, "same device, same app: same token");
+    let DeviceEvent::Disconnected { reason, .. } = next_device_event(&mut first, |e| {
+        matches!(e, DeviceEvent::Disconnected { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("replaced"), "{reason}");
+    let mut gw = t.gateway().await;
+    gw.send(&frame(
+        tokens[DEFAULT_TOPIC].as_bytes(),
+        "to the newer session",
+        7,
+        0,
+    ))
+    .await
+    .unwrap();
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut second).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 7);
+    t.stop().await;
+}
+
+/// Step 3 of registration: the device POSTs its token to the provider's app server.
+#[tokio::test]
+async fn token_is_posted_to_the_register_url() {
+    let t = common::start().await;
+    let app_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/register", app_server.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = app_server.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the JSON body is complete (it ends with '}').
+        while !request.ends_with(b"}") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "request ended early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8(request).unwrap()
+    });
+    let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let mut dev = apns_sim::simdevice::spawn(
+        apns_sim::simdevice::DeviceConfig {
+            server: t.sim.addrs().devices.to_string(),
+            server_name: "localhost".into(),
+            tls,
+            serial: "HOOK-1".into(),
+            environment: Environment::Sandbox,
+            apps: vec![DEFAULT_TOPIC.into()],
+            register_url: Some(url),
+        },
+        t.devices_stop.clone(),
+    );
+    let DeviceEvent::Registered { token, .. } =
+        next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Registered { .. })).await
+    else {
+        unreachable!()
+    };
+    let posted =
+        next_device_event(&mut dev, |e| matches!(e, DeviceEvent::TokenPosted { .. })).await;
+    assert!(matches!(
+        posted,
+        DeviceEvent::TokenPosted { status: 201, .. }
+    ));
+    let request = tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(request.starts_with("POST /register HTTP/1.1"), "{request}");
+    let body: serde_json::Value =
+        serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "token": token.to_hex(),
+            "app": DEFAULT_TOPIC,
+            "environment": "sandbox",
+            "serial": "HOOK-1",
+        })
+    );
+    t.stop().await;
+}
+
+/// Garbage on the device endpoint gets an Error frame naming the problem, then a close.
+#[tokio::test]
+async fn device_protocol_errors_are_answered() {
+    let t = common::start().await;
+    let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let addr = t.sim.addrs().devices.to_string();
+
+    // An unknown frame type instead of Hello.
+    let mut stream = connect_tls(&addr, "localhost", tls.clone()).await.unwrap();
+    stream.write_all(&[0x7f, 0, 0]).await.unwrap();
+    let answer = read_server_message(&mut stream).await;
+    assert!(
+        matches!(&answer, ServerMessage::Error { code, message } if *code == ERR_PROTOCOL && message.contains("0x7f") || message.contains("127")),
+        "{answer:?}"
+    );
+
+    // A frame announcing more than the maximum body: refused from the header.
+    let mut stream = connect_tls(&addr, "localhost", tls).await.unwrap();
+    stream.write_all(&[0x01, 0xff, 0xff]).await.unwrap();
+    let answer = read_server_message(&mut stream).await;
+    assert!(
+        matches!(&answer, ServerMessage::Error { code, .. } if *code == ERR_PROTOCOL),
+        "{answer:?}"
+    );
+    t.stop().await;
+}
+
+async fn read_server_message(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> ServerMessage {
+    let mut buf = BytesMut::new();
+    let read = async {
+        loop {
+            if let Some(msg) = decode_server_message(&mut buf).expect("valid server frame") {
+                return msg;
+            }
+            let n = stream.read_buf(&mut buf).await.expect("read");
+            assert!(n > 0, "closed without an Error frame");
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .expect("answer in time")
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one test binary (so shared helpers compile once), one module per
+//! area. Every test starts its own simulator on 127.0.0.1 port 0 over real TLS, so they
+//! run in parallel; they wait on events with a generous timeout and never sleep to
+//! synchronise.
+
+mod binary;
+mod cli;
+mod common;
+mod devices;
+mod feedback;
