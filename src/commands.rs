@@ -291,8 +291,8 @@ pub struct PushOptions {
     pub payload: String,
     /// Identifier of the first notification.
     pub id: u32,
-    /// Expiry (UNIX seconds; 0 = do not store).
-    pub expiry: u32,
+    /// Expiry (UNIX seconds; 0 = do not store); `None` = one hour from now.
+    pub expiry: Option<u32>,
     /// Priority (command 2 only).
     pub priority: u8,
     /// `host:port` of the gateway.
@@ -307,6 +307,12 @@ pub struct PushOptions {
 /// gateway answered with an error.
 pub async fn push(opts: PushOptions) -> Result<bool> {
     let config = opts.tls.client_config(Vec::new())?;
+    let expiry = opts.expiry.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_secs() + 3600) as u32
+    });
     let mut out = bytes::BytesMut::new();
     for (i, token) in opts.tokens.iter().enumerate() {
         let token = hex::decode(token.trim())
@@ -316,7 +322,7 @@ pub async fn push(opts: PushOptions) -> Result<bool> {
         match opts.format {
             Format::Simple => notification::encode_simple_raw(&token, payload, &mut out),
             Format::Enhanced => {
-                notification::encode_enhanced_raw(id, opts.expiry, &token, payload, &mut out)
+                notification::encode_enhanced_raw(id, expiry, &token, payload, &mut out)
             }
             Format::Frame => notification::encode_frame_items(
                 &[
@@ -334,7 +340,7 @@ pub async fn push(opts: PushOptions) -> Result<bool> {
                     },
                     FrameItem {
                         id: 4,
-                        data: Bytes::copy_from_slice(&opts.expiry.to_be_bytes()),
+                        data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
                     },
                     FrameItem {
                         id: 5,

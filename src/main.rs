@@ -228,6 +228,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -286,16 +287,6 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             commands::certs(&a.dir, action).map(|()| true)
         }
         Command::Push(a) => {
-            let expiry = match a.expiry {
-                Some(e) => e,
-                None => {
-                    (std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs()
-                        + 3600) as u32
-                }
-            };
             commands::push(PushOptions {
                 tokens: a.tokens,
                 format: match a.format {
@@ -305,7 +296,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 },
                 payload: a.payload,
                 id: a.id,
-                expiry,
+                expiry: a.expiry,
                 priority: a.priority,
                 gateway: a.gateway,
                 tls: a.tls.files(),
