@@ -935,3 +935,232 @@ fn notification_event(at_ms: u64, q: &Queued, outcome: Outcome, detail: String) 
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "com.example.app";
+
+    fn request(token: DeviceToken, id: u32, expiry: u32) -> PushRequest {
+        PushRequest {
+            api: Api::Binary,
+            token,
+            topic: APP.to_owned(),
+            environment: Environment::Sandbox,
+            identifier: id.to_be_bytes(),
+            apns_id: Uuid::new_v4(),
+            expiry,
+            priority: 10,
+            push_type: None,
+            collapse_id: None,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn hour_from_now(hub: &Hub) -> u32 {
+        (hub.clock().now_secs() + 3600) as u32
+    }
+
+    /// A hub with one connected device holding APP; returns (hub, session, token).
+    fn online() -> (Hub, DeviceSession, DeviceToken) {
+        let hub = Hub::new(Clock::system());
+        let session = hub.connect_device("D1", Environment::Sandbox);
+        let token = hub
+            .register("D1", Environment::Sandbox, APP, false)
+            .unwrap();
+        (hub, session, token)
+    }
+
+    #[test]
+    fn registering_needs_a_session_and_keeps_tokens_until_reinstall() {
+        let hub = Hub::new(Clock::system());
+        assert_eq!(
+            hub.register("D1", Environment::Sandbox, APP, false),
+            Err(RegisterError::NotConnected("D1".into()))
+        );
+        let _s = hub.connect_device("D1", Environment::Sandbox);
+        let a = hub
+            .register("D1", Environment::Sandbox, APP, false)
+            .unwrap();
+        assert_eq!(hub.register("D1", Environment::Sandbox, APP, false), Ok(a));
+        let other = hub
+            .register("D1", Environment::Sandbox, "com.other", false)
+            .unwrap();
+        assert_ne!(a, other, "one token per app");
+        let fresh = hub.register("D1", Environment::Sandbox, APP, true).unwrap();
+        assert_ne!(a, fresh, "a reinstall gets a new token");
+    }
+
+    #[test]
+    fn token_checks() {
+        let (hub, _s, token) = online();
+        assert_eq!(
+            hub.push(request(DeviceToken::from_bytes([0; 32]), 1, 0)),
+            Err(PushError::UnknownToken)
+        );
+        let mut wrong_env = request(token, 2, 0);
+        wrong_env.environment = Environment::Production;
+        assert!(matches!(
+            hub.push(wrong_env),
+            Err(PushError::WrongEnvironment { .. })
+        ));
+        let mut wrong_topic = request(token, 3, 0);
+        wrong_topic.topic = "com.other".into();
+        assert!(matches!(
+            hub.push(wrong_topic),
+            Err(PushError::WrongTopic { .. })
+        ));
+        let rejected = hub
+            .recent_events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Notification {
+                        outcome: Outcome::Rejected,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(rejected, 3);
+    }
+
+    #[test]
+    fn online_delivery_ack_and_not_installed() {
+        let (hub, mut session, token) = online();
+        assert_eq!(hub.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        let sent = session.rx.try_recv().unwrap();
+        assert_eq!(sent.identifier, 1u32.to_be_bytes());
+        assert!(hub.device_reply(session.id, sent.delivery, DeviceReply::Ack));
+        // The same delivery cannot be answered twice, nor by another session.
+        assert!(!hub.device_reply(session.id, sent.delivery, DeviceReply::Ack));
+
+        assert_eq!(hub.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
+        let sent = session.rx.try_recv().unwrap();
+        assert!(!hub.device_reply(session.id + 1, sent.delivery, DeviceReply::Ack));
+        assert!(hub.device_reply(session.id, sent.delivery, DeviceReply::NotInstalled));
+        let at_ms = hub.unregistered_at(&token).unwrap();
+        assert!(matches!(
+            hub.push(request(token, 3, 0)),
+            Err(PushError::Unregistered { at_ms: t }) if t == at_ms
+        ));
+        let tuples = hub.take_feedback(APP, Environment::Sandbox);
+        assert_eq!(tuples.len(), 1, "recorded once, however often pushed");
+        assert_eq!(tuples[0].token, token);
+        assert_eq!(u64::from(tuples[0].timestamp), at_ms / 1000);
+        assert!(hub.take_feedback(APP, Environment::Sandbox).is_empty());
+    }
+
+    #[test]
+    fn offline_store_keeps_the_newest_and_honours_expiry() {
+        let (hub, session, token) = online();
+        hub.disconnect_device("D1", Environment::Sandbox, session.id);
+        let later = hour_from_now(&hub);
+        assert_eq!(hub.push(request(token, 1, later)), Ok(PushOutcome::Stored));
+        assert_eq!(hub.push(request(token, 2, later)), Ok(PushOutcome::Stored));
+        assert_eq!(hub.push(request(token, 3, 0)), Ok(PushOutcome::Discarded));
+        let past = (hub.clock().now_secs() - 10) as u32;
+        assert_eq!(
+            hub.push(request(token, 4, past)),
+            Ok(PushOutcome::Discarded)
+        );
+        let mut back = hub.connect_device("D1", Environment::Sandbox);
+        let stored = back.rx.try_recv().unwrap();
+        assert_eq!(stored.identifier, 2u32.to_be_bytes());
+        assert!(back.rx.try_recv().is_err(), "only the newest is kept");
+        let outcomes: Vec<(u32, Outcome)> = hub
+            .recent_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Notification {
+                    identifier,
+                    outcome,
+                    ..
+                } => Some((identifier, outcome)),
+                _ => None,
+            })
+            .collect();
+        assert!(outcomes.contains(&(1, Outcome::Superseded)));
+        assert!(outcomes.contains(&(3, Outcome::Discarded)));
+        assert!(outcomes.contains(&(4, Outcome::Expired)));
+    }
+
+    #[test]
+    fn stored_notification_that_expired_is_not_sent() {
+        let (hub, session, token) = online();
+        hub.disconnect_device("D1", Environment::Sandbox, session.id);
+        let soon = (hub.clock().now_secs() + 60) as u32;
+        assert_eq!(hub.push(request(token, 1, soon)), Ok(PushOutcome::Stored));
+        hub.clock().advance(std::time::Duration::from_secs(120));
+        let mut back = hub.connect_device("D1", Environment::Sandbox);
+        assert!(back.rx.try_recv().is_err());
+        assert!(hub.recent_events().iter().any(|e| matches!(
+            e,
+            Event::Notification {
+                identifier: 1,
+                outcome: Outcome::Expired,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn unacknowledged_deliveries_are_routed_again() {
+        let (hub, mut session, token) = online();
+        let later = hour_from_now(&hub);
+        assert_eq!(hub.push(request(token, 1, later)), Ok(PushOutcome::Sent));
+        assert!(session.rx.try_recv().is_ok());
+        // The device drops before acknowledging: the notification goes to the store …
+        hub.disconnect_device("D1", Environment::Sandbox, session.id);
+        // … and reaches the device when it returns.
+        let mut back = hub.connect_device("D1", Environment::Sandbox);
+        assert_eq!(back.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_replaced_session_hands_its_pending_deliveries_to_the_new_one() {
+        let (hub, mut first, token) = online();
+        assert_eq!(hub.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        assert!(first.rx.try_recv().is_ok());
+        let mut second = hub.connect_device("D1", Environment::Sandbox);
+        // The first session's queue is closed …
+        assert!(matches!(
+            first.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // … and when its task ends, the unacknowledged one moves to the second.
+        hub.disconnect_device("D1", Environment::Sandbox, first.id);
+        assert_eq!(second.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_device_that_never_acknowledges_is_bounded() {
+        let (hub, _session, token) = online();
+        let later = hour_from_now(&hub);
+        let mut sent = 0;
+        let mut stored = 0;
+        for i in 0..(DEVICE_QUEUE as u32 + 10) {
+            match hub.push(request(token, i, later)) {
+                Ok(PushOutcome::Sent) => sent += 1,
+                Ok(PushOutcome::Stored) => stored += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sent, DEVICE_QUEUE, "the session queue holds DEVICE_QUEUE");
+        assert_eq!(stored, 10, "the rest goes to the store");
+    }
+
+    #[test]
+    fn restored_feedback_comes_first_and_is_not_duplicated() {
+        let (hub, mut session, token) = online();
+        assert_eq!(hub.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(hub.device_reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let taken = hub.take_feedback(APP, Environment::Sandbox);
+        hub.restore_feedback(APP, Environment::Sandbox, taken.clone());
+        hub.restore_feedback(APP, Environment::Sandbox, taken.clone());
+        assert_eq!(hub.take_feedback(APP, Environment::Sandbox), taken);
+    }
+}

@@ -635,3 +635,28 @@ async fn uninstalled_app_token_is_accepted_silently_and_fed_back() {
     );
     t.stop().await;
 }
+
+/// A certificate from the simulator's CA with no topic (no UID, no Apple CN prefix, no
+/// Apple OIDs) passes TLS but cannot push: status 3, Missing topic.
+#[tokio::test]
+async fn certificate_without_topic_gets_status_3() {
+    let t = common::start().await;
+    let ca_key = rcgen::KeyPair::from_pem(t.pki.ca_key_pem()).unwrap();
+    let ca_params = rcgen::CertificateParams::from_ca_cert_pem(t.pki.ca_cert_pem()).unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "not a push certificate");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let identity =
+        tls::ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+    let config =
+        tls::client_config(t.pki.ca_cert_pem().as_bytes(), Some(identity), Vec::new()).unwrap();
+    let mut gw = t.gateway_as(config, "localhost").await;
+    expect_error(&mut gw, Status::MissingTopic, 0).await;
+    t.stop().await;
+}
