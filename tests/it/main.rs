@@ -8,3 +8,4 @@ mod cli;
 mod common;
 mod devices;
 mod feedback;
+mod limits;
