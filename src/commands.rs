@@ -17,6 +17,7 @@ use tracing::info;
 
 use crate::certs::{CertEnvironment, Pki};
 use crate::client::{self, BinaryClient, GatewayAnswer};
+use crate::client_http2;
 use crate::protocol::notification::{self, FrameItem};
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
@@ -99,7 +100,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if !tokens.is_empty() {
         println!("demo devices:");
         for (serial, app, env, token) in &tokens {
-            println!("  {serial:<14} {env:<10} {app:<20} {token}");
+            println!("  {serial:<14} {:<10} {app:<20} {token}", env.as_str());
         }
         if let Some((_, _, _, token)) = tokens.iter().find(|(_, app, env, _)| {
             app == crate::certs::DEFAULT_TOPIC && *env == Environment::Sandbox
@@ -377,6 +378,122 @@ pub async fn push(opts: PushOptions) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// How `push --http2` authenticates.
+#[derive(Debug, Clone)]
+pub enum Http2Auth {
+    /// The provider certificate of the TLS files.
+    Certificate,
+    /// A provider token (JWT) signed now with a `.p8` key; no client certificate.
+    Token {
+        /// The `.p8` file.
+        key: PathBuf,
+        /// Key id (`kid`); taken from the file name `AuthKey_<KEYID>.p8` when absent.
+        key_id: Option<String>,
+        /// Team id (`iss`).
+        team_id: String,
+    },
+}
+
+/// Options of `apns-sim push --http2`.
+#[derive(Debug, Clone)]
+pub struct Http2PushOptions {
+    /// Target tokens, one request each, on one connection.
+    pub tokens: Vec<String>,
+    /// JSON payload.
+    pub payload: String,
+    /// `host:port` of the HTTP/2 API.
+    pub api: String,
+    /// TLS files (the CA always; certificate and key for certificate auth).
+    pub tls: ProviderTlsFiles,
+    /// Certificate or token auth.
+    pub auth: Http2Auth,
+    /// `apns-topic`.
+    pub topic: Option<String>,
+    /// `apns-push-type`.
+    pub push_type: Option<String>,
+    /// `apns-priority`.
+    pub priority: Option<u8>,
+    /// `apns-expiration` (UNIX seconds).
+    pub expiration: Option<u32>,
+    /// `apns-collapse-id`.
+    pub collapse_id: Option<String>,
+    /// `apns-id` (a lowercase UUID); the server generates one when absent.
+    pub apns_id: Option<String>,
+}
+
+/// Sends notifications over the HTTP/2 API and prints each answer (status, reason,
+/// apns-id). Returns false unless every answer was 200.
+pub async fn push_http2(opts: Http2PushOptions) -> Result<bool> {
+    let h2 = vec![tls::ALPN_H2.to_vec()];
+    let (config, auth) = match &opts.auth {
+        Http2Auth::Certificate => (
+            opts.tls.client_config(h2)?,
+            client_http2::PushAuth::Certificate,
+        ),
+        Http2Auth::Token {
+            key,
+            key_id,
+            team_id,
+        } => {
+            let ca = std::fs::read(&opts.tls.ca)
+                .with_context(|| format!("reading {}", opts.tls.ca.display()))?;
+            let p8_pem = std::fs::read_to_string(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let key_id = match key_id {
+                Some(id) => id.clone(),
+                None => key
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.strip_prefix("AuthKey_"))
+                    .map(str::to_owned)
+                    .with_context(|| {
+                        format!(
+                            "--key-id is needed: {} is not named AuthKey_<KEYID>.p8",
+                            key.display()
+                        )
+                    })?,
+            };
+            let key = crate::certs::AuthKey {
+                key_id,
+                team_id: team_id.clone(),
+                topics: Vec::new(),
+                p8_pem,
+            };
+            (
+                tls::client_config(&ca, None, h2)?,
+                client_http2::PushAuth::Token(key),
+            )
+        }
+    };
+    let apns_id = match &opts.apns_id {
+        Some(id) => Some(
+            uuid::Uuid::parse_str(id).with_context(|| format!("--apns-id {id:?} is not a UUID"))?,
+        ),
+        None => None,
+    };
+    let answers = client_http2::push(&client_http2::PushOptions {
+        addr: opts.api.clone(),
+        server_name: opts.tls.server_name.clone(),
+        tls: config,
+        auth,
+        tokens: opts.tokens.clone(),
+        topic: opts.topic.clone(),
+        push_type: opts.push_type.clone(),
+        priority: opts.priority,
+        expiration: opts.expiration,
+        collapse_id: opts.collapse_id.clone(),
+        apns_id,
+        payload: Bytes::from(opts.payload.clone()),
+    })
+    .await?;
+    let mut all_ok = true;
+    for (token, answer) in opts.tokens.iter().zip(&answers) {
+        println!("{}: {answer}", token.trim());
+        all_ok &= answer.status == 200;
+    }
+    Ok(all_ok)
 }
 
 /// Reads and prints the feedback tuples for the certificate's topic.

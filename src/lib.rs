@@ -15,11 +15,11 @@
 //!   configurations; the provider identity in a client certificate; ES256 provider tokens.
 //! - [`connection`]: a framed connection over any async stream, owning its buffers.
 //! - [`server`]: the accept loop every endpoint shares (connection limit, handshake deadline).
-//! - [`gateway`], [`feedback`], [`devices`]: one module per endpoint.
+//! - [`gateway`], [`feedback`], [`http2`], [`devices`]: one module per endpoint.
 //! - [`hub`]: the routing core (tokens, sessions, store-and-forward, feedback, delivery log).
 //! - [`sim`]: [`sim::Simulator`], which starts everything on given listeners.
-//! - [`simdevice`], [`client`], [`webhook`]: the device and provider sides, used by the CLI
-//!   and the tests.
+//! - [`simdevice`], [`client`], [`client_http2`], [`webhook`]: the device and provider sides,
+//!   used by the CLI and the tests.
 //! - [`scenario`]: declarative device fleets (the demo fleet of `apns-sim serve`).
 //! - [`commands`]: what each CLI subcommand does (`main.rs` only parses arguments).
 
@@ -27,12 +27,14 @@
 
 pub mod certs;
 pub mod client;
+pub mod client_http2;
 pub mod clock;
 pub mod commands;
 pub mod connection;
 pub mod devices;
 pub mod feedback;
 pub mod gateway;
+pub mod http2;
 pub mod hub;
 pub mod jwt;
 pub mod protocol;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use apns_sim::certs::{CertEnvironment, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::commands::{
-    self, CertsAction, DeviceOptions, Format, ProviderTlsFiles, PushOptions, ServeOptions,
+    self, CertsAction, DeviceOptions, Format, Http2Auth, Http2PushOptions, ProviderTlsFiles,
+    PushOptions, ServeOptions,
 };
 use apns_sim::protocol::Environment;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -177,6 +178,52 @@ struct PushArgs {
     wait_ms: u64,
     #[command(flatten)]
     tls: ProviderTlsArgs,
+    /// Boxed: the HTTP/2 options would otherwise make every `Command` as large as `push`.
+    #[command(flatten)]
+    http2: Box<Http2Args>,
+}
+
+/// `push --http2`: the HTTP/2 provider API instead of the binary gateway.
+#[derive(Debug, Args)]
+struct Http2Args {
+    /// Send through the HTTP/2 provider API; prints status, reason and apns-id per token.
+    #[arg(long = "http2")]
+    enabled: bool,
+    /// HTTP/2 authentication: the provider certificate, or a provider token (JWT).
+    #[arg(long, value_enum, default_value = "cert")]
+    auth: AuthArg,
+    /// HTTP/2 API address.
+    #[arg(long, default_value = "127.0.0.1:2197")]
+    api: String,
+    /// The .p8 signing key for --auth token.
+    #[arg(long, default_value = "certs/AuthKey_SIMKEY0001.p8")]
+    auth_key: PathBuf,
+    /// Key id for --auth token (default: from the file name AuthKey_<KEYID>.p8).
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Team id for --auth token (the JWT's iss).
+    #[arg(long, default_value = DEFAULT_TEAM_ID)]
+    team_id: String,
+    /// apns-topic (HTTP/2).
+    #[arg(long, default_value = DEFAULT_TOPIC)]
+    topic: String,
+    /// apns-push-type (HTTP/2): alert, background, voip, …
+    #[arg(long)]
+    push_type: Option<String>,
+    /// apns-collapse-id (HTTP/2).
+    #[arg(long)]
+    collapse_id: Option<String>,
+    /// apns-id (HTTP/2), a lowercase UUID; the server generates one when absent.
+    #[arg(long)]
+    apns_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuthArg {
+    /// The provider certificate (--cert, --key).
+    Cert,
+    /// A provider token signed with --auth-key.
+    Token,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +332,30 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 },
             };
             commands::certs(&a.dir, action).map(|()| true)
+        }
+        Command::Push(a) if a.http2.enabled => {
+            let h = *a.http2;
+            commands::push_http2(Http2PushOptions {
+                tokens: a.tokens,
+                payload: a.payload,
+                api: h.api,
+                tls: a.tls.files(),
+                auth: match h.auth {
+                    AuthArg::Cert => Http2Auth::Certificate,
+                    AuthArg::Token => Http2Auth::Token {
+                        key: h.auth_key,
+                        key_id: h.key_id,
+                        team_id: h.team_id,
+                    },
+                },
+                topic: Some(h.topic),
+                push_type: h.push_type,
+                priority: Some(a.priority),
+                expiration: a.expiry,
+                collapse_id: h.collapse_id,
+                apns_id: h.apns_id,
+            })
+            .await
         }
         Command::Push(a) => {
             commands::push(PushOptions {

@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::server::Endpoint;
 use crate::settings::Settings;
-use crate::{devices, feedback, gateway, tls};
+use crate::{devices, feedback, gateway, http2, jwt, tls};
 
 /// Everything a simulator needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -125,6 +125,9 @@ impl Simulator {
             TlsAcceptor::from(tls::provider_server_config(&config.pki, &[]).map_err(tls_err)?);
         let device_tls =
             TlsAcceptor::from(tls::device_server_config(&config.pki).map_err(tls_err)?);
+        let http2_tls = TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(tls_err)?);
+        let auth_keys =
+            jwt::KeyStore::from_pki(&config.pki).map_err(|e| StartError::Tls(e.to_string()))?;
 
         let hub = Hub::new(config.clock.clone());
         let settings = Arc::new(config.settings.clone());
@@ -150,6 +153,13 @@ impl Simulator {
             endpoint("feedback", &provider_tls, max_providers),
             hub.clone(),
             settings.clone(),
+        ));
+        tracker.spawn(http2::run(
+            listeners.http2,
+            endpoint("http2", &http2_tls, max_providers),
+            hub.clone(),
+            settings.clone(),
+            auth_keys,
         ));
         tracker.spawn(devices::run(
             listeners.devices,

@@ -8,4 +8,5 @@ mod cli;
 mod common;
 mod devices;
 mod feedback;
+mod http2;
 mod limits;

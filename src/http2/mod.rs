@@ -1,0 +1,651 @@
+//! The HTTP/2 provider API (Apple's `api.push.apple.com`, port 443 or 2197), served with the
+//! `h2` crate directly (not hyper) for connection-level control.
+//!
+//! # One connection
+//!
+//! 1. The accept loop ([`crate::server`]) completes TLS. The certificate is optional: a client
+//!    that presents one uses certificate auth, one that presents none uses provider tokens.
+//!    ALPN `h2` or no ALPN at all (HTTP/2 with prior knowledge) are both served.
+//! 2. Certificate auth: topics come from the certificate (UID and the …6.3.6 list), the
+//!    environment from the certificate and the TLS server name. A sandbox-only certificate
+//!    that reached `api.push.apple.com` (or the reverse) gets what Apple sends: SETTINGS, then
+//!    `GOAWAY NO_ERROR {"reason":"BadCertificateEnvironment"}`, then the close; a certificate
+//!    that names no topic or environment gets the same with `BadCertificate`.
+//!    Token auth: the environment comes from the TLS server name (Apple's API hosts), else
+//!    the simulator's default environment.
+//! 3. `h2` serves the connection with SETTINGS close to Apple's observed ones (header table
+//!    4096, 1000 concurrent streams, initial window 65535, max frame 16384, max header list
+//!    8000). PRIORITY frames are accepted and ignored (`h2` does that); PINGs are answered.
+//! 4. Each request's head is checked at once, in the connection task, in arrival order
+//!    ([`request`] for headers and path, [`auth`] for the provider token), then a task per
+//!    stream reads the body (bounded, with a deadline), checks the payload, routes through
+//!    [`Hub::push`] and answers ([`response`]). Ordinary request failures never close the
+//!    connection. Every outcome is logged once through the hub.
+//! 5. The connection ends when the client closes it, after [`Settings::provider_idle_timeout`]
+//!    without a byte from the client (`GOAWAY {"reason":"IdleTimeout"}`), or on shutdown
+//!    (in-flight requests finish, then `GOAWAY {"reason":"Shutdown"}`).
+//!
+//! # Where `h2` could not do what Apple does
+//!
+//! - **GOAWAY debug data**: `h2` 0.4 cannot send any. The simulator writes its GOAWAYs as raw
+//!   frames, at the start before `h2` runs, or later between two of `h2`'s frames once it has
+//!   stopped polling `h2` ([`frames`], [`io`]).
+//! - **Raising SETTINGS_MAX_CONCURRENT_STREAMS on a live connection**: `h2` fixes it at the
+//!   handshake. Apple allows one stream on a token connection until a request with a valid
+//!   token arrives, then many. The simulator advertises [`MAX_CONCURRENT_STREAMS`] from the
+//!   start and enforces the one-stream rule itself: a second concurrent stream on a token
+//!   connection that has not yet sent a valid token is reset with `REFUSED_STREAM`, which
+//!   tells the client it was not processed and may be retried.
+//!
+//! # Documented choices where Apple is silent
+//!
+//! - A payload that is not a JSON object gets 400 `PayloadEmpty`: it has no notification
+//!   content, and Apple's vocabulary has no closer reason; the log names the parse error.
+//! - A request body that does not complete within [`Settings::handshake_timeout`] (the same
+//!   slow-loris deadline as the TLS handshake) gets 400 `IdleTimeout`.
+//! - The 410 `timestamp` is the hub's record of when the device reported the app gone, in
+//!   milliseconds; the feedback service reports the same instant in seconds.
+//! - Reasons never produced: `Forbidden`, `ExpiredToken`, `TooManyRequests`,
+//!   `InternalServerError` and `ServiceUnavailable` (Apple documents no trigger the simulator
+//!   could reproduce faithfully).
+
+pub mod auth;
+pub mod frames;
+pub mod io;
+pub mod request;
+pub mod response;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::RecvStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::hub::{Api, Hub, PushError, PushRequest};
+use crate::jwt::KeyStore;
+use crate::protocol::payload::{self, PayloadError};
+use crate::protocol::token::DeviceToken;
+use crate::protocol::Environment;
+use crate::server::{self, Endpoint};
+use crate::settings::Settings;
+use crate::tls;
+
+use self::auth::TokenAuth;
+use self::io::SharedIo;
+use self::request::{Checked, TopicPolicy};
+use self::response::{Reason, Rejection};
+
+/// SETTINGS_MAX_CONCURRENT_STREAMS advertised to every client: Apple's value in a 2021 log
+/// (500 in 2016, 1,500 in 2019). Bounds the per-connection stream tasks.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
+
+/// SETTINGS_HEADER_TABLE_SIZE: Apple's observed value (and the RFC default). Bounds the
+/// HPACK dynamic table a client can make us keep.
+pub const HEADER_TABLE_SIZE: u32 = 4096;
+
+/// SETTINGS_MAX_FRAME_SIZE: Apple's observed value (the RFC minimum).
+pub const MAX_FRAME_SIZE: u32 = 16_384;
+
+/// SETTINGS_MAX_HEADER_LIST_SIZE: Apple's observed value. A request head larger than this is
+/// refused by `h2` before we see it, which bounds header memory per stream.
+pub const MAX_HEADER_LIST_SIZE: u32 = 8000;
+
+/// SETTINGS_INITIAL_WINDOW_SIZE: Apple's observed value. Together with the payload limits it
+/// bounds what a client can have in flight per stream.
+pub const INITIAL_WINDOW_SIZE: u32 = 65_535;
+
+/// Most response bytes `h2` buffers per stream; answers are a few hundred bytes.
+pub const MAX_SEND_BUFFER: usize = 16 * 1024;
+
+/// How long a shutting-down connection waits for its in-flight requests before it closes
+/// anyway (each is one hub call, so this is only reached by a stalled request body).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait for `h2` to flush its last frames before the closing GOAWAY.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Most bytes read and thrown away after the closing GOAWAY, so the close is a FIN and the
+/// client gets to read the GOAWAY rather than an RST.
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Serves the HTTP/2 provider API on `listener` until `endpoint.shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    hub: Hub,
+    settings: Arc<Settings>,
+    keys: KeyStore,
+) {
+    let keys = Arc::new(keys);
+    let shutdown = endpoint.shutdown.clone();
+    server::serve(listener, endpoint, move |stream, peer| {
+        let conn = ConnectionContext {
+            hub: hub.clone(),
+            settings: settings.clone(),
+            keys: keys.clone(),
+            shutdown: shutdown.clone(),
+        };
+        async move { conn.handle(stream, peer).await }
+    })
+    .await;
+}
+
+/// What every connection shares.
+struct ConnectionContext {
+    hub: Hub,
+    settings: Arc<Settings>,
+    keys: Arc<KeyStore>,
+    shutdown: CancellationToken,
+}
+
+/// How a connection authenticates its requests.
+#[derive(Debug)]
+enum Auth {
+    /// A client certificate: its topics (UID first).
+    Certificate(Vec<String>),
+    /// Provider tokens, one state machine per connection.
+    Token(TokenAuth),
+}
+
+/// Counts the streams of a connection whose answer has not been sent yet.
+#[derive(Debug, Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Some(self.0.clone()))
+    }
+}
+
+/// Held by a stream task; released just before the final frame of the answer is handed to
+/// `h2`, so a client that reacts to the answer never finds the stream still counted.
+#[derive(Debug)]
+struct InFlightGuard(Option<Arc<AtomicUsize>>);
+
+impl InFlightGuard {
+    fn release(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Why the connection loop stopped.
+enum End {
+    /// The client closed the connection, or it failed.
+    Closed,
+    /// Nothing from the client for the idle timeout.
+    Idle,
+    /// The simulator is shutting down.
+    Shutdown,
+}
+
+impl ConnectionContext {
+    async fn handle(self, stream: TlsStream<TcpStream>, peer: SocketAddr) {
+        let (auth, environment) = match self.authenticate(&stream) {
+            Ok(found) => found,
+            Err((reason, why)) => {
+                warn!(%peer, %why, reason = reason.as_str(), "http2 connection refused");
+                refuse_connection(stream, reason, self.settings.linger).await;
+                return;
+            }
+        };
+        match &auth {
+            Auth::Certificate(topics) => {
+                info!(%peer, %environment, topic = %topics[0], "http2 provider connected (certificate)")
+            }
+            Auth::Token(_) => info!(%peer, %environment, "http2 provider connected (token)"),
+        }
+        self.serve(stream, auth, environment).await;
+    }
+
+    /// Reads the auth mode and environment from the TLS session; an `Err` names the reason
+    /// for the GOAWAY that refuses the connection.
+    fn authenticate(
+        &self,
+        stream: &TlsStream<TcpStream>,
+    ) -> Result<(Auth, Environment), (Reason, String)> {
+        let (_, session) = stream.get_ref();
+        let sni = session.server_name();
+        let default = self.settings.default_environment;
+        match tls::peer_identity(session.peer_certificates()) {
+            Err(err) => Err((Reason::BadCertificate, err.to_string())),
+            Ok(None) => {
+                let environment = tls::environment_for_server_name(sni).unwrap_or(default);
+                Ok((Auth::Token(TokenAuth::new()), environment))
+            }
+            Ok(Some(identity)) => {
+                let environment = tls::connection_environment(&identity, sni, default)
+                    .map_err(|e| (Reason::BadCertificateEnvironment, e.to_string()))?;
+                let mut topics = vec![identity.topic.clone()];
+                for (topic, _) in identity.topics {
+                    if !topics.contains(&topic) {
+                        topics.push(topic);
+                    }
+                }
+                Ok((Auth::Certificate(topics), environment))
+            }
+        }
+    }
+
+    /// Runs `h2` on an authenticated connection until it ends.
+    async fn serve(&self, stream: TlsStream<TcpStream>, mut auth: Auth, environment: Environment) {
+        let io = SharedIo::new(stream);
+        let control = io.handle();
+        let handshake = h2::server::Builder::new()
+            .header_table_size(HEADER_TABLE_SIZE)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .initial_window_size(INITIAL_WINDOW_SIZE)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .handshake::<_, Bytes>(io);
+        let mut conn = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => {
+                debug!(%err, "http2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("http2 handshake timed out");
+                return;
+            }
+        };
+
+        let in_flight = InFlight::default();
+        let mut streams: JoinSet<()> = JoinSet::new();
+        let mut last_stream_id = 0u32;
+        let idle = self.settings.provider_idle_timeout;
+        let end = loop {
+            let idle_at = control.last_read() + idle;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break End::Shutdown,
+                Some(_) = streams.join_next() => {}
+                next = conn.accept() => match next {
+                    None => break End::Closed,
+                    Some(Err(err)) => {
+                        debug!(%err, "http2 connection ended");
+                        break End::Closed;
+                    }
+                    Some(Ok((request, mut respond))) => {
+                        let stream_id = u32::from(respond.stream_id());
+                        if let Auth::Token(state) = &auth {
+                            if !state.has_valid_token() && in_flight.count() > 0 {
+                                debug!(
+                                    stream = stream_id,
+                                    "second stream before a valid token: REFUSED_STREAM"
+                                );
+                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                continue;
+                            }
+                        }
+                        // The GOAWAY names the last stream we acted on.
+                        last_stream_id = stream_id;
+                        let job = self.admit(request, respond, &mut auth, environment, &in_flight);
+                        streams.spawn(job.run());
+                    }
+                },
+                _ = tokio::time::sleep_until(idle_at), if streams.is_empty() => {
+                    if control.last_read() + idle <= tokio::time::Instant::now() {
+                        break End::Idle;
+                    }
+                }
+            }
+        };
+
+        let reason = match end {
+            End::Closed => return,
+            End::Idle => Reason::IdleTimeout,
+            End::Shutdown => {
+                // Let in-flight requests finish (refusing new ones) for a bounded time.
+                let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        _ = &mut grace => break,
+                        done = streams.join_next() => if done.is_none() { break },
+                        next = conn.accept() => match next {
+                            Some(Ok((_, mut respond))) => {
+                                respond.send_reset(h2::Reason::REFUSED_STREAM)
+                            }
+                            _ => return,
+                        },
+                    }
+                }
+                Reason::Shutdown
+            }
+        };
+        streams.abort_all();
+
+        // Let h2 write what it still holds, then write the GOAWAY between two of its frames.
+        let flushed = tokio::time::timeout(
+            FLUSH_DEADLINE,
+            std::future::poll_fn(|cx| loop {
+                match std::pin::pin!(conn.accept()).poll(cx) {
+                    std::task::Poll::Ready(Some(Ok((_, mut respond)))) => {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    }
+                    std::task::Poll::Ready(_) => return std::task::Poll::Ready(false),
+                    std::task::Poll::Pending => {
+                        return if control.quiet() {
+                            std::task::Poll::Ready(true)
+                        } else {
+                            std::task::Poll::Pending
+                        };
+                    }
+                }
+            }),
+        )
+        .await;
+        drop(conn);
+        if flushed != Ok(true) {
+            debug!(
+                reason = reason.as_str(),
+                "connection not quiet: closing without GOAWAY"
+            );
+            return;
+        }
+        info!(
+            reason = reason.as_str(),
+            last_stream_id, "http2 connection closed by the server"
+        );
+        let goaway = frames::goaway(last_stream_id, frames::NO_ERROR, &reason.body(None));
+        close_with(control, &goaway, self.settings.linger).await;
+    }
+
+    /// Checks a new stream's head (and token) in the connection task, and prepares the task
+    /// that reads its body and answers.
+    fn admit(
+        &self,
+        request: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        auth: &mut Auth,
+        environment: Environment,
+        in_flight: &InFlight,
+    ) -> StreamJob {
+        let (head, body) = request.into_parts();
+        let policy = match auth {
+            Auth::Certificate(topics) => TopicPolicy::Certificate(topics),
+            Auth::Token(_) => TopicPolicy::Token,
+        };
+        let (apns_id, checked) = request::check(&head.method, &head.uri, &head.headers, policy);
+        let verdict = checked.and_then(|c| match auth {
+            Auth::Certificate(_) => Ok(c),
+            Auth::Token(state) => state
+                .authorize(
+                    head.headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes()),
+                    &c.bundle,
+                    self.hub.clock().now_ms(),
+                    &self.keys,
+                )
+                .map(|()| c),
+        });
+        // What the log can say about a request refused before the hub.
+        let topic_hint = head
+            .headers
+            .get("apns-topic")
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(request::MAX_TOPIC_LEN)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let token_hint = head
+            .uri
+            .path()
+            .strip_prefix(request::DEVICE_PATH)
+            .and_then(|t| DeviceToken::from_hex(t).ok());
+        StreamJob {
+            hub: self.hub.clone(),
+            respond,
+            body,
+            apns_id,
+            verdict,
+            environment,
+            topic_hint,
+            token_hint,
+            body_deadline: self.settings.handshake_timeout,
+            guard: in_flight.enter(),
+        }
+    }
+}
+
+/// One stream after its head was checked: read the body, decide, answer.
+struct StreamJob {
+    hub: Hub,
+    respond: SendResponse<Bytes>,
+    body: RecvStream,
+    apns_id: Uuid,
+    verdict: Result<Checked, Reason>,
+    environment: Environment,
+    topic_hint: String,
+    token_hint: Option<DeviceToken>,
+    body_deadline: Duration,
+    guard: InFlightGuard,
+}
+
+/// How reading a request body ended.
+enum Body {
+    /// Complete, within the limit.
+    Complete(Bytes),
+    /// More than the limit arrived (reading stopped there).
+    TooLarge,
+    /// Not complete within the deadline.
+    Stalled,
+    /// The client reset the stream: there is no one to answer.
+    Reset,
+}
+
+impl StreamJob {
+    async fn run(mut self) {
+        // Read the body even for a refused head, so the answer follows the whole request
+        // (no reset races with clients), but never beyond the largest payload limit.
+        let limit = match &self.verdict {
+            Ok(c) => c.push_type.payload_limit(),
+            Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
+        };
+        let body = read_body(&mut self.body, limit, self.body_deadline).await;
+        let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath));
+        let result = match (verdict, body) {
+            (_, Body::Reset) => {
+                debug!(apns_id = %self.apns_id, "stream reset by the client before its answer");
+                return;
+            }
+            (Err(reason), _) => {
+                self.record(None, reason.to_string());
+                Err(Rejection::from(reason))
+            }
+            (Ok(checked), Body::TooLarge) => {
+                let reason = Reason::PayloadTooLarge;
+                self.topic_hint = checked.topic;
+                self.record(Some(checked.token), format!("{reason}: over {limit} bytes"));
+                Err(reason.into())
+            }
+            (Ok(checked), Body::Stalled) => {
+                let reason = Reason::IdleTimeout;
+                self.topic_hint = checked.topic;
+                let detail = format!("{reason}: body incomplete after {:?}", self.body_deadline);
+                self.record(Some(checked.token), detail);
+                Err(reason.into())
+            }
+            (Ok(checked), Body::Complete(payload)) => {
+                self.topic_hint = checked.topic.clone();
+                self.push(checked, payload)
+            }
+        };
+        match result {
+            Ok(()) => {
+                let unique = (self.environment == Environment::Sandbox).then(Uuid::new_v4);
+                self.guard.release();
+                let head = response::success(self.apns_id, unique);
+                if let Err(err) = self.respond.send_response(head, true) {
+                    debug!(%err, "answer not sent");
+                }
+            }
+            Err(rejection) => {
+                self.guard.release();
+                let (head, body) = response::error(rejection, self.apns_id);
+                match self.respond.send_response(head, false) {
+                    Ok(mut send) => {
+                        if let Err(err) = send.send_data(body, true) {
+                            debug!(%err, "answer body not sent");
+                        }
+                    }
+                    Err(err) => debug!(%err, "answer not sent"),
+                }
+            }
+        }
+    }
+
+    /// Checks the payload and hands the notification to the hub. A rejection before the hub
+    /// is recorded here; the hub records its own outcomes.
+    fn push(&self, checked: Checked, payload: Bytes) -> Result<(), Rejection> {
+        if let Err(err) = payload::check(&payload, checked.push_type.payload_limit()) {
+            let reason = match err {
+                PayloadError::Empty | PayloadError::InvalidJson(_) | PayloadError::NotAnObject => {
+                    Reason::PayloadEmpty
+                }
+                PayloadError::TooLarge { .. } => Reason::PayloadTooLarge,
+            };
+            self.record(Some(checked.token), format!("{reason}: {err}"));
+            return Err(reason.into());
+        }
+        let request = PushRequest {
+            api: Api::Http2,
+            token: checked.token,
+            topic: checked.bundle,
+            environment: self.environment,
+            identifier: [0; 4],
+            apns_id: self.apns_id,
+            expiry: checked.expiry,
+            priority: checked.priority,
+            push_type: Some(checked.push_type.as_str().to_owned()),
+            collapse_id: checked.collapse_id,
+            payload,
+        };
+        match self.hub.push(request) {
+            Ok(_) => Ok(()),
+            Err(PushError::UnknownToken | PushError::WrongEnvironment { .. }) => {
+                Err(Reason::BadDeviceToken.into())
+            }
+            Err(PushError::WrongTopic { .. }) => Err(Reason::DeviceTokenNotForTopic.into()),
+            Err(PushError::Unregistered { at_ms }) => Err(Rejection {
+                reason: Reason::Unregistered,
+                timestamp_ms: Some(at_ms),
+            }),
+        }
+    }
+
+    /// Logs (through the hub) a request refused before it reached the hub.
+    fn record(&self, token: Option<DeviceToken>, detail: String) {
+        self.hub.record_rejection(
+            Api::Http2,
+            &self.topic_hint,
+            [0; 4],
+            self.apns_id,
+            token.or(self.token_hint),
+            detail,
+        );
+    }
+}
+
+/// Reads a request body into a buffer that never grows past `limit` (whatever
+/// `content-length` claims), releasing flow-control capacity as data arrives.
+async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> Body {
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let Ok(chunk) = chunk else {
+                return Body::Reset;
+            };
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if buf.len() + chunk.len() > limit {
+                return Body::TooLarge;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Body::Complete(buf.freeze())
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Body::Stalled)
+}
+
+/// Refuses a connection the way Apple does: SETTINGS, then GOAWAY with the reason as JSON,
+/// then the close. `h2` is never started.
+async fn refuse_connection(stream: TlsStream<TcpStream>, reason: Reason, linger: Duration) {
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&server_settings());
+    bytes.extend_from_slice(&frames::goaway(0, frames::NO_ERROR, &reason.body(None)));
+    close_with(stream, &bytes, linger).await;
+}
+
+/// The SETTINGS frame `h2` sends for us, for connections refused before `h2` starts.
+fn server_settings() -> Bytes {
+    frames::settings(&[
+        (frames::SETTINGS_HEADER_TABLE_SIZE, HEADER_TABLE_SIZE),
+        (
+            frames::SETTINGS_MAX_CONCURRENT_STREAMS,
+            MAX_CONCURRENT_STREAMS,
+        ),
+        (frames::SETTINGS_INITIAL_WINDOW_SIZE, INITIAL_WINDOW_SIZE),
+        (frames::SETTINGS_MAX_FRAME_SIZE, MAX_FRAME_SIZE),
+        (frames::SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_SIZE),
+    ])
+}
+
+/// Writes the last bytes, sends close_notify, then reads and discards what the client still
+/// sends (bounded in time and bytes) so the close is a FIN, not an RST that could destroy
+/// the GOAWAY in flight.
+async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    last: &[u8],
+    linger: Duration,
+) {
+    let written = async {
+        stream.write_all(last).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    if tokio::time::timeout(linger, written).await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut discarded = 0usize;
+        let mut sink = [0u8; 16 * 1024];
+        while discarded < LINGER_MAX_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(linger, drain).await;
+}

@@ -1,0 +1,263 @@
+//! What the HTTP/2 provider API answers: Apple's status codes and reason strings (spec §4.5),
+//! and the response head and body built from them.
+//!
+//! Success is a single HEADERS frame (`:status 200`, `apns-id`, and in sandbox
+//! `apns-unique-id`) with END_STREAM. An error is HEADERS (`:status`,
+//! `content-type: application/json`, `apns-id`) followed by one DATA frame carrying
+//! `{"reason":"…"}`, plus `"timestamp"` (milliseconds since the epoch) for 410.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use uuid::Uuid;
+
+/// Every reason string the simulator can send, with its HTTP status (spec §4.5).
+///
+/// Reasons Apple documents that the simulator never produces are left out on purpose (see the
+/// module docs of [`crate::http2`] for the list and why): an unused variant would promise a
+/// behaviour nobody implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// 400: `apns-collapse-id` is empty or longer than 64 bytes.
+    BadCollapseId,
+    /// 400: the path's token is not 64 hex digits, unknown, or of the other environment.
+    BadDeviceToken,
+    /// 400: `apns-expiration` is not a UNIX time in seconds.
+    BadExpirationDate,
+    /// 400: `apns-id` is not a canonical lowercase UUID.
+    BadMessageId,
+    /// 400: `apns-priority` is not 10, 5 or 1, or 10 on a background push.
+    BadPriority,
+    /// 400: `apns-topic` is malformed or does not match the push type's suffix.
+    BadTopic,
+    /// 400: the token belongs to another app than the topic.
+    DeviceTokenNotForTopic,
+    /// 400: an `apns-*` header (or `authorization`) appears more than once.
+    DuplicateHeaders,
+    /// 400: the request body did not arrive in time; also the GOAWAY reason of an idle
+    /// connection.
+    IdleTimeout,
+    /// 400: `apns-push-type` is not one Apple defines.
+    InvalidPushType,
+    /// 400: `/3/device/` with nothing after it.
+    MissingDeviceToken,
+    /// 400: no `apns-topic` where one is required.
+    MissingTopic,
+    /// 400: no payload, or (the simulator's documented choice) one that is not a JSON object.
+    PayloadEmpty,
+    /// 400: the certificate or the signing key does not allow this topic.
+    TopicDisallowed,
+    /// 403: the client certificate cannot be read as an APNs provider certificate.
+    BadCertificate,
+    /// 403: the certificate is for the other environment (sent as a GOAWAY).
+    BadCertificateEnvironment,
+    /// 403: the provider token's `iat` is more than an hour old.
+    ExpiredProviderToken,
+    /// 403: the provider token cannot be verified, or names another team than the
+    /// connection's.
+    InvalidProviderToken,
+    /// 403: a token-auth connection sent no `authorization: bearer …`.
+    MissingProviderToken,
+    /// 403: a token signed by a key unrelated to the key of the connection's first push.
+    UnrelatedKeyIdInToken,
+    /// 404: the `:path` is not `/3/device/…`.
+    BadPath,
+    /// 405: the `:method` is not POST.
+    MethodNotAllowed,
+    /// 410: the app was uninstalled and the device reported it; carries a timestamp.
+    Unregistered,
+    /// 413: the payload is over 4096 bytes (5120 for VoIP).
+    PayloadTooLarge,
+    /// 429: a new provider token less than 20 minutes after the previous one.
+    TooManyProviderTokenUpdates,
+    /// 503: the simulator is shutting down (sent as the GOAWAY reason).
+    Shutdown,
+}
+
+impl Reason {
+    /// The reason string, exactly as Apple spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BadCollapseId => "BadCollapseId",
+            Reason::BadDeviceToken => "BadDeviceToken",
+            Reason::BadExpirationDate => "BadExpirationDate",
+            Reason::BadMessageId => "BadMessageId",
+            Reason::BadPriority => "BadPriority",
+            Reason::BadTopic => "BadTopic",
+            Reason::DeviceTokenNotForTopic => "DeviceTokenNotForTopic",
+            Reason::DuplicateHeaders => "DuplicateHeaders",
+            Reason::IdleTimeout => "IdleTimeout",
+            Reason::InvalidPushType => "InvalidPushType",
+            Reason::MissingDeviceToken => "MissingDeviceToken",
+            Reason::MissingTopic => "MissingTopic",
+            Reason::PayloadEmpty => "PayloadEmpty",
+            Reason::TopicDisallowed => "TopicDisallowed",
+            Reason::BadCertificate => "BadCertificate",
+            Reason::BadCertificateEnvironment => "BadCertificateEnvironment",
+            Reason::ExpiredProviderToken => "ExpiredProviderToken",
+            Reason::InvalidProviderToken => "InvalidProviderToken",
+            Reason::MissingProviderToken => "MissingProviderToken",
+            Reason::UnrelatedKeyIdInToken => "UnrelatedKeyIdInToken",
+            Reason::BadPath => "BadPath",
+            Reason::MethodNotAllowed => "MethodNotAllowed",
+            Reason::Unregistered => "Unregistered",
+            Reason::PayloadTooLarge => "PayloadTooLarge",
+            Reason::TooManyProviderTokenUpdates => "TooManyProviderTokenUpdates",
+            Reason::Shutdown => "Shutdown",
+        }
+    }
+
+    /// The HTTP status Apple pairs with this reason.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::BadCollapseId
+            | Reason::BadDeviceToken
+            | Reason::BadExpirationDate
+            | Reason::BadMessageId
+            | Reason::BadPriority
+            | Reason::BadTopic
+            | Reason::DeviceTokenNotForTopic
+            | Reason::DuplicateHeaders
+            | Reason::IdleTimeout
+            | Reason::InvalidPushType
+            | Reason::MissingDeviceToken
+            | Reason::MissingTopic
+            | Reason::PayloadEmpty
+            | Reason::TopicDisallowed => StatusCode::BAD_REQUEST,
+            Reason::BadCertificate
+            | Reason::BadCertificateEnvironment
+            | Reason::ExpiredProviderToken
+            | Reason::InvalidProviderToken
+            | Reason::MissingProviderToken
+            | Reason::UnrelatedKeyIdInToken => StatusCode::FORBIDDEN,
+            Reason::BadPath => StatusCode::NOT_FOUND,
+            Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reason::Unregistered => StatusCode::GONE,
+            Reason::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::TooManyProviderTokenUpdates => StatusCode::TOO_MANY_REQUESTS,
+            Reason::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body Apple sends with this reason: `{"reason":"…"}`, plus `"timestamp"` in
+    /// milliseconds when one is given (410 only).
+    pub fn body(self, timestamp_ms: Option<u64>) -> Bytes {
+        let text = match timestamp_ms {
+            Some(ms) => format!(r#"{{"reason":"{}","timestamp":{ms}}}"#, self.as_str()),
+            None => format!(r#"{{"reason":"{}"}}"#, self.as_str()),
+        };
+        Bytes::from(text)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: the reason, and for 410 the time the token became invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// What went wrong.
+    pub reason: Reason,
+    /// Milliseconds since the epoch; only `Unregistered` carries one.
+    pub timestamp_ms: Option<u64>,
+}
+
+impl From<Reason> for Rejection {
+    fn from(reason: Reason) -> Self {
+        Rejection {
+            reason,
+            timestamp_ms: None,
+        }
+    }
+}
+
+/// The head of a 200 answer: `apns-id`, and `apns-unique-id` when given (sandbox only).
+pub(crate) fn success(apns_id: Uuid, unique_id: Option<Uuid>) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert("apns-id", uuid_value(apns_id));
+    if let Some(unique) = unique_id {
+        headers.insert("apns-unique-id", uuid_value(unique));
+    }
+    response
+}
+
+/// The head and body of an error answer.
+pub(crate) fn error(rejection: Rejection, apns_id: Uuid) -> (Response<()>, Bytes) {
+    let mut response = Response::new(());
+    *response.status_mut() = rejection.reason.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("apns-id", uuid_value(apns_id));
+    (response, rejection.reason.body(rejection.timestamp_ms))
+}
+
+fn uuid_value(id: Uuid) -> HeaderValue {
+    // A hyphenated UUID is 36 ASCII characters, always a valid header value.
+    let mut buf = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-0000-0000-000000000000"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_apples_table() {
+        assert_eq!(Reason::BadPath.status(), 404);
+        assert_eq!(Reason::MethodNotAllowed.status(), 405);
+        assert_eq!(Reason::Unregistered.status(), 410);
+        assert_eq!(Reason::PayloadTooLarge.status(), 413);
+        assert_eq!(Reason::TooManyProviderTokenUpdates.status(), 429);
+        assert_eq!(Reason::ExpiredProviderToken.status(), 403);
+        assert_eq!(Reason::MissingTopic.status(), 400);
+        assert_eq!(Reason::Shutdown.status(), 503);
+    }
+
+    #[test]
+    fn bodies_are_apples_json() {
+        assert_eq!(
+            Reason::BadDeviceToken.body(None),
+            Bytes::from_static(br#"{"reason":"BadDeviceToken"}"#)
+        );
+        assert_eq!(
+            Reason::Unregistered.body(Some(1_700_000_000_123)),
+            Bytes::from_static(br#"{"reason":"Unregistered","timestamp":1700000000123}"#)
+        );
+    }
+
+    #[test]
+    fn error_head_has_content_type_and_id() {
+        let id = Uuid::parse_str("6b6c6a5e-0f4e-4f8b-9d4c-2f8e5a1b3c7d").unwrap();
+        let (head, body) = error(Reason::BadTopic.into(), id);
+        assert_eq!(head.status(), 400);
+        assert_eq!(head.headers()["content-type"], "application/json");
+        assert_eq!(
+            head.headers()["apns-id"],
+            "6b6c6a5e-0f4e-4f8b-9d4c-2f8e5a1b3c7d"
+        );
+        assert_eq!(body, Bytes::from_static(br#"{"reason":"BadTopic"}"#));
+    }
+
+    #[test]
+    fn success_head_carries_unique_id_only_when_given() {
+        let id = Uuid::new_v4();
+        let head = success(id, None);
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["apns-id"], id.to_string().as_str());
+        assert!(head.headers().get("apns-unique-id").is_none());
+        let unique = Uuid::new_v4();
+        let head = success(id, Some(unique));
+        assert_eq!(
+            head.headers()["apns-unique-id"],
+            unique.to_string().as_str()
+        );
+    }
+}
