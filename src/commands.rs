@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub scenario: Option<PathBuf>,
     /// Environment for universal certificates on non-Apple host names.
     pub default_environment: Environment,
+    /// Per-token push limit, if any.
+    pub token_rate_limit: Option<crate::settings::RateLimit>,
 }
 
 /// Runs the simulator until Ctrl-C.
@@ -83,6 +85,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let mut config = SimulatorConfig::new(pki);
     config.settings = Settings {
         default_environment: opts.default_environment,
+        token_rate_limit: opts.token_rate_limit,
         ..Settings::default()
     };
     let sim = Simulator::start(config, listeners)?;

@@ -147,7 +147,11 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 match hub.push(request(n, provider)) {
                     // An uninstalled app is not an error on the binary API: Apple accepted
                     // the notification and reported the token through the feedback service.
-                    Ok(_) | Err(PushError::Unregistered { .. }) => last_accepted = identifier,
+                    // Throttling was silent too (the hub logs it as throttled).
+                    Ok(_)
+                    | Err(PushError::Unregistered { .. } | PushError::TooManyRequests { .. }) => {
+                        last_accepted = identifier
+                    }
                     Err(_) => {
                         refuse(conn, Status::InvalidToken, identifier, settings).await;
                         return;

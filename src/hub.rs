@@ -38,6 +38,7 @@ use crate::protocol::device::DeviceNotification;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
+use crate::settings::RateLimit;
 
 /// Capacity of each device session's delivery queue. A device that falls this far behind
 /// gets further notifications through the store (newest per app), exactly as if it were
@@ -134,6 +135,15 @@ pub enum PushError {
         /// The topic of the request.
         topic: String,
     },
+    /// Over the configured per-token limit (HTTP/2: 429 `TooManyRequests`; binary: dropped
+    /// silently, as Apple's throttling was).
+    #[error("more than {pushes} pushes to this token within {per_secs} s")]
+    TooManyRequests {
+        /// The limit's pushes.
+        pushes: u32,
+        /// The limit's window, in seconds.
+        per_secs: u64,
+    },
     /// The app was uninstalled and the device reported it (HTTP/2: 410 `Unregistered`).
     #[error("device token is no longer active for the topic (since {at_ms} ms)")]
     Unregistered {
@@ -175,6 +185,8 @@ pub enum Outcome {
     Unregistered,
     /// Refused by the gateway or the hub; the detail says why.
     Rejected,
+    /// Over the per-token push limit; not delivered.
+    Throttled,
     /// The device disconnected before acknowledging; the notification was routed again.
     Requeued,
 }
@@ -275,6 +287,7 @@ struct Shared {
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
     clock: Clock,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -338,17 +351,26 @@ struct State {
     next_delivery: u64,
     next_session: u64,
     log: VecDeque<Event>,
+    /// Recent push times (ms) per token, kept only while a rate limit is set; at most
+    /// `RateLimit::pushes` entries per token.
+    recent_pushes: HashMap<DeviceToken, VecDeque<u64>>,
 }
 
 impl Hub {
-    /// A hub reading time from `clock`.
+    /// A hub reading time from `clock`, with no per-token push limit.
     pub fn new(clock: Clock) -> Self {
+        Self::with_rate_limit(clock, None)
+    }
+
+    /// A hub that refuses pushes to one token beyond `rate_limit`.
+    pub fn with_rate_limit(clock: Clock, rate_limit: Option<RateLimit>) -> Self {
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 events,
                 clock,
+                rate_limit,
             }),
         }
     }
@@ -661,15 +683,19 @@ impl Hub {
                 // whole buffer alive for as long as the notification waits.
                 payload: Bytes::copy_from_slice(&req.payload),
             };
-            match Self::check_token(st, &queued, req.environment) {
+            let checked = Self::check_token(st, &queued, req.environment)
+                .and_then(|device| self.check_rate(st, &queued.token, now_ms).map(|()| device));
+            match checked {
                 Err(err) => {
-                    let outcome = if let PushError::Unregistered { .. } = err {
-                        // Like Apple, a push to a gone app feeds the feedback service again
-                        // (once per unread list).
-                        Self::unregister(st, queued.token, now_ms);
-                        Outcome::Unregistered
-                    } else {
-                        Outcome::Rejected
+                    let outcome = match err {
+                        PushError::Unregistered { .. } => {
+                            // Like Apple, a push to a gone app feeds the feedback service
+                            // again (once per unread list).
+                            Self::unregister(st, queued.token, now_ms);
+                            Outcome::Unregistered
+                        }
+                        PushError::TooManyRequests { .. } => Outcome::Throttled,
+                        _ => Outcome::Rejected,
                     };
                     info!(
                         api = req.api.as_str(),
@@ -716,6 +742,31 @@ impl Hub {
             return Err(PushError::Unregistered { at_ms });
         }
         Ok(record.device.clone())
+    }
+
+    /// Counts a push against the per-token limit, if one is set.
+    fn check_rate(
+        &self,
+        st: &mut State,
+        token: &DeviceToken,
+        now_ms: u64,
+    ) -> Result<(), PushError> {
+        let Some(limit) = self.shared.rate_limit else {
+            return Ok(());
+        };
+        let window_ms = limit.per.as_millis() as u64;
+        let times = st.recent_pushes.entry(*token).or_default();
+        while times.front().is_some_and(|&t| t + window_ms <= now_ms) {
+            times.pop_front();
+        }
+        if times.len() >= limit.pushes as usize {
+            return Err(PushError::TooManyRequests {
+                pushes: limit.pushes,
+                per_secs: limit.per.as_secs(),
+            });
+        }
+        times.push_back(now_ms);
+        Ok(())
     }
 
     /// Records a notification that the gateway refused before it reached the hub (bad frame,
@@ -1150,6 +1201,46 @@ mod tests {
         }
         assert_eq!(sent, DEVICE_QUEUE, "the session queue holds DEVICE_QUEUE");
         assert_eq!(stored, 10, "the rest goes to the store");
+    }
+
+    #[test]
+    fn per_token_rate_limit() {
+        let limit = RateLimit {
+            pushes: 2,
+            per: std::time::Duration::from_secs(60),
+        };
+        let hub = Hub::with_rate_limit(Clock::system(), Some(limit));
+        let _session = hub.connect_device("D1", Environment::Sandbox);
+        let token = hub
+            .register("D1", Environment::Sandbox, APP, false)
+            .unwrap();
+        let other = hub
+            .register("D1", Environment::Sandbox, "com.b", false)
+            .unwrap();
+        assert_eq!(hub.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(hub.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(
+            hub.push(request(token, 3, 0)),
+            Err(PushError::TooManyRequests {
+                pushes: 2,
+                per_secs: 60
+            })
+        );
+        // Other tokens are not affected.
+        let mut to_other = request(other, 4, 0);
+        to_other.topic = "com.b".into();
+        assert_eq!(hub.push(to_other), Ok(PushOutcome::Sent));
+        // The window slides.
+        hub.clock().advance(std::time::Duration::from_secs(61));
+        assert_eq!(hub.push(request(token, 5, 0)), Ok(PushOutcome::Sent));
+        assert!(hub.recent_events().iter().any(|e| matches!(
+            e,
+            Event::Notification {
+                identifier: 3,
+                outcome: Outcome::Throttled,
+                ..
+            }
+        )));
     }
 
     #[test]

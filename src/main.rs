@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Environment of universal certificates when the TLS server name is not an Apple host.
     #[arg(long, default_value = "sandbox")]
     default_environment: Environment,
+    /// Throttle pushes per device token, as PUSHES/SECONDS (e.g. 10/60): beyond it HTTP/2
+    /// answers 429 TooManyRequests and the binary API drops silently. Off by default.
+    #[arg(long)]
+    token_rate_limit: Option<apns_sim::settings::RateLimit>,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +310,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             devices: a.devices,
             scenario: a.scenario,
             default_environment: a.default_environment,
+            token_rate_limit: a.token_rate_limit,
         })
         .await
         .map(|()| true),

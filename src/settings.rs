@@ -1,9 +1,46 @@
 //! Tunable limits and defaults shared by the endpoints. Every bound the simulator enforces
 //! on connections and time lives here, with the reason for its default.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::protocol::Environment;
+
+/// A per-token push limit: at most `pushes` notifications to one device token within `per`.
+///
+/// Apple throttles providers that push too often to the same token (HTTP/2 answers 429
+/// `TooManyRequests`; the binary API dropped them silently) without publishing the numbers, so
+/// the simulator leaves it off unless asked, for testing a provider's handling of 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Pushes allowed within the window.
+    pub pushes: u32,
+    /// The sliding window.
+    pub per: Duration,
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    /// Parses `PUSHES/SECONDS`, e.g. `10/60`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not PUSHES/SECONDS with both above 0, e.g. 10/60");
+        let (pushes, secs) = text.split_once('/').ok_or_else(bad)?;
+        let pushes: u32 = pushes.trim().parse().map_err(|_| bad())?;
+        let secs: u64 = secs.trim().parse().map_err(|_| bad())?;
+        if pushes == 0 || secs == 0 || pushes > MAX_RATE_LIMIT_PUSHES {
+            return Err(bad());
+        }
+        Ok(RateLimit {
+            pushes,
+            per: Duration::from_secs(secs),
+        })
+    }
+}
+
+/// Largest `pushes` a [`RateLimit`] may allow: the hub remembers that many push times per
+/// token, so this bounds the memory the limit itself costs.
+pub const MAX_RATE_LIMIT_PUSHES: u32 = 10_000;
 
 /// Limits and defaults for one simulator.
 #[derive(Debug, Clone)]
@@ -30,6 +67,8 @@ pub struct Settings {
     /// How long to keep reading (and discarding) after an error response, so the closing
     /// socket sends FIN rather than RST and the provider gets to read the 6 bytes.
     pub linger: Duration,
+    /// Per-token push limit (HTTP/2: 429 `TooManyRequests`); off by default.
+    pub token_rate_limit: Option<RateLimit>,
 }
 
 impl Default for Settings {
@@ -43,6 +82,7 @@ impl Default for Settings {
             provider_idle_timeout: Duration::from_secs(3600),
             device_heartbeat: Duration::from_secs(30),
             linger: Duration::from_secs(2),
+            token_rate_limit: None,
         }
     }
 }
@@ -51,5 +91,25 @@ impl Settings {
     /// A device that sends nothing (not even a ping) for this long is dropped.
     pub fn device_idle_timeout(&self) -> Duration {
         self.device_heartbeat * 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_parses_and_names_bad_input() {
+        assert_eq!(
+            "10/60".parse(),
+            Ok(RateLimit {
+                pushes: 10,
+                per: Duration::from_secs(60)
+            })
+        );
+        for bad in ["10", "0/60", "10/0", "x/60", "10/y", "99999999/1"] {
+            let err = bad.parse::<RateLimit>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
     }
 }

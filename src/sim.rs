@@ -129,7 +129,7 @@ impl Simulator {
         let auth_keys =
             jwt::KeyStore::from_pki(&config.pki).map_err(|e| StartError::Tls(e.to_string()))?;
 
-        let hub = Hub::new(config.clock.clone());
+        let hub = Hub::with_rate_limit(config.clock.clone(), config.settings.token_rate_limit);
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -45,9 +45,12 @@
 //!   slow-loris deadline as the TLS handshake) gets 400 `IdleTimeout`.
 //! - The 410 `timestamp` is the hub's record of when the device reported the app gone, in
 //!   milliseconds; the feedback service reports the same instant in seconds.
-//! - Reasons never produced: `Forbidden`, `ExpiredToken`, `TooManyRequests`,
-//!   `InternalServerError` and `ServiceUnavailable` (Apple documents no trigger the simulator
-//!   could reproduce faithfully).
+//! - `TooManyRequests` (429) only when a per-token limit is configured
+//!   ([`Settings::token_rate_limit`], `serve --token-rate-limit`): Apple throttles without
+//!   publishing numbers, so the simulator does not invent a default.
+//! - Reasons never produced: `Forbidden`, `ExpiredToken`, `InternalServerError` and
+//!   `ServiceUnavailable` (Apple documents no trigger the simulator could reproduce
+//!   faithfully).
 
 pub mod auth;
 pub mod frames;
@@ -556,6 +559,7 @@ impl StreamJob {
                 Err(Reason::BadDeviceToken.into())
             }
             Err(PushError::WrongTopic { .. }) => Err(Reason::DeviceTokenNotForTopic.into()),
+            Err(PushError::TooManyRequests { .. }) => Err(Reason::TooManyRequests.into()),
             Err(PushError::Unregistered { at_ms }) => Err(Rejection {
                 reason: Reason::Unregistered,
                 timestamp_ms: Some(at_ms),

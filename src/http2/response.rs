@@ -69,6 +69,8 @@ pub enum Reason {
     PayloadTooLarge,
     /// 429: a new provider token less than 20 minutes after the previous one.
     TooManyProviderTokenUpdates,
+    /// 429: over the per-token push limit (`--token-rate-limit`; off by default).
+    TooManyRequests,
     /// 503: the simulator is shutting down (sent as the GOAWAY reason).
     Shutdown,
 }
@@ -102,6 +104,7 @@ impl Reason {
             Reason::Unregistered => "Unregistered",
             Reason::PayloadTooLarge => "PayloadTooLarge",
             Reason::TooManyProviderTokenUpdates => "TooManyProviderTokenUpdates",
+            Reason::TooManyRequests => "TooManyRequests",
             Reason::Shutdown => "Shutdown",
         }
     }
@@ -133,7 +136,9 @@ impl Reason {
             Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reason::Unregistered => StatusCode::GONE,
             Reason::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Reason::TooManyProviderTokenUpdates => StatusCode::TOO_MANY_REQUESTS,
+            Reason::TooManyProviderTokenUpdates | Reason::TooManyRequests => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Reason::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -660,3 +660,41 @@ async fn certificate_without_topic_gets_status_3() {
     expect_error(&mut gw, Status::MissingTopic, 0).await;
     t.stop().await;
 }
+
+/// The binary API has no status for throttling: over the per-token limit, notifications are
+/// dropped silently (the delivery log says `throttled`) and the connection stays up.
+#[tokio::test]
+async fn throttled_notifications_are_dropped_silently() {
+    let t = common::start_with(|c| {
+        c.settings.token_rate_limit = Some(apns_sim::settings::RateLimit {
+            pushes: 1,
+            per: Duration::from_secs(60),
+        })
+    })
+    .await;
+    let (mut dev, tokens) = t
+        .device("RATE-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let mut events = t.sim.hub().subscribe();
+    let mut gw = t.gateway().await;
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 61, 0, 10))
+        .await
+        .unwrap();
+    gw.send(&frame(token.as_bytes(), PAYLOAD, 62, 0, 10))
+        .await
+        .unwrap();
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 62, Outcome::Throttled)
+    })
+    .await;
+    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
+        unreachable!()
+    };
+    assert_eq!(id, 61);
+    assert_eq!(
+        gw.finish(Duration::from_millis(200)).await.unwrap(),
+        GatewayAnswer::Silent
+    );
+    t.stop().await;
+}

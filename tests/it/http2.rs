@@ -1158,3 +1158,37 @@ async fn certificate_without_a_topic_gets_goaway_bad_certificate() {
         other => panic!("{other:?}"),
     }
 }
+
+/// With a per-token limit configured, pushes beyond it get 429 `TooManyRequests`; other
+/// tokens and the next window are unaffected.
+#[tokio::test]
+async fn per_token_rate_limit_answers_too_many_requests() {
+    let env = start_with(|s| {
+        s.token_rate_limit = Some(apns_sim::settings::RateLimit {
+            pushes: 2,
+            per: Duration::from_secs(60),
+        })
+    })
+    .await;
+    let (_phone, tokens) = env.device("phone-rate", Environment::Sandbox, &[APP]).await;
+    let (_tablet, other_tokens) = env
+        .device("tablet-rate", Environment::Sandbox, &[APP])
+        .await;
+    let mut client = env.cert_client().await;
+    for _ in 0..2 {
+        let answer = send(&mut client, &alert(&tokens[APP])).await;
+        assert_eq!(answer.status, 200, "{answer}");
+    }
+    assert_reason(
+        &send(&mut client, &alert(&tokens[APP])).await,
+        429,
+        "TooManyRequests",
+    );
+    assert_eq!(
+        send(&mut client, &alert(&other_tokens[APP])).await.status,
+        200
+    );
+    env.clock.advance(Duration::from_secs(61));
+    assert_eq!(send(&mut client, &alert(&tokens[APP])).await.status, 200);
+    env.stop_devices.cancel();
+}
