@@ -83,6 +83,14 @@ impl Api {
             Api::Http2 => "http2",
         }
     }
+
+    /// The endpoint's name in a log line's path.
+    fn gateway_name(self) -> &'static str {
+        match self {
+            Api::Binary => "gateway",
+            Api::Http2 => "http2",
+        }
+    }
 }
 
 /// A notification that passed its API's own checks, handed to the hub for routing.
@@ -666,23 +674,23 @@ impl Hub {
     pub fn push(&self, req: PushRequest) -> Result<PushOutcome, PushError> {
         let mut events = Vec::new();
         let now_ms = self.shared.clock.now_ms();
+        let queued = Queued {
+            api: req.api,
+            token: req.token,
+            topic: req.topic,
+            identifier: req.identifier,
+            apns_id: req.apns_id,
+            expiry: req.expiry,
+            priority: req.priority,
+            push_type: req.push_type,
+            collapse_id: req.collapse_id,
+            // Copy out of the connection's read buffer (before taking the lock): a stored
+            // slice would keep the whole buffer alive for as long as the notification waits.
+            payload: Bytes::copy_from_slice(&req.payload),
+        };
         let result = {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let queued = Queued {
-                api: req.api,
-                token: req.token,
-                topic: req.topic,
-                identifier: req.identifier,
-                apns_id: req.apns_id,
-                expiry: req.expiry,
-                priority: req.priority,
-                push_type: req.push_type,
-                collapse_id: req.collapse_id,
-                // Copy out of the connection's read buffer: a stored slice would keep the
-                // whole buffer alive for as long as the notification waits.
-                payload: Bytes::copy_from_slice(&req.payload),
-            };
             let checked = Self::check_token(st, &queued, req.environment)
                 .and_then(|device| self.check_rate(st, &queued.token, now_ms).map(|()| device));
             match checked {
@@ -697,20 +705,12 @@ impl Hub {
                         PushError::TooManyRequests { .. } => Outcome::Throttled,
                         _ => Outcome::Rejected,
                     };
-                    info!(
-                        api = req.api.as_str(),
-                        apns_id = %queued.apns_id,
-                        token = %queued.token,
-                        topic = %queued.topic,
-                        path = "provider -> gateway -> rejected",
-                        reason = %err,
-                    );
-                    events.push(notification_event(
-                        now_ms,
-                        &queued,
-                        outcome,
-                        err.to_string(),
-                    ));
+                    let path = if outcome == Outcome::Rejected {
+                        "rejected"
+                    } else {
+                        "dropped"
+                    };
+                    decided(&mut events, now_ms, &queued, outcome, path, err.to_string());
                     Err(err)
                 }
                 Ok(device) => Ok(self.route(st, &device, queued, &mut events)),
@@ -785,7 +785,7 @@ impl Hub {
             %apns_id,
             identifier = u32::from_be_bytes(identifier),
             topic,
-            path = "provider -> gateway -> rejected",
+            path = %format_args!("provider -> {} -> rejected", api.gateway_name()),
             %reason,
         );
         self.publish(vec![Event::Notification {
@@ -837,20 +837,8 @@ impl Hub {
                         session.unacked += 1;
                         let session_id = session.id;
                         st.next_delivery = delivery;
-                        info!(
-                            api = q.api.as_str(),
-                            apns_id = %q.apns_id,
-                            token = %q.token,
-                            topic = %q.topic,
-                            path = "provider -> gateway -> device",
-                            serial = %device.serial,
-                        );
-                        events.push(notification_event(
-                            now_ms,
-                            &q,
-                            Outcome::Sent,
-                            format!("device {}", device.serial),
-                        ));
+                        let detail = format!("device {}", device.serial);
+                        decided(events, now_ms, &q, Outcome::Sent, "device", detail);
                         st.pending.insert(
                             delivery,
                             Pending {
@@ -875,52 +863,17 @@ impl Hub {
             "device offline"
         };
         if q.expiry == 0 {
-            info!(
-                api = q.api.as_str(),
-                apns_id = %q.apns_id,
-                token = %q.token,
-                path = "provider -> gateway -> discarded",
-                reason = why,
-                "expiry 0: not stored"
-            );
-            events.push(notification_event(
-                now_ms,
-                &q,
-                Outcome::Discarded,
-                format!("{why}; expiry 0 means do not store"),
-            ));
+            let detail = format!("{why}; expiry 0 means do not store");
+            decided(events, now_ms, &q, Outcome::Discarded, "discarded", detail);
             return PushOutcome::Discarded;
         }
         if u64::from(q.expiry) <= now_ms / 1000 {
-            info!(
-                api = q.api.as_str(),
-                apns_id = %q.apns_id,
-                token = %q.token,
-                path = "provider -> gateway -> expired",
-                reason = why,
-            );
-            events.push(notification_event(
-                now_ms,
-                &q,
-                Outcome::Expired,
-                format!("{why}; expiry {} has passed", q.expiry),
-            ));
+            let detail = format!("{why}; expiry {} has passed", q.expiry);
+            decided(events, now_ms, &q, Outcome::Expired, "expired", detail);
             return PushOutcome::Discarded;
         }
-        info!(
-            api = q.api.as_str(),
-            apns_id = %q.apns_id,
-            token = %q.token,
-            topic = %q.topic,
-            path = "provider -> gateway -> store",
-            reason = why,
-        );
-        events.push(notification_event(
-            now_ms,
-            &q,
-            Outcome::Stored,
-            format!("{why}; kept until {}", q.expiry),
-        ));
+        let detail = format!("{why}; kept until {}", q.expiry);
+        decided(events, now_ms, &q, Outcome::Stored, "store", detail);
         if let Some(old) = record.stored.insert(app, q) {
             events.push(notification_event(
                 now_ms,
@@ -972,6 +925,28 @@ impl Hub {
             .get(token)
             .and_then(|r| r.unregistered_at_ms)
     }
+}
+
+/// Logs a routing decision (the one info line per notification, naming its path) and
+/// records its event.
+fn decided(
+    events: &mut Vec<Event>,
+    now_ms: u64,
+    q: &Queued,
+    outcome: Outcome,
+    to: &'static str,
+    detail: String,
+) {
+    info!(
+        api = q.api.as_str(),
+        apns_id = %q.apns_id,
+        id = u32::from_be_bytes(q.identifier),
+        token = %q.token,
+        topic = %q.topic,
+        path = %format_args!("provider -> {} -> {to}", q.api.gateway_name()),
+        %detail,
+    );
+    events.push(notification_event(now_ms, q, outcome, detail));
 }
 
 fn notification_event(at_ms: u64, q: &Queued, outcome: Outcome, detail: String) -> Event {

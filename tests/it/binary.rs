@@ -14,40 +14,9 @@ use apns_sim::simdevice::DeviceEvent;
 use apns_sim::tls;
 use bytes::{Bytes, BytesMut};
 
-use crate::common::{self, next_hub_event, next_notification, TIMEOUT};
+use crate::common::{self, frame, next_hub_event, next_notification, TIMEOUT};
 
 const PAYLOAD: &str = r#"{"aps":{"alert":"hi"}}"#;
-
-/// A command-2 frame with all five items.
-fn frame(token: &[u8], payload: &str, id: u32, expiry: u32, priority: u8) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    notification::encode_frame_items(
-        &[
-            FrameItem {
-                id: 1,
-                data: Bytes::copy_from_slice(token),
-            },
-            FrameItem {
-                id: 2,
-                data: Bytes::copy_from_slice(payload.as_bytes()),
-            },
-            FrameItem {
-                id: 3,
-                data: Bytes::copy_from_slice(&id.to_be_bytes()),
-            },
-            FrameItem {
-                id: 4,
-                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
-            },
-            FrameItem {
-                id: 5,
-                data: Bytes::copy_from_slice(&[priority]),
-            },
-        ],
-        &mut out,
-    );
-    out.to_vec()
-}
 
 fn items(list: &[(u8, &[u8])]) -> Vec<u8> {
     let items: Vec<FrameItem> = list
@@ -185,9 +154,7 @@ async fn each_format_is_delivered() {
     gw.send(&batch).await.unwrap();
     gw.send(&split[20..]).await.unwrap();
     for i in 100..=110u32 {
-        let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-            unreachable!()
-        };
+        let id = common::next_id(&mut dev).await;
         assert_eq!(id, i, "in order");
     }
     // Success is silent.
@@ -408,9 +375,7 @@ async fn error_closes_and_discards_what_follows() {
     batch.extend(frame(token.as_bytes(), PAYLOAD, 4, expiry, 10));
     gw.send(&batch).await.unwrap();
     expect_error(&mut gw, Status::InvalidToken, 2).await;
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut dev).await;
     assert_eq!(id, 1);
     // The gateway stopped reading at notification 2, before answering: 3 and 4 never
     // reached the hub.
@@ -427,9 +392,7 @@ async fn error_closes_and_discards_what_follows() {
     gw.send(&frame(token.as_bytes(), PAYLOAD, 5, expiry, 10))
         .await
         .unwrap();
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut dev).await;
     assert_eq!(id, 5);
     t.stop().await;
 }
@@ -586,9 +549,7 @@ async fn shutdown_sends_status_10_with_last_accepted_identifier() {
         .await
         .unwrap();
     for want in [41, 42] {
-        let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-            unreachable!()
-        };
+        let id = common::next_id(&mut dev).await;
         assert_eq!(id, want);
     }
     let stopping = tokio::spawn(t.stop());
@@ -688,9 +649,7 @@ async fn throttled_notifications_are_dropped_silently() {
         common::is_outcome(e, 62, Outcome::Throttled)
     })
     .await;
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut dev).await;
     assert_eq!(id, 61);
     assert_eq!(
         gw.finish(Duration::from_millis(200)).await.unwrap(),

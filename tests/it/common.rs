@@ -183,6 +183,14 @@ pub(crate) async fn next_notification(handle: &mut DeviceHandle) -> DeviceEvent 
     next_device_event(handle, |e| matches!(e, DeviceEvent::Notification { .. })).await
 }
 
+/// Waits for the next notification the device shows and returns its binary identifier.
+pub(crate) async fn next_id(handle: &mut DeviceHandle) -> u32 {
+    match next_notification(handle).await {
+        DeviceEvent::Notification { id, .. } => id,
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}
+
 /// Sends a command to a device.
 pub(crate) async fn command(handle: &DeviceHandle, cmd: DeviceCommand) {
     handle.commands.send(cmd).await.expect("device alive");
@@ -218,4 +226,42 @@ pub(crate) fn is_outcome(e: &Event, id: u32, outcome: apns_sim::hub::Outcome) ->
 /// A UNIX time an hour from now, for expiries.
 pub(crate) fn in_an_hour(clock: &Clock) -> u32 {
     (clock.now_secs() + 3600) as u32
+}
+
+/// A command-2 frame with all five items.
+pub(crate) fn frame(token: &[u8], payload: &str, id: u32, expiry: u32, priority: u8) -> Vec<u8> {
+    use apns_sim::protocol::notification::{encode_frame_items, FrameItem};
+    use bytes::Bytes;
+    let mut out = bytes::BytesMut::new();
+    encode_frame_items(
+        &[
+            FrameItem {
+                id: 1,
+                data: Bytes::copy_from_slice(token),
+            },
+            FrameItem {
+                id: 2,
+                data: Bytes::copy_from_slice(payload.as_bytes()),
+            },
+            FrameItem {
+                id: 3,
+                data: Bytes::copy_from_slice(&id.to_be_bytes()),
+            },
+            FrameItem {
+                id: 4,
+                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
+            },
+            FrameItem {
+                id: 5,
+                data: Bytes::copy_from_slice(&[priority]),
+            },
+        ],
+        &mut out,
+    );
+    out.to_vec()
+}
+
+/// A payload with an alert text.
+pub(crate) fn alert(text: &str) -> String {
+    format!(r#"{{"aps":{{"alert":"{text}"}}}}"#)
 }

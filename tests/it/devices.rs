@@ -7,40 +7,16 @@ use apns_sim::certs::DEFAULT_TOPIC;
 use apns_sim::client::connect_tls;
 use apns_sim::hub::{Event, Outcome};
 use apns_sim::protocol::device::{decode_server_message, ServerMessage, ERR_PROTOCOL};
-use apns_sim::protocol::notification::{self, FrameItem};
 use apns_sim::protocol::Environment;
 use apns_sim::simdevice::{DeviceCommand, DeviceEvent};
 use apns_sim::tls;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{self, command, next_device_event, next_hub_event, next_notification, TIMEOUT};
 
-fn frame(token: &[u8], alert: &str, id: u32, expiry: u32) -> Vec<u8> {
-    let payload = format!(r#"{{"aps":{{"alert":"{alert}"}}}}"#);
-    let mut out = BytesMut::new();
-    notification::encode_frame_items(
-        &[
-            FrameItem {
-                id: 1,
-                data: Bytes::copy_from_slice(token),
-            },
-            FrameItem {
-                id: 2,
-                data: Bytes::from(payload),
-            },
-            FrameItem {
-                id: 3,
-                data: Bytes::copy_from_slice(&id.to_be_bytes()),
-            },
-            FrameItem {
-                id: 4,
-                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
-            },
-        ],
-        &mut out,
-    );
-    out.to_vec()
+fn frame(token: &[u8], text: &str, id: u32, expiry: u32) -> Vec<u8> {
+    common::frame(token, &common::alert(text), id, expiry, 10)
 }
 
 /// Takes the device offline and waits until the hub has closed its session.
@@ -126,9 +102,7 @@ async fn offline_device_gets_only_the_newest_stored_notification() {
     gw.send(&frame(token.as_bytes(), "marker", 4, expiry))
         .await
         .unwrap();
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut dev).await;
     assert_eq!(id, 4);
     t.stop().await;
 }
@@ -155,9 +129,7 @@ async fn stored_notification_expires_while_device_is_away() {
     gw.send(&frame(token.as_bytes(), "marker", 2, 0))
         .await
         .unwrap();
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut dev).await;
     assert_eq!(id, 2, "the expired notification was not delivered");
     t.stop().await;
 }
@@ -227,9 +199,7 @@ async fn same_serial_replaces_the_older_session() {
     ))
     .await
     .unwrap();
-    let DeviceEvent::Notification { id, .. } = next_notification(&mut second).await else {
-        unreachable!()
-    };
+    let id = common::next_id(&mut second).await;
     assert_eq!(id, 7);
     t.stop().await;
 }

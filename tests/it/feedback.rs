@@ -4,33 +4,13 @@
 use apns_sim::certs::{CertEnvironment, DEFAULT_TOPIC};
 use apns_sim::client::read_feedback;
 use apns_sim::hub::Outcome;
-use apns_sim::protocol::notification::{self, FrameItem};
 use apns_sim::protocol::Environment;
 use apns_sim::simdevice::{DeviceCommand, DeviceEvent};
-use bytes::{Bytes, BytesMut};
 
 use crate::common::{self, command, next_device_event, next_hub_event, TIMEOUT};
 
 fn frame(token: &[u8], id: u32) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    notification::encode_frame_items(
-        &[
-            FrameItem {
-                id: 1,
-                data: Bytes::copy_from_slice(token),
-            },
-            FrameItem {
-                id: 2,
-                data: Bytes::from_static(br#"{"aps":{"alert":"hi"}}"#),
-            },
-            FrameItem {
-                id: 3,
-                data: Bytes::copy_from_slice(&id.to_be_bytes()),
-            },
-        ],
-        &mut out,
-    );
-    out.to_vec()
+    common::frame(token, &common::alert("hi"), id, 0, 10)
 }
 
 #[tokio::test]
