@@ -657,3 +657,32 @@ async fn throttled_notifications_are_dropped_silently() {
     );
     t.stop().await;
 }
+
+/// Apple's legacy endpoints were TLS 1.2-era: a client that speaks only TLS 1.2 is served.
+#[tokio::test]
+async fn tls12_only_client_is_served() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("TLS12-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let provider = t.pki.default_provider();
+    let identity =
+        tls::ClientIdentity::from_pem(provider.cert_pem.as_bytes(), provider.key_pem.as_bytes())
+            .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(t.pki.ca_der()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(identity.chain, identity.key)
+    .unwrap();
+    let mut gw = t.gateway_as(std::sync::Arc::new(config), "localhost").await;
+    gw.send(&frame(tokens[DEFAULT_TOPIC].as_bytes(), PAYLOAD, 12, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(common::next_id(&mut dev).await, 12);
+    t.stop().await;
+}
