@@ -108,15 +108,28 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         if let Some((_, _, _, token)) = tokens.iter().find(|(_, app, env, _)| {
             app == crate::certs::DEFAULT_TOPIC && *env == Environment::Sandbox
         }) {
-            let port = if addrs.gateway.port() == crate::DEFAULT_GATEWAY_PORT {
+            // Only what differs from the push command's defaults is spelled out.
+            let gateway = if addrs.gateway.port() == crate::DEFAULT_GATEWAY_PORT {
                 String::new()
             } else {
                 format!(" --gateway {}", addrs.gateway)
             };
+            let api = if addrs.http2.port() == crate::DEFAULT_HTTP2_PORT {
+                String::new()
+            } else {
+                format!(" --api {}", addrs.http2)
+            };
+            let certs = if opts.certs == Path::new("certs") {
+                String::new()
+            } else {
+                let dir = opts.certs.display();
+                format!(" --cert {dir}/provider.pem --key {dir}/provider-key.pem --ca {dir}/ca.pem")
+            };
+            let payload = r#"--payload '{"aps":{"alert":"Hello"}}'"#;
             println!("push to the first one (in another terminal):");
-            println!(
-                "  cargo run --release -- push --token {token}{port} --payload '{{\"aps\":{{\"alert\":\"Hello\"}}}}'"
-            );
+            println!("  cargo run --release -- push --token {token}{gateway}{certs} {payload}");
+            println!("or through the HTTP/2 API:");
+            println!("  cargo run --release -- push --http2 --token {token}{api}{certs} {payload}");
         }
     }
     tokio::signal::ctrl_c()
