@@ -12,6 +12,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// (each decoder rejects over-long length fields before asking for their bytes).
 pub const READ_BUFFER: usize = 8 * 1024;
 
+/// Least free room in the read buffer before a read; below it the buffer grows (or
+/// reclaims consumed space) by its initial capacity.
+const MIN_READ_ROOM: usize = 512;
+
 /// Why reading a frame stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError<E> {
@@ -31,18 +35,37 @@ pub enum ReadError<E> {
 pub struct Connection<S> {
     stream: S,
     read_buf: BytesMut,
+    /// How much room to make in the read buffer when it runs low (its initial capacity).
+    read_chunk: usize,
     write_buf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream.
     pub fn new(stream: S) -> Self {
+        Self::with_capacity(stream, READ_BUFFER)
+    }
+
+    /// Wraps a connected stream with a read buffer of `capacity` bytes to start with (it
+    /// grows as frames need).
+    pub fn with_capacity(stream: S, capacity: usize) -> Self {
         Connection {
             stream,
-            read_buf: BytesMut::with_capacity(READ_BUFFER),
+            read_buf: BytesMut::with_capacity(capacity),
+            read_chunk: capacity.max(MIN_READ_ROOM),
             // Allocated lazily by `buffer`: an idle session should cost little memory.
             write_buf: BytesMut::new(),
         }
+    }
+
+    /// Decodes the next frame already in the read buffer, without reading the socket:
+    /// `Ok(None)` when no whole frame is buffered. Lets a peer answer a burst of frames
+    /// with one write.
+    pub fn buffered_frame<T, E>(
+        &mut self,
+        decode: impl FnOnce(&mut BytesMut) -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        decode(&mut self.read_buf)
     }
 
     /// Reads the next frame with `decode`. `Ok(None)` means the peer closed cleanly between
@@ -57,8 +80,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
                 return Ok(Some(frame));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < 1024 {
-                self.read_buf.reserve(READ_BUFFER);
+            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_ROOM {
+                self.read_buf.reserve(self.read_chunk);
             }
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                 return if self.read_buf.is_empty() {

@@ -34,6 +34,10 @@ use crate::protocol::Environment;
 use crate::server::{self, Endpoint};
 use crate::settings::Settings;
 
+/// Initial read buffer of a device session: device messages are a few bytes (acks, pings),
+/// and thousands of idle sessions should stay small. It grows if a device sends more.
+const DEVICE_READ_BUFFER: usize = 1024;
+
 /// Most notifications written in one TLS write: enough to amortise the write, small enough
 /// that acknowledgements keep flowing during a burst.
 const MAX_BATCH: usize = 64;
@@ -57,7 +61,7 @@ async fn handle(
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) {
-    let mut conn = Connection::new(stream);
+    let mut conn = Connection::with_capacity(stream, DEVICE_READ_BUFFER);
     serve_device(&mut conn, peer, &hub, &settings, &shutdown).await;
 }
 
@@ -136,10 +140,10 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
                 let Some(first) = next else {
                     break Some((ERR_REPLACED, format!("another connection for serial {serial} replaced this one")));
                 };
-                conn.buffer(|b| encode_server_message(&ServerMessage::Notification(first), b));
+                conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*first), b));
                 for _ in 1..MAX_BATCH {
                     match session.rx.try_recv() {
-                        Ok(n) => conn.buffer(|b| encode_server_message(&ServerMessage::Notification(n), b)),
+                        Ok(n) => conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*n), b)),
                         Err(_) => break,
                     }
                 }

@@ -271,8 +271,10 @@ pub enum RegisterError {
 pub struct DeviceSession {
     /// Unique per connection; distinguishes a replaced session from its successor.
     pub id: u64,
-    /// Notifications to write to the device, in order.
-    pub rx: mpsc::Receiver<DeviceNotification>,
+    /// Notifications to write to the device, in order. Boxed so that the queue's slots stay
+    /// small: tokio allocates a block of slots per channel up front, and an idle session
+    /// should cost little memory.
+    pub rx: mpsc::Receiver<Box<DeviceNotification>>,
 }
 
 /// What the device answered about a delivery.
@@ -315,7 +317,7 @@ struct TokenRecord {
 #[derive(Debug)]
 struct LiveSession {
     id: u64,
-    tx: mpsc::Sender<DeviceNotification>,
+    tx: mpsc::Sender<Box<DeviceNotification>>,
     unacked: usize,
 }
 
@@ -409,20 +411,25 @@ impl Hub {
 
     /// Records and broadcasts events after the lock is released.
     fn publish(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        {
-            let mut st = self.lock();
-            for e in &events {
-                if st.log.len() == EVENT_LOG_LEN {
-                    st.log.pop_front();
-                }
-                st.log.push_back(e.clone());
-            }
-        }
+        Self::append_log(&mut self.lock(), &events);
+        self.broadcast(events);
+    }
+
+    /// Appends events to the bounded log. Hot paths call this inside their own critical
+    /// section, so that a push takes the lock once.
+    fn append_log(st: &mut State, events: &[Event]) {
         for e in events {
-            // No subscriber is fine: the log above still has it.
+            if st.log.len() == EVENT_LOG_LEN {
+                st.log.pop_front();
+            }
+            st.log.push_back(e.clone());
+        }
+    }
+
+    /// Sends events to live subscribers, after the lock is released.
+    fn broadcast(&self, events: Vec<Event>) {
+        for e in events {
+            // No subscriber is fine: the log still has it.
             let _ = self.shared.events.send(e);
         }
     }
@@ -469,10 +476,11 @@ impl Hub {
                 }
                 self.route(st, &key, q, &mut events);
             }
+            Self::append_log(st, &events);
             DeviceSession { id, rx }
         };
         info!(serial, %environment, "device online");
-        self.publish(events);
+        self.broadcast(events);
         session
     }
 
@@ -518,9 +526,10 @@ impl Hub {
                     environment,
                 });
             }
+            Self::append_log(st, &events);
         }
         info!(serial, %environment, "device offline");
-        self.publish(events);
+        self.broadcast(events);
     }
 
     /// Registers `app` on a connected device and returns its token.
@@ -639,8 +648,9 @@ impl Hub {
                     ));
                 }
             }
+            Self::append_log(st, &events);
         }
-        self.publish(events);
+        self.broadcast(events);
         true
     }
 
@@ -693,7 +703,7 @@ impl Hub {
             let st = &mut *guard;
             let checked = Self::check_token(st, &queued, req.environment)
                 .and_then(|device| self.check_rate(st, &queued.token, now_ms).map(|()| device));
-            match checked {
+            let result = match checked {
                 Err(err) => {
                     let outcome = match err {
                         PushError::Unregistered { .. } => {
@@ -714,9 +724,11 @@ impl Hub {
                     Err(err)
                 }
                 Ok(device) => Ok(self.route(st, &device, queued, &mut events)),
-            }
+            };
+            Self::append_log(st, &events);
+            result
         };
-        self.publish(events);
+        self.broadcast(events);
         result
     }
 
@@ -821,7 +833,7 @@ impl Hub {
         let mut queue_full = false;
         if let Some(session) = record.session.as_mut() {
             if session.unacked < MAX_UNACKED_PER_SESSION {
-                let msg = DeviceNotification {
+                let msg = Box::new(DeviceNotification {
                     delivery,
                     token: q.token,
                     identifier: q.identifier,
@@ -831,7 +843,7 @@ impl Hub {
                     push_type: q.push_type.clone(),
                     collapse_id: q.collapse_id.clone(),
                     payload: q.payload.clone(),
-                };
+                });
                 match session.tx.try_send(msg) {
                     Ok(()) => {
                         session.unacked += 1;

@@ -506,6 +506,19 @@ impl Device {
                         if let Some(end) = self.on_message(conn, msg).await {
                             return end;
                         }
+                        // Answer every frame that arrived in the same read, then write the
+                        // answers (acks) together.
+                        loop {
+                            match conn.buffered_frame(decode_server_message) {
+                                Ok(Some(msg)) => {
+                                    if let Some(end) = self.on_message(conn, msg).await {
+                                        return end;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
+                            }
+                        }
                     }
                     Ok(None) => return SessionEnd::Lost("simulator closed the connection".to_owned()),
                     Err(ReadError::Decode(e)) => return SessionEnd::Lost(format!("protocol error: {e}")),
