@@ -127,9 +127,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             };
             let payload = r#"--payload '{"aps":{"alert":"Hello"}}'"#;
             println!("push to the first one (in another terminal):");
-            println!("  cargo run --release -- push --token {token}{gateway}{certs} {payload}");
+            println!("  cargo run -- push --token {token}{gateway}{certs} {payload}");
             println!("or through the HTTP/2 API:");
-            println!("  cargo run --release -- push --http2 --token {token}{api}{certs} {payload}");
+            println!("  cargo run -- push --http2 --token {token}{api}{certs} {payload}");
         }
     }
     tokio::signal::ctrl_c()
