@@ -274,11 +274,17 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
+    // Log lines are written by a background thread, so a busy simulator's connection tasks
+    // format their line and move on instead of each making a write system call. Not lossy:
+    // when the writer falls behind, loggers wait. The guard flushes what is left at exit.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
