@@ -265,3 +265,13 @@ pub(crate) fn frame(token: &[u8], payload: &str, id: u32, expiry: u32, priority:
 pub(crate) fn alert(text: &str) -> String {
     format!(r#"{{"aps":{{"alert":"{text}"}}}}"#)
 }
+
+/// Asserts that the gateway sends nothing back for a short while: the binary API's only
+/// sign of success. (A slow machine can only make this pass wrongly, never fail wrongly.)
+pub(crate) async fn assert_silent(gw: &mut BinaryClient) {
+    let answer = gw
+        .finish(Duration::from_millis(200))
+        .await
+        .expect("gateway answer");
+    assert_eq!(answer, apns_sim::client::GatewayAnswer::Silent);
+}
