@@ -33,7 +33,7 @@ enum Command {
     Serve(ServeArgs),
     /// Create the certificates in certs/ (if missing) and list them; mint more.
     Certs(CertsArgs),
-    /// Send notifications through the binary gateway and print the outcome.
+    /// Send notifications (binary gateway, or the HTTP/2 API with --http2) and print the outcome.
     Push(PushArgs),
     /// Read the feedback service: tokens of apps reported uninstalled since the last read.
     Feedback(FeedbackArgs),

@@ -305,3 +305,21 @@ fn shell_words(line: &str) -> Vec<String> {
     }
     words
 }
+
+/// The README shows the `-h` output of every command; it must be what the binary prints.
+#[tokio::test]
+async fn readme_help_matches_the_binary() {
+    let readme = include_str!("../../README.md");
+    let mut checked = 0;
+    for block in readme.split("```text\n$ apns-sim").skip(1) {
+        let (command, rest) = block.split_once('\n').expect("command line");
+        let shown = rest.split("```").next().expect("closing fence");
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out, err) = run(apns_sim(dir.path()).args(&args)).await;
+        assert!(ok, "apns-sim{command}: {err}");
+        assert_eq!(out, shown, "README's `apns-sim{command}` is out of date");
+        checked += 1;
+    }
+    assert_eq!(checked, 8, "help blocks found in the README");
+}
