@@ -67,6 +67,10 @@ pub struct Settings {
     /// How long to keep reading (and discarding) after an error response, so the closing
     /// socket sends FIN rather than RST and the provider gets to read the 6 bytes.
     pub linger: Duration,
+    /// An HTTP/2 request whose body has not fully arrived this long after its headers gets
+    /// 400 `IdleTimeout`, so a stalled stream cannot hold its slot and buffer for ever. A
+    /// notification body is at most 5 KiB: ten seconds is generous on any link.
+    pub request_body_timeout: Duration,
     /// Per-token push limit (HTTP/2: 429 `TooManyRequests`); off by default.
     pub token_rate_limit: Option<RateLimit>,
 }
@@ -82,6 +86,7 @@ impl Default for Settings {
             provider_idle_timeout: Duration::from_secs(3600),
             device_heartbeat: Duration::from_secs(30),
             linger: Duration::from_secs(2),
+            request_body_timeout: Duration::from_secs(10),
             token_rate_limit: None,
         }
     }

@@ -41,8 +41,8 @@
 //!
 //! - A payload that is not a JSON object gets 400 `PayloadEmpty`: it has no notification
 //!   content, and Apple's vocabulary has no closer reason; the log names the parse error.
-//! - A request body that does not complete within [`Settings::handshake_timeout`] (the same
-//!   slow-loris deadline as the TLS handshake) gets 400 `IdleTimeout`.
+//! - A request body that does not complete within [`Settings::request_body_timeout`] of its
+//!   headers gets 400 `IdleTimeout`.
 //! - The 410 `timestamp` is the hub's record of when the device reported the app gone, in
 //!   milliseconds; the feedback service reports the same instant in seconds.
 //! - `TooManyRequests` (429) only when a per-token limit is configured
@@ -434,7 +434,7 @@ impl ConnectionContext {
             environment,
             topic_hint,
             token_hint,
-            body_deadline: self.settings.handshake_timeout,
+            body_deadline: self.settings.request_body_timeout,
             guard: in_flight.enter(),
         }
     }

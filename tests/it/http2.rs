@@ -991,7 +991,7 @@ async fn idle_connection_gets_goaway_idle_timeout() {
 
 #[tokio::test]
 async fn stalled_body_gets_idle_timeout_answer() {
-    let env = start_with(|s| s.handshake_timeout = Duration::from_secs(3)).await;
+    let env = start_with(|s| s.request_body_timeout = Duration::from_secs(3)).await;
     let mut client = env.cert_client().await;
     let token = DeviceToken::from_bytes([3; 32]);
     let (answer, _body_never_sent) = client.start(&alert(&token), false).await.unwrap();
