@@ -8,5 +8,6 @@ mod cli;
 mod common;
 mod devices;
 mod feedback;
+mod garbage;
 mod http2;
 mod limits;
