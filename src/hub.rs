@@ -456,32 +456,43 @@ impl Hub {
             let record = st.devices.entry(key.clone()).or_default();
             // Dropping the old sender ends the old session's queue.
             record.session = Some(LiveSession { id, tx, unacked: 0 });
-            let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
             events.push(Event::DeviceOnline {
                 at_ms: now_ms,
                 serial: serial.to_owned(),
                 environment,
             });
-            for q in stored {
-                // A stored notification whose expiry passed while the device was away is
-                // dropped now, not delivered late.
-                if u64::from(q.expiry) <= now_ms / 1000 {
-                    events.push(notification_event(
-                        now_ms,
-                        &q,
-                        Outcome::Expired,
-                        format!("expiry {} passed while the device was offline", q.expiry),
-                    ));
-                    continue;
-                }
-                self.route(st, &key, q, &mut events);
-            }
+            self.flush_stored(st, &key, now_ms, &mut events);
             Self::append_log(st, &events);
             DeviceSession { id, rx }
         };
         info!(serial, %environment, "device online");
         self.broadcast(events);
         session
+    }
+
+    /// Sends what is stored for a device to its live session (or back to the store if the
+    /// session has no room). A stored notification whose expiry passed meanwhile is dropped,
+    /// not delivered late. Caller holds the lock.
+    fn flush_stored(&self, st: &mut State, key: &DeviceKey, now_ms: u64, events: &mut Vec<Event>) {
+        let Some(record) = st.devices.get_mut(key) else {
+            return;
+        };
+        if record.stored.is_empty() {
+            return;
+        }
+        let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
+        for q in stored {
+            if u64::from(q.expiry) <= now_ms / 1000 {
+                events.push(notification_event(
+                    now_ms,
+                    &q,
+                    Outcome::Expired,
+                    format!("expiry {} passed while it was stored", q.expiry),
+                ));
+                continue;
+            }
+            self.route(st, key, q, events);
+        }
     }
 
     /// A device session ended. Notifications it had not acknowledged are routed again
@@ -647,6 +658,18 @@ impl Hub {
                         format!("device {} (unregistered at {at_ms} ms)", p.device.serial),
                     ));
                 }
+            }
+            // A device that fell behind had further notifications stored; once its queue has
+            // room again they are sent now rather than at its next reconnect.
+            let caught_up = st
+                .devices
+                .get(&p.device)
+                .and_then(|d| d.session.as_ref())
+                .is_some_and(|s| {
+                    s.id == session && s.tx.capacity() > 0 && s.unacked < MAX_UNACKED_PER_SESSION
+                });
+            if caught_up {
+                self.flush_stored(st, &p.device, now_ms, &mut events);
             }
             Self::append_log(st, &events);
         }
@@ -1188,6 +1211,28 @@ mod tests {
         }
         assert_eq!(sent, DEVICE_QUEUE, "the session queue holds DEVICE_QUEUE");
         assert_eq!(stored, 10, "the rest goes to the store");
+    }
+
+    #[test]
+    fn a_device_that_catches_up_gets_what_was_stored_meanwhile() {
+        let (hub, mut session, token) = online();
+        let later = hour_from_now(&hub);
+        for i in 0..=(DEVICE_QUEUE as u32) {
+            assert!(hub.push(request(token, i, later)).is_ok());
+        }
+        // The last one did not fit and was stored.
+        let mut delivered = Vec::new();
+        while let Ok(n) = session.rx.try_recv() {
+            delivered.push(n);
+        }
+        assert_eq!(delivered.len(), DEVICE_QUEUE);
+        // The device acknowledges the first: its queue has room, the stored one follows.
+        assert!(hub.device_reply(session.id, delivered[0].delivery, DeviceReply::Ack));
+        let next = session
+            .rx
+            .try_recv()
+            .expect("stored notification sent on catch-up");
+        assert_eq!(next.identifier, (DEVICE_QUEUE as u32).to_be_bytes());
     }
 
     #[test]
