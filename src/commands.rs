@@ -132,11 +132,28 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             println!("  cargo run -- push --http2 --token {token}{api}{certs} {payload}");
         }
     }
+    stop_signal().await?;
+    println!("shutting down");
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C, or SIGTERM (what service managers and CI runners send), so that either
+/// one shuts down gracefully: providers get status 10 and devices an Error frame.
+async fn stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    println!("shutting down");
-    sim.shutdown().await;
     Ok(())
 }
 

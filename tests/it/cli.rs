@@ -323,3 +323,79 @@ async fn readme_help_matches_the_binary() {
     }
     assert_eq!(checked, 8, "help blocks found in the README");
 }
+
+/// SIGTERM shuts `serve` down gracefully: a connected provider gets status 10 (Shutdown)
+/// with the identifier of the last notification the gateway accepted.
+#[tokio::test]
+async fn sigterm_shuts_serve_down_with_status_10() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = apns_sim(dir.path())
+        .args([
+            "serve",
+            "--gateway-port",
+            "0",
+            "--feedback-port",
+            "0",
+            "--http2-port",
+            "0",
+            "--device-port",
+            "0",
+            "--devices",
+            "1",
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let gateway = line_where(&mut lines, |l| l.contains("binary gateway")).await;
+    let gateway = gateway.split_whitespace().last().unwrap().to_owned();
+    let demo = line_where(&mut lines, |l| l.trim_start().starts_with("DEMO-0001")).await;
+    let token =
+        apns_sim::protocol::token::DeviceToken::from_hex(demo.split_whitespace().last().unwrap())
+            .unwrap();
+    let certs = dir.path().join("certs");
+    let files = apns_sim::commands::ProviderTlsFiles {
+        cert: certs.join("provider.pem"),
+        key: certs.join("provider-key.pem"),
+        ca: certs.join("ca.pem"),
+        server_name: "localhost".into(),
+    };
+    let mut gw = apns_sim::client::BinaryClient::connect(
+        &gateway,
+        "localhost",
+        files.client_config(Vec::new()).unwrap(),
+    )
+    .await
+    .unwrap();
+    // Once the demo device shows this notification, the connection is being served.
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &common::alert("before"),
+        77,
+        0,
+        10,
+    ))
+    .await
+    .unwrap();
+    line_where(&mut lines, |l| l.contains("shows a notification")).await;
+    let pid = serve.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let answer = gw.finish(TIMEOUT).await.unwrap();
+    assert_eq!(
+        answer,
+        apns_sim::client::GatewayAnswer::Error(apns_sim::protocol::error_response::ErrorResponse {
+            status: apns_sim::protocol::error_response::Status::Shutdown,
+            identifier: 77u32.to_be_bytes(),
+        })
+    );
+    line_where(&mut lines, |l| l.contains("shutting down")).await;
+    let status = tokio::time::timeout(TIMEOUT, serve.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
