@@ -378,8 +378,9 @@ async fn sigterm_shuts_serve_down_with_status_10() {
     .unwrap();
     line_where(&mut lines, |l| l.contains("shows a notification")).await;
     let pid = serve.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
+    // The shell's own `kill`, so no extra package is needed.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
         .status()
         .await
         .unwrap();
