@@ -23,6 +23,17 @@ fn apns_sim(dir: &Path) -> Command {
     cmd
 }
 
+/// Starts `apns-sim serve` in `dir` with every port chosen by the system.
+fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
+    apns_sim(dir)
+        .env("RUST_LOG", "info")
+        .args(["serve", "--gateway-port", "0", "--feedback-port", "0"])
+        .args(["--http2-port", "0", "--device-port", "0"])
+        .args(extra)
+        .spawn()
+        .expect("serve started")
+}
+
 /// Runs a command to completion; returns (success, stdout, stderr).
 async fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = tokio::time::timeout(TIMEOUT, cmd.output())
@@ -259,21 +270,7 @@ async fn push_reports_an_error_response_in_words() {
 #[tokio::test]
 async fn serve_prints_a_push_command_that_reaches_a_demo_device() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = apns_sim(dir.path())
-        .env("RUST_LOG", "info")
-        .args([
-            "serve",
-            "--gateway-port",
-            "0",
-            "--feedback-port",
-            "0",
-            "--http2-port",
-            "0",
-            "--device-port",
-            "0",
-        ])
-        .spawn()
-        .unwrap();
+    let mut serve = spawn_serve(dir.path(), &[]);
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
     let command = line_where(&mut lines, |l| {
         l.trim_start().starts_with("cargo run -- push")
@@ -329,22 +326,7 @@ async fn readme_help_matches_the_binary() {
 #[tokio::test]
 async fn sigterm_shuts_serve_down_with_status_10() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = apns_sim(dir.path())
-        .args([
-            "serve",
-            "--gateway-port",
-            "0",
-            "--feedback-port",
-            "0",
-            "--http2-port",
-            "0",
-            "--device-port",
-            "0",
-            "--devices",
-            "1",
-        ])
-        .spawn()
-        .unwrap();
+    let mut serve = spawn_serve(dir.path(), &["--devices", "1"]);
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
     let gateway = line_where(&mut lines, |l| l.contains("binary gateway")).await;
     let gateway = gateway.split_whitespace().last().unwrap().to_owned();
