@@ -126,30 +126,15 @@ impl TestSim {
         environment: Environment,
         apps: &[&str],
     ) -> (DeviceHandle, HashMap<String, DeviceToken>) {
-        let tls = tls::client_config(self.pki.ca_cert_pem().as_bytes(), None, Vec::new())
-            .expect("device tls");
-        let mut handle = simdevice::spawn(
-            DeviceConfig {
-                server: self.sim.addrs().devices.to_string(),
-                server_name: "localhost".into(),
-                tls,
-                serial: serial.into(),
-                environment,
-                apps: apps.iter().map(|a| a.to_string()).collect(),
-                register_url: None,
-            },
-            self.devices_stop.clone(),
-        );
-        let mut tokens = HashMap::new();
-        while tokens.len() < apps.len() {
-            if let DeviceEvent::Registered { app, token, .. } =
-                next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. }))
-                    .await
-            {
-                tokens.insert(app, token);
-            }
-        }
-        (handle, tokens)
+        start_device(
+            &self.sim,
+            &self.pki,
+            &self.devices_stop,
+            serial,
+            environment,
+            apps,
+        )
+        .await
     }
 
     /// Stops devices and the simulator.
@@ -157,6 +142,40 @@ impl TestSim {
         self.devices_stop.cancel();
         self.sim.shutdown().await;
     }
+}
+
+/// Starts a device on `sim`'s device endpoint and waits until every app has its token.
+pub(crate) async fn start_device(
+    sim: &Simulator,
+    pki: &Pki,
+    stop: &CancellationToken,
+    serial: &str,
+    environment: Environment,
+    apps: &[&str],
+) -> (DeviceHandle, HashMap<String, DeviceToken>) {
+    let tls =
+        tls::client_config(pki.ca_cert_pem().as_bytes(), None, Vec::new()).expect("device tls");
+    let mut handle = simdevice::spawn(
+        DeviceConfig {
+            server: sim.addrs().devices.to_string(),
+            server_name: "localhost".into(),
+            tls,
+            serial: serial.into(),
+            environment,
+            apps: apps.iter().map(|a| a.to_string()).collect(),
+            register_url: None,
+        },
+        stop.clone(),
+    );
+    let mut tokens = HashMap::new();
+    while tokens.len() < apps.len() {
+        if let DeviceEvent::Registered { app, token, .. } =
+            next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. })).await
+        {
+            tokens.insert(app, token);
+        }
+    }
+    (handle, tokens)
 }
 
 /// Waits for the first device event matching `pred` (skipping others).

@@ -23,12 +23,14 @@ use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::settings::Settings;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
-use apns_sim::simdevice::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
+use apns_sim::simdevice::{DeviceCommand, DeviceEvent, DeviceHandle};
 use apns_sim::tls::{self, ClientIdentity};
 use bytes::Bytes;
 use rustls::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::common;
 
 /// Generous bound on every wait, so a slow shared machine never fails a test.
 const WAIT: Duration = Duration::from_secs(20);
@@ -139,58 +141,21 @@ impl Env {
         environment: Environment,
         apps: &[&str],
     ) -> (DeviceHandle, HashMap<String, DeviceToken>) {
-        let config = DeviceConfig {
-            server: self.sim.addrs().devices.to_string(),
-            server_name: "localhost".into(),
-            tls: tls::client_config(self.pki().ca_cert_pem().as_bytes(), None, vec![]).unwrap(),
-            serial: serial.into(),
+        common::start_device(
+            &self.sim,
+            self.pki(),
+            &self.stop_devices,
+            serial,
             environment,
-            apps: apps.iter().map(|a| (*a).to_owned()).collect(),
-            register_url: None,
-        };
-        let mut handle = simdevice::spawn(config, self.stop_devices.clone());
-        let mut tokens = HashMap::new();
-        while tokens.len() < apps.len() {
-            if let DeviceEvent::Registered { app, token, .. } = next_event(&mut handle).await {
-                tokens.insert(app, token);
-            }
-        }
-        (handle, tokens)
-    }
-}
-
-async fn next_event(device: &mut DeviceHandle) -> DeviceEvent {
-    tokio::time::timeout(WAIT, device.events.recv())
+            apps,
+        )
         .await
-        .expect("device event in time")
-        .expect("device running")
-}
-
-/// Waits for the device to show a notification.
-async fn shown(device: &mut DeviceHandle) -> DeviceEvent {
-    loop {
-        let event = next_event(device).await;
-        if matches!(event, DeviceEvent::Notification { .. }) {
-            return event;
-        }
     }
 }
 
-/// Waits for a hub event matching `pred`.
-async fn hub_event(
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let event = events.recv().await.expect("hub events");
-            if pred(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("hub event in time")
+/// The device's next event, whatever it is.
+async fn next_event(device: &mut DeviceHandle) -> DeviceEvent {
+    common::next_device_event(device, |_| true).await
 }
 
 async fn send(client: &mut Http2Client, request: &Http2Request) -> Http2Response {
@@ -237,7 +202,7 @@ async fn certificate_push_reaches_the_device_with_collapse_id() {
         .expect("sandbox answers carry apns-unique-id");
     assert!(Uuid::parse_str(&unique).is_ok());
 
-    match shown(&mut phone).await {
+    match common::next_notification(&mut phone).await {
         DeviceEvent::Notification {
             app,
             token: got,
@@ -269,7 +234,7 @@ async fn certificate_push_reaches_the_device_with_collapse_id() {
     .await;
     assert_eq!(answer.status, 200);
     let generated = answer.apns_id.expect("generated apns-id");
-    match shown(&mut phone).await {
+    match common::next_notification(&mut phone).await {
         DeviceEvent::Notification {
             apns_id,
             replaced,
@@ -298,7 +263,7 @@ async fn collapse_id_replaces_while_offline_too() {
     .await;
     assert_eq!(answer.status, 200);
     assert!(matches!(
-        shown(&mut phone).await,
+        common::next_notification(&mut phone).await,
         DeviceEvent::Notification {
             replaced: false,
             ..
@@ -314,7 +279,7 @@ async fn collapse_id_replaces_while_offline_too() {
     let answer = send(&mut client, &stored).await;
     assert_eq!(answer.status, 200);
     phone.commands.send(DeviceCommand::Online).await.unwrap();
-    match shown(&mut phone).await {
+    match common::next_notification(&mut phone).await {
         DeviceEvent::Notification {
             apns_id,
             replaced,
@@ -458,7 +423,7 @@ async fn header_rules() {
         assert_reason(&answer, *status, reason);
         // Each refusal is in the delivery log under the id the provider was given.
         let id: Uuid = answer.apns_id.as_deref().unwrap().parse().unwrap();
-        hub_event(&mut events, |e| {
+        common::next_hub_event(&mut events, |e| {
             matches!(e, Event::Notification { apns_id, outcome: Outcome::Rejected, .. } if *apns_id == id)
         })
         .await;
@@ -496,7 +461,9 @@ async fn single_topic_certificate_supplies_the_default_topic() {
         .await;
     let answer = send(&mut client, &Http2Request::push(&token.to_hex(), ALERT)).await;
     assert_eq!(answer.status, 200, "{answer}");
-    assert!(matches!(shown(&mut phone).await, DeviceEvent::Notification { app, .. } if app == APP));
+    assert!(
+        matches!(common::next_notification(&mut phone).await, DeviceEvent::Notification { app, .. } if app == APP)
+    );
     // It cannot send VoIP: the .voip topic is not in the certificate.
     let voip = Http2Request::push(&token.to_hex(), ALERT)
         .header("apns-topic", format!("{APP}.voip"))
@@ -538,7 +505,7 @@ async fn payload_rules() {
     );
     assert_eq!(send(&mut client, &with(sized(4096))).await.status, 200);
     assert!(matches!(
-        shown(&mut phone).await,
+        common::next_notification(&mut phone).await,
         DeviceEvent::Notification { .. }
     ));
 
@@ -550,7 +517,7 @@ async fn payload_rules() {
     };
     let answer = send(&mut client, &voip(5120)).await;
     assert_eq!(answer.status, 200, "{answer}");
-    match shown(&mut phone).await {
+    match common::next_notification(&mut phone).await {
         DeviceEvent::Notification { app, push_type, .. } => {
             assert_eq!(app, APP);
             assert_eq!(push_type.as_deref(), Some("voip"));
@@ -633,7 +600,7 @@ async fn unregistered_after_uninstall_matches_feedback() {
     let first = send(&mut client, &alert(&token)).await;
     assert_eq!(first.status, 200);
     let first_id: Uuid = first.apns_id.unwrap().parse().unwrap();
-    hub_event(&mut events, |e| {
+    common::next_hub_event(&mut events, |e| {
         matches!(e, Event::Notification { apns_id, outcome: Outcome::NotInstalled, .. } if *apns_id == first_id)
     })
     .await;
@@ -720,7 +687,7 @@ async fn token_auth_basics() {
         let answer = send(&mut client, &alert(&token).bearer(&bearer)).await;
         assert_eq!(answer.status, 200, "{answer}");
         assert!(matches!(
-            shown(&mut phone).await,
+            common::next_notification(&mut phone).await,
             DeviceEvent::Notification { .. }
         ));
     }
@@ -1097,7 +1064,7 @@ async fn push_command_in_both_auth_modes() {
         assert_eq!(answer.status, 200, "{answer}");
         assert!(answer.to_string().starts_with("200 apns-id="), "{answer}");
         assert!(matches!(
-            shown(&mut phone).await,
+            common::next_notification(&mut phone).await,
             DeviceEvent::Notification { .. }
         ));
     }
