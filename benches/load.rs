@@ -34,14 +34,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use apns_sim::certs::Pki;
+use apns_sim::client::device::{self, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::client::BinaryClient;
 use apns_sim::hub::{Event, Outcome};
+use apns_sim::pki::Pki;
 use apns_sim::protocol::notification::{self, encode_frame_items, FrameItem};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
-use apns_sim::simdevice::{self, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::tls;
 use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
@@ -588,7 +588,7 @@ async fn start_fleet(
     while fleet.len() < n {
         let wave: Vec<DeviceHandle> = (fleet.len()..n.min(fleet.len() + CONNECT_WAVE))
             .map(|i| {
-                simdevice::spawn(
+                device::spawn(
                     DeviceConfig {
                         server: addr.to_owned(),
                         server_name: "localhost".into(),

@@ -15,16 +15,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::certs::{CertEnvironment, Pki};
+use crate::client::device::{self as simdevice, DeviceCommand, DeviceConfig, DeviceEvent};
+use crate::client::http2 as client_http2;
 use crate::client::{self, BinaryClient, GatewayAnswer};
-use crate::client_http2;
+use crate::pki::{CertEnvironment, Pki};
 use crate::protocol::notification::{self, FrameItem};
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
 use crate::scenario::Scenario;
 use crate::settings::Settings;
 use crate::sim::{Listeners, Simulator, SimulatorConfig};
-use crate::simdevice::{self, DeviceCommand, DeviceConfig, DeviceEvent};
 use crate::tls;
 
 /// How long `serve` waits for its demo fleet to register before printing the summary.
@@ -60,7 +60,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let pki = Pki::load_or_create(&opts.certs)
         .with_context(|| format!("certificates in {}", opts.certs.display()))?;
     let fleet = match (opts.devices, &opts.scenario) {
-        (Some(n), _) => Scenario::uniform(n, crate::certs::DEFAULT_TOPIC)?,
+        (Some(n), _) => Scenario::uniform(n, crate::pki::DEFAULT_TOPIC)?,
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -106,7 +106,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             println!("  {serial:<14} {:<10} {app:<20} {token}", env.as_str());
         }
         if let Some((_, _, _, token)) = tokens.iter().find(|(_, app, env, _)| {
-            app == crate::certs::DEFAULT_TOPIC && *env == Environment::Sandbox
+            app == crate::pki::DEFAULT_TOPIC && *env == Environment::Sandbox
         }) {
             // Only what differs from the push command's defaults is spelled out.
             let gateway = if addrs.gateway.port() == crate::DEFAULT_GATEWAY_PORT {
@@ -488,7 +488,7 @@ pub async fn push_http2(opts: Http2PushOptions) -> Result<bool> {
                         )
                     })?,
             };
-            let key = crate::certs::AuthKey {
+            let key = crate::pki::AuthKey {
                 key_id,
                 team_id: team_id.clone(),
                 topics: Vec::new(),
@@ -573,7 +573,7 @@ pub struct DeviceOptions {
 /// (sent to every device).
 pub async fn device(opts: DeviceOptions) -> Result<()> {
     if let Some(url) = &opts.register_url {
-        crate::webhook::check_url(url)?;
+        crate::client::webhook::check_url(url)?;
     }
     if opts.count == 0 || opts.count > crate::scenario::MAX_DEVICES {
         bail!("--count must be 1 to {}", crate::scenario::MAX_DEVICES);

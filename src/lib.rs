@@ -9,42 +9,43 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: pure codecs (no I/O): binary frames, error responses, feedback tuples,
-//!   the device protocol, payload checks, device tokens.
-//! - [`certs`], [`tls`], [`jwt`]: minting and loading certificates and keys; rustls
-//!   configurations; the provider identity in a client certificate; ES256 provider tokens.
-//! - [`connection`]: a framed connection over any async stream, owning its buffers.
-//! - [`server`]: the accept loop every endpoint shares (connection limit, handshake deadline).
-//! - [`gateway`], [`feedback`], [`http2`], [`devices`]: one module per endpoint.
-//! - [`hub`]: the routing core (tokens, sessions, store-and-forward, feedback, delivery log).
-//! - [`sim`]: [`sim::Simulator`], which starts everything on given listeners.
-//! - [`simdevice`], [`client`], [`client_http2`], [`webhook`]: the device and provider sides,
-//!   used by the CLI and the tests.
-//! - [`scenario`]: declarative device fleets (the demo fleet of `apns-sim serve`).
-//! - [`commands`]: what each CLI subcommand does (`main.rs` only parses arguments).
+//! The folders are the layers; each knows only the ones below it (a test,
+//! `tests/layering.rs`, reads every `use crate::…` and keeps it so):
+//!
+//! ```text
+//! protocol/   pure codecs, no I/O: binary frames, error responses, feedback tuples, the
+//!             device protocol, payload checks, device tokens, the raw HTTP/2 frames we write
+//! clock, settings   the simulator's clock (tests advance it); plain configuration values
+//! pki/        identity: minting and storing certificates and keys, Apple's certificate
+//!             profile, ES256 provider tokens (JWT)
+//! tls         rustls configurations built from the PKI
+//! connection  a framed connection over any async stream (used by servers and clients)
+//! hub/        the routing core: tokens, sessions, store-and-forward, feedback, delivery log
+//! server/     everything that accepts connections: the accept loop, gateway, feedback,
+//!             HTTP/2 API, device endpoint
+//! client/     the other side of every endpoint: binary, feedback and HTTP/2 providers, the
+//!             simulated device, the webhook; depends only on the layers below the hub
+//! sim         [`sim::Simulator`]: builds the hub and starts the endpoints on given listeners
+//! scenario    declarative device fleets (the demo fleet of `apns-sim serve`)
+//! ```
+//!
+//! The command line lives in the binary (`src/main.rs` and `src/cli/`), which parses
+//! arguments into this library's settings types and calls it.
 
 #![forbid(unsafe_code)]
 
-pub mod certs;
 pub mod client;
-pub mod client_http2;
 pub mod clock;
 pub mod commands;
 pub mod connection;
-pub mod devices;
-pub mod feedback;
-pub mod gateway;
-pub mod http2;
 pub mod hub;
-pub mod jwt;
+pub mod pki;
 pub mod protocol;
 pub mod scenario;
 pub mod server;
 pub mod settings;
 pub mod sim;
-pub mod simdevice;
 pub mod tls;
-pub mod webhook;
 
 /// Default port of the binary gateway (Apple's `gateway.push.apple.com:2195`).
 pub const DEFAULT_GATEWAY_PORT: u16 = 2195;

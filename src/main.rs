@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use apns_sim::certs::{CertEnvironment, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::commands::{
     self, CertsAction, DeviceOptions, Format, Http2Auth, Http2PushOptions, ProviderTlsFiles,
     PushOptions, ServeOptions,
 };
+use apns_sim::pki::{CertEnvironment, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::protocol::Environment;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use apns_sim::{certs::Pki, sim::{Listeners, Simulator, SimulatorConfig}};
+//! use apns_sim::{pki::Pki, sim::{Listeners, Simulator, SimulatorConfig}};
 //!
 //! let pki = Pki::generate()?;                       // in-memory CA and certificates
 //! let listeners = Listeners::bind_local().await?;   // 127.0.0.1, port 0 for each endpoint
@@ -23,12 +23,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::certs::Pki;
 use crate::clock::Clock;
 use crate::hub::Hub;
-use crate::server::Endpoint;
+use crate::pki::jwt;
+use crate::pki::Pki;
+use crate::server::accept::Endpoint;
+use crate::server::{devices, feedback, gateway, http2};
 use crate::settings::Settings;
-use crate::{devices, feedback, gateway, http2, jwt, tls};
+use crate::tls;
 
 /// Everything a simulator needs besides its listeners.
 #[derive(Debug, Clone)]

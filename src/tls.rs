@@ -21,7 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::certs::{
+use crate::pki::{
     CertEnvironment, Pki, ProviderCert, CN_PREFIX_PRODUCTION, CN_PREFIX_SANDBOX,
     CN_PREFIX_UNIVERSAL, OID_APNS_DEVELOPMENT, OID_APNS_PRODUCTION, OID_APNS_TOPICS, OID_UID,
     TAG_SEQUENCE,
@@ -542,7 +542,7 @@ pub fn connection_environment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{topic_list_der, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
+    use crate::pki::{topic_list_der, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 
     use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -634,9 +634,9 @@ mod tests {
 
         // Topic only in the .3.4 list, without kinds.
         let list = {
-            let mut body = crate::certs::der_tlv(0x0C, b"com.v.voip");
-            body.extend(crate::certs::der_tlv(0x0C, b"com.v"));
-            crate::certs::der_tlv(0x30, &body)
+            let mut body = crate::pki::der_tlv(0x0C, b"com.v.voip");
+            body.extend(crate::pki::der_tlv(0x0C, b"com.v"));
+            crate::pki::der_tlv(0x30, &body)
         };
         let der = custom_cert(
             &[(rcgen::DnType::CommonName, "someone")],

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use apns_sim::certs::{CertEnvironment, Pki, DEFAULT_TOPIC};
+use apns_sim::client::device::DeviceEvent;
 use apns_sim::client::{BinaryClient, GatewayAnswer};
 use apns_sim::hub::{Event, Outcome};
+use apns_sim::pki::{CertEnvironment, Pki, DEFAULT_TOPIC};
 use apns_sim::protocol::error_response::{ErrorResponse, Status};
 use apns_sim::protocol::notification::{self, FrameItem};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
-use apns_sim::simdevice::DeviceEvent;
 use apns_sim::tls;
 use bytes::{Bytes, BytesMut};
 
@@ -566,7 +566,7 @@ async fn uninstalled_app_token_is_accepted_silently_and_fed_back() {
     let token: DeviceToken = tokens[DEFAULT_TOPIC];
     common::command(
         &dev,
-        apns_sim::simdevice::DeviceCommand::Uninstall(DEFAULT_TOPIC.into()),
+        apns_sim::client::device::DeviceCommand::Uninstall(DEFAULT_TOPIC.into()),
     )
     .await;
     common::next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Uninstalled { .. })).await;

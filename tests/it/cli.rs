@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use apns_sim::certs::DEFAULT_TOPIC;
+use apns_sim::pki::DEFAULT_TOPIC;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use apns_sim::certs::{CertEnvironment, Pki, DEFAULT_TOPIC};
+use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::client::BinaryClient;
 use apns_sim::clock::Clock;
 use apns_sim::hub::Event;
+use apns_sim::pki::{CertEnvironment, Pki, DEFAULT_TOPIC};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
-use apns_sim::simdevice::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::tls;
 use rustls::ClientConfig;
 use tokio::sync::broadcast;
@@ -155,7 +155,7 @@ pub(crate) async fn start_device(
 ) -> (DeviceHandle, HashMap<String, DeviceToken>) {
     let tls =
         tls::client_config(pki.ca_cert_pem().as_bytes(), None, Vec::new()).expect("device tls");
-    let mut handle = simdevice::spawn(
+    let mut handle = device::spawn(
         DeviceConfig {
             server: sim.addrs().devices.to_string(),
             server_name: "localhost".into(),

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use apns_sim::certs::DEFAULT_TOPIC;
 use apns_sim::client::connect_tls;
+use apns_sim::client::device::{DeviceCommand, DeviceEvent};
 use apns_sim::hub::{Event, Outcome};
+use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::device::{decode_server_message, ServerMessage, ERR_PROTOCOL};
 use apns_sim::protocol::Environment;
-use apns_sim::simdevice::{DeviceCommand, DeviceEvent};
 use apns_sim::tls;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ fn frame(token: &[u8], text: &str, id: u32, expiry: u32) -> Vec<u8> {
 /// Takes the device offline and waits until the hub has closed its session.
 async fn go_offline(
     t: &common::TestSim,
-    dev: &mut apns_sim::simdevice::DeviceHandle,
+    dev: &mut apns_sim::client::device::DeviceHandle,
     serial: &str,
 ) {
     let mut events = t.sim.hub().subscribe();
@@ -226,8 +226,8 @@ async fn token_is_posted_to_the_register_url() {
         String::from_utf8(request).unwrap()
     });
     let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
-    let mut dev = apns_sim::simdevice::spawn(
-        apns_sim::simdevice::DeviceConfig {
+    let mut dev = apns_sim::client::device::spawn(
+        apns_sim::client::device::DeviceConfig {
             server: t.sim.addrs().devices.to_string(),
             server_name: "localhost".into(),
             tls,

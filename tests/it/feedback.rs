@@ -1,11 +1,11 @@
 //! The feedback service: uninstall → push → one tuple for the app's topic, then an empty
 //! list; tuples are per topic and per environment.
 
-use apns_sim::certs::{CertEnvironment, DEFAULT_TOPIC};
+use apns_sim::client::device::{DeviceCommand, DeviceEvent};
 use apns_sim::client::read_feedback;
 use apns_sim::hub::Outcome;
+use apns_sim::pki::{CertEnvironment, DEFAULT_TOPIC};
 use apns_sim::protocol::Environment;
-use apns_sim::simdevice::{DeviceCommand, DeviceEvent};
 
 use crate::common::{self, command, next_device_event, next_hub_event, TIMEOUT};
 

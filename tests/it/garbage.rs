@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
-use apns_sim::certs::DEFAULT_TOPIC;
 use apns_sim::client::connect_tls;
+use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::Environment;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -9,21 +9,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apns_sim::certs::{CertEnvironment, Pki, DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::client;
-use apns_sim::client_http2::{
+use apns_sim::client::device::{DeviceCommand, DeviceEvent, DeviceHandle};
+use apns_sim::client::http2::{
     push, read_response, Http2Client, Http2ClientError, Http2Request, Http2Response, PushAuth,
     PushOptions,
 };
 use apns_sim::clock::Clock;
-use apns_sim::http2::frames;
 use apns_sim::hub::{Event, Outcome};
-use apns_sim::jwt;
+use apns_sim::pki::jwt;
+use apns_sim::pki::{CertEnvironment, Pki, DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
+use apns_sim::protocol::http2 as frames;
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::settings::Settings;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
-use apns_sim::simdevice::{DeviceCommand, DeviceEvent, DeviceHandle};
 use apns_sim::tls::{self, ClientIdentity};
 use bytes::Bytes;
 use rustls::ClientConfig;

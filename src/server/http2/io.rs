@@ -1,7 +1,7 @@
 //! The connection's TLS stream, shared between `h2` and the connection task.
 //!
 //! `h2` owns its I/O object and offers no way to write a frame of our own (see
-//! [`super::frames`] for why we need to). [`SharedIo`] is that I/O object: a handle to the
+//! [`crate::protocol::http2`] for why we need to). [`SharedIo`] is that I/O object: a handle to the
 //! stream behind a `std::sync::Mutex`, locked only for the duration of one `poll_*` call
 //! (never across an `.await`). The connection task keeps a second handle and, once it has
 //! stopped polling `h2`, writes the closing GOAWAY through it, provided [`SharedIo::quiet`]
@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use super::frames::FrameBoundary;
+use crate::protocol::http2::FrameBoundary;
 
 /// A cloneable handle to one stream.
 #[derive(Debug)]
@@ -130,7 +130,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SharedIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http2::frames;
+    use crate::protocol::http2 as frames;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]

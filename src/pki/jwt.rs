@@ -19,7 +19,7 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::DecodePrivateKey;
 use serde_json::{json, Value};
 
-use crate::certs::{AuthKey, Pki};
+use crate::pki::{AuthKey, Pki};
 
 /// Longest token [`verify`] looks at. A real token is ~200 bytes; the bound keeps a hostile
 /// `authorization` header from costing more than a small decode.
@@ -288,7 +288,7 @@ pub fn verify(jwt: &str, keys: &KeyStore) -> Result<VerifiedToken, JwtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{DEFAULT_KEY_ID, DEFAULT_TEAM_ID};
+    use crate::pki::{DEFAULT_KEY_ID, DEFAULT_TEAM_ID};
 
     const IAT: u64 = 1_700_000_000;
 

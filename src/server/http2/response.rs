@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// Every reason string the simulator can send, with its HTTP status (spec §4.5).
 ///
 /// Reasons Apple documents that the simulator never produces are left out on purpose (see the
-/// module docs of [`crate::http2`] for the list and why): an unused variant would promise a
+/// module docs of [`crate::server::http2`] for the list and why): an unused variant would promise a
 /// behaviour nobody implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

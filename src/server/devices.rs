@@ -31,7 +31,7 @@ use crate::protocol::device::{
     ERR_IDLE, ERR_LIMIT, ERR_PROTOCOL, ERR_REPLACED, ERR_SHUTDOWN, PROTOCOL_VERSION,
 };
 use crate::protocol::Environment;
-use crate::server::{self, Endpoint};
+use crate::server::accept::{self, Endpoint};
 use crate::settings::Settings;
 
 /// Initial read buffer of a device session: device messages are a few bytes (acks, pings),
@@ -45,7 +45,7 @@ const MAX_BATCH: usize = 64;
 /// Serves the device endpoint on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
-    server::serve(listener, endpoint, move |stream, peer| {
+    accept::serve(listener, endpoint, move |stream, peer| {
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use uuid::Uuid;
 
+use crate::client::webhook;
 use crate::connection::{Connection, ReadError};
 use crate::protocol::device::{
     decode_server_message, encode_device_message, DeviceMessage, DeviceNotification, ServerMessage,
@@ -38,7 +39,6 @@ use crate::protocol::device::{
 };
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
-use crate::webhook;
 
 /// Capacity of a device's event queue.
 pub const EVENT_QUEUE: usize = 1024;

@@ -28,7 +28,7 @@
 
 use std::time::Duration;
 
-use crate::jwt::{self, KeyStore};
+use crate::pki::jwt::{self, KeyStore};
 
 use super::response::Reason;
 
@@ -180,7 +180,7 @@ fn bearer(authorization: Option<&[u8]>) -> Result<&str, Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{Pki, DEFAULT_KEY_ID, DEFAULT_TEAM_ID};
+    use crate::pki::{Pki, DEFAULT_KEY_ID, DEFAULT_TEAM_ID};
 
     const MIN: u64 = 60_000;
 

@@ -22,11 +22,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use uuid::Uuid;
 
-use crate::certs::AuthKey;
 use crate::client::{self, ClientError};
 use crate::clock::Clock;
-use crate::http2::frames::{FrameBoundary, GoAway};
-use crate::jwt;
+use crate::pki::jwt;
+use crate::pki::AuthKey;
+use crate::protocol::http2::{FrameBoundary, GoAway};
 
 /// Deadline for one request's answer, so a silent server cannot hang the CLI.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -29,7 +29,7 @@
 //!
 //! - **GOAWAY debug data**: `h2` 0.4 cannot send any. The simulator writes its GOAWAYs as raw
 //!   frames, at the start before `h2` runs, or later between two of `h2`'s frames once it has
-//!   stopped polling `h2` ([`frames`], [`io`]).
+//!   stopped polling `h2` ([`crate::protocol::http2`], [`io`]).
 //! - **Raising SETTINGS_MAX_CONCURRENT_STREAMS on a live connection**: `h2` fixes it at the
 //!   handshake. Apple allows one stream on a token connection until a request with a valid
 //!   token arrives, then many. The simulator advertises [`MAX_CONCURRENT_STREAMS`] from the
@@ -53,7 +53,6 @@
 //!   faithfully).
 
 pub mod auth;
-pub mod frames;
 pub mod io;
 pub mod request;
 pub mod response;
@@ -76,11 +75,12 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::hub::{Api, Hub, PushError, PushRequest};
-use crate::jwt::KeyStore;
+use crate::pki::jwt::KeyStore;
+use crate::protocol::http2 as frames;
 use crate::protocol::payload::{self, PayloadError};
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
-use crate::server::{self, Endpoint};
+use crate::server::accept::{self, Endpoint};
 use crate::settings::Settings;
 use crate::tls;
 
@@ -132,7 +132,7 @@ pub async fn run(
 ) {
     let keys = Arc::new(keys);
     let shutdown = endpoint.shutdown.clone();
-    server::serve(listener, endpoint, move |stream, peer| {
+    accept::serve(listener, endpoint, move |stream, peer| {
         let conn = ConnectionContext {
             hub: hub.clone(),
             settings: settings.clone(),

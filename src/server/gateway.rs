@@ -28,7 +28,7 @@ use crate::hub::{Api, Hub, PushError, PushRequest};
 use crate::protocol::error_response::{ErrorResponse, Status};
 use crate::protocol::notification::{self, Notification};
 use crate::protocol::Environment;
-use crate::server::{self, Endpoint};
+use crate::server::accept::{self, Endpoint};
 use crate::settings::Settings;
 use crate::tls;
 
@@ -38,7 +38,7 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// Serves the binary gateway on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
-    server::serve(listener, endpoint, move |stream, peer| {
+    accept::serve(listener, endpoint, move |stream, peer| {
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();

@@ -15,14 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tracing::{info, warn};
 
-use crate::gateway::identify;
 use crate::hub::Hub;
-use crate::server::{self, Endpoint};
+use crate::server::accept::{self, Endpoint};
+use crate::server::gateway::identify;
 use crate::settings::Settings;
 
 /// Serves the feedback service on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
-    server::serve(listener, endpoint, move |stream, peer| {
+    accept::serve(listener, endpoint, move |stream, peer| {
         let hub = hub.clone();
         let settings = settings.clone();
         async move { handle(stream, peer, hub, settings).await }

@@ -1,0 +1,18 @@
+//! Everything that accepts connections: one module per endpoint, all built on the same
+//! accept loop.
+//!
+//! - [`accept`]: the accept loop every TLS endpoint shares (connection limit, handshake
+//!   deadline inside the connection's task, a span per connection, shutdown).
+//! - [`gateway`]: the legacy binary provider API (commands 0, 1, 2; error response 8).
+//! - [`feedback`]: the feedback service (tuples of uninstalled apps, once).
+//! - [`http2`]: the HTTP/2 provider API (certificate and token auth).
+//! - [`devices`]: the endpoint simulated devices hold their persistent connections to.
+//!
+//! Each endpoint's `run` takes an already-bound listener, the shared [`crate::hub::Hub`]
+//! and a shutdown token; [`crate::sim::Simulator`] wires them together.
+
+pub mod accept;
+pub mod devices;
+pub mod feedback;
+pub mod gateway;
+pub mod http2;
