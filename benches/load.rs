@@ -38,12 +38,12 @@ use apns_sim::client::device::{self, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::client::BinaryClient;
 use apns_sim::hub::{Event, Outcome};
 use apns_sim::pki::Pki;
-use apns_sim::protocol::notification::{self, encode_frame_items, FrameItem};
+use apns_sim::protocol::notification::{self, encode_frame_raw};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
 use apns_sim::tls;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -651,21 +651,8 @@ impl LoadFrame {
         if payload.len() != FRAME_LEN - FRAME_OVERHEAD {
             bail!("load payload is {} bytes", payload.len());
         }
-        let item = |id: u8, data: &[u8]| FrameItem {
-            id,
-            data: Bytes::copy_from_slice(data),
-        };
         let mut template = BytesMut::new();
-        encode_frame_items(
-            &[
-                item(1, &[0; 32]),
-                item(2, payload.as_bytes()),
-                item(3, &[0; 4]),
-                item(4, &[0; 4]),
-                item(5, &[10]),
-            ],
-            &mut template,
-        );
+        encode_frame_raw(&[0; 32], payload.as_bytes(), [0; 4], 0, 10, &mut template);
         let frame = LoadFrame {
             template: template.to_vec(),
         };

@@ -19,7 +19,7 @@ use crate::client::device::{self as simdevice, DeviceCommand, DeviceConfig, Devi
 use crate::client::http2 as client_http2;
 use crate::client::{self, BinaryClient, GatewayAnswer};
 use crate::pki::{CertEnvironment, Pki};
-use crate::protocol::notification::{self, FrameItem};
+use crate::protocol::notification;
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
 use crate::scenario::Scenario;
@@ -358,31 +358,9 @@ pub async fn push(opts: PushOptions) -> Result<bool> {
             Format::Enhanced => {
                 notification::encode_enhanced_raw(id, expiry, &token, payload, &mut out)
             }
-            Format::Frame => notification::encode_frame_items(
-                &[
-                    FrameItem {
-                        id: 1,
-                        data: Bytes::from(token),
-                    },
-                    FrameItem {
-                        id: 2,
-                        data: Bytes::copy_from_slice(payload),
-                    },
-                    FrameItem {
-                        id: 3,
-                        data: Bytes::copy_from_slice(&id),
-                    },
-                    FrameItem {
-                        id: 4,
-                        data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
-                    },
-                    FrameItem {
-                        id: 5,
-                        data: Bytes::copy_from_slice(&[opts.priority]),
-                    },
-                ],
-                &mut out,
-            ),
+            Format::Frame => {
+                notification::encode_frame_raw(&token, payload, id, expiry, opts.priority, &mut out)
+            }
         }
     }
     let mut client = BinaryClient::connect(&opts.gateway, &opts.tls.server_name, config).await?;

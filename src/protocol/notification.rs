@@ -555,6 +555,36 @@ pub fn encode_frame_items(items: &[FrameItem], dst: &mut BytesMut) {
     }
 }
 
+/// Encode a command-2 frame with all five items in order (token, payload, identifier,
+/// expiry, priority), from raw fields: the frame every client sends. Token and payload are
+/// written as given (any length, for tests of malformed input), each cut to `u16::MAX`
+/// bytes like [`encode_frame_items`] does.
+pub fn encode_frame_raw(
+    token: &[u8],
+    payload: &[u8],
+    identifier: [u8; 4],
+    expiry: u32,
+    priority: u8,
+    dst: &mut BytesMut,
+) {
+    let token = clamp_u16(token);
+    let payload = clamp_u16(payload);
+    let frame_len = 5 * ITEM_HEADER_LEN + token.len() + payload.len() + 4 + 4 + 1;
+    dst.reserve(FRAME_HEADER_LEN + frame_len);
+    dst.put_u8(Command::Frame.code());
+    dst.put_u32(u32::try_from(frame_len).unwrap_or(u32::MAX));
+    dst.put_u8(1);
+    put_u16_prefixed(dst, token);
+    dst.put_u8(2);
+    put_u16_prefixed(dst, payload);
+    dst.put_u8(3);
+    put_u16_prefixed(dst, &identifier);
+    dst.put_u8(4);
+    put_u16_prefixed(dst, &expiry.to_be_bytes());
+    dst.put_u8(5);
+    put_u16_prefixed(dst, &[priority]);
+}
+
 /// Encode command 0 from raw fields (any token/payload length, for tests of malformed input).
 ///
 /// A token or payload longer than `u16::MAX` bytes is cut to `u16::MAX` bytes so its length field
@@ -737,6 +767,18 @@ mod tests {
         assert_eq!(frame_fixture().len(), 61 + PAYLOAD.len());
         assert_eq!(simple_fixture().len(), 37 + PAYLOAD.len());
         assert_eq!(enhanced_fixture().len(), 45 + PAYLOAD.len());
+    }
+
+    #[test]
+    fn raw_frame_builder_writes_the_fixture() {
+        let mut dst = BytesMut::new();
+        encode_frame_raw(&TOKEN, PAYLOAD, ID, 1_600_000_000, 5, &mut dst);
+        assert_eq!(&dst[..], &frame_fixture()[..]);
+        // A wrong-size token is written as given, with a truthful length.
+        let mut dst = BytesMut::new();
+        encode_frame_raw(&[0xAB; 3], PAYLOAD, ID, 0, 10, &mut dst);
+        assert_eq!(&dst[..5], &[0x02, 0x00, 0x00, 0x00, 0x25]); // command 2, length 37 = 34 + 3
+        assert_eq!(&dst[5..11], &[0x01, 0x00, 0x03, 0xAB, 0xAB, 0xAB]); // item 1, length 3
     }
 
     #[test]

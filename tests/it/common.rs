@@ -249,32 +249,13 @@ pub(crate) fn in_an_hour(clock: &Clock) -> u32 {
 
 /// A command-2 frame with all five items.
 pub(crate) fn frame(token: &[u8], payload: &str, id: u32, expiry: u32, priority: u8) -> Vec<u8> {
-    use apns_sim::protocol::notification::{encode_frame_items, FrameItem};
-    use bytes::Bytes;
     let mut out = bytes::BytesMut::new();
-    encode_frame_items(
-        &[
-            FrameItem {
-                id: 1,
-                data: Bytes::copy_from_slice(token),
-            },
-            FrameItem {
-                id: 2,
-                data: Bytes::copy_from_slice(payload.as_bytes()),
-            },
-            FrameItem {
-                id: 3,
-                data: Bytes::copy_from_slice(&id.to_be_bytes()),
-            },
-            FrameItem {
-                id: 4,
-                data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
-            },
-            FrameItem {
-                id: 5,
-                data: Bytes::copy_from_slice(&[priority]),
-            },
-        ],
+    apns_sim::protocol::notification::encode_frame_raw(
+        token,
+        payload.as_bytes(),
+        id.to_be_bytes(),
+        expiry,
+        priority,
         &mut out,
     );
     out.to_vec()
