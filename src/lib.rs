@@ -36,7 +36,6 @@
 
 pub mod client;
 pub mod clock;
-pub mod commands;
 pub mod connection;
 pub mod hub;
 pub mod pki;

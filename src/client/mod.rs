@@ -18,11 +18,13 @@ use tokio_rustls::TlsConnector;
 pub mod binary;
 pub mod device;
 pub mod feedback;
+pub mod files;
 pub mod http2;
 pub mod webhook;
 
 pub use binary::{BinaryClient, GatewayAnswer};
 pub use feedback::read_feedback;
+pub use files::{CertsDir, ProviderTlsFiles};
 
 /// Deadline for connecting and the TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -334,13 +334,7 @@ async fn sigterm_shuts_serve_down_with_status_10() {
     let token =
         apns_sim::protocol::token::DeviceToken::from_hex(demo.split_whitespace().last().unwrap())
             .unwrap();
-    let certs = dir.path().join("certs");
-    let files = apns_sim::commands::ProviderTlsFiles {
-        cert: certs.join("provider.pem"),
-        key: certs.join("provider-key.pem"),
-        ca: certs.join("ca.pem"),
-        server_name: "localhost".into(),
-    };
+    let files = apns_sim::client::CertsDir(dir.path().join("certs")).provider_files("localhost");
     let mut gw = apns_sim::client::BinaryClient::connect(
         &gateway,
         "localhost",

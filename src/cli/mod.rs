@@ -1,0 +1,125 @@
+//! The subcommands of `apns-sim`, one file each. Every file holds a clap `Args` struct, which
+//! is the command's whole interface (flags, `APNS_SIM_*` variables, help text), and its `run`,
+//! which turns the parsed flags into the library's own types (`SimulatorConfig`, `Settings`,
+//! `DeviceConfig`, the clients' options) and calls the library. Only this folder and
+//! `main.rs` know clap.
+
+use std::path::PathBuf;
+
+use apns_sim::client::{CertsDir, ProviderTlsFiles};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Subcommand};
+
+mod certs;
+mod device;
+mod feedback;
+mod push;
+mod serve;
+
+/// Folder `serve` and `certs` write to, and the client commands read from, when neither
+/// `--certs` nor `APNS_SIM_CERTS` says otherwise.
+pub(crate) const DEFAULT_CERTS_DIR: &str = "certs";
+
+/// How a command ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Everything worked (exit code 0).
+    Done,
+    /// A push was answered with an error (exit code 1): the command ran, the simulator said no.
+    PushRefused,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the simulator: gateway, feedback, HTTP/2 API, device endpoint, demo devices.
+    Serve(serve::ServeArgs),
+    /// Create the certificates in certs/ (if missing) and list them; mint more.
+    Certs(certs::CertsArgs),
+    /// Send notifications (binary gateway, or the HTTP/2 API with --http2) and print the outcome.
+    Push(push::PushArgs),
+    /// Read the feedback service: tokens of apps reported uninstalled since the last read.
+    Feedback(feedback::FeedbackArgs),
+    /// Run one or more simulated devices: JSON events on stdout, commands on stdin
+    /// (install APP, uninstall APP, offline, online, quit).
+    Device(device::DeviceArgs),
+}
+
+impl Command {
+    /// Checks what clap cannot express declaratively: flags given for the other API of
+    /// `push`. `cli` is the whole built command (for the error's usage line) and `matches`
+    /// what it parsed.
+    pub(crate) fn check(
+        &self,
+        cli: &mut clap::Command,
+        matches: &ArgMatches,
+    ) -> Result<(), clap::Error> {
+        match (self, matches.subcommand()) {
+            (Command::Push(args), Some((name, sub))) => {
+                let sub_command = cli
+                    .find_subcommand_mut(name)
+                    .expect("the parsed subcommand exists");
+                args.check(sub_command, sub)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the command.
+    pub(crate) async fn run(self) -> anyhow::Result<Outcome> {
+        match self {
+            Command::Serve(args) => args.run().await,
+            Command::Certs(args) => args.run(),
+            Command::Push(args) => args.run().await,
+            Command::Feedback(args) => args.run().await,
+            Command::Device(args) => args.run().await,
+        }
+    }
+}
+
+/// Whether `id` was typed on the command line (not a default, not an `APNS_SIM_*` variable).
+/// Only those are refused when they do not apply: a variable may be set for both modes.
+fn given_on_command_line(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// The TLS files of a provider command (`push`, `feedback`): one folder, with each file
+/// overridable.
+#[derive(Debug, Args)]
+pub(crate) struct ProviderTlsArgs {
+    /// Certificate folder (as `serve` or `certs` wrote it); the files below default to it.
+    #[arg(long, default_value = DEFAULT_CERTS_DIR, env = "APNS_SIM_CERTS")]
+    certs: PathBuf,
+    /// Provider certificate (PEM). Default: provider.pem in --certs.
+    #[arg(long, env = "APNS_SIM_CERT")]
+    cert: Option<PathBuf>,
+    /// Provider private key (PEM). Default: provider-key.pem in --certs.
+    #[arg(long, env = "APNS_SIM_KEY")]
+    key: Option<PathBuf>,
+    /// CA certificate that signed the simulator's server certificate (PEM). Default: ca.pem
+    /// in --certs.
+    #[arg(long, env = "APNS_SIM_CA")]
+    ca: Option<PathBuf>,
+    /// TLS server name to send and verify (an Apple host name selects its environment,
+    /// e.g. gateway.push.apple.com for production).
+    #[arg(long, default_value = "localhost", env = "APNS_SIM_SERVER_NAME")]
+    server_name: String,
+}
+
+impl ProviderTlsArgs {
+    /// The folder the default files come from.
+    fn certs_dir(&self) -> CertsDir {
+        CertsDir(self.certs.clone())
+    }
+
+    /// The files to use: the folder's, except where a flag names another.
+    fn files(&self) -> ProviderTlsFiles {
+        let dir = self.certs_dir();
+        ProviderTlsFiles {
+            cert: self.cert.clone().unwrap_or_else(|| dir.provider_cert()),
+            key: self.key.clone().unwrap_or_else(|| dir.provider_key()),
+            ca: self.ca.clone().unwrap_or_else(|| dir.ca()),
+            server_name: self.server_name.clone(),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `apns-sim push`: sends notifications through the binary gateway (commands 0, 1, 2) or,
+//! with `--http2`, the HTTP/2 provider API, and prints the outcome in words.
+//!
+//! The two APIs share the token, payload, expiry, priority and TLS flags; each has flags of
+//! its own, shown under its own heading. A flag typed for the API not chosen is refused with
+//! the reason, rather than ignored ([`PushArgs::check`]).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use apns_sim::client::files::{self, FilesError};
+use apns_sim::client::http2::{self as client_http2, PushAuth};
+use apns_sim::client::{BinaryClient, GatewayAnswer};
+use apns_sim::pki::{DEFAULT_TEAM_ID, DEFAULT_TOPIC};
+use apns_sim::protocol::notification;
+use apns_sim::tls;
+use bytes::{Bytes, BytesMut};
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args, ValueEnum};
+
+use super::{given_on_command_line, Outcome, ProviderTlsArgs};
+
+/// How far ahead the default expiry lies: an hour, long enough to survive a device being
+/// briefly offline in a demo.
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// Options of `apns-sim push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Device token in hex (repeatable: one notification per token).
+    #[arg(long = "token", required = true)]
+    tokens: Vec<String>,
+    /// JSON payload.
+    #[arg(long, default_value = r#"{"aps":{"alert":"Hello from apns-sim"}}"#)]
+    payload: String,
+    /// Expiry in UNIX seconds (0 = deliver now or never). Binary default: one hour from now;
+    /// HTTP/2 default: no apns-expiration header. Not in --format simple.
+    #[arg(long)]
+    expiry: Option<u32>,
+    /// Priority, 10 or 5 (--format frame, or HTTP/2's apns-priority).
+    #[arg(long, default_value_t = 10)]
+    priority: u8,
+    /// Send through the HTTP/2 provider API; prints status, reason and apns-id per token.
+    #[arg(long)]
+    http2: bool,
+    #[command(flatten)]
+    tls: ProviderTlsArgs,
+    #[command(flatten)]
+    binary: BinaryArgs,
+    /// Boxed: the HTTP/2 options would otherwise make every `Command` as large as `push`.
+    #[command(flatten)]
+    h2: Box<Http2Args>,
+}
+
+/// Flags of the binary gateway only.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Binary API (without --http2)")]
+struct BinaryArgs {
+    /// Binary format.
+    #[arg(long, value_enum, default_value = "frame")]
+    format: Format,
+    /// Identifier of the first notification (the next ones count up).
+    #[arg(long, default_value_t = 1)]
+    id: u32,
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:2195", env = "APNS_SIM_GATEWAY")]
+    gateway: String,
+    /// Milliseconds to wait for an error response (the binary API never confirms success).
+    #[arg(long, default_value_t = 1000, env = "APNS_SIM_WAIT_MS")]
+    wait_ms: u64,
+}
+
+/// Flags of the HTTP/2 API only.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP/2 API (with --http2)")]
+struct Http2Args {
+    /// HTTP/2 API address.
+    #[arg(long, default_value = "127.0.0.1:2197", env = "APNS_SIM_API")]
+    api: String,
+    /// Authentication: the provider certificate, or a provider token (JWT).
+    #[arg(long, value_enum, default_value = "cert", env = "APNS_SIM_AUTH")]
+    auth: Auth,
+    /// The .p8 signing key for --auth token. Default: AuthKey_SIMKEY0001.p8 in --certs.
+    #[arg(long, env = "APNS_SIM_AUTH_KEY")]
+    auth_key: Option<std::path::PathBuf>,
+    /// Key id for --auth token (default: from the file name AuthKey_<KEYID>.p8).
+    #[arg(long, env = "APNS_SIM_KEY_ID")]
+    key_id: Option<String>,
+    /// Team id for --auth token (the JWT's iss).
+    #[arg(long, default_value = DEFAULT_TEAM_ID, env = "APNS_SIM_TEAM_ID")]
+    team_id: String,
+    /// apns-topic.
+    #[arg(long, default_value = DEFAULT_TOPIC, env = "APNS_SIM_TOPIC")]
+    topic: String,
+    /// apns-push-type: alert, background, voip, …
+    #[arg(long)]
+    push_type: Option<String>,
+    /// apns-collapse-id.
+    #[arg(long)]
+    collapse_id: Option<String>,
+    /// apns-id, a lowercase UUID; the server generates one when absent.
+    #[arg(long)]
+    apns_id: Option<String>,
+}
+
+/// The binary API's notification commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Command 0: token and payload only (256-byte payloads).
+    Simple,
+    /// Command 1: adds identifier and expiry (256-byte payloads).
+    Enhanced,
+    /// Command 2: items, with priority (2048-byte payloads).
+    Frame,
+}
+
+/// How `push --http2` authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Auth {
+    /// The provider certificate (--cert, --key).
+    Cert,
+    /// A provider token signed with --auth-key.
+    Token,
+}
+
+/// Flags that exist only for the HTTP/2 API, with why the binary API has no use for them.
+const HTTP2_ONLY: &[(&str, &str)] = &[
+    (
+        "api",
+        "it is the HTTP/2 API's address; the binary gateway's is --gateway",
+    ),
+    (
+        "auth",
+        "the binary API authenticates with the provider certificate only",
+    ),
+    (
+        "auth_key",
+        "provider tokens (JWT) exist only on the HTTP/2 API",
+    ),
+    (
+        "key_id",
+        "provider tokens (JWT) exist only on the HTTP/2 API",
+    ),
+    (
+        "team_id",
+        "provider tokens (JWT) exist only on the HTTP/2 API",
+    ),
+    (
+        "topic",
+        "the binary API takes the topic from the provider certificate",
+    ),
+    ("push_type", "the binary API has no push type"),
+    (
+        "collapse_id",
+        "the binary API cannot collapse notifications",
+    ),
+    (
+        "apns_id",
+        "the binary API identifies notifications with --id",
+    ),
+];
+
+/// Flags that exist only for the binary API, with why the HTTP/2 API has no use for them.
+const BINARY_ONLY: &[(&str, &str)] = &[
+    ("format", "the HTTP/2 API has one request format"),
+    (
+        "id",
+        "the HTTP/2 API identifies notifications with --apns-id",
+    ),
+    (
+        "gateway",
+        "it is the binary gateway's address; the HTTP/2 API's is --api",
+    ),
+    (
+        "wait_ms",
+        "the HTTP/2 API answers every request, so there is no silence to wait for",
+    ),
+];
+
+/// Flags of token authentication, which certificate authentication does not use.
+const TOKEN_ONLY: &[&str] = &["auth_key", "key_id", "team_id"];
+
+/// Flags of certificate authentication, which token authentication does not use.
+const CERT_ONLY: &[&str] = &["cert", "key"];
+
+impl PushArgs {
+    /// Refuses flags typed on the command line that do not apply to the chosen API, format
+    /// or authentication. `command` is the built `push` command and `matches` its matches.
+    pub(crate) fn check(
+        &self,
+        command: &mut clap::Command,
+        matches: &ArgMatches,
+    ) -> Result<(), clap::Error> {
+        let typed = |id: &str| given_on_command_line(matches, id);
+        let mut refuse = |id: &str, applies: &str, why: &str| -> Result<(), clap::Error> {
+            let flag = format!("--{}", id.replace('_', "-"));
+            Err(command.error(
+                ErrorKind::ArgumentConflict,
+                format!("{flag} is for {applies}: {why}"),
+            ))
+        };
+        if self.http2 {
+            if let Some((id, why)) = BINARY_ONLY.iter().find(|(id, _)| typed(id)) {
+                return refuse(id, "the binary API (drop --http2)", why);
+            }
+            let (unused, applies, why): (&[&str], _, _) = match self.h2.auth {
+                Auth::Cert => (
+                    TOKEN_ONLY,
+                    "--auth token",
+                    "certificate authentication signs no provider token",
+                ),
+                Auth::Token => (
+                    CERT_ONLY,
+                    "--auth cert",
+                    "token authentication presents no client certificate",
+                ),
+            };
+            if let Some(id) = unused.iter().find(|id| typed(id)) {
+                return refuse(id, applies, why);
+            }
+        } else {
+            if let Some((id, why)) = HTTP2_ONLY.iter().find(|(id, _)| typed(id)) {
+                return refuse(id, "the HTTP/2 API (add --http2)", why);
+            }
+            let format = self.binary.format;
+            if typed("priority") && format != Format::Frame {
+                return refuse(
+                    "priority",
+                    "--format frame",
+                    "commands 0 and 1 (--format simple, enhanced) carry no priority",
+                );
+            }
+            if typed("expiry") && format == Format::Simple {
+                return refuse(
+                    "expiry",
+                    "--format enhanced or frame",
+                    "command 0 (--format simple) carries no expiry",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the notifications through the chosen API.
+    pub(crate) async fn run(self) -> Result<Outcome> {
+        if self.http2 {
+            self.run_http2().await
+        } else {
+            self.run_binary().await
+        }
+    }
+
+    /// Binary gateway: every notification on one connection, then a wait for an error
+    /// response (the binary API never confirms success).
+    async fn run_binary(self) -> Result<Outcome> {
+        let files = self.tls.files();
+        let config = files.client_config(Vec::new())?;
+        let expiry = self.expiry.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (now + DEFAULT_EXPIRY).as_secs() as u32
+        });
+        let mut out = BytesMut::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            let token = hex::decode(token.trim())
+                .with_context(|| format!("--token {token:?} is not hexadecimal"))?;
+            let id = self.binary.id.wrapping_add(i as u32).to_be_bytes();
+            let payload = self.payload.as_bytes();
+            match self.binary.format {
+                Format::Simple => notification::encode_simple_raw(&token, payload, &mut out),
+                Format::Enhanced => {
+                    notification::encode_enhanced_raw(id, expiry, &token, payload, &mut out)
+                }
+                Format::Frame => notification::encode_frame_raw(
+                    &token,
+                    payload,
+                    id,
+                    expiry,
+                    self.priority,
+                    &mut out,
+                ),
+            }
+        }
+        let gateway = &self.binary.gateway;
+        let wait = Duration::from_millis(self.binary.wait_ms);
+        let mut client = BinaryClient::connect(gateway, &files.server_name, config).await?;
+        client.send(&out).await?;
+        let n = self.tokens.len();
+        match client.finish(wait).await? {
+            GatewayAnswer::Silent => {
+                println!(
+                    "sent {n} notification(s) to {gateway}: no error response within {} ms, so the gateway accepted them",
+                    wait.as_millis()
+                );
+                let _ = client.close().await;
+                Ok(Outcome::Done)
+            }
+            GatewayAnswer::Error(resp) => {
+                let id = u32::from_be_bytes(resp.identifier);
+                println!(
+                    "error response: status {} for notification id {id}; the gateway closed the connection and dropped everything sent after it",
+                    resp.status
+                );
+                Ok(Outcome::PushRefused)
+            }
+            GatewayAnswer::Closed => {
+                println!("the gateway closed the connection without an error response");
+                Ok(Outcome::PushRefused)
+            }
+        }
+    }
+
+    /// HTTP/2 API: one request per token on one connection; prints each answer (status,
+    /// reason, apns-id). Anything but 200 is a refusal.
+    async fn run_http2(self) -> Result<Outcome> {
+        let files = self.tls.files();
+        let h2 = *self.h2;
+        let alpn = vec![tls::ALPN_H2.to_vec()];
+        let (config, auth) = match h2.auth {
+            Auth::Cert => (files.client_config(alpn)?, PushAuth::Certificate),
+            Auth::Token => {
+                let path = h2
+                    .auth_key
+                    .unwrap_or_else(|| self.tls.certs_dir().default_auth_key());
+                let key =
+                    files::load_auth_key(&path, h2.key_id, h2.team_id).map_err(|e| match e {
+                        FilesError::NoKeyId { .. } => {
+                            anyhow::Error::new(e).context("--key-id is needed")
+                        }
+                        other => other.into(),
+                    })?;
+                (files.trust_only_config(alpn)?, PushAuth::Token(key))
+            }
+        };
+        let apns_id = match &h2.apns_id {
+            Some(id) => Some(
+                uuid::Uuid::parse_str(id)
+                    .with_context(|| format!("--apns-id {id:?} is not a UUID"))?,
+            ),
+            None => None,
+        };
+        let answers = client_http2::push(&client_http2::PushOptions {
+            addr: h2.api,
+            server_name: files.server_name,
+            tls: config,
+            auth,
+            tokens: self.tokens.clone(),
+            topic: Some(h2.topic),
+            push_type: h2.push_type,
+            priority: Some(self.priority),
+            expiration: self.expiry,
+            collapse_id: h2.collapse_id,
+            apns_id,
+            payload: Bytes::from(self.payload),
+        })
+        .await?;
+        let mut outcome = Outcome::Done;
+        for (token, answer) in self.tokens.iter().zip(&answers) {
+            println!("{}: {answer}", token.trim());
+            if answer.status != 200 {
+                outcome = Outcome::PushRefused;
+            }
+        }
+        Ok(outcome)
+    }
+}

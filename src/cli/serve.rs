@@ -1,0 +1,286 @@
+//! `apns-sim serve`: binds the four endpoints, starts the simulator and its demo fleet, prints
+//! where everything is and a push command ready to paste, and runs until Ctrl-C or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use apns_sim::client::device::{self, DeviceConfig, DeviceEvent};
+use apns_sim::pki::{Pki, DEFAULT_TOPIC};
+use apns_sim::protocol::token::DeviceToken;
+use apns_sim::protocol::Environment;
+use apns_sim::scenario::{self, Scenario};
+use apns_sim::settings::{RateLimit, Settings};
+use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig};
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{Outcome, DEFAULT_CERTS_DIR};
+
+/// How long `serve` waits for its demo fleet to register before printing the summary.
+const DEMO_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options of `apns-sim serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Certificate folder (minted on first start, reused later).
+    #[arg(long, default_value = DEFAULT_CERTS_DIR, env = "APNS_SIM_CERTS")]
+    certs: PathBuf,
+    /// Address every endpoint binds to.
+    #[arg(long, default_value = "127.0.0.1", env = "APNS_SIM_BIND")]
+    bind: IpAddr,
+    /// Binary gateway port (0 = any free port).
+    #[arg(long, default_value_t = apns_sim::DEFAULT_GATEWAY_PORT, env = "APNS_SIM_GATEWAY_PORT")]
+    gateway_port: u16,
+    /// Feedback service port (0 = any free port).
+    #[arg(long, default_value_t = apns_sim::DEFAULT_FEEDBACK_PORT, env = "APNS_SIM_FEEDBACK_PORT")]
+    feedback_port: u16,
+    /// HTTP/2 provider API port (0 = any free port; 443 works too, given the privilege).
+    #[arg(long, default_value_t = apns_sim::DEFAULT_HTTP2_PORT, env = "APNS_SIM_HTTP2_PORT")]
+    http2_port: u16,
+    /// Device endpoint port (0 = any free port).
+    #[arg(long, default_value_t = apns_sim::DEFAULT_DEVICE_PORT, env = "APNS_SIM_DEVICE_PORT")]
+    device_port: u16,
+    /// Start N plain demo devices (sandbox, com.example.app) instead of the demo fleet;
+    /// 0 starts none.
+    #[arg(long, env = "APNS_SIM_DEVICES")]
+    devices: Option<usize>,
+    /// Start the demo fleet from this scenario file (default: scenarios/demo.toml, embedded).
+    #[arg(long, conflicts_with = "devices", env = "APNS_SIM_SCENARIO")]
+    scenario: Option<PathBuf>,
+    /// Environment of universal certificates when the TLS server name is not an Apple host.
+    #[arg(long, default_value = "sandbox", env = "APNS_SIM_DEFAULT_ENVIRONMENT")]
+    default_environment: Environment,
+    /// Throttle pushes per device token, as PUSHES/SECONDS (e.g. 10/60): beyond it HTTP/2
+    /// answers 429 TooManyRequests and the binary API drops silently. Off by default.
+    #[arg(long, env = "APNS_SIM_TOKEN_RATE_LIMIT")]
+    token_rate_limit: Option<RateLimit>,
+}
+
+/// A demo device's registration, as the banner lists it.
+struct Registered {
+    serial: String,
+    app: String,
+    environment: Environment,
+    token: DeviceToken,
+}
+
+impl ServeArgs {
+    /// The simulator's limits and defaults: the library's, with what the flags set.
+    fn settings(&self) -> Settings {
+        Settings {
+            default_environment: self.default_environment,
+            token_rate_limit: self.token_rate_limit,
+            ..Settings::default()
+        }
+    }
+
+    /// The demo fleet: `--devices N` plain devices, a scenario file, or the embedded demo.
+    fn fleet(&self) -> Result<Scenario> {
+        Ok(match (self.devices, &self.scenario) {
+            (Some(n), _) => Scenario::uniform(n, DEFAULT_TOPIC)?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Scenario::parse(&text).with_context(|| path.display().to_string())?
+            }
+            (None, None) => Scenario::parse(scenario::DEMO)?,
+        })
+    }
+
+    /// Binds the four endpoints on `--bind`.
+    async fn listeners(&self) -> Result<Listeners> {
+        let bind = |port: u16| {
+            let addr = SocketAddr::new(self.bind, port);
+            async move {
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))
+            }
+        };
+        Ok(Listeners {
+            gateway: bind(self.gateway_port).await?,
+            feedback: bind(self.feedback_port).await?,
+            http2: bind(self.http2_port).await?,
+            devices: bind(self.device_port).await?,
+        })
+    }
+
+    /// Runs the simulator until Ctrl-C or SIGTERM.
+    pub(crate) async fn run(self) -> Result<Outcome> {
+        let pki = Pki::load_or_create(&self.certs)
+            .with_context(|| format!("certificates in {}", self.certs.display()))?;
+        let fleet = self.fleet()?;
+        let mut config = SimulatorConfig::new(pki);
+        config.settings = self.settings();
+        let sim = Simulator::start(config, self.listeners().await?)?;
+        let addrs = *sim.addrs();
+
+        println!("apns-sim is running (Ctrl-C to stop)");
+        println!("  binary gateway   {}", addrs.gateway);
+        println!("  feedback service {}", addrs.feedback);
+        println!("  HTTP/2 API       {}", addrs.http2);
+        println!("  device endpoint  {}", addrs.devices);
+        println!("  certificates     {}", self.certs.display());
+
+        let registered = start_fleet(&sim, &fleet, sim.shutdown_token()).await?;
+        if !registered.is_empty() {
+            println!("demo devices:");
+            for r in &registered {
+                println!(
+                    "  {:<14} {:<10} {:<20} {}",
+                    r.serial,
+                    r.environment.as_str(),
+                    r.app,
+                    r.token
+                );
+            }
+            if let Some(first) = registered
+                .iter()
+                .find(|r| r.app == DEFAULT_TOPIC && r.environment == Environment::Sandbox)
+            {
+                print_push_commands(&addrs, &self.certs, &first.token);
+            }
+        }
+        stop_signal().await?;
+        println!("shutting down");
+        sim.shutdown().await;
+        Ok(Outcome::Done)
+    }
+}
+
+/// Prints the push commands that reach `token`, spelling out only what differs from the
+/// push command's defaults.
+fn print_push_commands(addrs: &Addrs, certs: &Path, token: &DeviceToken) {
+    let gateway = if addrs.gateway.port() == apns_sim::DEFAULT_GATEWAY_PORT {
+        String::new()
+    } else {
+        format!(" --gateway {}", addrs.gateway)
+    };
+    let api = if addrs.http2.port() == apns_sim::DEFAULT_HTTP2_PORT {
+        String::new()
+    } else {
+        format!(" --api {}", addrs.http2)
+    };
+    let certs = if certs == Path::new(DEFAULT_CERTS_DIR) {
+        String::new()
+    } else {
+        format!(" --certs {}", shell_quote(&certs.display().to_string()))
+    };
+    let payload = r#"--payload '{"aps":{"alert":"Hello"}}'"#;
+    println!("push to the first one (in another terminal):");
+    println!("  cargo run -- push --token {token}{gateway}{certs} {payload}");
+    println!("or through the HTTP/2 API:");
+    println!("  cargo run -- push --http2 --token {token}{api}{certs} {payload}");
+}
+
+/// `word` as one shell word: unchanged when it holds nothing a shell treats specially,
+/// otherwise single-quoted.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@,=%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Waits for Ctrl-C, or SIGTERM (what service managers and CI runners send), so that either
+/// one shuts down gracefully: providers get status 10 and devices an Error frame.
+async fn stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+/// Starts the fleet's devices in-process, waits until each has registered its apps, and
+/// prints what they receive from then on.
+async fn start_fleet(
+    sim: &Simulator,
+    fleet: &Scenario,
+    stop: CancellationToken,
+) -> Result<Vec<Registered>> {
+    let tls = apns_sim::tls::client_config(sim.pki().ca_cert_pem().as_bytes(), None, Vec::new())?;
+    let mut registered = Vec::new();
+    for spec in &fleet.devices {
+        let mut handle = device::spawn(
+            DeviceConfig {
+                server: sim.addrs().devices.to_string(),
+                server_name: "localhost".to_owned(),
+                tls: tls.clone(),
+                serial: spec.serial.clone(),
+                environment: spec.environment,
+                apps: spec.apps.clone(),
+                register_url: None,
+            },
+            stop.clone(),
+        );
+        let mut missing = spec.apps.len();
+        let deadline = tokio::time::Instant::now() + DEMO_READY_TIMEOUT;
+        while missing > 0 {
+            match tokio::time::timeout_at(deadline, handle.events.recv()).await {
+                Ok(Some(DeviceEvent::Registered {
+                    serial,
+                    app,
+                    token,
+                    environment,
+                })) => {
+                    registered.push(Registered {
+                        serial,
+                        app,
+                        environment,
+                        token,
+                    });
+                    missing -= 1;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("demo device {} stopped", spec.serial),
+                Err(_) => bail!("demo device {} did not register in time", spec.serial),
+            }
+        }
+        // From now on, show what the device sees.
+        tokio::spawn(async move {
+            let _commands = handle.commands;
+            while let Some(event) = handle.events.recv().await {
+                if let DeviceEvent::Notification {
+                    serial,
+                    app,
+                    payload,
+                    ..
+                } = &event
+                {
+                    println!("device {serial} shows a notification for {app}: {payload}");
+                }
+                info!(target: "apns_sim::demo", event = %serde_json::to_string(&event).unwrap_or_default());
+            }
+        });
+    }
+    Ok(registered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/tmp/certs-1"), "/tmp/certs-1");
+        assert_eq!(shell_quote("my certs"), "'my certs'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
