@@ -12,8 +12,15 @@ use crate::common::{self, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
 
+/// The binary, run in `dir`, with none of the caller's `APNS_SIM_*` variables: each test
+/// sets the ones it is about.
 fn apns_sim(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("APNS_SIM_") {
+            cmd.env_remove(name);
+        }
+    }
     cmd.current_dir(dir)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -36,12 +43,18 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
 
 /// Runs a command to completion; returns (success, stdout, stderr).
 async fn run(cmd: &mut Command) -> (bool, String, String) {
+    let (code, out, err) = run_code(cmd).await;
+    (code == Some(0), out, err)
+}
+
+/// Runs a command to completion; returns (exit code, stdout, stderr).
+async fn run_code(cmd: &mut Command) -> (Option<i32>, String, String) {
     let out = tokio::time::timeout(TIMEOUT, cmd.output())
         .await
         .expect("command finished in time")
         .expect("command ran");
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -375,4 +388,340 @@ async fn sigterm_shuts_serve_down_with_status_10() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// How a test names the certificate folder to a client command.
+#[derive(Debug, Clone, Copy)]
+enum CertsFrom {
+    /// `--certs DIR`.
+    Flag,
+    /// `APNS_SIM_CERTS=DIR`.
+    Env,
+}
+
+impl CertsFrom {
+    /// `apns-sim ARGS…` run in `cwd`, told about `certs` the way this value says.
+    fn command(self, cwd: &Path, certs: &Path, args: &[&str]) -> Command {
+        let mut cmd = apns_sim(cwd);
+        cmd.args(args);
+        match self {
+            CertsFrom::Flag => {
+                cmd.arg("--certs").arg(certs);
+            }
+            CertsFrom::Env => {
+                cmd.env("APNS_SIM_CERTS", certs);
+            }
+        }
+        cmd
+    }
+}
+
+/// `device`, `push` (binary, HTTP/2 with the certificate and with a token) and `feedback`
+/// run in a folder without `certs/` and find every file through the certificate folder
+/// they are told about.
+async fn client_commands_find_their_files(from: CertsFrom) {
+    let t = common::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let certs = home.path().join("sim-certs");
+    t.pki.write(&certs).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cwd = elsewhere.path();
+    let addrs = *t.sim.addrs();
+    let (devices, gateway, api, feedback) = (
+        addrs.devices.to_string(),
+        addrs.gateway.to_string(),
+        addrs.http2.to_string(),
+        addrs.feedback.to_string(),
+    );
+
+    let mut device = from
+        .command(
+            cwd,
+            &certs,
+            &["device", "--server", &devices, "--serial", "AWAY-1"],
+        )
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = device.stdin.take().unwrap();
+    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
+    let registered = json(&line_where(&mut lines, |l| l.contains("\"registered\"")).await);
+    let token = registered["token"].as_str().unwrap().to_owned();
+
+    let binary = [
+        "push",
+        "--token",
+        &token,
+        "--gateway",
+        &gateway,
+        "--wait-ms",
+        "300",
+    ];
+    let (ok, out, err) = run(&mut from.command(cwd, &certs, &binary)).await;
+    assert!(
+        ok && out.contains("accepted"),
+        "{from:?} binary: {out}{err}"
+    );
+    line_where(&mut lines, |l| l.contains("\"notification\"")).await;
+
+    for auth in ["cert", "token"] {
+        let args = [
+            "push", "--http2", "--auth", auth, "--token", &token, "--api", &api,
+        ];
+        let (ok, out, err) = run(&mut from.command(cwd, &certs, &args)).await;
+        assert!(ok, "{from:?} --auth {auth}: {out}{err}");
+        assert!(out.starts_with(&format!("{token}: 200")), "{out}");
+        line_where(&mut lines, |l| l.contains("\"notification\"")).await;
+    }
+
+    let mut events = t.sim.hub().subscribe();
+    stdin
+        .write_all(format!("uninstall {DEFAULT_TOPIC}\n").as_bytes())
+        .await
+        .unwrap();
+    line_where(&mut lines, |l| l.contains("\"uninstalled\"")).await;
+    let (ok, out, err) = run(&mut from.command(cwd, &certs, &binary)).await;
+    assert!(ok, "{out}{err}");
+    common::next_hub_event(&mut events, |e| {
+        matches!(
+            e,
+            apns_sim::hub::Event::Notification {
+                outcome: apns_sim::hub::Outcome::NotInstalled,
+                ..
+            }
+        )
+    })
+    .await;
+    let (ok, out, err) =
+        run(&mut from.command(cwd, &certs, &["feedback", "--feedback", &feedback])).await;
+    assert!(ok, "{from:?} feedback: {err}");
+    assert!(out.trim_end().ends_with(&format!(" {token}")), "{out}");
+
+    stdin.write_all(b"quit\n").await.unwrap();
+    let status = tokio::time::timeout(TIMEOUT, device.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !cwd.join("certs").exists(),
+        "nothing was written to the working folder"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn client_commands_take_the_certs_flag_from_any_folder() {
+    client_commands_find_their_files(CertsFrom::Flag).await;
+}
+
+#[tokio::test]
+async fn client_commands_take_apns_sim_certs_from_any_folder() {
+    client_commands_find_their_files(CertsFrom::Env).await;
+}
+
+/// Every flag typed for the API, format or authentication not chosen is refused before
+/// anything is read or sent: exit code 2, clap's usage line, the flag and the reason.
+#[tokio::test]
+async fn push_refuses_flags_of_the_other_api_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "ab".repeat(32);
+    let uuid = "123e4567-e89b-12d3-a456-426614174000";
+    // (extra arguments, the flag refused, words of the reason)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["--collapse-id", "score"],
+            "--collapse-id",
+            "cannot collapse",
+        ),
+        (&["--push-type", "alert"], "--push-type", "no push type"),
+        (&["--apns-id", uuid], "--apns-id", "with --id"),
+        (&["--auth", "token"], "--auth", "provider certificate only"),
+        (
+            &["--auth-key", "k.p8"],
+            "--auth-key",
+            "exist only on the HTTP/2 API",
+        ),
+        (
+            &["--key-id", "ABCDEFGHIJ"],
+            "--key-id",
+            "exist only on the HTTP/2 API",
+        ),
+        (
+            &["--team-id", "ABCDEFGHIJ"],
+            "--team-id",
+            "exist only on the HTTP/2 API",
+        ),
+        (
+            &["--api", "127.0.0.1:1"],
+            "--api",
+            "the binary gateway's is --gateway",
+        ),
+        (
+            &["--topic", "com.example.app"],
+            "--topic",
+            "from the provider certificate",
+        ),
+        (
+            &["--http2", "--format", "frame"],
+            "--format",
+            "one request format",
+        ),
+        (&["--http2", "--id", "3"], "--id", "with --apns-id"),
+        (
+            &["--http2", "--gateway", "127.0.0.1:1"],
+            "--gateway",
+            "the HTTP/2 API's is --api",
+        ),
+        (
+            &["--http2", "--wait-ms", "5"],
+            "--wait-ms",
+            "answers every request",
+        ),
+        (
+            &["--format", "simple", "--priority", "5"],
+            "--priority",
+            "carry no priority",
+        ),
+        (
+            &["--format", "enhanced", "--priority", "10"],
+            "--priority",
+            "carry no priority",
+        ),
+        (
+            &["--format", "simple", "--expiry", "0"],
+            "--expiry",
+            "carries no expiry",
+        ),
+        (
+            &["--http2", "--key-id", "ABCDEFGHIJ"],
+            "--key-id",
+            "signs no provider token",
+        ),
+        (
+            &["--http2", "--auth-key", "k.p8"],
+            "--auth-key",
+            "signs no provider token",
+        ),
+        (
+            &["--http2", "--team-id", "ABCDEFGHIJ"],
+            "--team-id",
+            "signs no provider token",
+        ),
+        (
+            &["--http2", "--auth", "token", "--cert", "c.pem"],
+            "--cert",
+            "no client certificate",
+        ),
+        (
+            &["--http2", "--auth", "token", "--key", "k.pem"],
+            "--key",
+            "no client certificate",
+        ),
+    ];
+    for (extra, flag, why) in cases {
+        let (code, out, err) = run_code(
+            apns_sim(dir.path())
+                .args(["push", "--token", &token])
+                .args(*extra),
+        )
+        .await;
+        let line = err.lines().next().unwrap_or_default();
+        assert_eq!(code, Some(2), "{extra:?}: {out}{err}");
+        assert!(
+            line.starts_with(&format!("error: {flag} is for ")) && line.contains(why),
+            "{extra:?}: {err}"
+        );
+        assert!(err.contains("Usage: apns-sim push"), "{extra:?}: {err}");
+    }
+    // What was allowed still runs: here it fails on the missing certificate folder instead.
+    let (code, _, err) = run_code(apns_sim(dir.path()).args([
+        "push", "--token", &token, "--format", "enhanced", "--expiry", "0",
+    ]))
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("provider.pem"), "{err}");
+}
+
+/// An `APNS_SIM_*` variable of the other API is set for both modes, so it is not refused.
+#[tokio::test]
+async fn push_accepts_variables_of_the_other_api() {
+    let t = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    t.pki.write(&certs).unwrap();
+    let (mut device, tokens) = t
+        .device(
+            "ENV-1",
+            apns_sim::protocol::Environment::Sandbox,
+            &[DEFAULT_TOPIC],
+        )
+        .await;
+    let token = tokens[DEFAULT_TOPIC].to_hex();
+    let addrs = *t.sim.addrs();
+
+    let (ok, out, err) = run(apns_sim(dir.path())
+        .args([
+            "push",
+            "--token",
+            &token,
+            "--gateway",
+            &addrs.gateway.to_string(),
+        ])
+        .args(["--wait-ms", "300"])
+        .env("APNS_SIM_API", addrs.http2.to_string())
+        .env("APNS_SIM_TOPIC", DEFAULT_TOPIC)
+        .env("APNS_SIM_AUTH", "token")
+        .env("APNS_SIM_AUTH_KEY", certs.join("AuthKey_SIMKEY0001.p8"))
+        .env("APNS_SIM_KEY_ID", "SIMKEY0001")
+        .env("APNS_SIM_TEAM_ID", "SIMTEAM001"))
+    .await;
+    assert!(ok && out.contains("accepted"), "{out}{err}");
+    common::next_notification(&mut device).await;
+
+    let (ok, out, err) = run(apns_sim(dir.path())
+        .args([
+            "push",
+            "--http2",
+            "--token",
+            &token,
+            "--api",
+            &addrs.http2.to_string(),
+        ])
+        .env("APNS_SIM_GATEWAY", "127.0.0.1:1")
+        .env("APNS_SIM_WAIT_MS", "5"))
+    .await;
+    assert!(ok && out.contains(": 200"), "{out}{err}");
+    common::next_notification(&mut device).await;
+    t.stop().await;
+}
+
+/// With a certificate folder other than `certs`, the banner's push commands name it with
+/// `--certs` (not three file flags) and work from any folder.
+#[tokio::test]
+async fn serve_banner_names_a_custom_certs_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("elsewhere").join("sim-certs");
+    let certs_arg = certs.to_str().expect("temporary paths are UTF-8");
+    let mut serve = spawn_serve(dir.path(), &["--devices", "1", "--certs", certs_arg]);
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let other = tempfile::tempdir().unwrap();
+    for prefix in ["cargo run -- push --token", "cargo run -- push --http2"] {
+        let command = line_where(&mut lines, |l| l.trim_start().starts_with(prefix)).await;
+        let args = shell_words(command.trim().trim_start_matches("cargo run -- "));
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--certs" && Path::new(&w[1]) == certs),
+            "{command}"
+        );
+        for file_flag in ["--cert", "--key", "--ca"] {
+            assert!(!args.iter().any(|a| a == file_flag), "{command}");
+        }
+        let (ok, out, err) = run(apns_sim(other.path()).args(&args)).await;
+        assert!(ok, "{command}: {out}{err}");
+    }
+    let shown = line_where(&mut lines, |l| l.contains("shows a notification")).await;
+    assert!(shown.contains("Hello"), "{shown}");
+    line_where(&mut lines, |l| l.contains("shows a notification")).await;
+    serve.kill().await.unwrap();
 }
