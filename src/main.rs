@@ -28,7 +28,7 @@ const EXIT_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let mut command = Cli::command();
     let matches = command.get_matches_mut();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
     if let Err(e) = cli.command.check(&mut command, &matches) {
         e.exit();
     }

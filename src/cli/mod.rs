@@ -46,21 +46,24 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// Checks what clap cannot express declaratively: flags given for the other API of
-    /// `push`. `cli` is the whole built command (for the error's usage line) and `matches`
-    /// what it parsed.
+    /// Checks what clap cannot express declaratively, where a flag typed on the command line
+    /// and a value from an `APNS_SIM_*` variable must be told apart: `push` flags given for
+    /// the other API, and `serve`'s two ways of choosing the demo fleet. `cli` is the whole
+    /// built command (for the error's usage line) and `matches` what it parsed.
     pub(crate) fn check(
-        &self,
+        &mut self,
         cli: &mut clap::Command,
         matches: &ArgMatches,
     ) -> Result<(), clap::Error> {
-        match (self, matches.subcommand()) {
-            (Command::Push(args), Some((name, sub))) => {
-                let sub_command = cli
-                    .find_subcommand_mut(name)
-                    .expect("the parsed subcommand exists");
-                args.check(sub_command, sub)
-            }
+        let Some((name, sub)) = matches.subcommand() else {
+            return Ok(());
+        };
+        let sub_command = cli
+            .find_subcommand_mut(name)
+            .expect("the parsed subcommand exists");
+        match self {
+            Command::Push(args) => args.check(sub_command, sub),
+            Command::Serve(args) => args.check(sub_command, sub),
             _ => Ok(()),
         }
     }

@@ -13,12 +13,13 @@ use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
 use apns_sim::settings::{RateLimit, Settings};
 use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig};
-use clap::Args;
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Args};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{Outcome, DEFAULT_CERTS_DIR};
+use super::{given_on_command_line, Outcome, DEFAULT_CERTS_DIR};
 
 /// How long `serve` waits for its demo fleet to register before printing the summary.
 const DEMO_READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,7 +50,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "APNS_SIM_DEVICES")]
     devices: Option<usize>,
     /// Start the demo fleet from this scenario file (default: scenarios/demo.toml, embedded).
-    #[arg(long, conflicts_with = "devices", env = "APNS_SIM_SCENARIO")]
+    #[arg(long, env = "APNS_SIM_SCENARIO")]
     scenario: Option<PathBuf>,
     /// Environment of universal certificates when the TLS server name is not an Apple host.
     #[arg(long, default_value = "sandbox", env = "APNS_SIM_DEFAULT_ENVIRONMENT")]
@@ -69,6 +70,32 @@ struct Registered {
 }
 
 impl ServeArgs {
+    /// `--devices` and `--scenario` both choose the demo fleet. One typed on the command line
+    /// wins over the other's `APNS_SIM_*` variable; two from the same source are refused.
+    pub(crate) fn check(
+        &mut self,
+        command: &mut clap::Command,
+        matches: &ArgMatches,
+    ) -> Result<(), clap::Error> {
+        if self.devices.is_none() || self.scenario.is_none() {
+            return Ok(());
+        }
+        match (
+            given_on_command_line(matches, "devices"),
+            given_on_command_line(matches, "scenario"),
+        ) {
+            (true, false) => self.scenario = None,
+            (false, true) => self.devices = None,
+            _ => {
+                return Err(command.error(
+                    ErrorKind::ArgumentConflict,
+                    "--devices and --scenario both choose the demo fleet: give one of them",
+                ))
+            }
+        }
+        Ok(())
+    }
+
     /// The simulator's limits and defaults: the library's, with what the flags set.
     fn settings(&self) -> Settings {
         Settings {

@@ -725,3 +725,38 @@ async fn serve_banner_names_a_custom_certs_folder() {
     line_where(&mut lines, |l| l.contains("shows a notification")).await;
     serve.kill().await.unwrap();
 }
+
+/// `--devices` and `--scenario` both choose the demo fleet: the one typed on the command
+/// line wins over the other's variable, and two from the same source are refused.
+#[tokio::test]
+async fn serve_fleet_flag_wins_over_the_other_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = apns_sim(dir.path())
+        .env("RUST_LOG", "info")
+        .env(
+            "APNS_SIM_SCENARIO",
+            dir.path().join("no-such-scenario.toml"),
+        )
+        .args(["serve", "--gateway-port", "0", "--feedback-port", "0"])
+        .args(["--http2-port", "0", "--device-port", "0", "--devices", "1"])
+        .spawn()
+        .expect("serve started");
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    line_where(&mut lines, |l| l.trim_start().starts_with("DEMO-0001")).await;
+    serve.kill().await.unwrap();
+
+    let mut both_typed = apns_sim(dir.path());
+    both_typed
+        .args(["serve", "--devices", "1"])
+        .args(["--scenario", "no-such-scenario.toml"]);
+    let mut both_set = apns_sim(dir.path());
+    both_set
+        .arg("serve")
+        .env("APNS_SIM_DEVICES", "1")
+        .env("APNS_SIM_SCENARIO", "no-such-scenario.toml");
+    for cmd in [&mut both_typed, &mut both_set] {
+        let (code, out, err) = run_code(cmd).await;
+        assert_eq!(code, Some(2), "{out}{err}");
+        assert!(err.contains("--devices and --scenario"), "{err}");
+    }
+}
