@@ -1,12 +1,14 @@
 //! The `apns-sim` binary driven as processes: `certs`, `device`, `push`, `feedback`, and the
-//! README's quick start (`serve`, then the push command it prints).
+//! README's quick start (`serve`, then the push command it prints); the client commands run
+//! from any folder given `--certs` or `APNS_SIM_CERTS`; flags that do not apply are refused,
+//! variables set for both modes are not; the README's `-h` blocks are the binary's.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use apns_sim::pki::DEFAULT_TOPIC;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::common::{self, TIMEOUT};
 
@@ -77,6 +79,23 @@ async fn line_where(
     tokio::time::timeout(TIMEOUT, wait)
         .await
         .expect("line in time")
+}
+
+/// Starts an `apns-sim device` process and waits for its first `registered` event; returns
+/// the process, its stdin, its stdout lines and that event.
+async fn spawn_device(
+    cmd: &mut Command,
+) -> (
+    Child,
+    ChildStdin,
+    Lines<BufReader<ChildStdout>>,
+    serde_json::Value,
+) {
+    let mut device = cmd.stdin(Stdio::piped()).spawn().expect("device started");
+    let stdin = device.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(device.stdout.take().expect("piped stdout")).lines();
+    let registered = json(&line_where(&mut lines, |l| l.contains("\"registered\"")).await);
+    (device, stdin, lines, registered)
 }
 
 fn json(line: &str) -> serde_json::Value {
@@ -150,22 +169,16 @@ async fn device_push_feedback_commands() {
     t.pki.write(&dir.path().join("certs")).unwrap();
     let addrs = *t.sim.addrs();
 
-    let mut device: Child = apns_sim(dir.path())
-        .args([
-            "device",
-            "--server",
-            &addrs.devices.to_string(),
-            "--serial",
-            "CLI-1",
-            "--app",
-            DEFAULT_TOPIC,
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = device.stdin.take().unwrap();
-    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
-    let registered = json(&line_where(&mut lines, |l| l.contains("\"registered\"")).await);
+    let (mut device, mut stdin, mut lines, registered) = spawn_device(apns_sim(dir.path()).args([
+        "device",
+        "--server",
+        &addrs.devices.to_string(),
+        "--serial",
+        "CLI-1",
+        "--app",
+        DEFAULT_TOPIC,
+    ]))
+    .await;
     assert_eq!(registered["serial"], "CLI-1");
     assert_eq!(registered["app"], DEFAULT_TOPIC);
     assert_eq!(registered["environment"], "sandbox");
@@ -434,18 +447,9 @@ async fn client_commands_find_their_files(from: CertsFrom) {
         addrs.feedback.to_string(),
     );
 
-    let mut device = from
-        .command(
-            cwd,
-            &certs,
-            &["device", "--server", &devices, "--serial", "AWAY-1"],
-        )
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = device.stdin.take().unwrap();
-    let mut lines = BufReader::new(device.stdout.take().unwrap()).lines();
-    let registered = json(&line_where(&mut lines, |l| l.contains("\"registered\"")).await);
+    let device_args = ["device", "--server", &devices, "--serial", "AWAY-1"];
+    let (mut device, mut stdin, mut lines, registered) =
+        spawn_device(&mut from.command(cwd, &certs, &device_args)).await;
     let token = registered["token"].as_str().unwrap().to_owned();
 
     let binary = [
@@ -520,112 +524,43 @@ async fn client_commands_take_apns_sim_certs_from_any_folder() {
     client_commands_find_their_files(CertsFrom::Env).await;
 }
 
+/// Every refused `push` combination: (extra arguments, the flag refused, words of the reason).
+#[rustfmt::skip] // one case per line reads as the table it is
+const REFUSED: &[(&str, &str, &str)] = &[
+    ("--collapse-id score", "--collapse-id", "cannot collapse"),
+    ("--push-type alert", "--push-type", "no push type"),
+    ("--apns-id 123e4567-e89b-12d3-a456-426614174000", "--apns-id", "with --id"),
+    ("--auth token", "--auth", "provider certificate only"),
+    ("--auth-key k.p8", "--auth-key", "exist only on the HTTP/2 API"),
+    ("--key-id ABCDEFGHIJ", "--key-id", "exist only on the HTTP/2 API"),
+    ("--team-id ABCDEFGHIJ", "--team-id", "exist only on the HTTP/2 API"),
+    ("--api 127.0.0.1:1", "--api", "the binary gateway's is --gateway"),
+    ("--topic com.example.app", "--topic", "from the provider certificate"),
+    ("--http2 --format frame", "--format", "one request format"),
+    ("--http2 --id 3", "--id", "with --apns-id"),
+    ("--http2 --gateway 127.0.0.1:1", "--gateway", "the HTTP/2 API's is --api"),
+    ("--http2 --wait-ms 5", "--wait-ms", "answers every request"),
+    ("--format simple --priority 5", "--priority", "carry no priority"),
+    ("--format enhanced --priority 10", "--priority", "carry no priority"),
+    ("--format simple --expiry 0", "--expiry", "carries no expiry"),
+    ("--http2 --key-id ABCDEFGHIJ", "--key-id", "signs no provider token"),
+    ("--http2 --auth-key k.p8", "--auth-key", "signs no provider token"),
+    ("--http2 --team-id ABCDEFGHIJ", "--team-id", "signs no provider token"),
+    ("--http2 --auth token --cert c.pem", "--cert", "no client certificate"),
+    ("--http2 --auth token --key k.pem", "--key", "no client certificate"),
+];
+
 /// Every flag typed for the API, format or authentication not chosen is refused before
 /// anything is read or sent: exit code 2, clap's usage line, the flag and the reason.
 #[tokio::test]
 async fn push_refuses_flags_of_the_other_api_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let token = "ab".repeat(32);
-    let uuid = "123e4567-e89b-12d3-a456-426614174000";
-    // (extra arguments, the flag refused, words of the reason)
-    let cases: &[(&[&str], &str, &str)] = &[
-        (
-            &["--collapse-id", "score"],
-            "--collapse-id",
-            "cannot collapse",
-        ),
-        (&["--push-type", "alert"], "--push-type", "no push type"),
-        (&["--apns-id", uuid], "--apns-id", "with --id"),
-        (&["--auth", "token"], "--auth", "provider certificate only"),
-        (
-            &["--auth-key", "k.p8"],
-            "--auth-key",
-            "exist only on the HTTP/2 API",
-        ),
-        (
-            &["--key-id", "ABCDEFGHIJ"],
-            "--key-id",
-            "exist only on the HTTP/2 API",
-        ),
-        (
-            &["--team-id", "ABCDEFGHIJ"],
-            "--team-id",
-            "exist only on the HTTP/2 API",
-        ),
-        (
-            &["--api", "127.0.0.1:1"],
-            "--api",
-            "the binary gateway's is --gateway",
-        ),
-        (
-            &["--topic", "com.example.app"],
-            "--topic",
-            "from the provider certificate",
-        ),
-        (
-            &["--http2", "--format", "frame"],
-            "--format",
-            "one request format",
-        ),
-        (&["--http2", "--id", "3"], "--id", "with --apns-id"),
-        (
-            &["--http2", "--gateway", "127.0.0.1:1"],
-            "--gateway",
-            "the HTTP/2 API's is --api",
-        ),
-        (
-            &["--http2", "--wait-ms", "5"],
-            "--wait-ms",
-            "answers every request",
-        ),
-        (
-            &["--format", "simple", "--priority", "5"],
-            "--priority",
-            "carry no priority",
-        ),
-        (
-            &["--format", "enhanced", "--priority", "10"],
-            "--priority",
-            "carry no priority",
-        ),
-        (
-            &["--format", "simple", "--expiry", "0"],
-            "--expiry",
-            "carries no expiry",
-        ),
-        (
-            &["--http2", "--key-id", "ABCDEFGHIJ"],
-            "--key-id",
-            "signs no provider token",
-        ),
-        (
-            &["--http2", "--auth-key", "k.p8"],
-            "--auth-key",
-            "signs no provider token",
-        ),
-        (
-            &["--http2", "--team-id", "ABCDEFGHIJ"],
-            "--team-id",
-            "signs no provider token",
-        ),
-        (
-            &["--http2", "--auth", "token", "--cert", "c.pem"],
-            "--cert",
-            "no client certificate",
-        ),
-        (
-            &["--http2", "--auth", "token", "--key", "k.pem"],
-            "--key",
-            "no client certificate",
-        ),
-    ];
-    for (extra, flag, why) in cases {
-        let (code, out, err) = run_code(
-            apns_sim(dir.path())
-                .args(["push", "--token", &token])
-                .args(*extra),
-        )
-        .await;
+    for (extra, flag, why) in REFUSED {
+        let mut push = apns_sim(dir.path());
+        push.args(["push", "--token", &token])
+            .args(extra.split_whitespace());
+        let (code, out, err) = run_code(&mut push).await;
         let line = err.lines().next().unwrap_or_default();
         assert_eq!(code, Some(2), "{extra:?}: {out}{err}");
         assert!(
