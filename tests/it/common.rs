@@ -24,6 +24,26 @@ use tokio_util::sync::CancellationToken;
 /// Generous: these machines are shared and slow; a healthy test never waits this long.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The app of the extra universal provider certificate: a topic the default certificate
+/// does not carry.
+pub(crate) const OTHER_TOPIC: &str = "com.example.other";
+
+/// A second auth key of the default team: any key of the team may follow another on a
+/// token connection.
+pub(crate) const TEAM_KEY_2: &str = "TEAMKEY002";
+
+/// An auth key of the default team restricted to [`ONLY_TOPIC`].
+pub(crate) const TOPIC_KEY: &str = "TOPICKEY01";
+
+/// The one topic [`TOPIC_KEY`] may push to.
+pub(crate) const ONLY_TOPIC: &str = "com.only";
+
+/// A team other than the default one.
+pub(crate) const OTHER_TEAM: &str = "OTHERTEAM1";
+
+/// The auth key of [`OTHER_TEAM`].
+pub(crate) const OTHER_TEAM_KEY: &str = "OTHERKEY01";
+
 /// Installs a test-friendly tracing subscriber once per test binary (`RUST_LOG` to see it).
 pub(crate) fn init_tracing() {
     static ONCE: Once = Once::new();
@@ -46,26 +66,6 @@ pub(crate) struct TestSim {
     /// Stops the test's devices.
     pub(crate) devices_stop: CancellationToken,
 }
-
-/// The app of the extra universal provider certificate: a topic the default certificate
-/// does not carry.
-pub(crate) const OTHER_TOPIC: &str = "com.example.other";
-
-/// A second auth key of the default team: any key of the team may follow another on a
-/// token connection.
-pub(crate) const TEAM_KEY_2: &str = "TEAMKEY002";
-
-/// An auth key of the default team restricted to [`ONLY_TOPIC`].
-pub(crate) const TOPIC_KEY: &str = "TOPICKEY01";
-
-/// The one topic [`TOPIC_KEY`] may push to.
-pub(crate) const ONLY_TOPIC: &str = "com.only";
-
-/// A team other than the default one.
-pub(crate) const OTHER_TEAM: &str = "OTHERTEAM1";
-
-/// The auth key of [`OTHER_TEAM`].
-pub(crate) const OTHER_TEAM_KEY: &str = "OTHERKEY01";
 
 /// The test PKI: `Pki::generate()`'s CA, server certificate, default universal provider
 /// certificate and default auth key, plus sandbox-only and production-only certificates for
