@@ -1,25 +1,48 @@
-//! Shared test support: a simulator on 127.0.0.1 port 0 with an in-memory PKI, provider and
-//! device clients, and helpers that wait on events (never on sleeps).
+//! The one test harness: a simulator on 127.0.0.1 port 0 with an in-memory PKI (extra
+//! provider certificates and auth keys for the binary and HTTP/2 suites), provider clients
+//! for the binary gateway and the HTTP/2 API, simulated devices, and helpers that wait on
+//! events (never on sleeps).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
+use apns_sim::client::http2::Http2Client;
 use apns_sim::client::BinaryClient;
 use apns_sim::clock::Clock;
 use apns_sim::hub::Event;
-use apns_sim::pki::{CertEnvironment, Pki, DEFAULT_TOPIC};
+use apns_sim::pki::{jwt, CertEnvironment, Pki, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
-use apns_sim::tls;
+use apns_sim::tls::{self, ClientIdentity};
 use rustls::ClientConfig;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// Generous: these machines are shared and slow; a healthy test never waits this long.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The app of the extra universal provider certificate: a topic the default certificate
+/// does not carry.
+pub(crate) const OTHER_TOPIC: &str = "com.example.other";
+
+/// A second auth key of the default team: any key of the team may follow another on a
+/// token connection.
+pub(crate) const TEAM_KEY_2: &str = "TEAMKEY002";
+
+/// An auth key of the default team restricted to [`ONLY_TOPIC`].
+pub(crate) const TOPIC_KEY: &str = "TOPICKEY01";
+
+/// The one topic [`TOPIC_KEY`] may push to.
+pub(crate) const ONLY_TOPIC: &str = "com.only";
+
+/// A team other than the default one.
+pub(crate) const OTHER_TEAM: &str = "OTHERTEAM1";
+
+/// The auth key of [`OTHER_TEAM`].
+pub(crate) const OTHER_TEAM_KEY: &str = "OTHERKEY01";
 
 /// Installs a test-friendly tracing subscriber once per test binary (`RUST_LOG` to see it).
 pub(crate) fn init_tracing() {
@@ -44,27 +67,41 @@ pub(crate) struct TestSim {
     pub(crate) devices_stop: CancellationToken,
 }
 
-/// Starts a simulator with the default PKI plus sandbox-only, production-only and
-/// other-app provider certificates.
+/// The test PKI: `Pki::generate()`'s CA, server certificate, default universal provider
+/// certificate and default auth key, plus sandbox-only and production-only certificates for
+/// the default topic, a universal one for [`OTHER_TOPIC`], and the auth keys
+/// [`TEAM_KEY_2`], [`TOPIC_KEY`] and [`OTHER_TEAM_KEY`].
+pub(crate) fn test_pki() -> Pki {
+    let mut pki = Pki::generate().expect("PKI");
+    pki.mint_provider(DEFAULT_TOPIC, CertEnvironment::Sandbox, DEFAULT_TEAM_ID)
+        .expect("sandbox provider");
+    pki.mint_provider(DEFAULT_TOPIC, CertEnvironment::Production, DEFAULT_TEAM_ID)
+        .expect("production provider");
+    pki.mint_provider(OTHER_TOPIC, CertEnvironment::Universal, DEFAULT_TEAM_ID)
+        .expect("other provider");
+    pki.mint_auth_key(DEFAULT_TEAM_ID, Some(TEAM_KEY_2.into()), Vec::new())
+        .expect("second team key");
+    pki.mint_auth_key(
+        DEFAULT_TEAM_ID,
+        Some(TOPIC_KEY.into()),
+        vec![ONLY_TOPIC.into()],
+    )
+    .expect("topic key");
+    pki.mint_auth_key(OTHER_TEAM, Some(OTHER_TEAM_KEY.into()), Vec::new())
+        .expect("other team key");
+    pki
+}
+
+/// Starts a simulator on [`test_pki`] with default settings and the system clock.
 pub(crate) async fn start() -> TestSim {
     start_with(|_| {}).await
 }
 
-/// Starts a simulator after letting the test adjust the configuration.
+/// Starts a simulator on [`test_pki`] after letting the test adjust the configuration
+/// (usually a setting: `start_with(|c| c.settings.hello_timeout = …)`).
 pub(crate) async fn start_with(adjust: impl FnOnce(&mut SimulatorConfig)) -> TestSim {
     init_tracing();
-    let mut pki = Pki::generate().expect("PKI");
-    pki.mint_provider(DEFAULT_TOPIC, CertEnvironment::Sandbox, "SIMTEAM001")
-        .expect("sandbox provider");
-    pki.mint_provider(DEFAULT_TOPIC, CertEnvironment::Production, "SIMTEAM001")
-        .expect("production provider");
-    pki.mint_provider(
-        "com.example.other",
-        CertEnvironment::Universal,
-        "SIMTEAM001",
-    )
-    .expect("other provider");
-    let mut config = SimulatorConfig::new(pki);
+    let mut config = SimulatorConfig::new(test_pki());
     adjust(&mut config);
     let clock = config.clock.clone();
     let pki = config.pki.clone();
@@ -79,21 +116,28 @@ pub(crate) async fn start_with(adjust: impl FnOnce(&mut SimulatorConfig)) -> Tes
 }
 
 impl TestSim {
-    /// TLS for a provider certificate of `topic` valid for `env`.
-    pub(crate) fn provider_tls(&self, topic: &str, env: CertEnvironment) -> Arc<ClientConfig> {
+    /// Client TLS trusting the simulator's CA, with `identity` and ALPN `alpn`.
+    pub(crate) fn client_tls(
+        &self,
+        identity: Option<ClientIdentity>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Arc<ClientConfig> {
+        tls::client_config(self.pki.ca_cert_pem().as_bytes(), identity, alpn)
+            .expect("client config")
+    }
+
+    /// The identity of the provider certificate of `topic` valid for `env`.
+    fn provider_identity(&self, topic: &str, env: CertEnvironment) -> ClientIdentity {
         let cert = self
             .pki
             .provider_for(topic, env)
             .unwrap_or_else(|| panic!("no provider certificate for {topic} {env}"));
-        let identity =
-            tls::ClientIdentity::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-                .expect("identity");
-        tls::client_config(
-            self.pki.ca_cert_pem().as_bytes(),
-            Some(identity),
-            Vec::new(),
-        )
-        .expect("client config")
+        ClientIdentity::from_provider(cert).expect("identity")
+    }
+
+    /// TLS for a provider certificate of `topic` valid for `env` (no ALPN).
+    pub(crate) fn provider_tls(&self, topic: &str, env: CertEnvironment) -> Arc<ClientConfig> {
+        self.client_tls(Some(self.provider_identity(topic, env)), Vec::new())
     }
 
     /// TLS of the default (universal, com.example.app) provider certificate.
@@ -119,22 +163,90 @@ impl TestSim {
             .expect("connect to gateway")
     }
 
-    /// Starts a device and waits until every app has its token.
+    /// The HTTP/2 API's address, as clients take it.
+    pub(crate) fn http2_addr(&self) -> String {
+        self.sim.addrs().http2.to_string()
+    }
+
+    /// TLS for an HTTP/2 client: ALPN h2, and the default topic's provider certificate valid
+    /// for `cert` if any (none: a token-authentication connection).
+    pub(crate) fn http2_tls(&self, cert: Option<CertEnvironment>) -> Arc<ClientConfig> {
+        let identity = cert.map(|env| self.provider_identity(DEFAULT_TOPIC, env));
+        self.client_tls(identity, vec![b"h2".to_vec()])
+    }
+
+    /// An HTTP/2 connection with the default (universal) provider certificate, sandbox via
+    /// `localhost`.
+    pub(crate) async fn http2(&self) -> Http2Client {
+        self.http2_connect(Some(CertEnvironment::Universal), "localhost")
+            .await
+    }
+
+    /// An HTTP/2 connection without a client certificate (token authentication), sandbox
+    /// via `localhost`.
+    pub(crate) async fn http2_token(&self) -> Http2Client {
+        self.http2_connect(None, "localhost").await
+    }
+
+    /// An HTTP/2 connection to `server_name` with [`Self::http2_tls`]`(cert)`.
+    pub(crate) async fn http2_connect(
+        &self,
+        cert: Option<CertEnvironment>,
+        server_name: &str,
+    ) -> Http2Client {
+        self.http2_as(self.http2_tls(cert), server_name).await
+    }
+
+    /// An HTTP/2 connection with the given TLS and server name.
+    pub(crate) async fn http2_as(&self, tls: Arc<ClientConfig>, server_name: &str) -> Http2Client {
+        Http2Client::connect(&self.http2_addr(), server_name, tls)
+            .await
+            .expect("connect to the HTTP/2 API")
+    }
+
+    /// A provider token signed by `key_id` with `iat` = the simulator's clock now.
+    pub(crate) fn jwt(&self, key_id: &str) -> String {
+        self.jwt_at(key_id, self.clock.now_secs())
+    }
+
+    /// A provider token signed by `key_id` with the given `iat`.
+    pub(crate) fn jwt_at(&self, key_id: &str, iat: u64) -> String {
+        let key = self
+            .pki
+            .auth_key(key_id)
+            .unwrap_or_else(|| panic!("no auth key {key_id}"));
+        jwt::sign(key, iat).expect("sign a provider token")
+    }
+
+    /// Starts a device on the device endpoint and waits until every app has its token.
     pub(crate) async fn device(
         &self,
         serial: &str,
         environment: Environment,
         apps: &[&str],
     ) -> (DeviceHandle, HashMap<String, DeviceToken>) {
-        start_device(
-            &self.sim,
-            &self.pki,
-            &self.devices_stop,
-            serial,
-            environment,
-            apps,
-        )
-        .await
+        let mut handle = device::spawn(
+            DeviceConfig {
+                server: self.sim.addrs().devices.to_string(),
+                server_name: "localhost".into(),
+                tls: self.client_tls(None, Vec::new()),
+                serial: serial.into(),
+                environment,
+                apps: apps.iter().map(|a| a.to_string()).collect(),
+                register_url: None,
+            },
+            self.devices_stop.clone(),
+        );
+        let mut tokens = HashMap::new();
+        while tokens.len() < apps.len() {
+            if let DeviceEvent::Registered { app, token, .. } =
+                next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. }))
+                    .await
+            {
+                tokens.insert(app, token);
+            }
+        }
+        (handle, tokens)
     }
 
     /// Stops devices and the simulator.
@@ -142,40 +254,6 @@ impl TestSim {
         self.devices_stop.cancel();
         self.sim.shutdown().await;
     }
-}
-
-/// Starts a device on `sim`'s device endpoint and waits until every app has its token.
-pub(crate) async fn start_device(
-    sim: &Simulator,
-    pki: &Pki,
-    stop: &CancellationToken,
-    serial: &str,
-    environment: Environment,
-    apps: &[&str],
-) -> (DeviceHandle, HashMap<String, DeviceToken>) {
-    let tls =
-        tls::client_config(pki.ca_cert_pem().as_bytes(), None, Vec::new()).expect("device tls");
-    let mut handle = device::spawn(
-        DeviceConfig {
-            server: sim.addrs().devices.to_string(),
-            server_name: "localhost".into(),
-            tls,
-            serial: serial.into(),
-            environment,
-            apps: apps.iter().map(|a| a.to_string()).collect(),
-            register_url: None,
-        },
-        stop.clone(),
-    );
-    let mut tokens = HashMap::new();
-    while tokens.len() < apps.len() {
-        if let DeviceEvent::Registered { app, token, .. } =
-            next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. })).await
-        {
-            tokens.insert(app, token);
-        }
-    }
-    (handle, tokens)
 }
 
 /// Waits for the first device event matching `pred` (skipping others).

@@ -1,7 +1,7 @@
 //! Integration tests: one test binary (so shared helpers compile once), one module per
-//! area. Every test starts its own simulator on 127.0.0.1 port 0 over real TLS, so they
-//! run in parallel; they wait on events with a generous timeout and never sleep to
-//! synchronise.
+//! area, one harness (`common`). Every test that needs a simulator starts its own on
+//! 127.0.0.1 port 0 over real TLS, so they run in parallel; they wait on events with a
+//! generous timeout and never sleep to synchronise. (`readme` only reads files.)
 
 mod binary;
 mod cli;
@@ -11,3 +11,4 @@ mod feedback;
 mod garbage;
 mod http2;
 mod limits;
+mod readme;
