@@ -91,9 +91,7 @@ impl SessionError {
     /// The close code the device is told (every variant named, so a new one must choose).
     pub(crate) fn close_code(&self) -> CloseCode {
         match self {
-            SessionError::UnsupportedVersion(_) | SessionError::NotHello(_) => {
-                CloseCode::BadHello
-            }
+            SessionError::UnsupportedVersion(_) | SessionError::NotHello(_) => CloseCode::BadHello,
             SessionError::Malformed(_)
             | SessionError::HelloTwice
             | SessionError::UnknownAck(_)
@@ -285,4 +283,267 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     conn.flush().await.map_err(SessionError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use bytes::Bytes;
+    use tokio::io::DuplexStream;
+    use tokio::sync::broadcast;
+    use uuid::Uuid;
+
+    use crate::clock::Clock;
+    use crate::hub::{Api, Event, Outcome, PushRequest};
+    use crate::protocol::device::{decode_server_message, encode_device_message};
+    use crate::protocol::token::DeviceToken;
+
+    /// Generous: a healthy test never waits this long.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const APP: &str = "com.example.app";
+
+    /// The device's end of an 8-byte pipe to a served session, so every frame crosses it in
+    /// pieces.
+    struct Device {
+        conn: Connection<DuplexStream>,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    fn serve(hub: &Hub, shutdown: &CancellationToken) -> Device {
+        let (device, server) = tokio::io::duplex(8);
+        let hub = hub.clone();
+        let shutdown = shutdown.clone();
+        let served = tokio::spawn(async move {
+            let mut conn = Connection::new(server);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            serve_device(&mut conn, peer, &hub, &Settings::default(), &shutdown).await;
+        });
+        Device {
+            conn: Connection::new(device),
+            served,
+        }
+    }
+
+    impl Device {
+        async fn send(&mut self, m: DeviceMessage) {
+            self.conn.buffer(|b| encode_device_message(&m, b));
+            self.conn.flush().await.unwrap();
+        }
+
+        async fn send_raw(&mut self, bytes: &[u8]) {
+            self.conn.write_all(bytes).await.unwrap();
+        }
+
+        async fn next(&mut self) -> ServerMessage {
+            tokio::time::timeout(TIMEOUT, self.conn.read_frame(decode_server_message))
+                .await
+                .expect("answer in time")
+                .expect("valid frame")
+                .expect("a frame, not the end")
+        }
+
+        /// Reads the Error frame, then expects the end of the stream and of the task.
+        async fn closed_with(mut self) -> (CloseCode, String) {
+            let ServerMessage::Error { code, message } = self.next().await else {
+                panic!("expected an Error frame");
+            };
+            let end = tokio::time::timeout(TIMEOUT, self.conn.read_frame(decode_server_message))
+                .await
+                .expect("closed in time");
+            assert!(matches!(end, Ok(None)), "{end:?}");
+            tokio::time::timeout(TIMEOUT, self.served)
+                .await
+                .expect("session task ends")
+                .unwrap();
+            (code, message)
+        }
+    }
+
+    fn hello(version: u8) -> DeviceMessage {
+        DeviceMessage::Hello {
+            version,
+            environment: Environment::Sandbox,
+            serial: "DUPLEX-1".into(),
+        }
+    }
+
+    async fn acknowledged(events: &mut broadcast::Receiver<Event>, id: u32) {
+        let wait = async {
+            loop {
+                if let Event::Notification {
+                    identifier,
+                    outcome: Outcome::Acknowledged,
+                    ..
+                } = events.recv().await.unwrap()
+                {
+                    if identifier == id {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("acknowledged in time");
+    }
+
+    fn push(hub: &Hub, token: DeviceToken, id: u32) {
+        hub.push(PushRequest {
+            api: Api::Binary,
+            token,
+            topic: APP.into(),
+            environment: Environment::Sandbox,
+            identifier: id.to_be_bytes(),
+            apns_id: Uuid::new_v4(),
+            expiry: 0,
+            priority: 10,
+            push_type: None,
+            collapse_id: None,
+            payload: Bytes::from_static(br#"{"aps":{}}"#),
+        })
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_session_across_a_tiny_pipe() {
+        let hub = Hub::new(Clock::system());
+        let mut events = hub.subscribe();
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+
+        device.send(hello(PROTOCOL_VERSION)).await;
+        let welcome = device.next().await;
+        assert_eq!(welcome, ServerMessage::Welcome { heartbeat_secs: 30 });
+
+        device
+            .send(DeviceMessage::Register {
+                fresh_install: true,
+                app: APP.into(),
+            })
+            .await;
+        let ServerMessage::Registered { app, token } = device.next().await else {
+            panic!("expected Registered");
+        };
+        assert_eq!(app, APP);
+
+        push(&hub, token, 7);
+        let ServerMessage::Notification(n) = device.next().await else {
+            panic!("expected a Notification");
+        };
+        assert_eq!((n.token, n.identifier), (token, 7u32.to_be_bytes()));
+        device
+            .send(DeviceMessage::Ack {
+                delivery: n.delivery,
+            })
+            .await;
+        acknowledged(&mut events, 7).await;
+
+        device.send(DeviceMessage::Ping { nonce: 99 }).await;
+        assert_eq!(device.next().await, ServerMessage::Pong { nonce: 99 });
+
+        shutdown.cancel();
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Shutdown);
+        assert_eq!(message, "simulator shutting down");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_version_over_a_tiny_pipe_is_a_bad_hello() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(9)).await;
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::BadHello);
+        assert_eq!(
+            message,
+            "unsupported device protocol version 9 (this simulator speaks 1)"
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_errors_over_a_tiny_pipe_name_the_problem() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device.send(hello(PROTOCOL_VERSION)).await;
+        let closed = device.closed_with().await;
+        assert_eq!(closed, (CloseCode::Protocol, "Hello sent twice".to_owned()));
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device.send(DeviceMessage::Ack { delivery: 41 }).await;
+        let closed = device.closed_with().await;
+        assert_eq!(
+            closed,
+            (
+                CloseCode::Protocol,
+                "Ack for unknown delivery 41".to_owned()
+            )
+        );
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device
+            .send_raw(&[
+                0x05, // type Ping
+                0x00, 0x09, // body length 9: one byte too many
+                0, 0, 0, 0, 0, 0, 0, 1, 0xEE,
+            ])
+            .await;
+        let closed = device.closed_with().await;
+        assert_eq!(
+            closed,
+            (
+                CloseCode::Protocol,
+                "message type 0x05 has 1 unexpected trailing bytes".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn close_codes_of_session_errors() {
+        let cases = [
+            (SessionError::UnsupportedVersion(2), CloseCode::BadHello),
+            (
+                SessionError::NotHello(Box::new(DeviceMessage::Ping { nonce: 1 })),
+                CloseCode::BadHello,
+            ),
+            (
+                SessionError::NoHello(Duration::from_secs(1)),
+                CloseCode::Idle,
+            ),
+            (
+                SessionError::Malformed(DeviceProtocolError::UnknownType(0x7F)),
+                CloseCode::Protocol,
+            ),
+            (SessionError::HelloTwice, CloseCode::Protocol),
+            (SessionError::UnknownAck(1), CloseCode::Protocol),
+            (SessionError::UnknownNotInstalled(1), CloseCode::Protocol),
+            (
+                SessionError::Write(std::io::ErrorKind::BrokenPipe.into()),
+                CloseCode::Protocol,
+            ),
+            (
+                SessionError::Register(RegisterError::TooManyTokens(1)),
+                CloseCode::Limit,
+            ),
+            (
+                SessionError::Register(RegisterError::NotConnected("S".into())),
+                CloseCode::Replaced,
+            ),
+            (SessionError::Idle(Duration::from_secs(90)), CloseCode::Idle),
+            (SessionError::Replaced("S".into()), CloseCode::Replaced),
+            (SessionError::Shutdown, CloseCode::Shutdown),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.close_code(), code, "{error}");
+        }
+    }
 }
