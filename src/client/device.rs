@@ -635,7 +635,8 @@ impl Device {
             ServerMessage::Notification(n) => self.on_notification(conn, n).await,
             ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
             ServerMessage::Error { code, message } => {
-                let reason = format!("simulator closed the session with close code {code}: {message}");
+                let reason =
+                    format!("simulator closed the session with close code {code}: {message}");
                 return Some(match code {
                     // A newer connection has our serial: reconnecting would only fight it.
                     CloseCode::Replaced => SessionEnd::Replaced(reason),
@@ -752,6 +753,44 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_name_the_problem_and_carry_the_close_code() {
+        let refused = ConnectError::Refused {
+            code: CloseCode::BadHello,
+            message: "unsupported device protocol version 2 (this simulator speaks 1)".into(),
+        };
+        assert_eq!(refused.close_code(), Some(CloseCode::BadHello));
+        assert_eq!(
+            refused.to_string(),
+            "refused with close code 1 (bad hello): unsupported device protocol version 2 (this simulator speaks 1)"
+        );
+        let others = [
+            ConnectError::Connect {
+                server: "127.0.0.1:5223".into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            },
+            ConnectError::Tls(std::io::ErrorKind::UnexpectedEof.into()),
+            ConnectError::Hello(std::io::ErrorKind::BrokenPipe.into()),
+            ConnectError::NotWelcome(Box::new(ServerMessage::Pong { nonce: 1 })),
+            ConnectError::Closed,
+            ConnectError::Read(ReadError::Truncated(2)),
+            ConnectError::Timeout,
+        ];
+        let texts = [
+            "connect 127.0.0.1:5223",
+            "TLS: ",
+            "hello: ",
+            "expected Welcome, got Pong",
+            "closed before Welcome",
+            "reading Welcome: connection closed in the middle of a frame",
+            "no Welcome within 10s",
+        ];
+        for (error, text) in others.iter().zip(texts) {
+            assert_eq!(error.close_code(), None, "{error}");
+            assert!(error.to_string().starts_with(text), "{error}");
+        }
+    }
 
     #[test]
     fn commands_parse() {

@@ -295,6 +295,44 @@ async fn device_protocol_errors_are_answered() {
     t.stop().await;
 }
 
+/// A device whose server is not the simulator reports why it cannot get online, and retries.
+#[tokio::test]
+async fn a_failed_connection_is_reported_with_its_cause() {
+    let t = common::start().await;
+    // Accepts TCP and hangs up at once: the TLS handshake cannot complete.
+    let not_tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = not_tls.local_addr().unwrap().to_string();
+    let hang_up = tokio::spawn(async move {
+        loop {
+            let (sock, _) = not_tls.accept().await.unwrap();
+            drop(sock);
+        }
+    });
+    let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let mut dev = apns_sim::client::device::spawn(
+        apns_sim::client::device::DeviceConfig {
+            server,
+            server_name: "localhost".into(),
+            tls,
+            serial: "NOTLS-1".into(),
+            environment: Environment::Sandbox,
+            apps: vec![DEFAULT_TOPIC.into()],
+            register_url: None,
+        },
+        t.devices_stop.clone(),
+    );
+    for _ in 0..2 {
+        let DeviceEvent::Disconnected { reason, .. } =
+            next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Disconnected { .. })).await
+        else {
+            unreachable!()
+        };
+        assert!(reason.starts_with("TLS: "), "{reason}");
+    }
+    hang_up.abort();
+    t.stop().await;
+}
+
 /// A Hello with a protocol version the simulator does not speak is a bad hello (code 1), not a
 /// protocol error (code 2); so is a first message other than Hello. Both then close.
 #[tokio::test]
