@@ -11,3 +11,4 @@ mod feedback;
 mod garbage;
 mod http2;
 mod limits;
+mod webhook;
