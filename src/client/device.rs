@@ -34,8 +34,8 @@ use uuid::Uuid;
 use crate::client::webhook;
 use crate::connection::{Connection, ReadError};
 use crate::protocol::device::{
-    decode_server_message, encode_device_message, DeviceMessage, DeviceNotification, ServerMessage,
-    ERR_REPLACED, PROTOCOL_VERSION,
+    decode_server_message, encode_device_message, CloseCode, DeviceMessage, DeviceNotification,
+    DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
@@ -50,6 +50,73 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How many collapse ids a device remembers per app for "replaces the one shown".
 pub const SHOWN_PER_APP: usize = 64;
+
+/// Why a device could not get online (reported as [`DeviceEvent::Disconnected`], then the
+/// device retries after a backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No TCP connection to the device endpoint: is the simulator running, and is
+    /// [`DeviceConfig::server`] its device address?
+    #[error("connect {server}: {source}")]
+    Connect {
+        /// The address dialled.
+        server: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// [`DeviceConfig::server_name`] is not a DNS name or IP address.
+    #[error("bad server name {name:?}: {source}")]
+    ServerName {
+        /// The name as configured.
+        name: String,
+        /// Why rustls refused it.
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed: usually a CA that is not the simulator's, or a server name
+    /// its certificate does not cover.
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    /// Sending Hello failed.
+    #[error("hello: {0}")]
+    Hello(std::io::Error),
+    /// The simulator refused the Hello and said why.
+    #[error("refused with close code {code}: {message}")]
+    Refused {
+        /// The simulator's close code.
+        code: CloseCode,
+        /// The simulator's explanation.
+        message: String,
+    },
+    /// The simulator answered Hello with something other than Welcome.
+    #[error("expected Welcome, got {0:?}")]
+    NotWelcome(Box<ServerMessage>),
+    /// The simulator closed the connection without answering Hello.
+    #[error("closed before Welcome")]
+    Closed,
+    /// The answer to Hello was not a device-protocol frame, or the connection failed.
+    #[error("reading Welcome: {0}")]
+    Read(ReadError<DeviceProtocolError>),
+    /// Nothing came back within [`CONNECT_TIMEOUT`].
+    #[error("no Welcome within {CONNECT_TIMEOUT:?}")]
+    Timeout,
+}
+
+impl ConnectError {
+    /// The simulator's close code, when it refused the device itself.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            ConnectError::Refused { code, .. } => Some(*code),
+            ConnectError::Connect { .. }
+            | ConnectError::ServerName { .. }
+            | ConnectError::Tls(_)
+            | ConnectError::Hello(_)
+            | ConnectError::NotWelcome(_)
+            | ConnectError::Closed
+            | ConnectError::Read(_)
+            | ConnectError::Timeout => None,
+        }
+    }
+}
 
 /// How to run one device.
 #[derive(Debug, Clone)]
@@ -355,8 +422,9 @@ impl Device {
                         }
                     }
                 }
-                Err(reason) => {
+                Err(error) => {
                     let serial = self.serial();
+                    let reason = error.to_string();
                     self.emit(DeviceEvent::Disconnected { serial, reason })
                         .await;
                     // Wait before retrying, still obeying commands.
@@ -417,18 +485,25 @@ impl Device {
     }
 
     /// Connect, TLS, hello, welcome.
-    async fn connect(&self) -> Result<(Conn, Duration), String> {
+    async fn connect(&self) -> Result<(Conn, Duration), ConnectError> {
         let work = async {
             let tcp = TcpStream::connect(&self.config.server)
                 .await
-                .map_err(|e| format!("connect {}: {e}", self.config.server))?;
+                .map_err(|source| ConnectError::Connect {
+                    server: self.config.server.clone(),
+                    source,
+                })?;
             let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(self.config.server_name.clone())
-                .map_err(|e| format!("bad server name {:?}: {e}", self.config.server_name))?;
+            let name = ServerName::try_from(self.config.server_name.clone()).map_err(|source| {
+                ConnectError::ServerName {
+                    name: self.config.server_name.clone(),
+                    source,
+                }
+            })?;
             let tls = TlsConnector::from(self.config.tls.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS: {e}"))?;
+                .map_err(ConnectError::Tls)?;
             let mut conn = Connection::new(tls);
             conn.buffer(|b| {
                 encode_device_message(
@@ -440,22 +515,22 @@ impl Device {
                     b,
                 )
             });
-            conn.flush().await.map_err(|e| format!("hello: {e}"))?;
+            conn.flush().await.map_err(ConnectError::Hello)?;
             match conn.read_frame(decode_server_message).await {
                 Ok(Some(ServerMessage::Welcome { heartbeat_secs })) => {
                     Ok((conn, Duration::from_secs(u64::from(heartbeat_secs.max(1)))))
                 }
                 Ok(Some(ServerMessage::Error { code, message })) => {
-                    Err(format!("refused (code {code}): {message}"))
+                    Err(ConnectError::Refused { code, message })
                 }
-                Ok(Some(other)) => Err(format!("expected Welcome, got {other:?}")),
-                Ok(None) => Err("closed before Welcome".to_owned()),
-                Err(e) => Err(format!("reading Welcome: {e}")),
+                Ok(Some(other)) => Err(ConnectError::NotWelcome(Box::new(other))),
+                Ok(None) => Err(ConnectError::Closed),
+                Err(e) => Err(ConnectError::Read(e)),
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, work)
             .await
-            .map_err(|_| format!("no Welcome within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|_| ConnectError::Timeout)?
     }
 
     fn register_all(&mut self, conn: &mut Conn) {
@@ -560,11 +635,16 @@ impl Device {
             ServerMessage::Notification(n) => self.on_notification(conn, n).await,
             ServerMessage::Pong { .. } | ServerMessage::Welcome { .. } => {}
             ServerMessage::Error { code, message } => {
-                let reason = format!("simulator closed the session (code {code}): {message}");
-                return Some(if code == ERR_REPLACED {
-                    SessionEnd::Replaced(reason)
-                } else {
-                    SessionEnd::Lost(reason)
+                let reason =
+                    format!("simulator closed the session with close code {code}: {message}");
+                return Some(match code {
+                    // A newer connection has our serial: reconnecting would only fight it.
+                    CloseCode::Replaced => SessionEnd::Replaced(reason),
+                    CloseCode::BadHello
+                    | CloseCode::Protocol
+                    | CloseCode::Shutdown
+                    | CloseCode::Idle
+                    | CloseCode::Limit => SessionEnd::Lost(reason),
                 });
             }
         }
@@ -673,6 +753,44 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_name_the_problem_and_carry_the_close_code() {
+        let refused = ConnectError::Refused {
+            code: CloseCode::BadHello,
+            message: "unsupported device protocol version 2 (this simulator speaks 1)".into(),
+        };
+        assert_eq!(refused.close_code(), Some(CloseCode::BadHello));
+        assert_eq!(
+            refused.to_string(),
+            "refused with close code 1 (bad hello): unsupported device protocol version 2 (this simulator speaks 1)"
+        );
+        let others = [
+            ConnectError::Connect {
+                server: "127.0.0.1:5223".into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            },
+            ConnectError::Tls(std::io::ErrorKind::UnexpectedEof.into()),
+            ConnectError::Hello(std::io::ErrorKind::BrokenPipe.into()),
+            ConnectError::NotWelcome(Box::new(ServerMessage::Pong { nonce: 1 })),
+            ConnectError::Closed,
+            ConnectError::Read(ReadError::Truncated(2)),
+            ConnectError::Timeout,
+        ];
+        let texts = [
+            "connect 127.0.0.1:5223",
+            "TLS: ",
+            "hello: ",
+            "expected Welcome, got Pong",
+            "closed before Welcome",
+            "reading Welcome: connection closed in the middle of a frame",
+            "no Welcome within 10s",
+        ];
+        for (error, text) in others.iter().zip(texts) {
+            assert_eq!(error.close_code(), None, "{error}");
+            assert!(error.to_string().starts_with(text), "{error}");
+        }
+    }
 
     #[test]
     fn commands_parse() {

@@ -1,14 +1,17 @@
 //! Step 3 of the registration flow: a simulated device hands its new token to the
 //! provider's app server by POSTing JSON to a URL the user configures (`--register-url`).
 //!
-//! Plain `http://` only: the app server under test runs on the same machine.
+//! Plain `http://` only: the app server under test runs on the same machine. The request
+//! goes through hyper-util's client, which resolves the host, connects (IPv4, IPv6 literals
+//! such as `http://[::1]:8080/` and names alike) and writes the `Host` header from the URL.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// The whole POST (connect, send, read the status) must finish within this, so a hung app
 /// server cannot stall a device.
@@ -63,26 +66,20 @@ pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<u16, Webho
         url: url.to_owned(),
         why,
     };
-    let host = uri.host().unwrap_or("localhost").to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    // One connection per POST, closed after it: tokens are posted rarely, and an idle
+    // pooled connection would outlive the device that opened it.
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    let request = http::Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| failed(e.to_string()))?;
     let work = async {
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let response = client
+            .request(request)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        tokio::spawn(conn);
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let request = http::Request::post(path)
-            .header(http::header::HOST, format!("{host}:{port}"))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| failed(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(error_chain(&e)))?;
         let status = response.status().as_u16();
         // Read the body so the server sees a complete exchange.
         let _ = response.into_body().collect().await;
@@ -91,4 +88,53 @@ pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<u16, Webho
     tokio::time::timeout(WEBHOOK_TIMEOUT, work)
         .await
         .map_err(|_| WebhookError::Timeout(url.to_owned()))?
+}
+
+/// An error with its causes (`client error (Connect): tcp connect error: Connection
+/// refused`): hyper-util's top-level message alone does not say what went wrong.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_url_accepts_http_with_a_host() {
+        for url in [
+            "http://127.0.0.1:8080/register",
+            "http://[::1]:8080/path",
+            "http://localhost/",
+            "http://[::1]/",
+        ] {
+            assert!(check_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn check_url_names_what_is_wrong() {
+        let cases = [
+            ("https://127.0.0.1/", "only http:// URLs are supported"),
+            ("127.0.0.1:8080", "only http:// URLs are supported"),
+            ("/register", "only http:// URLs are supported"),
+            ("http://[::1/", "invalid"),
+        ];
+        for (url, why) in cases {
+            let err = check_url(url).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("bad register URL {url:?}: ")),
+                "{text}"
+            );
+            assert!(text.contains(why), "{text}");
+        }
+    }
 }

@@ -41,10 +41,24 @@
 //! | `0x84` | Pong | nonce u64 (copied from the Ping) |
 //! | `0x85` | Error | code u8, message str8 — sent just before the simulator closes the connection |
 //!
-//! Error codes: [`ERR_BAD_HELLO`] 1, [`ERR_PROTOCOL`] 2, [`ERR_REPLACED`] 3 (the same serial
-//! connected again), [`ERR_SHUTDOWN`] 4, [`ERR_IDLE`] 5, [`ERR_LIMIT`] 6.
+//! Error codes ([`CloseCode`]):
+//!
+//! | Code | Meaning |
+//! |---|---|
+//! | 1 | [`CloseCode::BadHello`]: the first message was not a valid Hello (another message, or an unsupported version) |
+//! | 2 | [`CloseCode::Protocol`]: a frame that does not decode, or a message that breaks the protocol |
+//! | 3 | [`CloseCode::Replaced`]: another connection with the same serial replaced this one |
+//! | 4 | [`CloseCode::Shutdown`]: the simulator is shutting down |
+//! | 5 | [`CloseCode::Idle`]: no Hello in time, or silence for longer than the heartbeat allows |
+//! | 6 | [`CloseCode::Limit`]: a limit was hit (too many devices, apps, or queued notifications) |
+//!
+//! Any other code byte in an Error frame is refused as
+//! [`DeviceProtocolError::UnknownCloseCode`]: simulator and device come from the same crate, so
+//! an unknown code is a bug to report, not a value to carry along.
 //!
 //! A Notification body is at most 65 + 256 + 65 + 2 + 5120 = 5508 bytes, well inside [`MAX_BODY`].
+
+use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -88,18 +102,68 @@ pub const TYPE_PONG: u8 = 0x84;
 /// Type byte of [`ServerMessage::Error`].
 pub const TYPE_ERROR: u8 = 0x85;
 
-/// Error code: the first message was not a valid Hello.
-pub const ERR_BAD_HELLO: u8 = 1;
-/// Error code: the device sent a frame that does not decode.
-pub const ERR_PROTOCOL: u8 = 2;
-/// Error code: another connection with the same serial replaced this one.
-pub const ERR_REPLACED: u8 = 3;
-/// Error code: the simulator is shutting down.
-pub const ERR_SHUTDOWN: u8 = 4;
-/// Error code: the device stayed silent longer than its heartbeat allows.
-pub const ERR_IDLE: u8 = 5;
-/// Error code: a limit was hit (too many devices, apps, or queued notifications).
-pub const ERR_LIMIT: u8 = 6;
+/// Why the simulator closes a device connection: the code byte of [`ServerMessage::Error`].
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1: the first message was not a valid Hello (another message, or an unsupported
+    /// protocol version).
+    BadHello = 1,
+    /// 2: the device sent a frame that does not decode, or a message out of place (a second
+    /// Hello, an Ack for a delivery it was never sent).
+    Protocol = 2,
+    /// 3: another connection with the same serial replaced this one; the device should not
+    /// reconnect on its own.
+    Replaced = 3,
+    /// 4: the simulator is shutting down.
+    Shutdown = 4,
+    /// 5: no Hello within the hello deadline, or silence longer than the heartbeat allows.
+    Idle = 5,
+    /// 6: a limit was hit (too many devices, apps, or queued notifications).
+    Limit = 6,
+}
+
+impl CloseCode {
+    /// Every close code, in code order (for tests and listings).
+    pub const ALL: [CloseCode; 6] = [
+        CloseCode::BadHello,
+        CloseCode::Protocol,
+        CloseCode::Replaced,
+        CloseCode::Shutdown,
+        CloseCode::Idle,
+        CloseCode::Limit,
+    ];
+
+    /// The byte written as the Error message's `code`.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Decodes a code byte; `None` for a byte this protocol does not define, which the
+    /// decoder reports as [`DeviceProtocolError::UnknownCloseCode`].
+    pub fn from_code(code: u8) -> Option<CloseCode> {
+        CloseCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// A short name for logs and error messages.
+    pub fn description(self) -> &'static str {
+        match self {
+            CloseCode::BadHello => "bad hello",
+            CloseCode::Protocol => "protocol error",
+            CloseCode::Replaced => "replaced",
+            CloseCode::Shutdown => "shutdown",
+            CloseCode::Idle => "idle",
+            CloseCode::Limit => "limit",
+        }
+    }
+}
+
+impl fmt::Display for CloseCode {
+    /// `<code> (<description>)`, e.g. `3 (replaced)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.description())
+    }
+}
 
 /// Size of the frame header: type (1) + body length (2).
 const HEADER_LEN: usize = 3;
@@ -177,8 +241,8 @@ pub enum ServerMessage {
     },
     /// Why the simulator is about to close the connection.
     Error {
-        /// One of the `ERR_*` codes.
-        code: u8,
+        /// Why the connection is closing.
+        code: CloseCode,
         /// Human-readable detail (at most 255 bytes; may be empty).
         message: String,
     },
@@ -280,6 +344,9 @@ pub enum DeviceProtocolError {
     /// A Hello with a protocol version we do not speak.
     #[error("unsupported device protocol version {0} (this simulator speaks {PROTOCOL_VERSION})")]
     UnsupportedVersion(u8),
+    /// An Error message whose code byte is not a [`CloseCode`].
+    #[error("unknown close code {0} in an Error message")]
+    UnknownCloseCode(u8),
 }
 
 /// Decodes one device → simulator message from the front of `buf`, consuming it.
@@ -358,7 +425,10 @@ pub fn decode_server_message(
             nonce: f.u64("Pong.nonce")?,
         },
         TYPE_ERROR => ServerMessage::Error {
-            code: f.u8("Error.code")?,
+            code: {
+                let code = f.u8("Error.code")?;
+                CloseCode::from_code(code).ok_or(DeviceProtocolError::UnknownCloseCode(code))?
+            },
             message: f.str8("Error.message", MAX_ERROR_MESSAGE_LEN)?,
         },
         other => return Err(DeviceProtocolError::UnknownType(other)),
@@ -433,7 +503,7 @@ pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
         }
         ServerMessage::Pong { nonce } => body.put_u64(*nonce),
         ServerMessage::Error { code, message } => {
-            body.put_u8(*code);
+            body.put_u8(code.code());
             put_str8(&mut body, message, MAX_ERROR_MESSAGE_LEN);
         }
     }
@@ -759,13 +829,13 @@ mod tests {
                 [
                     &[0x85][..],   // type Error
                     &[0x00, 0x06], // body length 6
-                    &[0x03],       // code 3 (replaced)
+                    &[0x03],       // code 3 (CloseCode::Replaced)
                     &[0x04],       // message length 4
                     b"bye!",       // message
                 ]
                 .concat(),
                 ServerMessage::Error {
-                    code: ERR_REPLACED,
+                    code: CloseCode::Replaced,
                     message: "bye!".into(),
                 },
             ),
@@ -828,7 +898,7 @@ mod tests {
         let server = [
             ServerMessage::Notification(full),
             ServerMessage::Error {
-                code: ERR_SHUTDOWN,
+                code: CloseCode::Shutdown,
                 message: String::new(),
             },
             ServerMessage::Registered {
@@ -844,16 +914,53 @@ mod tests {
     }
 
     #[test]
-    fn error_codes_are_distinct() {
-        let codes = [
-            ERR_BAD_HELLO,
-            ERR_PROTOCOL,
-            ERR_REPLACED,
-            ERR_SHUTDOWN,
-            ERR_IDLE,
-            ERR_LIMIT,
+    fn close_codes_match_the_table() {
+        let table = [
+            (1, CloseCode::BadHello, "1 (bad hello)"),
+            (2, CloseCode::Protocol, "2 (protocol error)"),
+            (3, CloseCode::Replaced, "3 (replaced)"),
+            (4, CloseCode::Shutdown, "4 (shutdown)"),
+            (5, CloseCode::Idle, "5 (idle)"),
+            (6, CloseCode::Limit, "6 (limit)"),
         ];
-        assert_eq!(codes, [1, 2, 3, 4, 5, 6]);
+        for (byte, code, shown) in table {
+            assert_eq!(code.code(), byte);
+            assert_eq!(CloseCode::from_code(byte), Some(code));
+            assert_eq!(code.to_string(), shown);
+        }
+        assert_eq!(CloseCode::ALL.map(CloseCode::code), [1, 2, 3, 4, 5, 6]);
+        for byte in (0..=u8::MAX).filter(|b| !(1..=6).contains(b)) {
+            assert_eq!(CloseCode::from_code(byte), None, "{byte}");
+        }
+    }
+
+    #[test]
+    fn every_close_code_round_trips() {
+        for code in CloseCode::ALL {
+            let m = ServerMessage::Error {
+                code,
+                message: "why".into(),
+            };
+            let mut b = BytesMut::new();
+            encode_server_message(&m, &mut b);
+            assert_eq!(b[3], code.code());
+            assert_eq!(decode_server_message(&mut b), Ok(Some(m)));
+        }
+    }
+
+    #[test]
+    fn unknown_close_code_is_refused() {
+        for byte in [0x00, 0x07, 0xFF] {
+            let mut b = buf(&[
+                &[0x85],       // type Error
+                &[0x00, 0x02], // body length 2
+                &[byte],       // code: not in the table
+                &[0x00],       // message length 0
+            ]);
+            let err = decode_server_message(&mut b).unwrap_err();
+            assert_eq!(err, DeviceProtocolError::UnknownCloseCode(byte));
+            assert!(err.to_string().contains(&byte.to_string()), "{err}");
+        }
     }
 
     // ---- streaming ----
@@ -1209,7 +1316,7 @@ mod tests {
         let mut b = buf(&[
             &[0x85],       // type Error
             &[0x00, 0x03], // body length 3
-            &[0x01],       // code 1
+            &[0x01],       // code 1 (CloseCode::BadHello)
             &[0x01, 0xFF], // message: invalid UTF-8
         ]);
         assert_eq!(
@@ -1269,7 +1376,7 @@ mod tests {
         // 200 × "é" = 400 bytes; a str8 holds 255, and 255 is mid-character → cut to 254.
         let message = "é".repeat(200);
         let m = ServerMessage::Error {
-            code: ERR_LIMIT,
+            code: CloseCode::Limit,
             message,
         };
         let mut b = BytesMut::new();

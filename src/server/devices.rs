@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, ReadError};
-use crate::hub::{DeviceReply, Hub};
+use crate::hub::{DeviceReply, Hub, RegisterError};
 use crate::protocol::device::{
-    decode_device_message, encode_server_message, DeviceMessage, ServerMessage, ERR_BAD_HELLO,
-    ERR_IDLE, ERR_LIMIT, ERR_PROTOCOL, ERR_REPLACED, ERR_SHUTDOWN, PROTOCOL_VERSION,
+    decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceProtocolError,
+    ServerMessage, PROTOCOL_VERSION,
 };
 use crate::protocol::Environment;
 use crate::server::accept::{self, Endpoint};
@@ -41,6 +42,72 @@ const DEVICE_READ_BUFFER: usize = 1024;
 /// Most notifications written in one TLS write: enough to amortise the write, small enough
 /// that acknowledgements keep flowing during a burst.
 const MAX_BATCH: usize = 64;
+
+/// Why the simulator ends a device session. Its text is the Error message the device reads;
+/// [`SessionError::close_code`] is the code sent with it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The device's Hello asks for a protocol version this simulator does not speak: the
+    /// device must be built for [`PROTOCOL_VERSION`].
+    #[error("unsupported device protocol version {0} (this simulator speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The first message was a well-formed message other than Hello: the device must say
+    /// Hello first.
+    #[error("expected Hello first, got {0:?}")]
+    NotHello(Box<DeviceMessage>),
+    /// No Hello arrived within [`Settings::hello_timeout`] of the handshake.
+    #[error("no Hello within {0:?}")]
+    NoHello(Duration),
+    /// The device sent bytes that are not a device-protocol frame.
+    #[error("{0}")]
+    Malformed(DeviceProtocolError),
+    /// A second Hello on a session that already said hello.
+    #[error("Hello sent twice")]
+    HelloTwice,
+    /// An Ack for a delivery this session was never sent (or already answered).
+    #[error("Ack for unknown delivery {0}")]
+    UnknownAck(u64),
+    /// A NotInstalled for a delivery this session was never sent (or already answered).
+    #[error("NotInstalled for unknown delivery {0}")]
+    UnknownNotInstalled(u64),
+    /// Writing an answer to the device failed.
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// The hub could not register the app (the token limit, or the session is gone).
+    #[error("{0}")]
+    Register(RegisterError),
+    /// The device sent nothing, not even a Ping, for its idle timeout (three heartbeats).
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    /// A newer connection with the same serial took over the device's session.
+    #[error("another connection for serial {0} replaced this one")]
+    Replaced(String),
+    /// The simulator is shutting down.
+    #[error("simulator shutting down")]
+    Shutdown,
+}
+
+impl SessionError {
+    /// The close code the device is told (every variant named, so a new one must choose).
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            SessionError::UnsupportedVersion(_) | SessionError::NotHello(_) => CloseCode::BadHello,
+            SessionError::Malformed(_)
+            | SessionError::HelloTwice
+            | SessionError::UnknownAck(_)
+            | SessionError::UnknownNotInstalled(_)
+            | SessionError::Write(_) => CloseCode::Protocol,
+            SessionError::Register(RegisterError::TooManyTokens(_)) => CloseCode::Limit,
+            // The hub drops a live session's record only for a newer connection with the
+            // same serial.
+            SessionError::Register(RegisterError::NotConnected(_)) | SessionError::Replaced(_) => {
+                CloseCode::Replaced
+            }
+            SessionError::NoHello(_) | SessionError::Idle(_) => CloseCode::Idle,
+            SessionError::Shutdown => CloseCode::Shutdown,
+        }
+    }
+}
 
 /// Serves the device endpoint on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
@@ -68,15 +135,16 @@ async fn handle(
 /// Sends an `Error` frame and closes. Best effort: the device may already be gone.
 async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    code: u8,
-    message: String,
+    error: &SessionError,
 ) {
+    let code = error.close_code();
+    let message = error.to_string();
     conn.buffer(|b| encode_server_message(&ServerMessage::Error { code, message }, b));
     let _ = conn.flush().await;
     let _ = conn.shutdown().await;
 }
 
-/// One device session, generic over the stream for tests.
+/// One device session, generic over the stream so the tests below drive it over `duplex`.
 pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
@@ -84,38 +152,42 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) {
-    // 1. Hello, within its deadline.
+    // 1. Hello, within its deadline. The decoder refuses a version other than
+    //    PROTOCOL_VERSION, so a decoded Hello always speaks ours.
     let hello = tokio::time::timeout(
         settings.hello_timeout,
         conn.read_frame(decode_device_message),
     )
     .await;
-    let (serial, environment) = match hello {
+    let refusal = match hello {
         Ok(Ok(Some(DeviceMessage::Hello {
-            version,
             environment,
             serial,
-        }))) if version == PROTOCOL_VERSION => (serial, environment),
-        Ok(Ok(Some(DeviceMessage::Hello { version, .. }))) => {
-            let msg =
-                format!("unsupported protocol version {version}, expected {PROTOCOL_VERSION}");
-            return close_with(conn, ERR_BAD_HELLO, msg).await;
+            ..
+        }))) => {
+            debug!(%peer, %serial, %environment, "hello");
+            return serve_session(conn, hub, settings, shutdown, serial, environment).await;
         }
-        Ok(Ok(Some(other))) => {
-            let msg = format!("expected Hello first, got {other:?}");
-            return close_with(conn, ERR_BAD_HELLO, msg).await;
+        Ok(Ok(Some(other))) => SessionError::NotHello(Box::new(other)),
+        Ok(Err(ReadError::Decode(DeviceProtocolError::UnsupportedVersion(version)))) => {
+            SessionError::UnsupportedVersion(version)
         }
-        Ok(Err(ReadError::Decode(e))) => {
-            return close_with(conn, ERR_PROTOCOL, e.to_string()).await;
-        }
-        Ok(Ok(None)) | Ok(Err(_)) => return,
-        Err(_) => {
-            let msg = format!("no Hello within {:?}", settings.hello_timeout);
-            return close_with(conn, ERR_IDLE, msg).await;
-        }
+        Ok(Err(ReadError::Decode(e))) => SessionError::Malformed(e),
+        Ok(Ok(None)) | Ok(Err(ReadError::Truncated(_) | ReadError::Io(_))) => return,
+        Err(_) => SessionError::NoHello(settings.hello_timeout),
     };
-    debug!(%peer, %serial, %environment, "hello");
+    close_with(conn, &refusal).await;
+}
 
+/// Steps 2 to 4: the session of a device that said hello.
+async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    hub: &Hub,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    serial: String,
+    environment: Environment,
+) {
     // 2. Session and welcome.
     let mut session = hub.connect_device(&serial, environment);
     let heartbeat_secs = settings
@@ -131,14 +203,12 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     // 3. Serve until something ends the session.
     let idle = settings.device_idle_timeout();
     let mut deadline = Instant::now() + idle;
-    let ended: Option<(u8, String)> = loop {
+    let ended: Option<SessionError> = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                break Some((ERR_SHUTDOWN, "simulator shutting down".to_owned()));
-            }
+            _ = shutdown.cancelled() => break Some(SessionError::Shutdown),
             next = session.rx.recv() => {
                 let Some(first) = next else {
-                    break Some((ERR_REPLACED, format!("another connection for serial {serial} replaced this one")));
+                    break Some(SessionError::Replaced(serial.clone()));
                 };
                 conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*first), b));
                 for _ in 1..MAX_BATCH {
@@ -154,9 +224,9 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
             }
             read = tokio::time::timeout_at(deadline, conn.read_frame(decode_device_message)) => {
                 let msg = match read {
-                    Err(_) => break Some((ERR_IDLE, format!("nothing received for {idle:?}"))),
+                    Err(_) => break Some(SessionError::Idle(idle)),
                     Ok(Ok(None)) => break None,
-                    Ok(Err(ReadError::Decode(e))) => break Some((ERR_PROTOCOL, e.to_string())),
+                    Ok(Err(ReadError::Decode(e))) => break Some(SessionError::Malformed(e)),
                     Ok(Err(err)) => {
                         debug!(%err, "device connection ended");
                         break None;
@@ -170,11 +240,11 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    if let Some((code, message)) = ended {
-        if code == ERR_PROTOCOL {
-            warn!(%serial, %message, "device protocol error");
+    if let Some(error) = ended {
+        if error.close_code() == CloseCode::Protocol {
+            warn!(%serial, message = %error, "device protocol error");
         }
-        close_with(conn, code, message).await;
+        close_with(conn, &error).await;
     }
     // 4. Hand back what was not acknowledged.
     hub.disconnect_device(&serial, environment, session.id);
@@ -188,28 +258,23 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     environment: Environment,
     session: u64,
     msg: DeviceMessage,
-) -> Result<(), (u8, String)> {
+) -> Result<(), SessionError> {
     match msg {
-        DeviceMessage::Hello { .. } => {
-            return Err((ERR_PROTOCOL, "Hello sent twice".to_owned()));
-        }
+        DeviceMessage::Hello { .. } => return Err(SessionError::HelloTwice),
         DeviceMessage::Register { fresh_install, app } => {
             let token = hub
                 .register(serial, environment, &app, fresh_install)
-                .map_err(|e| (ERR_LIMIT, e.to_string()))?;
+                .map_err(SessionError::Register)?;
             conn.buffer(|b| encode_server_message(&ServerMessage::Registered { app, token }, b));
         }
         DeviceMessage::Ack { delivery } => {
             if !hub.device_reply(session, delivery, DeviceReply::Ack) {
-                return Err((ERR_PROTOCOL, format!("Ack for unknown delivery {delivery}")));
+                return Err(SessionError::UnknownAck(delivery));
             }
         }
         DeviceMessage::NotInstalled { delivery } => {
             if !hub.device_reply(session, delivery, DeviceReply::NotInstalled) {
-                return Err((
-                    ERR_PROTOCOL,
-                    format!("NotInstalled for unknown delivery {delivery}"),
-                ));
+                return Err(SessionError::UnknownNotInstalled(delivery));
             }
             info!(serial, delivery, "device reported app not installed");
         }
@@ -217,7 +282,268 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             conn.buffer(|b| encode_server_message(&ServerMessage::Pong { nonce }, b));
         }
     }
-    conn.flush()
-        .await
-        .map_err(|e| (ERR_PROTOCOL, format!("write failed: {e}")))
+    conn.flush().await.map_err(SessionError::Write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use bytes::Bytes;
+    use tokio::io::DuplexStream;
+    use tokio::sync::broadcast;
+    use uuid::Uuid;
+
+    use crate::clock::Clock;
+    use crate::hub::{Api, Event, Outcome, PushRequest};
+    use crate::protocol::device::{decode_server_message, encode_device_message};
+    use crate::protocol::token::DeviceToken;
+
+    /// Generous: a healthy test never waits this long.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const APP: &str = "com.example.app";
+
+    /// The device's end of an 8-byte pipe to a served session, so every frame crosses it in
+    /// pieces.
+    struct Device {
+        conn: Connection<DuplexStream>,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    fn serve(hub: &Hub, shutdown: &CancellationToken) -> Device {
+        let (device, server) = tokio::io::duplex(8);
+        let hub = hub.clone();
+        let shutdown = shutdown.clone();
+        let served = tokio::spawn(async move {
+            let mut conn = Connection::new(server);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            serve_device(&mut conn, peer, &hub, &Settings::default(), &shutdown).await;
+        });
+        Device {
+            conn: Connection::new(device),
+            served,
+        }
+    }
+
+    impl Device {
+        async fn send(&mut self, m: DeviceMessage) {
+            self.conn.buffer(|b| encode_device_message(&m, b));
+            self.conn.flush().await.unwrap();
+        }
+
+        async fn send_raw(&mut self, bytes: &[u8]) {
+            self.conn.write_all(bytes).await.unwrap();
+        }
+
+        async fn next(&mut self) -> ServerMessage {
+            tokio::time::timeout(TIMEOUT, self.conn.read_frame(decode_server_message))
+                .await
+                .expect("answer in time")
+                .expect("valid frame")
+                .expect("a frame, not the end")
+        }
+
+        /// Reads the Error frame, then expects the end of the stream and of the task.
+        async fn closed_with(mut self) -> (CloseCode, String) {
+            let ServerMessage::Error { code, message } = self.next().await else {
+                panic!("expected an Error frame");
+            };
+            let end = tokio::time::timeout(TIMEOUT, self.conn.read_frame(decode_server_message))
+                .await
+                .expect("closed in time");
+            assert!(matches!(end, Ok(None)), "{end:?}");
+            tokio::time::timeout(TIMEOUT, self.served)
+                .await
+                .expect("session task ends")
+                .unwrap();
+            (code, message)
+        }
+    }
+
+    fn hello(version: u8) -> DeviceMessage {
+        DeviceMessage::Hello {
+            version,
+            environment: Environment::Sandbox,
+            serial: "DUPLEX-1".into(),
+        }
+    }
+
+    async fn acknowledged(events: &mut broadcast::Receiver<Event>, id: u32) {
+        let wait = async {
+            loop {
+                if let Event::Notification {
+                    identifier,
+                    outcome: Outcome::Acknowledged,
+                    ..
+                } = events.recv().await.unwrap()
+                {
+                    if identifier == id {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("acknowledged in time");
+    }
+
+    fn push(hub: &Hub, token: DeviceToken, id: u32) {
+        hub.push(PushRequest {
+            api: Api::Binary,
+            token,
+            topic: APP.into(),
+            environment: Environment::Sandbox,
+            identifier: id.to_be_bytes(),
+            apns_id: Uuid::new_v4(),
+            expiry: 0,
+            priority: 10,
+            push_type: None,
+            collapse_id: None,
+            payload: Bytes::from_static(br#"{"aps":{}}"#),
+        })
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_session_across_a_tiny_pipe() {
+        let hub = Hub::new(Clock::system());
+        let mut events = hub.subscribe();
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+
+        device.send(hello(PROTOCOL_VERSION)).await;
+        let welcome = device.next().await;
+        assert_eq!(welcome, ServerMessage::Welcome { heartbeat_secs: 30 });
+
+        device
+            .send(DeviceMessage::Register {
+                fresh_install: true,
+                app: APP.into(),
+            })
+            .await;
+        let ServerMessage::Registered { app, token } = device.next().await else {
+            panic!("expected Registered");
+        };
+        assert_eq!(app, APP);
+
+        push(&hub, token, 7);
+        let ServerMessage::Notification(n) = device.next().await else {
+            panic!("expected a Notification");
+        };
+        assert_eq!((n.token, n.identifier), (token, 7u32.to_be_bytes()));
+        device
+            .send(DeviceMessage::Ack {
+                delivery: n.delivery,
+            })
+            .await;
+        acknowledged(&mut events, 7).await;
+
+        device.send(DeviceMessage::Ping { nonce: 99 }).await;
+        assert_eq!(device.next().await, ServerMessage::Pong { nonce: 99 });
+
+        shutdown.cancel();
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Shutdown);
+        assert_eq!(message, "simulator shutting down");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_version_over_a_tiny_pipe_is_a_bad_hello() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(9)).await;
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::BadHello);
+        assert_eq!(
+            message,
+            "unsupported device protocol version 9 (this simulator speaks 1)"
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_errors_over_a_tiny_pipe_name_the_problem() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device.send(hello(PROTOCOL_VERSION)).await;
+        let closed = device.closed_with().await;
+        assert_eq!(closed, (CloseCode::Protocol, "Hello sent twice".to_owned()));
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device.send(DeviceMessage::Ack { delivery: 41 }).await;
+        let closed = device.closed_with().await;
+        assert_eq!(
+            closed,
+            (
+                CloseCode::Protocol,
+                "Ack for unknown delivery 41".to_owned()
+            )
+        );
+
+        let mut device = serve(&hub, &shutdown);
+        device.send(hello(PROTOCOL_VERSION)).await;
+        device.next().await;
+        device
+            .send_raw(&[
+                0x05, // type Ping
+                0x00, 0x09, // body length 9: one byte too many
+                0, 0, 0, 0, 0, 0, 0, 1, 0xEE,
+            ])
+            .await;
+        let closed = device.closed_with().await;
+        assert_eq!(
+            closed,
+            (
+                CloseCode::Protocol,
+                "message type 0x05 has 1 unexpected trailing bytes".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn close_codes_of_session_errors() {
+        let cases = [
+            (SessionError::UnsupportedVersion(2), CloseCode::BadHello),
+            (
+                SessionError::NotHello(Box::new(DeviceMessage::Ping { nonce: 1 })),
+                CloseCode::BadHello,
+            ),
+            (
+                SessionError::NoHello(Duration::from_secs(1)),
+                CloseCode::Idle,
+            ),
+            (
+                SessionError::Malformed(DeviceProtocolError::UnknownType(0x7F)),
+                CloseCode::Protocol,
+            ),
+            (SessionError::HelloTwice, CloseCode::Protocol),
+            (SessionError::UnknownAck(1), CloseCode::Protocol),
+            (SessionError::UnknownNotInstalled(1), CloseCode::Protocol),
+            (
+                SessionError::Write(std::io::ErrorKind::BrokenPipe.into()),
+                CloseCode::Protocol,
+            ),
+            (
+                SessionError::Register(RegisterError::TooManyTokens(1)),
+                CloseCode::Limit,
+            ),
+            (
+                SessionError::Register(RegisterError::NotConnected("S".into())),
+                CloseCode::Replaced,
+            ),
+            (SessionError::Idle(Duration::from_secs(90)), CloseCode::Idle),
+            (SessionError::Replaced("S".into()), CloseCode::Replaced),
+            (SessionError::Shutdown, CloseCode::Shutdown),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.close_code(), code, "{error}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::hub::Hub;
 use crate::server::accept::{self, Endpoint};
-use crate::server::gateway::identify;
+use crate::server::provider::identify;
 use crate::settings::Settings;
 
 /// Serves the feedback service on `listener` until `endpoint.shutdown` fires.
@@ -36,7 +36,7 @@ async fn handle(
     hub: Hub,
     settings: Arc<Settings>,
 ) {
-    let provider = match identify(&stream, &settings) {
+    let provider = match identify(stream.get_ref().1, &settings) {
         Ok(p) => p,
         Err(reason) => {
             // The feedback protocol has no error message; closing is the only answer.

@@ -27,10 +27,9 @@ use crate::connection::{Connection, ReadError};
 use crate::hub::{Api, Hub, PushError, PushRequest};
 use crate::protocol::error_response::{ErrorResponse, Status};
 use crate::protocol::notification::{self, Notification};
-use crate::protocol::Environment;
 use crate::server::accept::{self, Endpoint};
+use crate::server::provider::{identify, Provider};
 use crate::settings::Settings;
-use crate::tls;
 
 /// Most bytes read and thrown away after an error response before the socket is closed.
 const LINGER_MAX_BYTES: usize = 1 << 20;
@@ -47,33 +46,6 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
     .await;
 }
 
-/// Topic and environment of an authenticated provider connection.
-#[derive(Debug, Clone)]
-pub(crate) struct Provider {
-    pub(crate) topic: String,
-    pub(crate) environment: Environment,
-}
-
-/// Reads the provider's identity from its certificate and the TLS server name.
-pub(crate) fn identify(
-    stream: &TlsStream<TcpStream>,
-    settings: &Settings,
-) -> Result<Provider, String> {
-    let (_, conn) = stream.get_ref();
-    let cert = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| "no client certificate".to_owned())?;
-    let identity = tls::provider_identity(cert).map_err(|e| e.to_string())?;
-    let environment =
-        tls::connection_environment(&identity, conn.server_name(), settings.default_environment)
-            .map_err(|e| e.to_string())?;
-    Ok(Provider {
-        topic: identity.topic,
-        environment,
-    })
-}
-
 async fn handle(
     stream: TlsStream<TcpStream>,
     peer: SocketAddr,
@@ -81,15 +53,13 @@ async fn handle(
     settings: Arc<Settings>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let provider = identify(&stream, &settings);
+    let provider = identify(stream.get_ref().1, &settings);
     let mut conn = Connection::new(stream);
     let provider = match provider {
         Ok(p) => p,
         Err(reason) => {
-            // Apple derives the topic from the certificate; a certificate it cannot read
-            // (or one for the other environment's host) gets status 3, Missing topic.
             warn!(%peer, %reason, "provider certificate refused");
-            refuse(&mut conn, Status::MissingTopic, [0; 4], &settings).await;
+            refuse(&mut conn, reason.status(), [0; 4], &settings).await;
             return;
         }
     };
@@ -97,7 +67,7 @@ async fn handle(
     serve_provider(&mut conn, &provider, &hub, &settings, &shutdown).await;
 }
 
-/// The per-connection loop, generic over the stream so tests can drive it over `duplex`.
+/// The per-connection loop, generic over the stream so the tests below drive it over `duplex`.
 pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     provider: &Provider,
@@ -144,21 +114,33 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Ok(Some(n))) => {
                 let identifier = n.identifier;
-                match hub.push(request(n, provider)) {
-                    // An uninstalled app is not an error on the binary API: Apple accepted
-                    // the notification and reported the token through the feedback service.
-                    // Throttling was silent too (the hub logs it as throttled).
-                    Ok(_)
-                    | Err(PushError::Unregistered { .. } | PushError::TooManyRequests { .. }) => {
-                        last_accepted = identifier
-                    }
-                    Err(_) => {
-                        refuse(conn, Status::InvalidToken, identifier, settings).await;
+                let refused = hub
+                    .push(request(n, provider))
+                    .err()
+                    .and_then(|e| push_status(&e));
+                match refused {
+                    None => last_accepted = identifier,
+                    Some(status) => {
+                        refuse(conn, status, identifier, settings).await;
                         return;
                     }
                 }
             }
         }
+    }
+}
+
+/// The binary API's answer to a notification the hub refused: `None` when the binary API
+/// accepts it silently.
+fn push_status(error: &PushError) -> Option<Status> {
+    match error {
+        PushError::UnknownToken
+        | PushError::WrongEnvironment { .. }
+        | PushError::WrongTopic { .. } => Some(Status::InvalidToken),
+        // An uninstalled app is not an error on the binary API: Apple accepted the
+        // notification and reported the token through the feedback service. Throttling was
+        // silent too (the hub logs it as throttled).
+        PushError::Unregistered { .. } | PushError::TooManyRequests { .. } => None,
     }
 }
 
@@ -208,4 +190,187 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, lim
         }
     };
     let _ = tokio::time::timeout(limit, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::clock::Clock;
+    use crate::hub::DeviceSession;
+    use crate::protocol::token::DeviceToken;
+    use crate::protocol::Environment;
+
+    /// Generous: a healthy test never waits this long.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    const TOPIC: &str = "com.example.app";
+    const PAYLOAD: &str = r#"{"aps":{"alert":"hi"}}"#;
+
+    fn frame(token: &[u8], id: u32) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        notification::encode_frame_raw(
+            token,
+            PAYLOAD.as_bytes(),
+            id.to_be_bytes(),
+            0,
+            10,
+            &mut out,
+        );
+        out.to_vec()
+    }
+
+    /// A hub with one online device holding a token for [`TOPIC`], and a provider connection
+    /// served over an 8-byte pipe, so every frame crosses it in pieces.
+    struct Rig {
+        session: DeviceSession,
+        token: DeviceToken,
+        provider: DuplexStream,
+        shutdown: CancellationToken,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    fn rig() -> Rig {
+        let hub = Hub::new(Clock::system());
+        let session = hub.connect_device("DUPLEX-1", Environment::Sandbox);
+        let token = hub
+            .register("DUPLEX-1", Environment::Sandbox, TOPIC, false)
+            .unwrap();
+        let (provider, server) = tokio::io::duplex(8);
+        let shutdown = CancellationToken::new();
+        let served = {
+            let hub = hub.clone();
+            let shutdown = shutdown.clone();
+            let settings = Settings {
+                linger: Duration::from_secs(5),
+                ..Settings::default()
+            };
+            let provider = Provider {
+                topic: TOPIC.into(),
+                environment: Environment::Sandbox,
+            };
+            tokio::spawn(async move {
+                let mut conn = Connection::new(server);
+                serve_provider(&mut conn, &provider, &hub, &settings, &shutdown).await;
+            })
+        };
+        Rig {
+            session,
+            token,
+            provider,
+            shutdown,
+            served,
+        }
+    }
+
+    impl Rig {
+        /// The binary identifier of the next notification the device session receives.
+        async fn delivered(&mut self) -> u32 {
+            let n = tokio::time::timeout(TIMEOUT, self.session.rx.recv())
+                .await
+                .expect("delivered in time")
+                .expect("session open");
+            u32::from_be_bytes(n.identifier)
+        }
+
+        /// Reads the error response, then expects the server to close its side.
+        async fn error_response(&mut self) -> [u8; 6] {
+            let mut answer = [0u8; 6];
+            let mut rest = Vec::new();
+            let read = async {
+                self.provider.read_exact(&mut answer).await.unwrap();
+                self.provider.read_to_end(&mut rest).await.unwrap();
+            };
+            tokio::time::timeout(TIMEOUT, read)
+                .await
+                .expect("answered in time");
+            assert!(rest.is_empty(), "bytes after the error response: {rest:?}");
+            answer
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_across_a_tiny_pipe_are_routed_and_the_first_bad_one_answered() {
+        let mut rig = rig();
+        let good = rig.token;
+        let bytes = [
+            frame(good.as_bytes(), 1),
+            frame(good.as_bytes(), 2),
+            frame(&[7; 32], 3),        // a token no device holds: status 8
+            frame(good.as_bytes(), 4), // after the error: discarded
+        ]
+        .concat();
+        rig.provider.write_all(&bytes).await.unwrap();
+        assert_eq!(rig.delivered().await, 1);
+        assert_eq!(rig.delivered().await, 2);
+        assert_eq!(
+            rig.error_response().await,
+            [
+                0x08, // command 8
+                0x08, // status 8, Invalid token
+                0x00, 0x00, 0x00, 0x03, // identifier 3
+            ]
+        );
+        drop(rig.provider);
+        tokio::time::timeout(TIMEOUT, rig.served)
+            .await
+            .expect("connection task ends")
+            .unwrap();
+        assert!(rig.session.rx.try_recv().is_err(), "frame 4 was discarded");
+    }
+
+    #[tokio::test]
+    async fn shutdown_over_a_tiny_pipe_names_the_last_accepted_identifier() {
+        let mut rig = rig();
+        let good = rig.token;
+        rig.provider
+            .write_all(&frame(good.as_bytes(), 0x0102_0304))
+            .await
+            .unwrap();
+        assert_eq!(rig.delivered().await, 0x0102_0304);
+        rig.shutdown.cancel();
+        assert_eq!(
+            rig.error_response().await,
+            [
+                0x08, // command 8
+                0x0A, // status 10, Shutdown
+                0x01, 0x02, 0x03, 0x04, // the last accepted identifier
+            ]
+        );
+    }
+
+    #[test]
+    fn push_errors_map_to_binary_statuses() {
+        let cases = [
+            (PushError::UnknownToken, Some(Status::InvalidToken)),
+            (
+                PushError::WrongEnvironment {
+                    token: Environment::Production,
+                    connection: Environment::Sandbox,
+                },
+                Some(Status::InvalidToken),
+            ),
+            (
+                PushError::WrongTopic {
+                    token_app: "com.example.other".into(),
+                    topic: TOPIC.into(),
+                },
+                Some(Status::InvalidToken),
+            ),
+            (PushError::Unregistered { at_ms: 1 }, None),
+            (
+                PushError::TooManyRequests {
+                    pushes: 1,
+                    per_secs: 60,
+                },
+                None,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(push_status(&error), status, "{error}");
+        }
+    }
 }

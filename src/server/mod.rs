@@ -7,6 +7,8 @@
 //! - [`feedback`]: the feedback service (tuples of uninstalled apps, once).
 //! - [`http2`]: the HTTP/2 provider API (certificate and token auth).
 //! - [`devices`]: the endpoint simulated devices hold their persistent connections to.
+//! - `provider` (crate-internal): who a provider connection is (topic and environment from
+//!   its certificate), shared by the gateway and the feedback service.
 //!
 //! Each endpoint's `run` takes an already-bound listener, the shared [`crate::hub::Hub`]
 //! and a shutdown token; [`crate::sim::Simulator`] wires them together.
@@ -16,3 +18,4 @@ pub mod devices;
 pub mod feedback;
 pub mod gateway;
 pub mod http2;
+mod provider;

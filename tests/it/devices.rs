@@ -7,7 +7,7 @@ use apns_sim::client::connect_tls;
 use apns_sim::client::device::{DeviceCommand, DeviceEvent};
 use apns_sim::hub::{Event, Outcome};
 use apns_sim::pki::DEFAULT_TOPIC;
-use apns_sim::protocol::device::{decode_server_message, ServerMessage, ERR_PROTOCOL};
+use apns_sim::protocol::device::{decode_server_message, CloseCode, ServerMessage};
 use apns_sim::protocol::Environment;
 use apns_sim::tls;
 use bytes::BytesMut;
@@ -280,7 +280,7 @@ async fn device_protocol_errors_are_answered() {
     stream.write_all(&[0x7f, 0, 0]).await.unwrap();
     let answer = read_server_message(&mut stream).await;
     assert!(
-        matches!(&answer, ServerMessage::Error { code, message } if *code == ERR_PROTOCOL && message.contains("0x7f") || message.contains("127")),
+        matches!(&answer, ServerMessage::Error { code, message } if *code == CloseCode::Protocol && message.contains("0x7f") || message.contains("127")),
         "{answer:?}"
     );
 
@@ -289,10 +289,107 @@ async fn device_protocol_errors_are_answered() {
     stream.write_all(&[0x01, 0xff, 0xff]).await.unwrap();
     let answer = read_server_message(&mut stream).await;
     assert!(
-        matches!(&answer, ServerMessage::Error { code, .. } if *code == ERR_PROTOCOL),
+        matches!(&answer, ServerMessage::Error { code, .. } if *code == CloseCode::Protocol),
         "{answer:?}"
     );
     t.stop().await;
+}
+
+/// A device whose server is not the simulator reports why it cannot get online, and retries.
+#[tokio::test]
+async fn a_failed_connection_is_reported_with_its_cause() {
+    let t = common::start().await;
+    // Accepts TCP and hangs up at once: the TLS handshake cannot complete.
+    let not_tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = not_tls.local_addr().unwrap().to_string();
+    let hang_up = tokio::spawn(async move {
+        loop {
+            let (sock, _) = not_tls.accept().await.unwrap();
+            drop(sock);
+        }
+    });
+    let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let mut dev = apns_sim::client::device::spawn(
+        apns_sim::client::device::DeviceConfig {
+            server,
+            server_name: "localhost".into(),
+            tls,
+            serial: "NOTLS-1".into(),
+            environment: Environment::Sandbox,
+            apps: vec![DEFAULT_TOPIC.into()],
+            register_url: None,
+        },
+        t.devices_stop.clone(),
+    );
+    for _ in 0..2 {
+        let DeviceEvent::Disconnected { reason, .. } =
+            next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Disconnected { .. })).await
+        else {
+            unreachable!()
+        };
+        assert!(reason.starts_with("TLS: "), "{reason}");
+    }
+    hang_up.abort();
+    t.stop().await;
+}
+
+/// A Hello with a protocol version the simulator does not speak is a bad hello (code 1), not a
+/// protocol error (code 2); so is a first message other than Hello. Both then close.
+#[tokio::test]
+async fn bad_hello_gets_close_code_1() {
+    let t = common::start().await;
+    let tls = tls::client_config(t.pki.ca_cert_pem().as_bytes(), None, Vec::new()).unwrap();
+    let addr = t.sim.addrs().devices.to_string();
+
+    let mut stream = connect_tls(&addr, "localhost", tls.clone()).await.unwrap();
+    stream
+        .write_all(&[
+            0x01, // type Hello
+            0x00, 0x07, // body length 7
+            0x02, // version 2: not ours
+            0x00, // sandbox
+            0x04, b'V', b'E', b'R', b'2', // serial "VER2"
+        ])
+        .await
+        .unwrap();
+    let answer = read_server_message(&mut stream).await;
+    assert!(
+        matches!(&answer, ServerMessage::Error { code: CloseCode::BadHello, message }
+            if message.contains("version 2") && message.contains("speaks 1")),
+        "{answer:?}"
+    );
+    assert_closed(&mut stream).await;
+
+    let mut stream = connect_tls(&addr, "localhost", tls).await.unwrap();
+    stream
+        .write_all(&[
+            0x05, // type Ping
+            0x00, 0x08, // body length 8
+            0, 0, 0, 0, 0, 0, 0, 1, // nonce 1
+        ])
+        .await
+        .unwrap();
+    let answer = read_server_message(&mut stream).await;
+    assert!(
+        matches!(&answer, ServerMessage::Error { code: CloseCode::BadHello, message }
+            if message.contains("Hello first")),
+        "{answer:?}"
+    );
+    assert_closed(&mut stream).await;
+    t.stop().await;
+}
+
+/// Reads until the simulator closes the connection, failing on any further frame.
+async fn assert_closed(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    // A close without close_notify is also a close.
+    if let Err(err) = read {
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    }
+    assert!(rest.is_empty(), "bytes after the Error frame: {rest:?}");
 }
 
 async fn read_server_message(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use apns_sim::client::{connect_tls, BinaryClient, GatewayAnswer};
-use apns_sim::protocol::device::{decode_server_message, ServerMessage, ERR_IDLE};
+use apns_sim::protocol::device::{decode_server_message, CloseCode, ServerMessage};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -48,7 +48,7 @@ async fn device_without_hello_is_told_and_dropped() {
     .await
     .unwrap();
     assert!(
-        matches!(&answer, ServerMessage::Error { code, message } if *code == ERR_IDLE && message.contains("Hello")),
+        matches!(&answer, ServerMessage::Error { code, message } if *code == CloseCode::Idle && message.contains("Hello")),
         "{answer:?}"
     );
     t.stop().await;

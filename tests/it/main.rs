@@ -12,3 +12,4 @@ mod garbage;
 mod http2;
 mod limits;
 mod readme;
+mod webhook;

@@ -195,6 +195,30 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Why a connection is refused before `h2` starts. The text goes into the log line; the
+/// client reads [`Refusal::reason`] in the GOAWAY.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    /// The client certificate names no topic or environment, or does not parse: the
+    /// provider must use a certificate minted for its app (or none, for token auth).
+    #[error(transparent)]
+    BadCertificate(#[from] tls::IdentityError),
+    /// A sandbox-only or production-only certificate reached the other environment's host
+    /// name.
+    #[error(transparent)]
+    WrongEnvironment(#[from] tls::EnvMismatch),
+}
+
+impl Refusal {
+    /// The GOAWAY reason Apple sends for it.
+    fn reason(&self) -> Reason {
+        match self {
+            Refusal::BadCertificate(_) => Reason::BadCertificate,
+            Refusal::WrongEnvironment(_) => Reason::BadCertificateEnvironment,
+        }
+    }
+}
+
 /// Why the connection loop stopped.
 enum End {
     /// The client closed the connection, or it failed.
@@ -209,7 +233,8 @@ impl ConnectionContext {
     async fn handle(self, stream: TlsStream<TcpStream>, peer: SocketAddr) {
         let (auth, environment) = match self.authenticate(&stream) {
             Ok(found) => found,
-            Err((reason, why)) => {
+            Err(why) => {
+                let reason = why.reason();
                 warn!(%peer, %why, reason = reason.as_str(), "http2 connection refused");
                 refuse_connection(stream, reason, self.settings.linger).await;
                 return;
@@ -224,24 +249,20 @@ impl ConnectionContext {
         self.serve(stream, auth, environment).await;
     }
 
-    /// Reads the auth mode and environment from the TLS session; an `Err` names the reason
-    /// for the GOAWAY that refuses the connection.
-    fn authenticate(
-        &self,
-        stream: &TlsStream<TcpStream>,
-    ) -> Result<(Auth, Environment), (Reason, String)> {
+    /// Reads the auth mode and environment from the TLS session; an `Err` says why the
+    /// connection is refused (and so the GOAWAY's reason).
+    fn authenticate(&self, stream: &TlsStream<TcpStream>) -> Result<(Auth, Environment), Refusal> {
         let (_, session) = stream.get_ref();
         let sni = session.server_name();
         let default = self.settings.default_environment;
         match tls::peer_identity(session.peer_certificates()) {
-            Err(err) => Err((Reason::BadCertificate, err.to_string())),
+            Err(err) => Err(err.into()),
             Ok(None) => {
                 let environment = tls::environment_for_server_name(sni).unwrap_or(default);
                 Ok((Auth::Token(TokenAuth::new()), environment))
             }
             Ok(Some(identity)) => {
-                let environment = tls::connection_environment(&identity, sni, default)
-                    .map_err(|e| (Reason::BadCertificateEnvironment, e.to_string()))?;
+                let environment = tls::connection_environment(&identity, sni, default)?;
                 let mut topics = vec![identity.topic.clone()];
                 for (topic, _) in identity.topics {
                     if !topics.contains(&topic) {
@@ -652,4 +673,25 @@ async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let _ = tokio::time::timeout(linger, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::CertEnvironment;
+
+    #[test]
+    fn refusals_map_to_apples_goaway_reasons() {
+        let unreadable = Refusal::from(tls::IdentityError::NoEnvironment);
+        assert_eq!(unreadable.reason(), Reason::BadCertificate);
+        assert!(unreadable.to_string().contains("names no APNs environment"));
+        let crossed = Refusal::from(tls::EnvMismatch {
+            certificate: CertEnvironment::Production,
+            requested: Environment::Sandbox,
+        });
+        assert_eq!(crossed.reason(), Reason::BadCertificateEnvironment);
+        assert!(crossed
+            .to_string()
+            .contains("cannot connect to the sandbox environment"));
+    }
 }
