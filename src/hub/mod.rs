@@ -174,7 +174,8 @@ impl Hub {
     }
 
     /// A device session ended. Notifications it had not acknowledged are routed again
-    /// (to a newer session of the same device, or to the store).
+    /// (to a newer session of the same device, or to the store), in the order they were
+    /// sent. This costs what that session had, whatever other sessions hold.
     pub fn disconnect_device(&self, serial: &str, environment: Environment, session: u64) {
         self.apply(|st, now_ms| {
             let events = st.disconnect_device(serial, environment, session, now_ms);

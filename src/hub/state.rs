@@ -7,7 +7,7 @@
 //! with plain `#[test]`s: the one tokio piece is each session's `mpsc` queue, whose
 //! `try_send` and `try_recv` need no runtime.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use rand::RngCore;
@@ -168,9 +168,14 @@ pub(super) struct State {
     /// Kept after the device leaves, so that store-and-forward works; one entry per
     /// (serial, environment) seen.
     devices: HashMap<DeviceKey, DeviceRecord>,
-    /// Deliveries sent to a session and not yet answered, by delivery number. A session
-    /// holds at most [`MAX_UNACKED_PER_SESSION`] of them.
-    pending: HashMap<u64, Pending>,
+    /// Every session opened and not yet ended, whether still live or already replaced by a
+    /// newer connection of the same device, with the deliveries sent to it that it has not
+    /// answered. Indexed by session so that a disconnect walks only what that session had,
+    /// and an answer is looked up through the session that gives it. One entry per device
+    /// connection the device endpoint holds (its connection limit bounds them), each with at
+    /// most [`MAX_UNACKED_PER_SESSION`] deliveries: only a live session is sent more, and
+    /// only below that.
+    sessions: HashMap<u64, SessionRecord>,
     /// Unread feedback tuples per (topic, environment), oldest first, one per token; at most
     /// [`MAX_FEEDBACK_PER_TOPIC`] each.
     feedback: HashMap<(String, Environment), VecDeque<FeedbackTuple>>,
@@ -228,23 +233,28 @@ struct DeviceRecord {
 /// The sending end of a device's live session.
 #[derive(Debug)]
 struct LiveSession {
-    /// The session's id: deliveries and answers name it.
+    /// The session's id, the key of its [`SessionRecord`].
     id: u64,
     /// Its queue, bounded by [`DEVICE_QUEUE`]; sent to with `try_send` only, never waited on.
     tx: mpsc::Sender<Box<DeviceNotification>>,
-    /// How many deliveries sent to it await an answer.
-    unacked: usize,
 }
 
-/// A delivery sent to a session and not yet answered.
+/// A session that has not ended yet, and what it owes an answer for.
 #[derive(Debug)]
-struct Pending {
-    /// The device it was sent to.
+struct SessionRecord {
+    /// The device it belongs to: where its unanswered deliveries go when it ends.
     device: DeviceKey,
-    /// The session it was sent to: only that session may answer it.
-    session: u64,
-    /// The notification, to be routed again if the session ends first.
-    queued: Queued,
+    /// Deliveries sent to it and not yet answered, by delivery number (so in sending order).
+    pending: BTreeMap<u64, Queued>,
+}
+
+impl SessionRecord {
+    fn new(device: DeviceKey) -> Self {
+        SessionRecord {
+            device,
+            pending: BTreeMap::new(),
+        }
+    }
 }
 
 /// A notification the hub holds: queued to a session, stored, or awaiting its answer.
@@ -330,7 +340,7 @@ impl State {
             tokens: HashMap::new(),
             registrations: HashMap::new(),
             devices: HashMap::new(),
-            pending: HashMap::new(),
+            sessions: HashMap::new(),
             feedback: HashMap::new(),
             next_delivery: 0,
             next_session: 0,
@@ -358,7 +368,8 @@ impl State {
         let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
         let record = self.devices.entry(key.clone()).or_default();
         // Dropping the old sender ends the old session's queue.
-        record.session = Some(LiveSession { id, tx, unacked: 0 });
+        record.session = Some(LiveSession { id, tx });
+        self.sessions.insert(id, SessionRecord::new(key.clone()));
         let mut events = vec![Event::DeviceOnline {
             at_ms: now_ms,
             serial: serial.to_owned(),
@@ -389,7 +400,9 @@ impl State {
         }
     }
 
-    /// A device session ended. Notifications it had not acknowledged are routed again (to a newer session of the same device, or to the store).
+    /// A device session ended. Notifications it had not acknowledged are routed again, in the
+    /// order they were sent (to a newer session of the same device, or to the store). Only
+    /// that session's deliveries are looked at; every other session's stay as they are.
     pub(super) fn disconnect_device(
         &mut self,
         serial: &str,
@@ -408,18 +421,12 @@ impl State {
             }
             _ => false,
         };
-        // 2. Its unanswered deliveries are routed again.
-        let orphans: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.session == session)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in orphans {
-            if let Some(p) = self.pending.remove(&id) {
+        // 2. Its unanswered deliveries are routed again; the session is forgotten.
+        if let Some(gone) = self.sessions.remove(&session) {
+            for q in gone.pending.into_values() {
                 let detail = format!("device {serial} disconnected before acknowledging");
-                events.push(p.queued.event(now_ms, Outcome::Requeued, detail));
-                self.route(&p.device, p.queued, now_ms, &mut events);
+                events.push(q.event(now_ms, Outcome::Requeued, detail));
+                self.route(&gone.device, q, now_ms, &mut events);
             }
         }
         if ended {
@@ -511,25 +518,14 @@ impl State {
         now_ms: u64,
     ) -> (bool, Vec<Event>) {
         let mut events = Vec::new();
-        // 1. Find the delivery, if this session owns it.
-        match self.pending.get(&delivery) {
-            Some(p) if p.session == session => {}
-            _ => return (false, events),
-        }
-        let Some(Pending {
-            device, queued: q, ..
-        }) = self.pending.remove(&delivery)
-        else {
+        // 1. Find the delivery through the session that answers.
+        let Some(owner) = self.sessions.get_mut(&session) else {
             return (false, events);
         };
-        if let Some(s) = self
-            .devices
-            .get_mut(&device)
-            .and_then(|d| d.session.as_mut())
-            .filter(|s| s.id == session)
-        {
-            s.unacked = s.unacked.saturating_sub(1);
-        }
+        let Some(q) = owner.pending.remove(&delivery) else {
+            return (false, events);
+        };
+        let device = owner.device.clone();
         // 2. Record the answer.
         match reply {
             DeviceReply::Ack => {
@@ -560,8 +556,9 @@ impl State {
     /// Whether `session` is the device's live session and could take one more delivery.
     fn has_room(&self, device: &DeviceKey, session: u64) -> bool {
         let live = self.devices.get(device).and_then(|d| d.session.as_ref());
+        let unanswered = self.sessions.get(&session).map_or(0, |s| s.pending.len());
         live.is_some_and(|s| {
-            s.id == session && s.tx.capacity() > 0 && s.unacked < MAX_UNACKED_PER_SESSION
+            s.id == session && s.tx.capacity() > 0 && unanswered < MAX_UNACKED_PER_SESSION
         })
     }
 
@@ -668,23 +665,22 @@ impl State {
     ) -> PushOutcome {
         let record = self.devices.entry(device.clone()).or_default();
 
-        // 1. Online with room: hand it to the session's queue without waiting.
+        // 1. Online with room: hand it to the session's queue without waiting, and note it
+        //    with the session as owed an answer.
         let mut queue_full = false;
-        if let Some(live) = record.session.as_mut() {
-            if live.unacked < MAX_UNACKED_PER_SESSION {
+        if let Some(live) = record.session.as_ref() {
+            let session = self
+                .sessions
+                .entry(live.id)
+                .or_insert_with(|| SessionRecord::new(device.clone()));
+            if session.pending.len() < MAX_UNACKED_PER_SESSION {
                 let delivery = self.next_delivery + 1;
                 match live.tx.try_send(q.to_device(delivery)) {
                     Ok(()) => {
-                        live.unacked += 1;
                         self.next_delivery = delivery;
                         let detail = format!("device {}", device.serial);
                         decided(events, now_ms, q.subject(), Outcome::Sent, "device", detail);
-                        let pending = Pending {
-                            device: device.clone(),
-                            session: live.id,
-                            queued: q,
-                        };
-                        self.pending.insert(delivery, pending);
+                        session.pending.insert(delivery, q);
                         return PushOutcome::Sent;
                     }
                     Err(_) => queue_full = true,
@@ -1112,5 +1108,91 @@ mod tests {
         w.st.restore_feedback(APP, SANDBOX, taken.clone());
         w.st.restore_feedback(APP, SANDBOX, taken.clone());
         assert_eq!(w.st.take_feedback(APP, SANDBOX), taken);
+    }
+
+    #[test]
+    fn a_disconnect_requeues_only_that_sessions_deliveries() {
+        let mut w = World::new(None);
+        let mut s1 = w.connect("D1");
+        let mut s2 = w.connect("D2");
+        let t1 = w.register("D1", APP, false).unwrap();
+        let t2 = w.register("D2", APP, false).unwrap();
+        let later = w.hour_from_now();
+        for id in [1, 2] {
+            assert_eq!(w.push(request(t1, id, later)), Ok(PushOutcome::Sent));
+        }
+        for id in [3, 4] {
+            assert_eq!(w.push(request(t2, id, later)), Ok(PushOutcome::Sent));
+        }
+        let d1 = drain(&mut s1);
+        let d2 = drain(&mut s2);
+        assert_eq!((d1.len(), d2.len()), (2, 2));
+
+        // An answer naming another session's delivery is refused and changes nothing.
+        assert!(!w.reply(s2.id, d1[0].delivery, DeviceReply::Ack));
+        assert!(!w.reply(s1.id, d2[0].delivery, DeviceReply::Ack));
+
+        // D1 drops: exactly its two deliveries are routed again (to the store, in order).
+        let events = w.disconnect("D1", s1.id);
+        assert_eq!(
+            notification_outcomes(&events),
+            [
+                (1, Outcome::Requeued),
+                (1, Outcome::Stored),
+                (2, Outcome::Requeued),
+                (2, Outcome::Stored),
+                (1, Outcome::Superseded),
+            ]
+        );
+        assert!(
+            !w.st.sessions.contains_key(&s1.id),
+            "the ended session is gone"
+        );
+
+        // D2's deliveries are untouched, still owed by D2 and still acknowledgeable by it.
+        let owed: Vec<u64> = w.st.sessions[&s2.id].pending.keys().copied().collect();
+        assert_eq!(owed, [d2[0].delivery, d2[1].delivery]);
+        assert!(
+            !w.reply(s2.id, d1[1].delivery, DeviceReply::Ack),
+            "not D2's"
+        );
+        assert!(
+            !w.reply(s1.id, d1[1].delivery, DeviceReply::Ack),
+            "D1 has ended"
+        );
+        for d in &d2 {
+            assert!(w.reply(s2.id, d.delivery, DeviceReply::Ack));
+        }
+        assert!(w.st.sessions[&s2.id].pending.is_empty());
+        let acked = w
+            .outcomes()
+            .into_iter()
+            .filter(|(_, outcome)| *outcome == Outcome::Acknowledged)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            acked,
+            [(3, Outcome::Acknowledged), (4, Outcome::Acknowledged)]
+        );
+    }
+
+    #[test]
+    fn requeued_deliveries_keep_the_order_they_were_sent_in() {
+        let (mut w, mut first, token) = online();
+        let later = w.hour_from_now();
+        for id in 1..=5 {
+            assert_eq!(w.push(request(token, id, later)), Ok(PushOutcome::Sent));
+        }
+        assert_eq!(drain(&mut first).len(), 5);
+        // Replaced: the new session gets them in the order they were first sent.
+        let mut second = w.connect("D1");
+        w.disconnect("D1", first.id);
+        let ids: Vec<[u8; 4]> = drain(&mut second).iter().map(|n| n.identifier).collect();
+        let expected: Vec<[u8; 4]> = (1..=5u32).map(u32::to_be_bytes).collect();
+        assert_eq!(ids, expected);
+        // Offline: the store keeps the newest of them.
+        w.disconnect("D1", second.id);
+        let mut third = w.connect("D1");
+        let kept: Vec<[u8; 4]> = drain(&mut third).iter().map(|n| n.identifier).collect();
+        assert_eq!(kept, [5u32.to_be_bytes()]);
     }
 }
