@@ -270,27 +270,8 @@ impl Hub {
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-
+    use super::state::tests::{request, APP};
     use super::*;
-
-    const APP: &str = "com.example.app";
-
-    fn request(token: DeviceToken, id: u32, expiry: u32) -> PushRequest {
-        PushRequest {
-            api: Api::Binary,
-            token,
-            topic: APP.to_owned(),
-            environment: Environment::Sandbox,
-            identifier: id.to_be_bytes(),
-            apns_id: Uuid::new_v4(),
-            expiry,
-            priority: 10,
-            push_type: None,
-            collapse_id: None,
-            payload: Bytes::from_static(b"{}"),
-        }
-    }
 
     /// What an event says, in a word: its outcome for a notification, its kind otherwise.
     fn kind(e: &Event) -> String {

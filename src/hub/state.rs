@@ -782,12 +782,13 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    const APP: &str = "com.example.app";
+    /// The app every test device registers.
+    pub(in crate::hub) const APP: &str = "com.example.app";
     const SANDBOX: Environment = Environment::Sandbox;
 
     /// The state plus what the handle would add: a time to give each rule, and the log.
@@ -874,7 +875,8 @@ mod tests {
             .collect()
     }
 
-    fn request(token: DeviceToken, id: u32, expiry: u32) -> PushRequest {
+    /// A sandbox push of `{}` to APP.
+    pub(in crate::hub) fn request(token: DeviceToken, id: u32, expiry: u32) -> PushRequest {
         PushRequest {
             api: Api::Binary,
             token,
