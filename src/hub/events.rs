@@ -1,0 +1,328 @@
+//! What the hub tells the world: the [`Event`]s of the delivery log, the bounded ring that
+//! keeps the recent ones, the broadcast channel that streams them live, and the one info line
+//! per notification that names its path (`path="provider -> gateway -> device"`).
+//!
+//! Nothing here decides anything; [`super::state`] decides and hands its events over, and
+//! [`super::Hub`] appends them to the ring under the lock and broadcasts them after it.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tracing::{field, info};
+use uuid::Uuid;
+
+use crate::protocol::token::DeviceToken;
+use crate::protocol::Environment;
+
+/// How many recent events the in-memory delivery log keeps for inspection.
+pub const EVENT_LOG_LEN: usize = 10_000;
+
+/// Capacity of the live event channel; a subscriber that lags this far behind misses events
+/// (and is told so by `broadcast::error::RecvError::Lagged`).
+pub const EVENT_CHANNEL: usize = 16_384;
+
+/// Which provider API a notification came through (for the log and for per-API rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// The legacy binary gateway (commands 0, 1, 2).
+    Binary,
+    /// The HTTP/2 provider API.
+    Http2,
+}
+
+impl Api {
+    /// The API's name in a log line's `api` field.
+    fn as_str(self) -> &'static str {
+        match self {
+            Api::Binary => "binary",
+            Api::Http2 => "http2",
+        }
+    }
+
+    /// The endpoint's name in a log line's path.
+    fn gateway_name(self) -> &'static str {
+        match self {
+            Api::Binary => "gateway",
+            Api::Http2 => "http2",
+        }
+    }
+}
+
+/// What happened to a notification, as recorded in the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written to the device's session queue; an `Acknowledged` or `NotInstalled` follows.
+    Sent,
+    /// The device acknowledged it.
+    Acknowledged,
+    /// Kept for an offline device.
+    Stored,
+    /// A stored notification replaced by a newer one for the same device and app.
+    Superseded,
+    /// Not stored or dropped from the store because its expiry passed.
+    Expired,
+    /// Not stored: expiry 0 and the device was offline.
+    Discarded,
+    /// The device reported that the app is not installed; the token is now unregistered.
+    NotInstalled,
+    /// Pushed to a token already unregistered.
+    Unregistered,
+    /// Refused by the gateway or the hub; the detail says why.
+    Rejected,
+    /// Over the per-token push limit; not delivered.
+    Throttled,
+    /// The device disconnected before acknowledging; the notification was routed again.
+    Requeued,
+}
+
+/// One entry of the delivery log; also broadcast live to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A device session came online.
+    DeviceOnline {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Device serial number.
+        serial: String,
+        /// Environment of the session.
+        environment: Environment,
+    },
+    /// A device session ended.
+    DeviceOffline {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Device serial number.
+        serial: String,
+        /// Environment of the session.
+        environment: Environment,
+    },
+    /// A device registered an app and got a token.
+    Registered {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Device serial number.
+        serial: String,
+        /// Bundle id.
+        app: String,
+        /// Environment of the token.
+        environment: Environment,
+        /// The token.
+        token: DeviceToken,
+    },
+    /// Something happened to a notification.
+    Notification {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The notification's UUID (apns-id).
+        apns_id: Uuid,
+        /// Binary identifier as a big-endian number (0 on HTTP/2).
+        identifier: u32,
+        /// Target token, when the notification got far enough to have a valid one.
+        token: Option<DeviceToken>,
+        /// Topic of the provider connection or request.
+        topic: String,
+        /// The API it came through.
+        api: Api,
+        /// What happened.
+        outcome: Outcome,
+        /// Extra words (rejection reason, device serial, …).
+        detail: String,
+    },
+}
+
+/// The notification an event or a log line is about: borrowed from the hub's copy of it, or
+/// made from what a gateway knew when it refused one before it reached the hub.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subject<'a> {
+    /// The API it came through.
+    pub(super) api: Api,
+    /// Its UUID (apns-id).
+    pub(super) apns_id: Uuid,
+    /// The binary identifier, as sent (zero on HTTP/2).
+    pub(super) identifier: [u8; 4],
+    /// Its device token, when it got far enough to have a valid one.
+    pub(super) token: Option<DeviceToken>,
+    /// The topic of the provider connection or request.
+    pub(super) topic: &'a str,
+}
+
+impl Subject<'_> {
+    /// The notification's entry in the delivery log.
+    pub(super) fn event(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
+        Event::Notification {
+            at_ms,
+            apns_id: self.apns_id,
+            identifier: u32::from_be_bytes(self.identifier),
+            token: self.token,
+            topic: self.topic.to_owned(),
+            api: self.api,
+            outcome,
+            detail,
+        }
+    }
+}
+
+/// Logs a routing decision (the one info line per notification, naming its path, `to` being
+/// where it went) and records its event.
+pub(super) fn decided(
+    events: &mut Vec<Event>,
+    now_ms: u64,
+    about: Subject<'_>,
+    outcome: Outcome,
+    to: &'static str,
+    detail: String,
+) {
+    info!(
+        api = about.api.as_str(),
+        apns_id = %about.apns_id,
+        id = u32::from_be_bytes(about.identifier),
+        token = about.token.map(field::display),
+        topic = %about.topic,
+        path = %format_args!("provider -> {} -> {to}", about.api.gateway_name()),
+        %detail,
+    );
+    events.push(about.event(now_ms, outcome, detail));
+}
+
+/// Logs the one info line of a notification a gateway refused before it reached the hub.
+pub(super) fn log_rejection(about: Subject<'_>, reason: &str) {
+    info!(
+        api = about.api.as_str(),
+        apns_id = %about.apns_id,
+        identifier = u32::from_be_bytes(about.identifier),
+        topic = about.topic,
+        path = %format_args!("provider -> {} -> rejected", about.api.gateway_name()),
+        %reason,
+    );
+}
+
+/// The delivery log: the most recent [`EVENT_LOG_LEN`] events, oldest first. It lives under
+/// the hub's lock beside the state, so that the log's order is the order the state changed in.
+#[derive(Debug, Default)]
+pub(super) struct EventLog {
+    /// The events, oldest at the front; never longer than [`EVENT_LOG_LEN`].
+    ring: VecDeque<Event>,
+}
+
+impl EventLog {
+    /// Appends events, dropping the oldest ones past [`EVENT_LOG_LEN`].
+    pub(super) fn append(&mut self, events: &[Event]) {
+        for e in events {
+            if self.ring.len() == EVENT_LOG_LEN {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(e.clone());
+        }
+    }
+
+    /// A copy of the events kept, oldest first.
+    pub(super) fn recent(&self) -> Vec<Event> {
+        self.ring.iter().cloned().collect()
+    }
+}
+
+/// The live event stream. Sending never waits: a subscriber that lags more than
+/// [`EVENT_CHANNEL`] events behind is told it missed some, and the log still has them.
+#[derive(Debug)]
+pub(super) struct Broadcast {
+    /// The sending half; receivers come from [`Broadcast::subscribe`].
+    tx: broadcast::Sender<Event>,
+}
+
+impl Broadcast {
+    /// A stream with room for [`EVENT_CHANNEL`] events per subscriber.
+    pub(super) fn new() -> Self {
+        let (tx, _) = broadcast::channel(EVENT_CHANNEL);
+        Broadcast { tx }
+    }
+
+    /// Live events from now on.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Sends events to every live subscriber, in order.
+    pub(super) fn send(&self, events: Vec<Event>) {
+        for e in events {
+            // No subscriber is fine: the log still has it.
+            let _ = self.tx.send(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(at_ms: u64) -> Event {
+        Event::DeviceOnline {
+            at_ms,
+            serial: "D1".to_owned(),
+            environment: Environment::Sandbox,
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_events_in_order() {
+        let mut log = EventLog::default();
+        let events: Vec<Event> = (0..EVENT_LOG_LEN as u64 + 5).map(online).collect();
+        log.append(&events);
+        let kept = log.recent();
+        assert_eq!(kept.len(), EVENT_LOG_LEN);
+        assert_eq!(kept.first(), Some(&online(5)), "the oldest are dropped");
+        assert_eq!(kept.last(), events.last());
+    }
+
+    #[test]
+    fn broadcast_reaches_subscribers_and_needs_none() {
+        let broadcast = Broadcast::new();
+        broadcast.send(vec![online(1)]);
+        let mut rx = broadcast.subscribe();
+        broadcast.send(vec![online(2), online(3)]);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(online(2)),
+            "only events from subscribing on"
+        );
+        assert_eq!(rx.try_recv(), Ok(online(3)));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_subject_makes_its_notification_event() {
+        let apns_id = Uuid::new_v4();
+        let about = Subject {
+            api: Api::Http2,
+            apns_id,
+            identifier: 7u32.to_be_bytes(),
+            token: None,
+            topic: "com.example.app",
+        };
+        let mut events = Vec::new();
+        decided(
+            &mut events,
+            42,
+            about,
+            Outcome::Rejected,
+            "rejected",
+            "bad".into(),
+        );
+        assert_eq!(
+            events,
+            [Event::Notification {
+                at_ms: 42,
+                apns_id,
+                identifier: 7,
+                token: None,
+                topic: "com.example.app".to_owned(),
+                api: Api::Http2,
+                outcome: Outcome::Rejected,
+                detail: "bad".to_owned(),
+            }]
+        );
+    }
+}

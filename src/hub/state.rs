@@ -1,0 +1,1200 @@
+//! The hub's state as plain data, and the rules that change it: token registration, routing,
+//! store-and-forward, acknowledgements, unregistered tokens and feedback.
+//!
+//! Nothing here locks, awaits or reads a clock. Every rule is a method on [`State`] that is
+//! given the time (`now_ms`) and returns its outcome plus the [`Event`]s it caused;
+//! [`super::Hub`] runs it under its lock and publishes the events. So the rules are tested
+//! with plain `#[test]`s: the one tokio piece is each session's `mpsc` queue, whose
+//! `try_send` and `try_recv` need no runtime.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::protocol::device::DeviceNotification;
+use crate::protocol::feedback::FeedbackTuple;
+use crate::protocol::token::DeviceToken;
+use crate::protocol::Environment;
+use crate::settings::RateLimit;
+
+use super::events::{decided, Api, Event, Outcome, Subject};
+use super::rate::RateLimiter;
+
+/// Capacity of each device session's delivery queue. A device that falls this far behind
+/// gets further notifications through the store (newest per app), exactly as if it were
+/// offline; this bounds memory per device and never blocks a provider.
+pub const DEVICE_QUEUE: usize = 256;
+
+/// Notifications sent to one session and not yet acknowledged. Past this, further
+/// notifications are stored instead of sent, so a device that never acknowledges cannot
+/// grow the pending table without bound.
+pub const MAX_UNACKED_PER_SESSION: usize = 1024;
+
+/// Upper bound on device tokens minted by one simulator, so that a runaway registration loop
+/// cannot exhaust memory. A million tokens costs roughly 200 MB.
+pub const MAX_TOKENS: usize = 1_000_000;
+
+/// Upper bound on unread feedback tuples per (topic, environment). Past it the oldest tuple is
+/// dropped with a warning in the log: a provider that never reads feedback should not make
+/// the simulator grow forever.
+pub const MAX_FEEDBACK_PER_TOPIC: usize = 100_000;
+
+/// A notification that passed its API's own checks, handed to the hub for routing.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// The API it arrived on.
+    pub api: Api,
+    /// Target device token.
+    pub token: DeviceToken,
+    /// The app (bundle id) the provider is allowed to push to: from the certificate on the
+    /// binary API, from `apns-topic` with any push-type suffix removed on HTTP/2.
+    pub topic: String,
+    /// Environment of the provider connection.
+    pub environment: Environment,
+    /// Binary identifier (opaque 4 bytes); zero on HTTP/2.
+    pub identifier: [u8; 4],
+    /// The notification's UUID: `apns-id` on HTTP/2, generated for binary notifications.
+    pub apns_id: Uuid,
+    /// UNIX seconds after which it must not be delivered; 0 = deliver now or never.
+    pub expiry: u32,
+    /// 10, 5 or 1.
+    pub priority: u8,
+    /// `apns-push-type` (HTTP/2 only).
+    pub push_type: Option<String>,
+    /// `apns-collapse-id` (HTTP/2 only).
+    pub collapse_id: Option<String>,
+    /// The JSON payload, already checked.
+    pub payload: Bytes,
+}
+
+/// Why the hub refused a notification. The APIs map these onto their own answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// No device ever held this token (binary status 8, HTTP/2 `BadDeviceToken`).
+    #[error("unknown device token")]
+    UnknownToken,
+    /// The token belongs to the other environment (binary status 8, HTTP/2 `BadDeviceToken`).
+    #[error("device token belongs to the {token} environment, connection is {connection}")]
+    WrongEnvironment {
+        /// The token's environment.
+        token: Environment,
+        /// The provider connection's environment.
+        connection: Environment,
+    },
+    /// The token belongs to another app (binary status 8, HTTP/2 `DeviceTokenNotForTopic`).
+    #[error("device token belongs to app {token_app}, not topic {topic}")]
+    WrongTopic {
+        /// The app the token was minted for.
+        token_app: String,
+        /// The topic of the request.
+        topic: String,
+    },
+    /// Over the configured per-token limit (HTTP/2: 429 `TooManyRequests`; binary: dropped
+    /// silently, as Apple's throttling was).
+    #[error("more than {pushes} pushes to this token within {per_secs} s")]
+    TooManyRequests {
+        /// The limit's pushes.
+        pushes: u32,
+        /// The limit's window, in seconds.
+        per_secs: u64,
+    },
+    /// The app was uninstalled and the device reported it (HTTP/2: 410 `Unregistered`).
+    #[error("device token is no longer active for the topic (since {at_ms} ms)")]
+    Unregistered {
+        /// When the device reported the app as not installed, in ms since the epoch.
+        at_ms: u64,
+    },
+}
+
+/// Where an accepted notification went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued to the device's live session.
+    Sent,
+    /// Kept for an offline device.
+    Stored,
+    /// Not kept: the device is offline and the expiry was 0 or already past.
+    Discarded,
+}
+
+/// A registration request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The simulator holds [`MAX_TOKENS`] tokens already.
+    #[error("token limit reached ({0} tokens)")]
+    TooManyTokens(usize),
+    /// The device has no live session (it must say hello first).
+    #[error("device {0} is not connected")]
+    NotConnected(String),
+}
+
+/// A live device session as the device endpoint holds it.
+#[derive(Debug)]
+pub struct DeviceSession {
+    /// Unique per connection; distinguishes a replaced session from its successor.
+    pub id: u64,
+    /// Notifications to write to the device, in order. Boxed so that the queue's slots stay
+    /// small: tokio allocates a block of slots per channel up front, and an idle session
+    /// should cost little memory.
+    pub rx: mpsc::Receiver<Box<DeviceNotification>>,
+}
+
+/// What the device answered about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceReply {
+    /// Received and shown.
+    Ack,
+    /// The app for this token is not installed.
+    NotInstalled,
+}
+
+/// Everything the hub knows. Plain data: the handle in [`super`] puts it behind a mutex, and
+/// every method here runs inside one critical section, so each rule sees and leaves a
+/// consistent whole.
+#[derive(Debug)]
+pub(super) struct State {
+    /// Every token ever minted and who holds it. A token reported as not installed stays,
+    /// marked, so that later pushes to it are answered 410 with the time. At most
+    /// [`MAX_TOKENS`] entries: registration refuses past it.
+    tokens: HashMap<DeviceToken, TokenRecord>,
+    /// Current token per (device, app): re-registering without a reinstall gets it again.
+    /// One entry per (device, app) that ever registered, so no more entries than `tokens`.
+    registrations: HashMap<(DeviceKey, String), DeviceToken>,
+    /// Every device that said hello: its live session, if any, and what is stored for it.
+    /// Kept after the device leaves, so that store-and-forward works; one entry per
+    /// (serial, environment) seen.
+    devices: HashMap<DeviceKey, DeviceRecord>,
+    /// Every session opened and not yet ended, whether still live or already replaced by a
+    /// newer connection of the same device, with the deliveries sent to it that it has not
+    /// answered. Indexed by session so that a disconnect walks only what that session had,
+    /// and an answer is looked up through the session that gives it. One entry per device
+    /// connection the device endpoint holds (its connection limit bounds them), each with at
+    /// most [`MAX_UNACKED_PER_SESSION`] deliveries: only a live session is sent more, and
+    /// only below that.
+    sessions: HashMap<u64, SessionRecord>,
+    /// Unread feedback tuples per (topic, environment), oldest first, one per token; at most
+    /// [`MAX_FEEDBACK_PER_TOPIC`] each.
+    feedback: HashMap<(String, Environment), VecDeque<FeedbackTuple>>,
+    /// The last delivery number handed out. Numbers only grow, so a session's pending
+    /// deliveries in number order are in the order they were sent.
+    next_delivery: u64,
+    /// The last session id handed out; ids are never reused, so a late answer or disconnect
+    /// from a replaced session cannot be mistaken for its successor's.
+    next_session: u64,
+    /// The opt-in per-token push limit and the recent push times it counts.
+    rate: RateLimiter,
+}
+
+/// A device is its serial number within one environment: the same serial in sandbox and
+/// production is two devices with separate tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DeviceKey {
+    /// The serial number the device said hello with.
+    serial: String,
+    /// The environment of its connection.
+    environment: Environment,
+}
+
+impl DeviceKey {
+    fn new(serial: &str, environment: Environment) -> Self {
+        DeviceKey {
+            serial: serial.to_owned(),
+            environment,
+        }
+    }
+}
+
+/// Who holds a token.
+#[derive(Debug)]
+struct TokenRecord {
+    /// The device it was minted for.
+    device: DeviceKey,
+    /// The app (bundle id) it was minted for; a push must name it as its topic.
+    app: String,
+    /// Set when the device reported the app as not installed (ms since the epoch).
+    unregistered_at_ms: Option<u64>,
+}
+
+/// One device's routing entry.
+#[derive(Debug, Default)]
+struct DeviceRecord {
+    /// The live session, `None` while the device is offline. Replacing it drops the old
+    /// session's sender, which ends that session's queue.
+    session: Option<LiveSession>,
+    /// Store-and-forward: the newest notification per app while the device is away (or too
+    /// far behind). One per app the device registered.
+    stored: HashMap<String, Queued>,
+}
+
+/// The sending end of a device's live session.
+#[derive(Debug)]
+struct LiveSession {
+    /// The session's id, the key of its [`SessionRecord`].
+    id: u64,
+    /// Its queue, bounded by [`DEVICE_QUEUE`]; sent to with `try_send` only, never waited on.
+    tx: mpsc::Sender<Box<DeviceNotification>>,
+}
+
+/// A session that has not ended yet, and what it owes an answer for.
+#[derive(Debug)]
+struct SessionRecord {
+    /// The device it belongs to: where its unanswered deliveries go when it ends.
+    device: DeviceKey,
+    /// Deliveries sent to it and not yet answered, by delivery number (so in sending order).
+    pending: BTreeMap<u64, Queued>,
+}
+
+impl SessionRecord {
+    fn new(device: DeviceKey) -> Self {
+        SessionRecord {
+            device,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+/// A notification the hub holds: queued to a session, stored, or awaiting its answer.
+#[derive(Debug, Clone)]
+pub(super) struct Queued {
+    /// The API it came through.
+    api: Api,
+    /// Its device token.
+    token: DeviceToken,
+    /// The topic it was pushed to.
+    topic: String,
+    /// The binary identifier.
+    identifier: [u8; 4],
+    /// Its UUID.
+    apns_id: Uuid,
+    /// UNIX seconds after which it is not delivered; 0 = now or never.
+    expiry: u32,
+    /// The priority, as sent.
+    priority: u8,
+    /// `apns-push-type`, if any.
+    push_type: Option<String>,
+    /// `apns-collapse-id`, if any.
+    collapse_id: Option<String>,
+    /// The payload, in its own allocation.
+    payload: Bytes,
+}
+
+impl Queued {
+    /// The hub's own copy of a request. The payload is copied out of the connection's read
+    /// buffer: a stored slice would keep the whole buffer alive for as long as the
+    /// notification waits.
+    pub(super) fn from_request(req: PushRequest) -> Self {
+        Queued {
+            api: req.api,
+            token: req.token,
+            topic: req.topic,
+            identifier: req.identifier,
+            apns_id: req.apns_id,
+            expiry: req.expiry,
+            priority: req.priority,
+            push_type: req.push_type,
+            collapse_id: req.collapse_id,
+            payload: Bytes::copy_from_slice(&req.payload),
+        }
+    }
+
+    /// What its events and log lines name.
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            api: self.api,
+            apns_id: self.apns_id,
+            identifier: self.identifier,
+            token: Some(self.token),
+            topic: &self.topic,
+        }
+    }
+
+    /// Its entry in the delivery log, without a log line (for what follows a decision).
+    fn event(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
+        self.subject().event(at_ms, outcome, detail)
+    }
+
+    /// The message a device session receives for it.
+    fn to_device(&self, delivery: u64) -> Box<DeviceNotification> {
+        Box::new(DeviceNotification {
+            delivery,
+            token: self.token,
+            identifier: self.identifier,
+            apns_id: *self.apns_id.as_bytes(),
+            expiry: self.expiry,
+            priority: self.priority,
+            push_type: self.push_type.clone(),
+            collapse_id: self.collapse_id.clone(),
+            payload: self.payload.clone(),
+        })
+    }
+}
+
+impl State {
+    /// An empty state, enforcing `rate_limit` per token if one is given.
+    pub(super) fn new(rate_limit: Option<RateLimit>) -> Self {
+        State {
+            tokens: HashMap::new(),
+            registrations: HashMap::new(),
+            devices: HashMap::new(),
+            sessions: HashMap::new(),
+            feedback: HashMap::new(),
+            next_delivery: 0,
+            next_session: 0,
+            rate: RateLimiter::new(rate_limit),
+        }
+    }
+
+    // ----- devices -------------------------------------------------------------------
+
+    /// A device said hello: open its session and send it anything stored for it.
+    ///
+    /// If the same serial already has a live session, that session's queue is closed (its
+    /// task sees the end of its queue and tells the device it was replaced). What it had not
+    /// answered stays with it until its task reports the end with
+    /// [`State::disconnect_device`], and then moves to this session.
+    pub(super) fn connect_device(
+        &mut self,
+        serial: &str,
+        environment: Environment,
+        now_ms: u64,
+    ) -> (DeviceSession, Vec<Event>) {
+        let key = DeviceKey::new(serial, environment);
+        self.next_session += 1;
+        let id = self.next_session;
+        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let record = self.devices.entry(key.clone()).or_default();
+        // Dropping the old sender ends the old session's queue.
+        record.session = Some(LiveSession { id, tx });
+        self.sessions.insert(id, SessionRecord::new(key.clone()));
+        let mut events = vec![Event::DeviceOnline {
+            at_ms: now_ms,
+            serial: serial.to_owned(),
+            environment,
+        }];
+        self.flush_stored(&key, now_ms, &mut events);
+        (DeviceSession { id, rx }, events)
+    }
+
+    /// Sends what is stored for a device to its live session (or back to the store if the
+    /// session has no room). A stored notification whose expiry passed meanwhile is dropped,
+    /// not delivered late.
+    fn flush_stored(&mut self, key: &DeviceKey, now_ms: u64, events: &mut Vec<Event>) {
+        let Some(record) = self.devices.get_mut(key) else {
+            return;
+        };
+        if record.stored.is_empty() {
+            return;
+        }
+        let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
+        for q in stored {
+            if u64::from(q.expiry) <= now_ms / 1000 {
+                let detail = format!("expiry {} passed while it was stored", q.expiry);
+                events.push(q.event(now_ms, Outcome::Expired, detail));
+                continue;
+            }
+            self.route(key, q, now_ms, events);
+        }
+    }
+
+    /// A device session ended. Notifications it had not acknowledged are routed again, in the
+    /// order they were sent (to a newer session of the same device, or to the store). Only
+    /// that session's deliveries are looked at; every other session's stay as they are.
+    pub(super) fn disconnect_device(
+        &mut self,
+        serial: &str,
+        environment: Environment,
+        session: u64,
+        now_ms: u64,
+    ) -> Vec<Event> {
+        let key = DeviceKey::new(serial, environment);
+        let mut events = Vec::new();
+        // 1. If it is still the device's live session, the device is offline now. (A replaced
+        //    session ending leaves its successor alone.)
+        let ended = match self.devices.get_mut(&key) {
+            Some(record) if record.session.as_ref().is_some_and(|s| s.id == session) => {
+                record.session = None;
+                true
+            }
+            _ => false,
+        };
+        // 2. Its unanswered deliveries are routed again; the session is forgotten.
+        if let Some(gone) = self.sessions.remove(&session) {
+            for q in gone.pending.into_values() {
+                let detail = format!("device {serial} disconnected before acknowledging");
+                events.push(q.event(now_ms, Outcome::Requeued, detail));
+                self.route(&gone.device, q, now_ms, &mut events);
+            }
+        }
+        if ended {
+            events.push(Event::DeviceOffline {
+                at_ms: now_ms,
+                serial: serial.to_owned(),
+                environment,
+            });
+        }
+        events
+    }
+
+    /// Registers `app` on a connected device and returns its token.
+    ///
+    /// The same (device, app, environment) keeps its token across reconnects; a fresh
+    /// install, or a token that was reported as not installed, gets a new one.
+    pub(super) fn register(
+        &mut self,
+        serial: &str,
+        environment: Environment,
+        app: &str,
+        fresh_install: bool,
+        now_ms: u64,
+    ) -> (Result<DeviceToken, RegisterError>, Vec<Event>) {
+        let key = DeviceKey::new(serial, environment);
+        if !self.devices.get(&key).is_some_and(|d| d.session.is_some()) {
+            return (
+                Err(RegisterError::NotConnected(serial.to_owned())),
+                Vec::new(),
+            );
+        }
+        let reg_key = (key, app.to_owned());
+        let reusable = self.registrations.get(&reg_key).copied().filter(|t| {
+            !fresh_install
+                && self
+                    .tokens
+                    .get(t)
+                    .is_some_and(|r| r.unregistered_at_ms.is_none())
+        });
+        let token = match reusable {
+            Some(t) => t,
+            None => {
+                if self.tokens.len() >= MAX_TOKENS {
+                    return (Err(RegisterError::TooManyTokens(MAX_TOKENS)), Vec::new());
+                }
+                let token = self.mint_token();
+                self.tokens.insert(
+                    token,
+                    TokenRecord {
+                        device: reg_key.0.clone(),
+                        app: app.to_owned(),
+                        unregistered_at_ms: None,
+                    },
+                );
+                self.registrations.insert(reg_key, token);
+                token
+            }
+        };
+        let events = vec![Event::Registered {
+            at_ms: now_ms,
+            serial: serial.to_owned(),
+            app: app.to_owned(),
+            environment,
+            token,
+        }];
+        (Ok(token), events)
+    }
+
+    /// A random token that no device holds yet.
+    fn mint_token(&self) -> DeviceToken {
+        loop {
+            let mut bytes = [0u8; DeviceToken::LEN];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            let t = DeviceToken::from_bytes(bytes);
+            if !self.tokens.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    /// The device answered a delivery. Returns false for a delivery this session does not
+    /// owe an answer for (another session's, one already answered, or a made-up number: a
+    /// confused or hostile device), which the caller reports.
+    pub(super) fn device_reply(
+        &mut self,
+        session: u64,
+        delivery: u64,
+        reply: DeviceReply,
+        now_ms: u64,
+    ) -> (bool, Vec<Event>) {
+        let mut events = Vec::new();
+        // 1. Find the delivery through the session that answers.
+        let Some(owner) = self.sessions.get_mut(&session) else {
+            return (false, events);
+        };
+        let Some(q) = owner.pending.remove(&delivery) else {
+            return (false, events);
+        };
+        let device = owner.device.clone();
+        // 2. Record the answer.
+        match reply {
+            DeviceReply::Ack => {
+                debug!(apns_id = %q.apns_id, serial = %device.serial, "acknowledged");
+                let detail = format!("device {}", device.serial);
+                events.push(q.event(now_ms, Outcome::Acknowledged, detail));
+            }
+            DeviceReply::NotInstalled => {
+                let at_ms = self.unregister(q.token, now_ms);
+                info!(
+                    apns_id = %q.apns_id,
+                    token = %q.token,
+                    topic = %q.topic,
+                    "device -> app not installed: token unregistered, feedback recorded"
+                );
+                let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
+                events.push(q.event(now_ms, Outcome::NotInstalled, detail));
+            }
+        }
+        // 3. A device that fell behind had further notifications stored; once its queue has
+        //    room again they are sent now rather than at its next reconnect.
+        if self.has_room(&device, session) {
+            self.flush_stored(&device, now_ms, &mut events);
+        }
+        (true, events)
+    }
+
+    /// Whether `session` is the device's live session and could take one more delivery.
+    fn has_room(&self, device: &DeviceKey, session: u64) -> bool {
+        let live = self.devices.get(device).and_then(|d| d.session.as_ref());
+        let unanswered = self.sessions.get(&session).map_or(0, |s| s.pending.len());
+        live.is_some_and(|s| {
+            s.id == session && s.tx.capacity() > 0 && unanswered < MAX_UNACKED_PER_SESSION
+        })
+    }
+
+    /// Marks a token unregistered (once) and records a feedback tuple for its app. Returns
+    /// the time the token became unregistered.
+    fn unregister(&mut self, token: DeviceToken, now_ms: u64) -> u64 {
+        let Some(record) = self.tokens.get_mut(&token) else {
+            return now_ms;
+        };
+        let at_ms = *record.unregistered_at_ms.get_or_insert(now_ms);
+        let key = (record.app.clone(), record.device.environment);
+        let list = self.feedback.entry(key).or_default();
+        if !list.iter().any(|t| t.token == token) {
+            if list.len() >= MAX_FEEDBACK_PER_TOPIC {
+                if let Some(old) = list.pop_front() {
+                    warn!(token = %old.token, "feedback list full: oldest unread tuple dropped");
+                }
+            }
+            list.push_back(FeedbackTuple {
+                timestamp: (at_ms / 1000) as u32,
+                token,
+            });
+        }
+        at_ms
+    }
+
+    // ----- providers -----------------------------------------------------------------
+
+    /// Routes a notification from a provider connection in `environment`. The token is
+    /// checked against the request here, with the routing decision, so the answer and the
+    /// outcome agree.
+    pub(super) fn push(
+        &mut self,
+        q: Queued,
+        environment: Environment,
+        now_ms: u64,
+    ) -> (Result<PushOutcome, PushError>, Vec<Event>) {
+        let mut events = Vec::new();
+        let checked = self
+            .check_token(&q, environment)
+            .and_then(|device| self.rate.check(&q.token, now_ms).map(|()| device));
+        let result = match checked {
+            Err(err) => {
+                let outcome = match err {
+                    PushError::Unregistered { .. } => {
+                        // Like Apple, a push to a gone app feeds the feedback service again
+                        // (once per unread list).
+                        self.unregister(q.token, now_ms);
+                        Outcome::Unregistered
+                    }
+                    PushError::TooManyRequests { .. } => Outcome::Throttled,
+                    PushError::UnknownToken
+                    | PushError::WrongEnvironment { .. }
+                    | PushError::WrongTopic { .. } => Outcome::Rejected,
+                };
+                let path = if outcome == Outcome::Rejected {
+                    "rejected"
+                } else {
+                    "dropped"
+                };
+                decided(
+                    &mut events,
+                    now_ms,
+                    q.subject(),
+                    outcome,
+                    path,
+                    err.to_string(),
+                );
+                Err(err)
+            }
+            Ok(device) => Ok(self.route(&device, q, now_ms, &mut events)),
+        };
+        (result, events)
+    }
+
+    /// The device a push may go to, or why it may not.
+    fn check_token(&self, q: &Queued, environment: Environment) -> Result<DeviceKey, PushError> {
+        let record = self.tokens.get(&q.token).ok_or(PushError::UnknownToken)?;
+        if record.device.environment != environment {
+            return Err(PushError::WrongEnvironment {
+                token: record.device.environment,
+                connection: environment,
+            });
+        }
+        if record.app != q.topic {
+            return Err(PushError::WrongTopic {
+                token_app: record.app.clone(),
+                topic: q.topic.clone(),
+            });
+        }
+        if let Some(at_ms) = record.unregistered_at_ms {
+            return Err(PushError::Unregistered { at_ms });
+        }
+        Ok(record.device.clone())
+    }
+
+    /// Sends `q` to the device's live session, or stores it.
+    fn route(
+        &mut self,
+        device: &DeviceKey,
+        q: Queued,
+        now_ms: u64,
+        events: &mut Vec<Event>,
+    ) -> PushOutcome {
+        let record = self.devices.entry(device.clone()).or_default();
+
+        // 1. Online with room: hand it to the session's queue without waiting, and note it
+        //    with the session as owed an answer.
+        let mut queue_full = false;
+        if let Some(live) = record.session.as_ref() {
+            let session = self
+                .sessions
+                .entry(live.id)
+                .or_insert_with(|| SessionRecord::new(device.clone()));
+            if session.pending.len() < MAX_UNACKED_PER_SESSION {
+                let delivery = self.next_delivery + 1;
+                match live.tx.try_send(q.to_device(delivery)) {
+                    Ok(()) => {
+                        self.next_delivery = delivery;
+                        let detail = format!("device {}", device.serial);
+                        decided(events, now_ms, q.subject(), Outcome::Sent, "device", detail);
+                        session.pending.insert(delivery, q);
+                        return PushOutcome::Sent;
+                    }
+                    Err(_) => queue_full = true,
+                }
+            } else {
+                queue_full = true;
+            }
+        }
+
+        // 2. Offline (or too far behind): store-and-forward, newest per app.
+        let why = if queue_full {
+            "device queue full"
+        } else {
+            "device offline"
+        };
+        if q.expiry == 0 {
+            let detail = format!("{why}; expiry 0 means do not store");
+            decided(
+                events,
+                now_ms,
+                q.subject(),
+                Outcome::Discarded,
+                "discarded",
+                detail,
+            );
+            return PushOutcome::Discarded;
+        }
+        if u64::from(q.expiry) <= now_ms / 1000 {
+            let detail = format!("{why}; expiry {} has passed", q.expiry);
+            decided(
+                events,
+                now_ms,
+                q.subject(),
+                Outcome::Expired,
+                "expired",
+                detail,
+            );
+            return PushOutcome::Discarded;
+        }
+        let detail = format!("{why}; kept until {}", q.expiry);
+        decided(
+            events,
+            now_ms,
+            q.subject(),
+            Outcome::Stored,
+            "store",
+            detail,
+        );
+        let app = self
+            .tokens
+            .get(&q.token)
+            .map_or_else(|| q.topic.clone(), |r| r.app.clone());
+        if let Some(old) = record.stored.insert(app, q) {
+            let detail = "a newer notification for the same app replaced it".to_owned();
+            events.push(old.event(now_ms, Outcome::Superseded, detail));
+        }
+        PushOutcome::Stored
+    }
+
+    // ----- feedback ------------------------------------------------------------------
+
+    /// Takes (and clears) the feedback tuples recorded for a topic and environment.
+    pub(super) fn take_feedback(
+        &mut self,
+        topic: &str,
+        environment: Environment,
+    ) -> Vec<FeedbackTuple> {
+        self.feedback
+            .remove(&(topic.to_owned(), environment))
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    /// Puts back tuples whose delivery failed, ahead of any recorded since.
+    pub(super) fn restore_feedback(
+        &mut self,
+        topic: &str,
+        environment: Environment,
+        tuples: Vec<FeedbackTuple>,
+    ) {
+        let list = self
+            .feedback
+            .entry((topic.to_owned(), environment))
+            .or_default();
+        for t in tuples.into_iter().rev() {
+            if !list.iter().any(|x| x.token == t.token) {
+                list.push_front(t);
+            }
+        }
+        while list.len() > MAX_FEEDBACK_PER_TOPIC {
+            list.pop_front();
+        }
+    }
+
+    /// When a token became unregistered, if it did.
+    pub(super) fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
+        self.tokens.get(token).and_then(|r| r.unregistered_at_ms)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The app every test device registers.
+    pub(in crate::hub) const APP: &str = "com.example.app";
+    const SANDBOX: Environment = Environment::Sandbox;
+
+    /// The state plus what the handle would add: a time to give each rule, and the log.
+    struct World {
+        st: State,
+        now_ms: u64,
+        log: Vec<Event>,
+    }
+
+    impl World {
+        fn new(rate_limit: Option<RateLimit>) -> Self {
+            World {
+                st: State::new(rate_limit),
+                now_ms: 1_700_000_000_000,
+                log: Vec::new(),
+            }
+        }
+
+        fn now_secs(&self) -> u32 {
+            (self.now_ms / 1000) as u32
+        }
+
+        fn hour_from_now(&self) -> u32 {
+            self.now_secs() + 3600
+        }
+
+        fn connect(&mut self, serial: &str) -> DeviceSession {
+            let (session, events) = self.st.connect_device(serial, SANDBOX, self.now_ms);
+            self.log.extend(events);
+            session
+        }
+
+        /// The events of this disconnect alone.
+        fn disconnect(&mut self, serial: &str, session: u64) -> Vec<Event> {
+            let events = self
+                .st
+                .disconnect_device(serial, SANDBOX, session, self.now_ms);
+            self.log.extend(events.iter().cloned());
+            events
+        }
+
+        fn register(
+            &mut self,
+            serial: &str,
+            app: &str,
+            fresh: bool,
+        ) -> Result<DeviceToken, RegisterError> {
+            let (token, events) = self.st.register(serial, SANDBOX, app, fresh, self.now_ms);
+            self.log.extend(events);
+            token
+        }
+
+        fn push(&mut self, req: PushRequest) -> Result<PushOutcome, PushError> {
+            let environment = req.environment;
+            let queued = Queued::from_request(req);
+            let (outcome, events) = self.st.push(queued, environment, self.now_ms);
+            self.log.extend(events);
+            outcome
+        }
+
+        fn reply(&mut self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
+            let (owned, events) = self.st.device_reply(session, delivery, reply, self.now_ms);
+            self.log.extend(events);
+            owned
+        }
+
+        /// (identifier, outcome) of every notification event logged so far.
+        fn outcomes(&self) -> Vec<(u32, Outcome)> {
+            notification_outcomes(&self.log)
+        }
+    }
+
+    fn notification_outcomes(events: &[Event]) -> Vec<(u32, Outcome)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notification {
+                    identifier,
+                    outcome,
+                    ..
+                } => Some((*identifier, outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A sandbox push of `{}` to APP.
+    pub(in crate::hub) fn request(token: DeviceToken, id: u32, expiry: u32) -> PushRequest {
+        PushRequest {
+            api: Api::Binary,
+            token,
+            topic: APP.to_owned(),
+            environment: SANDBOX,
+            identifier: id.to_be_bytes(),
+            apns_id: Uuid::new_v4(),
+            expiry,
+            priority: 10,
+            push_type: None,
+            collapse_id: None,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    /// A world with one connected device holding APP; returns (world, session, token).
+    fn online() -> (World, DeviceSession, DeviceToken) {
+        let mut w = World::new(None);
+        let session = w.connect("D1");
+        let token = w.register("D1", APP, false).unwrap();
+        (w, session, token)
+    }
+
+    /// Everything queued to a session so far.
+    fn drain(session: &mut DeviceSession) -> Vec<DeviceNotification> {
+        std::iter::from_fn(|| session.rx.try_recv().ok().map(|n| *n)).collect()
+    }
+
+    #[test]
+    fn registering_needs_a_session_and_keeps_tokens_until_reinstall() {
+        let mut w = World::new(None);
+        assert_eq!(
+            w.register("D1", APP, false),
+            Err(RegisterError::NotConnected("D1".into()))
+        );
+        let _s = w.connect("D1");
+        let a = w.register("D1", APP, false).unwrap();
+        assert_eq!(w.register("D1", APP, false), Ok(a));
+        let other = w.register("D1", "com.other", false).unwrap();
+        assert_ne!(a, other, "one token per app");
+        let fresh = w.register("D1", APP, true).unwrap();
+        assert_ne!(a, fresh, "a reinstall gets a new token");
+    }
+
+    #[test]
+    fn token_checks() {
+        let (mut w, _s, token) = online();
+        assert_eq!(
+            w.push(request(DeviceToken::from_bytes([0; 32]), 1, 0)),
+            Err(PushError::UnknownToken)
+        );
+        let mut wrong_env = request(token, 2, 0);
+        wrong_env.environment = Environment::Production;
+        assert!(matches!(
+            w.push(wrong_env),
+            Err(PushError::WrongEnvironment { .. })
+        ));
+        let mut wrong_topic = request(token, 3, 0);
+        wrong_topic.topic = "com.other".into();
+        assert!(matches!(
+            w.push(wrong_topic),
+            Err(PushError::WrongTopic { .. })
+        ));
+        let rejected = w
+            .outcomes()
+            .iter()
+            .filter(|(_, outcome)| *outcome == Outcome::Rejected)
+            .count();
+        assert_eq!(rejected, 3);
+    }
+
+    #[test]
+    fn online_delivery_ack_and_not_installed() {
+        let (mut w, mut session, token) = online();
+        assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        let sent = session.rx.try_recv().unwrap();
+        assert_eq!(sent.identifier, 1u32.to_be_bytes());
+        assert!(w.reply(session.id, sent.delivery, DeviceReply::Ack));
+        // The same delivery cannot be answered twice, nor by another session.
+        assert!(!w.reply(session.id, sent.delivery, DeviceReply::Ack));
+
+        assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
+        let sent = session.rx.try_recv().unwrap();
+        assert!(!w.reply(session.id + 1, sent.delivery, DeviceReply::Ack));
+        assert!(w.reply(session.id, sent.delivery, DeviceReply::NotInstalled));
+        let at_ms = w.st.unregistered_at(&token).unwrap();
+        assert!(matches!(
+            w.push(request(token, 3, 0)),
+            Err(PushError::Unregistered { at_ms: t }) if t == at_ms
+        ));
+        let tuples = w.st.take_feedback(APP, SANDBOX);
+        assert_eq!(tuples.len(), 1, "recorded once, however often pushed");
+        assert_eq!(tuples[0].token, token);
+        assert_eq!(u64::from(tuples[0].timestamp), at_ms / 1000);
+        assert!(w.st.take_feedback(APP, SANDBOX).is_empty());
+    }
+
+    #[test]
+    fn offline_store_keeps_the_newest_and_honours_expiry() {
+        let (mut w, session, token) = online();
+        w.disconnect("D1", session.id);
+        let later = w.hour_from_now();
+        assert_eq!(w.push(request(token, 1, later)), Ok(PushOutcome::Stored));
+        assert_eq!(w.push(request(token, 2, later)), Ok(PushOutcome::Stored));
+        assert_eq!(w.push(request(token, 3, 0)), Ok(PushOutcome::Discarded));
+        let past = w.now_secs() - 10;
+        assert_eq!(w.push(request(token, 4, past)), Ok(PushOutcome::Discarded));
+        let mut back = w.connect("D1");
+        let stored = back.rx.try_recv().unwrap();
+        assert_eq!(stored.identifier, 2u32.to_be_bytes());
+        assert!(back.rx.try_recv().is_err(), "only the newest is kept");
+        let outcomes = w.outcomes();
+        assert!(outcomes.contains(&(1, Outcome::Superseded)));
+        assert!(outcomes.contains(&(3, Outcome::Discarded)));
+        assert!(outcomes.contains(&(4, Outcome::Expired)));
+    }
+
+    #[test]
+    fn stored_notification_that_expired_is_not_sent() {
+        let (mut w, session, token) = online();
+        w.disconnect("D1", session.id);
+        let soon = w.now_secs() + 60;
+        assert_eq!(w.push(request(token, 1, soon)), Ok(PushOutcome::Stored));
+        w.now_ms += Duration::from_secs(120).as_millis() as u64;
+        let mut back = w.connect("D1");
+        assert!(back.rx.try_recv().is_err());
+        assert!(w.outcomes().contains(&(1, Outcome::Expired)));
+    }
+
+    #[test]
+    fn unacknowledged_deliveries_are_routed_again() {
+        let (mut w, mut session, token) = online();
+        let later = w.hour_from_now();
+        assert_eq!(w.push(request(token, 1, later)), Ok(PushOutcome::Sent));
+        assert!(session.rx.try_recv().is_ok());
+        // The device drops before acknowledging: the notification goes to the store …
+        w.disconnect("D1", session.id);
+        // … and reaches the device when it returns.
+        let mut back = w.connect("D1");
+        assert_eq!(back.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_replaced_session_hands_its_pending_deliveries_to_the_new_one() {
+        let (mut w, mut first, token) = online();
+        assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        assert!(first.rx.try_recv().is_ok());
+        let mut second = w.connect("D1");
+        // The first session's queue is closed …
+        assert!(matches!(
+            first.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // … and when its task ends, the unacknowledged one moves to the second.
+        w.disconnect("D1", first.id);
+        assert_eq!(second.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_device_that_never_acknowledges_is_bounded() {
+        let (mut w, _session, token) = online();
+        let later = w.hour_from_now();
+        let mut sent = 0;
+        let mut stored = 0;
+        for i in 0..(DEVICE_QUEUE as u32 + 10) {
+            match w.push(request(token, i, later)) {
+                Ok(PushOutcome::Sent) => sent += 1,
+                Ok(PushOutcome::Stored) => stored += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sent, DEVICE_QUEUE, "the session queue holds DEVICE_QUEUE");
+        assert_eq!(stored, 10, "the rest goes to the store");
+    }
+
+    #[test]
+    fn a_device_that_catches_up_gets_what_was_stored_meanwhile() {
+        let (mut w, mut session, token) = online();
+        let later = w.hour_from_now();
+        for i in 0..=(DEVICE_QUEUE as u32) {
+            assert!(w.push(request(token, i, later)).is_ok());
+        }
+        // The last one did not fit and was stored.
+        let delivered = drain(&mut session);
+        assert_eq!(delivered.len(), DEVICE_QUEUE);
+        // The device acknowledges the first: its queue has room, the stored one follows.
+        assert!(w.reply(session.id, delivered[0].delivery, DeviceReply::Ack));
+        let next = session
+            .rx
+            .try_recv()
+            .expect("stored notification sent on catch-up");
+        assert_eq!(next.identifier, (DEVICE_QUEUE as u32).to_be_bytes());
+    }
+
+    #[test]
+    fn per_token_rate_limit() {
+        let limit = RateLimit {
+            pushes: 2,
+            per: Duration::from_secs(60),
+        };
+        let mut w = World::new(Some(limit));
+        let _session = w.connect("D1");
+        let token = w.register("D1", APP, false).unwrap();
+        let other = w.register("D1", "com.b", false).unwrap();
+        assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(
+            w.push(request(token, 3, 0)),
+            Err(PushError::TooManyRequests {
+                pushes: 2,
+                per_secs: 60
+            })
+        );
+        // Other tokens are not affected.
+        let mut to_other = request(other, 4, 0);
+        to_other.topic = "com.b".into();
+        assert_eq!(w.push(to_other), Ok(PushOutcome::Sent));
+        // The window slides.
+        w.now_ms += Duration::from_secs(61).as_millis() as u64;
+        assert_eq!(w.push(request(token, 5, 0)), Ok(PushOutcome::Sent));
+        assert!(w.outcomes().contains(&(3, Outcome::Throttled)));
+    }
+
+    #[test]
+    fn restored_feedback_comes_first_and_is_not_duplicated() {
+        let (mut w, mut session, token) = online();
+        assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let taken = w.st.take_feedback(APP, SANDBOX);
+        w.st.restore_feedback(APP, SANDBOX, taken.clone());
+        w.st.restore_feedback(APP, SANDBOX, taken.clone());
+        assert_eq!(w.st.take_feedback(APP, SANDBOX), taken);
+    }
+
+    #[test]
+    fn a_disconnect_requeues_only_that_sessions_deliveries() {
+        let mut w = World::new(None);
+        let mut s1 = w.connect("D1");
+        let mut s2 = w.connect("D2");
+        let t1 = w.register("D1", APP, false).unwrap();
+        let t2 = w.register("D2", APP, false).unwrap();
+        let later = w.hour_from_now();
+        for id in [1, 2] {
+            assert_eq!(w.push(request(t1, id, later)), Ok(PushOutcome::Sent));
+        }
+        for id in [3, 4] {
+            assert_eq!(w.push(request(t2, id, later)), Ok(PushOutcome::Sent));
+        }
+        let d1 = drain(&mut s1);
+        let d2 = drain(&mut s2);
+        assert_eq!((d1.len(), d2.len()), (2, 2));
+
+        // An answer naming another session's delivery is refused and changes nothing.
+        assert!(!w.reply(s2.id, d1[0].delivery, DeviceReply::Ack));
+        assert!(!w.reply(s1.id, d2[0].delivery, DeviceReply::Ack));
+
+        // D1 drops: exactly its two deliveries are routed again (to the store, in order).
+        let events = w.disconnect("D1", s1.id);
+        assert_eq!(
+            notification_outcomes(&events),
+            [
+                (1, Outcome::Requeued),
+                (1, Outcome::Stored),
+                (2, Outcome::Requeued),
+                (2, Outcome::Stored),
+                (1, Outcome::Superseded),
+            ]
+        );
+        assert!(
+            !w.st.sessions.contains_key(&s1.id),
+            "the ended session is gone"
+        );
+
+        // D2's deliveries are untouched, still owed by D2 and still acknowledgeable by it.
+        let owed: Vec<u64> = w.st.sessions[&s2.id].pending.keys().copied().collect();
+        assert_eq!(owed, [d2[0].delivery, d2[1].delivery]);
+        assert!(
+            !w.reply(s2.id, d1[1].delivery, DeviceReply::Ack),
+            "not D2's"
+        );
+        assert!(
+            !w.reply(s1.id, d1[1].delivery, DeviceReply::Ack),
+            "D1 has ended"
+        );
+        for d in &d2 {
+            assert!(w.reply(s2.id, d.delivery, DeviceReply::Ack));
+        }
+        assert!(w.st.sessions[&s2.id].pending.is_empty());
+        let acked = w
+            .outcomes()
+            .into_iter()
+            .filter(|(_, outcome)| *outcome == Outcome::Acknowledged)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            acked,
+            [(3, Outcome::Acknowledged), (4, Outcome::Acknowledged)]
+        );
+    }
+
+    #[test]
+    fn requeued_deliveries_keep_the_order_they_were_sent_in() {
+        let (mut w, mut first, token) = online();
+        let later = w.hour_from_now();
+        for id in 1..=5 {
+            assert_eq!(w.push(request(token, id, later)), Ok(PushOutcome::Sent));
+        }
+        assert_eq!(drain(&mut first).len(), 5);
+        // Replaced: the new session gets them in the order they were first sent.
+        let mut second = w.connect("D1");
+        w.disconnect("D1", first.id);
+        let ids: Vec<[u8; 4]> = drain(&mut second).iter().map(|n| n.identifier).collect();
+        let expected: Vec<[u8; 4]> = (1..=5u32).map(u32::to_be_bytes).collect();
+        assert_eq!(ids, expected);
+        // Offline: the store keeps the newest of them.
+        w.disconnect("D1", second.id);
+        let mut third = w.connect("D1");
+        let kept: Vec<[u8; 4]> = drain(&mut third).iter().map(|n| n.identifier).collect();
+        assert_eq!(kept, [5u32.to_be_bytes()]);
+    }
+}
