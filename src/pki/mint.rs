@@ -243,7 +243,7 @@ pub(crate) fn mint_p8() -> Result<String, CertError> {
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let pem = secret
         .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| CertError::BadAuthKey("(new key)".to_owned()))?;
+        .map_err(|_| CertError::EncodeAuthKey)?;
     Ok(pem.to_string())
 }
 

@@ -98,9 +98,19 @@ pub enum CertError {
     /// An auth key with this key id already exists; key ids must identify one key.
     #[error("an auth key with key id {0:?} already exists")]
     DuplicateKeyId(String),
-    /// A `.p8` file is not a P-256 private key in PKCS#8 PEM form.
-    #[error("auth key {0}: not a P-256 private key in PKCS#8 PEM form")]
-    BadAuthKey(String),
+    /// A `.p8` file listed in the manifest is not a P-256 private key in PKCS#8 PEM form:
+    /// replace it with the key Apple issued, or mint a new one.
+    #[error("{}: auth key {key_id} is not a P-256 private key in PKCS#8 PEM form", path.display())]
+    BadAuthKey {
+        /// The key id the manifest gives the file.
+        key_id: String,
+        /// The `.p8` file.
+        path: PathBuf,
+    },
+    /// A freshly generated auth key could not be written as PKCS#8 PEM (a bug in the
+    /// crypto stack, never the user's input).
+    #[error("a new auth key could not be encoded as PKCS#8 PEM")]
+    EncodeAuthKey,
     /// A universal certificate's topic list could not be encoded (a topic beyond what DER
     /// lengths allow).
     #[error("topic list extension: {0}")]
@@ -396,7 +406,7 @@ impl Pki {
                     }
                     let p8_pem = read_text(&path)?;
                     if !mint::is_p8(&p8_pem) {
-                        return Err(CertError::BadAuthKey(key_id));
+                        return Err(CertError::BadAuthKey { key_id, path });
                     }
                     auth_keys.push(AuthKey {
                         key_id,
@@ -728,6 +738,13 @@ impl Pki {
     pub fn auth_key(&self, key_id: &str) -> Option<&AuthKey> {
         self.auth_keys.iter().find(|k| k.key_id == key_id)
     }
+
+    /// Adds an auth key without checking its PEM, so tests of the layers above can hold a
+    /// PKI whose key is broken (loading and minting never produce one).
+    #[cfg(test)]
+    pub(crate) fn insert_auth_key_unchecked(&mut self, key: AuthKey) {
+        self.auth_keys.push(key);
+    }
 }
 
 fn is_apple_id(s: &str) -> bool {
@@ -1020,6 +1037,31 @@ mod tests {
 
         fs::write(dir.join("ca.pem"), "garbage").unwrap();
         assert!(matches!(Pki::load(&dir), Err(CertError::Pem { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_names_a_corrupt_auth_key_and_its_file() {
+        let dir = temp_dir("p8");
+        Pki::load_or_create(&dir).unwrap();
+        let file = dir.join("AuthKey_SIMKEY0001.p8");
+        fs::write(
+            &file,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = Pki::load(&dir).unwrap_err();
+        assert!(
+            matches!(&err, CertError::BadAuthKey { key_id, path } if key_id == DEFAULT_KEY_ID && *path == file),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: auth key SIMKEY0001 is not a P-256 private key in PKCS#8 PEM form",
+                file.display()
+            )
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
