@@ -92,12 +92,19 @@ pub struct Addrs {
     pub devices: SocketAddr,
 }
 
-/// Why the simulator could not start.
+/// Why the simulator could not start. Each variant prints the inner error in its message
+/// rather than chaining it as a `source`, so the CLI's `{:#}` says it once.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
-    /// A TLS configuration could not be built from the certificates.
+    /// rustls refused a configuration built from the PKI's CA, server certificate or server
+    /// key (a `certs/` directory edited by hand: mint a fresh one).
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(tls::TlsError),
+    /// An auth key of the PKI cannot verify provider tokens; the message names the key and
+    /// its `.p8` file, which has to be replaced.
+    #[error("HTTP/2 token auth: {0}")]
+    AuthKey(jwt::JwtError),
     /// A listener has no local address.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -122,14 +129,14 @@ impl Simulator {
             http2: listeners.http2.local_addr()?,
             devices: listeners.devices.local_addr()?,
         };
-        let tls_err = |e: tls::TlsError| StartError::Tls(e.to_string());
-        let provider_tls =
-            TlsAcceptor::from(tls::provider_server_config(&config.pki, &[]).map_err(tls_err)?);
+        let provider_tls = TlsAcceptor::from(
+            tls::provider_server_config(&config.pki, &[]).map_err(StartError::Tls)?,
+        );
         let device_tls =
-            TlsAcceptor::from(tls::device_server_config(&config.pki).map_err(tls_err)?);
-        let http2_tls = TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(tls_err)?);
-        let auth_keys =
-            jwt::KeyStore::from_pki(&config.pki).map_err(|e| StartError::Tls(e.to_string()))?;
+            TlsAcceptor::from(tls::device_server_config(&config.pki).map_err(StartError::Tls)?);
+        let http2_tls =
+            TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(StartError::Tls)?);
+        let auth_keys = jwt::KeyStore::from_pki(&config.pki).map_err(StartError::AuthKey)?;
 
         let hub = Hub::with_rate_limit(config.clock.clone(), config.settings.token_rate_limit);
         let settings = Arc::new(config.settings.clone());
@@ -212,5 +219,31 @@ impl Simulator {
         self.tracker.close();
         self.tracker.wait().await;
         info!("simulator stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{AuthKey, DEFAULT_TEAM_ID};
+
+    #[tokio::test]
+    async fn a_corrupt_auth_key_is_named_not_blamed_on_tls() {
+        let mut pki = Pki::generate().unwrap();
+        pki.insert_auth_key_unchecked(AuthKey {
+            key_id: "BROKEN0001".to_owned(),
+            team_id: DEFAULT_TEAM_ID.to_owned(),
+            topics: Vec::new(),
+            p8_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_owned(),
+        });
+        let listeners = Listeners::bind_local().await.unwrap();
+        let err = Simulator::start(SimulatorConfig::new(pki), listeners).unwrap_err();
+        assert!(matches!(err, StartError::AuthKey(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "HTTP/2 token auth: auth key BROKEN0001 (AuthKey_BROKEN0001.p8): \
+             not a P-256 private key in PKCS#8 PEM form"
+        );
+        assert!(!err.to_string().contains("TLS"), "{err}");
     }
 }

@@ -62,9 +62,16 @@ pub enum JwtError {
     /// The signature does not decode or does not verify over `header.claims`.
     #[error("token signature is invalid")]
     BadSignature,
-    /// The `.p8` key to sign with (or to verify against) is not a P-256 PKCS#8 key.
-    #[error("auth key {0}: not a P-256 private key in PKCS#8 PEM form")]
-    BadKey(String),
+    /// The `.p8` key to sign with (or to verify against) is not a P-256 PKCS#8 key: the
+    /// user has to replace that file, so the message names the key and the file.
+    #[error("auth key {key_id} ({file}): not a P-256 private key in PKCS#8 PEM form")]
+    BadKey {
+        /// The key id (`kid`) of the unusable key.
+        key_id: String,
+        /// Its file name as Apple issues it and the PKI directory stores it,
+        /// `AuthKey_<KEYID>.p8` ([`AuthKey::file_name`]).
+        file: String,
+    },
 }
 
 /// What a valid token says, for the caller's lifetime and connection-binding rules.
@@ -162,7 +169,10 @@ impl KeyStore {
 }
 
 fn signing_key(key: &AuthKey) -> Result<SigningKey, JwtError> {
-    SigningKey::from_pkcs8_pem(&key.p8_pem).map_err(|_| JwtError::BadKey(key.key_id.clone()))
+    SigningKey::from_pkcs8_pem(&key.p8_pem).map_err(|_| JwtError::BadKey {
+        key_id: key.key_id.clone(),
+        file: key.file_name(),
+    })
 }
 
 /// `header.claims`, the signing input, for a key and issue time.
@@ -476,9 +486,17 @@ mod tests {
             topics: Vec::new(),
             p8_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_owned(),
         };
+        let err = sign(&key, IAT).unwrap_err();
         assert_eq!(
-            sign(&key, IAT),
-            Err(JwtError::BadKey("BROKEN0001".to_owned()))
+            err,
+            JwtError::BadKey {
+                key_id: "BROKEN0001".to_owned(),
+                file: "AuthKey_BROKEN0001.p8".to_owned()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "auth key BROKEN0001 (AuthKey_BROKEN0001.p8): not a P-256 private key in PKCS#8 PEM form"
         );
         assert!(KeyStore::new().insert_auth_key(&key).is_err());
     }

@@ -16,7 +16,7 @@
 //! # Push types and topics
 //!
 //! Each push type but `alert`, `background` and `mdm` needs a topic of the form
-//! `<bundle id><suffix>` (table in [`PushType::suffix`]); the app a notification is routed to
+//! `<bundle id><suffix>` (table in [`profile::TOPIC_SUFFIXES`]); the app a notification is routed to
 //! is the topic without that suffix. Documented choices where Apple is silent:
 //!
 //! - a suffix-less push type (`alert`, `background`) with a topic that ends in another push
@@ -34,6 +34,7 @@ use http::{HeaderMap, Method, Uri};
 use uuid::Uuid;
 
 use super::response::Reason;
+use crate::pki::profile;
 use crate::protocol::token::DeviceToken;
 
 /// The path prefix of the only request Apple's API serves.
@@ -111,29 +112,16 @@ impl PushType {
         PushType::ALL.into_iter().find(|t| t.as_str() == value)
     }
 
-    /// The suffix the topic must carry after the bundle id; `None` for the types whose topic
-    /// is the bundle id itself (alert, background) or free-form (mdm: the MDM certificate's
-    /// UID).
+    /// The suffix the topic must carry after the bundle id, from the one table of Apple's
+    /// topic suffixes ([`profile::TOPIC_SUFFIXES`]); `None` for the types whose topic is the
+    /// bundle id itself (alert, background) or free-form (mdm: the MDM certificate's UID).
     pub fn suffix(self) -> Option<&'static str> {
-        match self {
-            PushType::Alert | PushType::Background | PushType::Mdm => None,
-            PushType::Location => Some(".location-query"),
-            PushType::Voip => Some(".voip"),
-            PushType::Complication => Some(".complication"),
-            PushType::Fileprovider => Some(".pushkit.fileprovider"),
-            PushType::Liveactivity => Some(".push-type.liveactivity"),
-            PushType::Pushtotalk => Some(".voip-ptt"),
-            PushType::Widgets => Some(".push-type.widgets"),
-            PushType::Controls => Some(".push-type.controls"),
-        }
+        profile::topic_suffix(self.as_str())
     }
 
-    /// The push type whose suffix ends `topic`, if any.
+    /// The push type whose suffix ends `topic` after a non-empty bundle id, if any.
     pub fn from_topic_suffix(topic: &str) -> Option<PushType> {
-        PushType::ALL.into_iter().find(|t| {
-            t.suffix()
-                .is_some_and(|s| topic.len() > s.len() && topic.ends_with(s))
-        })
+        profile::push_type_of_topic(topic).and_then(PushType::parse)
     }
 
     /// The payload limit for this push type: 5120 bytes for VoIP, 4096 for the rest.
@@ -551,6 +539,14 @@ mod tests {
             ),
             Err(Reason::TopicDisallowed)
         );
+    }
+
+    #[test]
+    fn every_topic_suffix_names_a_push_type() {
+        for (name, suffix) in profile::TOPIC_SUFFIXES {
+            let push_type = PushType::parse(name).expect(name);
+            assert_eq!(push_type.suffix(), Some(*suffix));
+        }
     }
 
     #[test]

@@ -1,36 +1,27 @@
-//! The simulator's private PKI: minting with rcgen and the on-disk layout in `certs/`.
+//! The simulator's PKI as a value and as a directory: [`Pki`], the layout of `certs/` and its
+//! `manifest.json`.
 //!
-//! On first start the simulator mints a root CA, a server certificate covering `localhost`
-//! and Apple's push host names, a provider (client) certificate shaped like the ones Apple
-//! issues, and a `.p8` ES256 auth key for token-based auth. [`Pki::write`] puts them in a
-//! directory with a `manifest.json`; [`Pki::load_or_create`] reuses that directory on later
-//! starts, so clients configured once keep working. Tests use [`Pki::generate`], which never
-//! touches the disk.
+//! On first start the simulator mints (see [`super::mint`]) a root CA, a server certificate
+//! covering `localhost` and Apple's push host names, a provider (client) certificate shaped
+//! like the ones Apple issues, and a `.p8` ES256 auth key for token-based auth.
+//! [`Pki::write`] puts them in a directory with a `manifest.json`; [`Pki::load_or_create`]
+//! reuses that directory on later starts, so clients configured once keep working. Tests
+//! use [`Pki::generate`], which never touches the disk.
 //!
-//! Provider certificates follow §1.8 of the APNs reference: subject
-//! `UID=<topic>, CN=<prefix><topic>, OU=<team id>, O=apns-sim, C=US`, the Apple extension
-//! OIDs `1.2.840.113635.100.6.3.1` (development) and `.3.2` (production), and for universal
-//! certificates the topic list `.3.6` (app, `.voip` and `.complication` topics).
-//!
-//! Minting is not on any hot path: everything here runs at startup or from the CLI.
+//! Every file is checked when it is loaded (PEM, the CA key against the CA certificate, each
+//! `.p8` key), so a broken directory is reported at startup with the file at fault.
 
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use rand::Rng;
-use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PrintableString, SerialNumber,
-};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
 
-use crate::protocol::Environment;
+use super::mint::{self, Ca};
+use super::profile::{CertEnvironment, TopicListError};
 
 /// The topic (bundle id) of the provider certificate every PKI starts with, so that a demo
 /// and the tests work without minting anything.
@@ -43,55 +34,12 @@ pub const DEFAULT_TEAM_ID: &str = "SIMTEAM001";
 /// The 10-character key id of the default `.p8` auth key (its file is `AuthKey_SIMKEY0001.p8`).
 pub const DEFAULT_KEY_ID: &str = "SIMKEY0001";
 
-/// Common name of the simulator's root CA, so users recognise it in trust stores.
-pub const CA_COMMON_NAME: &str = "apns-sim Root CA";
-
-/// Host names the server certificate covers: loopback, plus every Apple push host so that a
-/// hosts-file alias (`127.0.0.1 api.push.apple.com`) works with unmodified clients.
-pub const SERVER_NAMES: &[&str] = &[
-    "localhost",
-    "127.0.0.1",
-    "::1",
-    "gateway.push.apple.com",
-    "gateway.sandbox.push.apple.com",
-    "feedback.push.apple.com",
-    "feedback.sandbox.push.apple.com",
-    "api.push.apple.com",
-    "api.sandbox.push.apple.com",
-    "api.development.push.apple.com",
-];
-
 /// Version of `manifest.json` this code writes and understands.
 pub const MANIFEST_VERSION: u32 = 1;
 
 /// Name of the manifest file inside a PKI directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// Subject attribute `UID` (userId, RFC 4519), where Apple puts the bundle id.
-pub(crate) const OID_UID: &[u64] = &[0, 9, 2342, 19200300, 100, 1, 1];
-/// Apple extension marking an APNs development (sandbox) client certificate.
-pub(crate) const OID_APNS_DEVELOPMENT: &[u64] = &[1, 2, 840, 113635, 100, 6, 3, 1];
-/// Apple extension marking an APNs production client certificate.
-pub(crate) const OID_APNS_PRODUCTION: &[u64] = &[1, 2, 840, 113635, 100, 6, 3, 2];
-/// Apple extension listing the topics of a universal certificate.
-pub(crate) const OID_APNS_TOPICS: &[u64] = &[1, 2, 840, 113635, 100, 6, 3, 6];
-
-/// CN prefix of a sandbox-only iOS push certificate.
-pub const CN_PREFIX_SANDBOX: &str = "Apple Development IOS Push Services: ";
-/// CN prefix of a production-only iOS push certificate.
-pub const CN_PREFIX_PRODUCTION: &str = "Apple Production IOS Push Services: ";
-/// CN prefix of a universal ("Sandbox & Production") push certificate.
-pub const CN_PREFIX_UNIVERSAL: &str = "Apple Push Services: ";
-
-/// Validity of provider certificates: Apple issues them for one year.
-const PROVIDER_VALIDITY: Duration = Duration::days(365);
-/// Validity of the server certificate: 825 days is the longest Apple platforms accept for a
-/// TLS server certificate, even from a private CA.
-const SERVER_VALIDITY: Duration = Duration::days(825);
-/// Validity of the root CA: long enough that a `certs/` directory outlives its users.
-const CA_VALIDITY: Duration = Duration::days(3650);
-/// Certificates start a little in the past so a client whose clock lags still accepts them.
-const BACKDATE: Duration = Duration::hours(1);
 /// Longest topic accepted when minting; bundle ids are far shorter, and topics become file
 /// names.
 const MAX_TOPIC_LEN: usize = 200;
@@ -150,83 +98,23 @@ pub enum CertError {
     /// An auth key with this key id already exists; key ids must identify one key.
     #[error("an auth key with key id {0:?} already exists")]
     DuplicateKeyId(String),
-    /// A `.p8` file is not a P-256 private key in PKCS#8 PEM form.
-    #[error("auth key {0}: not a P-256 private key in PKCS#8 PEM form")]
-    BadAuthKey(String),
-    /// A certificate environment name other than sandbox, production or universal.
-    #[error("unknown certificate environment {0:?}: expected sandbox, production or universal")]
-    UnknownEnvironment(String),
-}
-
-/// Which APNs environments a provider certificate may connect to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertEnvironment {
-    /// "Apple Development IOS Push Services": sandbox only.
-    Sandbox,
-    /// "Apple Production IOS Push Services": production only.
-    Production,
-    /// "Apple Push Services" (Dec 2015+): both environments.
-    Universal,
-}
-
-impl CertEnvironment {
-    /// Whether a certificate of this kind may be used against `env`; a `false` answer is
-    /// Apple's `BadCertificateEnvironment`.
-    pub fn allows(self, env: Environment) -> bool {
-        match self {
-            CertEnvironment::Universal => true,
-            CertEnvironment::Sandbox => env == Environment::Sandbox,
-            CertEnvironment::Production => env == Environment::Production,
-        }
-    }
-
-    /// The single environment a sandbox-only or production-only certificate is bound to;
-    /// `None` for universal certificates, whose environment comes from the connection.
-    pub fn fixed_environment(self) -> Option<Environment> {
-        match self {
-            CertEnvironment::Sandbox => Some(Environment::Sandbox),
-            CertEnvironment::Production => Some(Environment::Production),
-            CertEnvironment::Universal => None,
-        }
-    }
-
-    /// The lowercase name used in file names, the manifest and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertEnvironment::Sandbox => "sandbox",
-            CertEnvironment::Production => "production",
-            CertEnvironment::Universal => "universal",
-        }
-    }
-
-    /// The common-name prefix Apple uses for this kind of certificate.
-    pub fn cn_prefix(self) -> &'static str {
-        match self {
-            CertEnvironment::Sandbox => CN_PREFIX_SANDBOX,
-            CertEnvironment::Production => CN_PREFIX_PRODUCTION,
-            CertEnvironment::Universal => CN_PREFIX_UNIVERSAL,
-        }
-    }
-}
-
-impl fmt::Display for CertEnvironment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CertEnvironment {
-    type Err = CertError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sandbox" => Ok(CertEnvironment::Sandbox),
-            "production" => Ok(CertEnvironment::Production),
-            "universal" => Ok(CertEnvironment::Universal),
-            other => Err(CertError::UnknownEnvironment(other.to_owned())),
-        }
-    }
+    /// A `.p8` file listed in the manifest is not a P-256 private key in PKCS#8 PEM form:
+    /// replace it with the key Apple issued, or mint a new one.
+    #[error("{}: auth key {key_id} is not a P-256 private key in PKCS#8 PEM form", path.display())]
+    BadAuthKey {
+        /// The key id the manifest gives the file.
+        key_id: String,
+        /// The `.p8` file.
+        path: PathBuf,
+    },
+    /// A freshly generated auth key could not be written as PKCS#8 PEM (a bug in the
+    /// crypto stack, never the user's input).
+    #[error("a new auth key could not be encoded as PKCS#8 PEM")]
+    EncodeAuthKey,
+    /// A universal certificate's topic list could not be encoded (a topic beyond what DER
+    /// lengths allow).
+    #[error("topic list extension: {0}")]
+    TopicList(#[from] TopicListError),
 }
 
 /// A provider (client) certificate and its key, as a provider library would load them.
@@ -248,6 +136,25 @@ pub struct ProviderCert {
 }
 
 impl ProviderCert {
+    /// Mints a provider certificate signed by `ca` that will live in `<file_stem>.pem`.
+    fn mint(
+        ca: &Ca,
+        topic: &str,
+        environment: CertEnvironment,
+        team_id: &str,
+        file_stem: String,
+    ) -> Result<ProviderCert, CertError> {
+        let minted = ca.mint_provider(topic, environment, team_id)?;
+        Ok(ProviderCert {
+            cert_pem: minted.cert_pem,
+            key_pem: minted.key_pem,
+            topic: topic.to_owned(),
+            environment,
+            team_id: team_id.to_owned(),
+            file_stem,
+        })
+    }
+
     /// The certificate's file name inside the PKI directory.
     pub fn cert_file_name(&self) -> String {
         format!("{}.pem", self.file_stem)
@@ -387,16 +294,6 @@ pub struct Manifest {
     pub files: Vec<ManifestEntry>,
 }
 
-/// The CA as a signer: the rcgen certificate (its subject and key identifier go into every
-/// child) and its key pair.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
 /// The simulator's whole PKI: CA, server certificate, provider certificates and auth keys.
 ///
 /// Invariants: the CA key signs certificates that chain to the CA certificate, and there is
@@ -434,9 +331,9 @@ impl Pki {
     /// Mints a fresh PKI in memory: CA, server certificate, the default universal provider
     /// certificate for [`DEFAULT_TOPIC`] and the default auth key [`DEFAULT_KEY_ID`].
     pub fn generate() -> Result<Pki, CertError> {
-        let ca = mint_ca()?;
-        let (server_cert, server_key) = mint_server(&ca)?;
-        let default_provider = mint_provider_cert(
+        let ca = Ca::mint()?;
+        let server = ca.mint_server()?;
+        let default_provider = ProviderCert::mint(
             &ca,
             DEFAULT_TOPIC,
             CertEnvironment::Universal,
@@ -444,10 +341,10 @@ impl Pki {
             "provider".to_owned(),
         )?;
         let mut pki = Pki {
-            server_cert_pem: server_cert.pem(),
-            server_key_pem: server_key.serialize_pem(),
-            server_cert_der: server_cert.der().clone(),
-            server_key_der: PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            server_cert_pem: server.cert_pem,
+            server_key_pem: server.key_pem,
+            server_cert_der: server.cert_der,
+            server_key_der: server.key_der,
             ca,
             default_provider,
             other_providers: Vec::new(),
@@ -508,7 +405,9 @@ impl Pki {
                         return Err(CertError::DuplicateKeyId(key_id));
                     }
                     let p8_pem = read_text(&path)?;
-                    check_p8(&p8_pem, &key_id)?;
+                    if !mint::is_p8(&p8_pem) {
+                        return Err(CertError::BadAuthKey { key_id, path });
+                    }
                     auth_keys.push(AuthKey {
                         key_id,
                         team_id,
@@ -523,7 +422,7 @@ impl Pki {
 
         let (ca_cert_pem, ca_path) = ca_cert_pem.ok_or_else(|| missing_role("ca"))?;
         let (ca_key_pem, _) = ca_key_pem.ok_or_else(|| missing_role("ca-key"))?;
-        let ca = load_ca(ca_cert_pem, ca_key_pem, &ca_path)?;
+        let ca = Ca::from_pem(ca_cert_pem, ca_key_pem, &ca_path)?;
         let (server_cert_pem, server_path) =
             server_cert_pem.ok_or_else(|| missing_role("server"))?;
         let (server_key_pem, server_key_path) =
@@ -718,11 +617,11 @@ impl Pki {
         if same(&self.default_provider) {
             let stem = self.default_provider.file_stem.clone();
             self.default_provider =
-                mint_provider_cert(&self.ca, topic, environment, team_id, stem)?;
+                ProviderCert::mint(&self.ca, topic, environment, team_id, stem)?;
             return Ok(&self.default_provider);
         }
         let stem = format!("provider-{topic}-{environment}");
-        let cert = mint_provider_cert(&self.ca, topic, environment, team_id, stem)?;
+        let cert = ProviderCert::mint(&self.ca, topic, environment, team_id, stem)?;
         let index = match self.other_providers.iter().position(same) {
             Some(i) => {
                 self.other_providers[i] = cert;
@@ -757,13 +656,13 @@ impl Pki {
                 id
             }
             None => loop {
-                let id = random_key_id();
+                let id = mint::random_key_id();
                 if self.auth_key(&id).is_none() {
                     break id;
                 }
             },
         };
-        let p8_pem = generate_p8()?;
+        let p8_pem = mint::mint_p8()?;
         let index = self.auth_keys.len();
         self.auth_keys.push(AuthKey {
             key_id,
@@ -839,218 +738,13 @@ impl Pki {
     pub fn auth_key(&self, key_id: &str) -> Option<&AuthKey> {
         self.auth_keys.iter().find(|k| k.key_id == key_id)
     }
-}
 
-/// Encodes a DER tag-length-value with a definite length (short or long form).
-pub(crate) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = content.len();
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        let significant = &bytes[skip..];
-        out.push(0x80 | significant.len() as u8);
-        out.extend_from_slice(significant);
+    /// Adds an auth key without checking its PEM, so tests of the layers above can hold a
+    /// PKI whose key is broken (loading and minting never produce one).
+    #[cfg(test)]
+    pub(crate) fn insert_auth_key_unchecked(&mut self, key: AuthKey) {
+        self.auth_keys.push(key);
     }
-    out.extend_from_slice(content);
-    out
-}
-
-/// DER tag of `UTF8String`.
-pub(crate) const TAG_UTF8_STRING: u8 = 0x0C;
-/// DER tag of a constructed `SEQUENCE`.
-pub(crate) const TAG_SEQUENCE: u8 = 0x30;
-
-/// Encodes Apple's topic-list extension value (OID …6.3.6): a `SEQUENCE` alternating
-/// `UTF8String topic` and `SEQUENCE { UTF8String kind }`.
-pub(crate) fn topic_list_der(topics: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (topic, kind) in topics {
-        body.extend(der_tlv(TAG_UTF8_STRING, topic.as_bytes()));
-        body.extend(der_tlv(
-            TAG_SEQUENCE,
-            &der_tlv(TAG_UTF8_STRING, kind.as_bytes()),
-        ));
-    }
-    der_tlv(TAG_SEQUENCE, &body)
-}
-
-/// A DER `NULL`, the value Apple's marker extensions carry.
-const DER_NULL: [u8; 2] = [0x05, 0x00];
-
-fn mint_ca() -> Result<Ca, CertError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
-    dn.push(DnType::OrganizationName, "apns-sim");
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    set_validity(&mut params, CA_VALIDITY);
-    let cert = params.self_signed(&key)?;
-    Ok(Ca {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        der: cert.der().clone(),
-        cert,
-        key,
-    })
-}
-
-/// Rebuilds a signing CA from its PEM files. rcgen needs an issuer `Certificate`; re-signing
-/// the parsed parameters yields one with the same subject and key, so children verify
-/// against the original `ca.pem`.
-fn load_ca(cert_pem: String, key_pem: String, path: &Path) -> Result<Ca, CertError> {
-    let bad_cert = || CertError::Pem {
-        path: path.to_owned(),
-        what: "CA certificate",
-    };
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| bad_cert())?;
-    // rcgen's parser assumes single-attribute RDNs (it panics otherwise); check first.
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|_| bad_cert())?;
-    if parsed.subject().iter().any(|rdn| rdn.iter().count() != 1) {
-        return Err(bad_cert());
-    }
-    let spki = parsed.public_key().raw.to_vec();
-    let key = KeyPair::from_pem(&key_pem).map_err(|_| CertError::Pem {
-        path: path.with_file_name("ca-key.pem"),
-        what: "CA private key",
-    })?;
-    if key.public_key_der() != spki {
-        return Err(CertError::CaKeyMismatch);
-    }
-    let params = CertificateParams::from_ca_cert_der(&der)?;
-    let cert = params.self_signed(&key)?;
-    Ok(Ca {
-        cert,
-        key,
-        cert_pem,
-        key_pem,
-        der,
-    })
-}
-
-fn mint_server(ca: &Ca) -> Result<(rcgen::Certificate, KeyPair), CertError> {
-    let key = KeyPair::generate()?;
-    let names: Vec<String> = SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect();
-    let mut params = CertificateParams::new(names)?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "apns-sim server");
-    dn.push(DnType::OrganizationName, "apns-sim");
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, SERVER_VALIDITY);
-    let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
-    Ok((cert, key))
-}
-
-fn mint_provider_cert(
-    ca: &Ca,
-    topic: &str,
-    environment: CertEnvironment,
-    team_id: &str,
-    file_stem: String,
-) -> Result<ProviderCert, CertError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CustomDnType(OID_UID.to_vec()), topic);
-    dn.push(
-        DnType::CommonName,
-        format!("{}{topic}", environment.cn_prefix()),
-    );
-    dn.push(DnType::OrganizationalUnitName, team_id);
-    dn.push(DnType::OrganizationName, "apns-sim");
-    dn.push(
-        DnType::CountryName,
-        DnValue::PrintableString(PrintableString::try_from("US")?),
-    );
-    params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    if environment != CertEnvironment::Production {
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                OID_APNS_DEVELOPMENT,
-                DER_NULL.to_vec(),
-            ));
-    }
-    if environment != CertEnvironment::Sandbox {
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(
-                OID_APNS_PRODUCTION,
-                DER_NULL.to_vec(),
-            ));
-    }
-    if environment == CertEnvironment::Universal {
-        let voip = format!("{topic}.voip");
-        let complication = format!("{topic}.complication");
-        let value = topic_list_der(&[
-            (topic, "app"),
-            (&voip, "voip"),
-            (&complication, "complication"),
-        ]);
-        params
-            .custom_extensions
-            .push(CustomExtension::from_oid_content(OID_APNS_TOPICS, value));
-    }
-    set_validity(&mut params, PROVIDER_VALIDITY);
-    let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
-    Ok(ProviderCert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        topic: topic.to_owned(),
-        environment,
-        team_id: team_id.to_owned(),
-        file_stem,
-    })
-}
-
-/// Sets a random positive serial and a validity window starting [`BACKDATE`] ago.
-fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - BACKDATE;
-    params.not_after = now + validity;
-    let mut serial = [0u8; 16];
-    rand::thread_rng().fill(&mut serial);
-    // Positive and without a leading zero byte, as RFC 5280 wants.
-    serial[0] = (serial[0] & 0x7f) | 0x40;
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
-}
-
-/// A fresh P-256 key in PKCS#8 PEM, the format of Apple's `.p8` downloads.
-fn generate_p8() -> Result<String, CertError> {
-    use p256::pkcs8::{EncodePrivateKey, LineEnding};
-    let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let pem = secret
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|_| CertError::BadAuthKey("(new key)".to_owned()))?;
-    Ok(pem.to_string())
-}
-
-/// Checks that a loaded `.p8` is a P-256 PKCS#8 key, so errors surface at startup.
-fn check_p8(pem: &str, key_id: &str) -> Result<(), CertError> {
-    use p256::pkcs8::DecodePrivateKey;
-    p256::SecretKey::from_pkcs8_pem(pem)
-        .map(|_| ())
-        .map_err(|_| CertError::BadAuthKey(key_id.to_owned()))
-}
-
-fn random_key_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::thread_rng();
-    (0..10)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect()
 }
 
 fn is_apple_id(s: &str) -> bool {
@@ -1166,54 +860,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn der_tlv_short_and_long_lengths() {
-        assert_eq!(der_tlv(0x0C, b"ab"), vec![0x0C, 0x02, b'a', b'b']);
-        let long = vec![0x41; 200];
-        let enc = der_tlv(0x04, &long);
-        assert_eq!(&enc[..3], &[0x04, 0x81, 200]);
-        assert_eq!(enc.len(), 203);
-        let longer = vec![0x41; 300];
-        let enc = der_tlv(0x04, &longer);
-        assert_eq!(&enc[..4], &[0x04, 0x82, 0x01, 0x2C]);
-    }
-
-    #[test]
-    fn topic_list_bytes() {
-        let der = topic_list_der(&[("a.b", "app"), ("a.b.voip", "voip")]);
-        #[rustfmt::skip]
-        let expected = vec![
-            0x30, 0x1E,                               // SEQUENCE, 30 bytes
-            0x0C, 0x03, b'a', b'.', b'b',             //   UTF8String "a.b"
-            0x30, 0x05,                               //   SEQUENCE, 5 bytes
-            0x0C, 0x03, b'a', b'p', b'p',             //     UTF8String "app"
-            0x0C, 0x08, b'a', b'.', b'b', b'.',       //   UTF8String "a.b.voip"
-                  b'v', b'o', b'i', b'p',
-            0x30, 0x06,                               //   SEQUENCE, 6 bytes
-            0x0C, 0x04, b'v', b'o', b'i', b'p',       //     UTF8String "voip"
-        ];
-        assert_eq!(der, expected);
-    }
-
-    #[test]
-    fn cert_environment_names_and_rules() {
-        for env in [
-            CertEnvironment::Sandbox,
-            CertEnvironment::Production,
-            CertEnvironment::Universal,
-        ] {
-            assert_eq!(env.to_string().parse::<CertEnvironment>().unwrap(), env);
-            let json = serde_json::to_string(&env).unwrap();
-            assert_eq!(json, format!("\"{env}\""));
-        }
-        assert!("Sandbox".parse::<CertEnvironment>().is_err());
-        assert!(CertEnvironment::Universal.allows(Environment::Sandbox));
-        assert!(CertEnvironment::Universal.allows(Environment::Production));
-        assert!(CertEnvironment::Sandbox.allows(Environment::Sandbox));
-        assert!(!CertEnvironment::Sandbox.allows(Environment::Production));
-        assert!(!CertEnvironment::Production.allows(Environment::Sandbox));
-    }
-
-    #[test]
     fn generate_has_defaults() {
         let pki = Pki::generate().unwrap();
         let provider = pki.default_provider();
@@ -1228,49 +874,6 @@ mod tests {
         assert_eq!(key.file_name(), "AuthKey_SIMKEY0001.p8");
         assert!(pki.ca_cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(pki.server_chain().len(), 1);
-    }
-
-    #[test]
-    fn server_cert_names() {
-        let pki = Pki::generate().unwrap();
-        let der = pki.server_chain().remove(0);
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let san = cert.subject_alternative_name().unwrap().unwrap().value;
-        let names: Vec<String> = san
-            .general_names
-            .iter()
-            .map(|n| match n {
-                x509_parser::extensions::GeneralName::DNSName(d) => (*d).to_owned(),
-                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*ip).unwrap()).to_string(),
-                    _ => std::net::IpAddr::from(<[u8; 16]>::try_from(*ip).unwrap()).to_string(),
-                },
-                other => format!("{other:?}"),
-            })
-            .collect();
-        let expected: Vec<String> = SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect();
-        assert_eq!(names, expected);
-        let eku = cert.extended_key_usage().unwrap().unwrap().value;
-        assert!(eku.server_auth && !eku.client_auth);
-    }
-
-    #[test]
-    fn ca_is_a_ca() {
-        let pki = Pki::generate().unwrap();
-        let der = pki.ca_der();
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        assert!(cert.is_ca());
-        let ku = cert.key_usage().unwrap().unwrap().value;
-        assert!(ku.key_cert_sign() && ku.crl_sign());
-        assert_eq!(
-            cert.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
-            CA_COMMON_NAME
-        );
     }
 
     #[test]
@@ -1328,7 +931,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "apns-sim-certs-{name}-{}-{}",
             std::process::id(),
-            random_key_id()
+            mint::random_key_id()
         ));
         let _ = fs::remove_dir_all(&dir);
         dir
@@ -1434,6 +1037,31 @@ mod tests {
 
         fs::write(dir.join("ca.pem"), "garbage").unwrap();
         assert!(matches!(Pki::load(&dir), Err(CertError::Pem { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_names_a_corrupt_auth_key_and_its_file() {
+        let dir = temp_dir("p8");
+        Pki::load_or_create(&dir).unwrap();
+        let file = dir.join("AuthKey_SIMKEY0001.p8");
+        fs::write(
+            &file,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = Pki::load(&dir).unwrap_err();
+        assert!(
+            matches!(&err, CertError::BadAuthKey { key_id, path } if key_id == DEFAULT_KEY_ID && *path == file),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: auth key SIMKEY0001 is not a P-256 private key in PKCS#8 PEM form",
+                file.display()
+            )
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
