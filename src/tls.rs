@@ -18,15 +18,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::pki::profile::{provider_identity, IdentityError, ProviderIdentity};
 use crate::pki::{Pki, ProviderCert};
-
-/// Reading a provider's identity from its certificate lives in [`crate::pki::profile`];
-/// these paths stay so the endpoints, and code written against `tls::`, keep compiling.
-#[doc(no_inline)]
-pub use crate::pki::profile::{
-    connection_environment, environment_for_server_name, provider_identity, EnvMismatch,
-    IdentityError, ProviderIdentity, TopicKind,
-};
 
 /// ALPN protocol id of HTTP/2, the only protocol the HTTP/2 provider API speaks.
 pub const ALPN_H2: &[u8] = b"h2";

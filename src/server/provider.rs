@@ -7,10 +7,10 @@
 
 use rustls::ServerConnection;
 
+use crate::pki::profile::{self, EnvMismatch, IdentityError};
 use crate::protocol::error_response::Status;
 use crate::protocol::Environment;
 use crate::settings::Settings;
-use crate::tls::{self, EnvMismatch, IdentityError};
 
 /// Topic and environment of an authenticated provider connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +61,8 @@ pub(crate) fn identify(
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or(IdentifyError::NoCertificate)?;
-    let identity = tls::provider_identity(cert)?;
-    let environment = tls::connection_environment(
+    let identity = profile::provider_identity(cert)?;
+    let environment = profile::connection_environment(
         &identity,
         session.server_name(),
         settings.default_environment,

@@ -76,6 +76,7 @@ use uuid::Uuid;
 
 use crate::hub::{Api, Hub, PushError, PushRequest};
 use crate::pki::jwt::KeyStore;
+use crate::pki::profile;
 use crate::protocol::http2 as frames;
 use crate::protocol::payload::{self, PayloadError};
 use crate::protocol::token::DeviceToken;
@@ -202,11 +203,11 @@ enum Refusal {
     /// The client certificate names no topic or environment, or does not parse: the
     /// provider must use a certificate minted for its app (or none, for token auth).
     #[error(transparent)]
-    BadCertificate(#[from] tls::IdentityError),
+    BadCertificate(#[from] profile::IdentityError),
     /// A sandbox-only or production-only certificate reached the other environment's host
     /// name.
     #[error(transparent)]
-    WrongEnvironment(#[from] tls::EnvMismatch),
+    WrongEnvironment(#[from] profile::EnvMismatch),
 }
 
 impl Refusal {
@@ -258,11 +259,11 @@ impl ConnectionContext {
         match tls::peer_identity(session.peer_certificates()) {
             Err(err) => Err(err.into()),
             Ok(None) => {
-                let environment = tls::environment_for_server_name(sni).unwrap_or(default);
+                let environment = profile::environment_for_server_name(sni).unwrap_or(default);
                 Ok((Auth::Token(TokenAuth::new()), environment))
             }
             Ok(Some(identity)) => {
-                let environment = tls::connection_environment(&identity, sni, default)?;
+                let environment = profile::connection_environment(&identity, sni, default)?;
                 let mut topics = vec![identity.topic.clone()];
                 for (topic, _) in identity.topics {
                     if !topics.contains(&topic) {
@@ -682,10 +683,10 @@ mod tests {
 
     #[test]
     fn refusals_map_to_apples_goaway_reasons() {
-        let unreadable = Refusal::from(tls::IdentityError::NoEnvironment);
+        let unreadable = Refusal::from(profile::IdentityError::NoEnvironment);
         assert_eq!(unreadable.reason(), Reason::BadCertificate);
         assert!(unreadable.to_string().contains("names no APNs environment"));
-        let crossed = Refusal::from(tls::EnvMismatch {
+        let crossed = Refusal::from(profile::EnvMismatch {
             certificate: CertEnvironment::Production,
             requested: Environment::Sandbox,
         });
