@@ -151,7 +151,7 @@ def start_simulator(binary, tmp):
         "--gateway-port", "0", "--feedback-port", "0", "--http2-port", "0",
         "--device-port", "0", "--devices", "1",
     ], cwd=tmp, log_path=os.path.join(tmp, "serve.log"))
-    # Output of `serve` (src/commands.rs): "  binary gateway   ADDR", …, "demo devices:",
+    # Output of `serve` (src/cli/serve.rs): "  binary gateway   ADDR", …, "demo devices:",
     # "  SERIAL  ENV  APP  TOKEN", "push to the first one …".
     addr_re = re.compile(r"^\s+(binary gateway|feedback service|HTTP/2 API|device endpoint)"
                          r"\s+(\S+)$")

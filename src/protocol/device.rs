@@ -50,7 +50,7 @@
 //! | 3 | [`CloseCode::Replaced`]: another connection with the same serial replaced this one |
 //! | 4 | [`CloseCode::Shutdown`]: the simulator is shutting down |
 //! | 5 | [`CloseCode::Idle`]: no Hello in time, or silence for longer than the heartbeat allows |
-//! | 6 | [`CloseCode::Limit`]: a limit was hit (too many devices, apps, or queued notifications) |
+//! | 6 | [`CloseCode::Limit`]: a limit was hit (the simulator's token table is full) |
 //!
 //! Any other code byte in an Error frame is refused as
 //! [`DeviceProtocolError::UnknownCloseCode`]: simulator and device come from the same crate, so
@@ -119,7 +119,8 @@ pub enum CloseCode {
     Shutdown = 4,
     /// 5: no Hello within the hello deadline, or silence longer than the heartbeat allows.
     Idle = 5,
-    /// 6: a limit was hit (too many devices, apps, or queued notifications).
+    /// 6: a limit was hit: the simulator's token table is full (`hub::MAX_TOKENS`); too many
+    /// connections wait in the accept loop instead.
     Limit = 6,
 }
 
