@@ -19,12 +19,17 @@ pub struct RateLimit {
     pub per: Duration,
 }
 
+/// A `--token-rate-limit` value that is not `PUSHES/SECONDS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not PUSHES/SECONDS with both above 0 and PUSHES at most {MAX_RATE_LIMIT_PUSHES}, e.g. 10/60")]
+pub struct BadRateLimit(pub String);
+
 impl FromStr for RateLimit {
-    type Err = String;
+    type Err = BadRateLimit;
 
     /// Parses `PUSHES/SECONDS`, e.g. `10/60`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not PUSHES/SECONDS with both above 0, e.g. 10/60");
+    fn from_str(text: &str) -> Result<Self, BadRateLimit> {
+        let bad = || BadRateLimit(text.to_owned());
         let (pushes, secs) = text.split_once('/').ok_or_else(bad)?;
         let pushes: u32 = pushes.trim().parse().map_err(|_| bad())?;
         let secs: u64 = secs.trim().parse().map_err(|_| bad())?;
@@ -114,7 +119,8 @@ mod tests {
         );
         for bad in ["10", "0/60", "10/0", "x/60", "10/y", "99999999/1"] {
             let err = bad.parse::<RateLimit>().unwrap_err();
-            assert!(err.contains(bad), "{err}");
+            assert_eq!(err, BadRateLimit(bad.to_owned()));
+            assert!(err.to_string().contains(bad), "{err}");
         }
     }
 }

@@ -131,7 +131,7 @@ impl DeviceArgs {
                 Err(error) => {
                     let event = DeviceEvent::BadCommand {
                         serial: self.serial.clone(),
-                        error,
+                        error: error.to_string(),
                     };
                     println!("{}", serde_json::to_string(&event)?);
                 }

@@ -272,15 +272,29 @@ pub enum DeviceCommand {
     Quit,
 }
 
-impl FromStr for DeviceCommand {
-    type Err = String;
+/// A line on the device's stdin that is not a [`DeviceCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCommand {
+    /// More words than any command takes.
+    #[error("too many words in {0:?}")]
+    TooManyWords(String),
+    /// `install` or `uninstall` without the app's bundle id.
+    #[error("{0} needs an app bundle id")]
+    MissingApp(&'static str),
+    /// A verb the device does not know.
+    #[error("unknown command {0:?}; expected install APP, uninstall APP, offline, online or quit")]
+    Unknown(String),
+}
 
-    fn from_str(line: &str) -> Result<Self, String> {
+impl FromStr for DeviceCommand {
+    type Err = BadCommand;
+
+    fn from_str(line: &str) -> Result<Self, BadCommand> {
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
         let arg = words.next();
         if words.next().is_some() {
-            return Err(format!("too many words in {line:?}"));
+            return Err(BadCommand::TooManyWords(line.to_owned()));
         }
         match (verb, arg) {
             ("install", Some(app)) => Ok(DeviceCommand::Install(app.to_owned())),
@@ -288,10 +302,9 @@ impl FromStr for DeviceCommand {
             ("offline", None) => Ok(DeviceCommand::Offline),
             ("online", None) => Ok(DeviceCommand::Online),
             ("quit", None) => Ok(DeviceCommand::Quit),
-            ("install" | "uninstall", None) => Err(format!("{verb} needs an app bundle id")),
-            _ => Err(format!(
-                "unknown command {line:?}; expected install APP, uninstall APP, offline, online or quit"
-            )),
+            ("install", None) => Err(BadCommand::MissingApp("install")),
+            ("uninstall", None) => Err(BadCommand::MissingApp("uninstall")),
+            _ => Err(BadCommand::Unknown(line.to_owned())),
         }
     }
 }
@@ -805,14 +818,16 @@ mod tests {
         assert_eq!("offline".parse(), Ok(DeviceCommand::Offline));
         assert_eq!("online".parse(), Ok(DeviceCommand::Online));
         assert_eq!("quit".parse(), Ok(DeviceCommand::Quit));
-        assert!("install"
-            .parse::<DeviceCommand>()
-            .unwrap_err()
-            .contains("needs"));
-        assert!("dance"
-            .parse::<DeviceCommand>()
-            .unwrap_err()
-            .contains("unknown"));
-        assert!("quit now".parse::<DeviceCommand>().is_err());
+        let err = |line: &str| line.parse::<DeviceCommand>().unwrap_err();
+        assert_eq!(err("install"), BadCommand::MissingApp("install"));
+        assert_eq!(err("install").to_string(), "install needs an app bundle id");
+        assert!(err("dance")
+            .to_string()
+            .starts_with("unknown command \"dance\""));
+        assert_eq!(err("quit now"), BadCommand::Unknown("quit now".into()));
+        assert_eq!(
+            err("install a b"),
+            BadCommand::TooManyWords("install a b".into())
+        );
     }
 }
