@@ -78,6 +78,16 @@ pub struct Settings {
     pub request_body_timeout: Duration,
     /// Per-token push limit (HTTP/2: 429 `TooManyRequests`); off by default.
     pub token_rate_limit: Option<RateLimit>,
+    /// How far ahead of the simulator's clock a provider token's `iat` may be; beyond it
+    /// the token gets 403 `ExpiredProviderToken`. Apple: the `iat` "must be no more than one
+    /// hour from the current time", and a provider an hour fast was answered
+    /// `ExpiredProviderToken` (node-apn#590): one hour. Lower it to catch a fast clock sooner.
+    pub max_iat_ahead: Duration,
+    /// Least time between two re-reads of the certificate folder's auth keys, which a token
+    /// naming an unknown key triggers: once a second picks up a key minted by
+    /// `apns-sim certs auth-key` at once for a person, while a flood of unknown key ids costs
+    /// one small read a second instead of one per request.
+    pub pki_reread_interval: Duration,
 }
 
 impl Default for Settings {
@@ -93,6 +103,8 @@ impl Default for Settings {
             linger: Duration::from_secs(2),
             request_body_timeout: Duration::from_secs(10),
             token_rate_limit: None,
+            max_iat_ahead: Duration::from_secs(3600),
+            pki_reread_interval: Duration::from_secs(1),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -41,6 +42,11 @@ pub struct SimulatorConfig {
     pub settings: Settings,
     /// The clock (a test may hold a clone to move time).
     pub clock: Clock,
+    /// The folder `pki` was loaded from, if any: a provider token naming an unknown key
+    /// makes the HTTP/2 API re-read its auth keys from there (at most once per
+    /// [`Settings::pki_reread_interval`]), so keys minted while the simulator runs work
+    /// without a restart. `None` for an in-memory PKI.
+    pub pki_dir: Option<PathBuf>,
 }
 
 impl SimulatorConfig {
@@ -50,6 +56,7 @@ impl SimulatorConfig {
             pki: Arc::new(pki),
             settings: Settings::default(),
             clock: Clock::system(),
+            pki_dir: None,
         }
     }
 }
@@ -137,6 +144,8 @@ impl Simulator {
         let http2_tls =
             TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(StartError::Tls)?);
         let auth_keys = jwt::KeyStore::from_pki(&config.pki).map_err(StartError::AuthKey)?;
+        let auth_keys = http2::auth::TokenKeys::new(auth_keys, &config.settings)
+            .with_folder(config.pki_dir.clone());
 
         let hub = Hub::with_rate_limit(config.clock.clone(), config.settings.token_rate_limit);
         let settings = Arc::new(config.settings.clone());

@@ -143,6 +143,7 @@ impl ServeArgs {
         let fleet = self.fleet()?;
         let mut config = SimulatorConfig::new(pki);
         config.settings = self.settings();
+        config.pki_dir = Some(self.certs.clone());
         let sim = Simulator::start(config, self.listeners().await?)?;
         let addrs = *sim.addrs();
 

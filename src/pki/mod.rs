@@ -1,7 +1,8 @@
 //! Identity: who a provider is and how it proves it.
 //!
 //! - `store` (re-exported here): the simulator's private PKI as a value, [`Pki`], and as
-//!   the `certs/` directory with its `manifest.json`.
+//!   the `certs/` directory with its `manifest.json`; [`Pki::read_auth_keys`] re-reads just
+//!   the keys (and which team owns which bundle) while the simulator runs.
 //! - `mint` (its constants re-exported here): minting the CA, the server certificate,
 //!   provider certificates and `.p8` auth keys with rcgen.
 //! - [`profile`]: Apple's provider certificate profile (OIDs, CN prefixes, the topic-list
@@ -24,6 +25,6 @@ pub use profile::{
     CN_PREFIX_UNIVERSAL,
 };
 pub use store::{
-    AuthKey, CertError, FileRole, Manifest, ManifestEntry, Pki, ProviderCert, DEFAULT_KEY_ID,
-    DEFAULT_TEAM_ID, DEFAULT_TOPIC, MANIFEST_FILE, MANIFEST_VERSION,
+    AuthKey, CertError, FileRole, KeyFolder, Manifest, ManifestEntry, Pki, ProviderCert,
+    DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC, DEMO_TOPICS, MANIFEST_FILE, MANIFEST_VERSION,
 };

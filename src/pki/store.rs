@@ -11,6 +11,7 @@
 //! Every file is checked when it is loaded (PEM, the CA key against the CA certificate, each
 //! `.p8` key), so a broken directory is reported at startup with the file at fault.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -30,6 +31,11 @@ pub const DEFAULT_TOPIC: &str = "com.example.app";
 /// The 10-character team id of the default provider certificate and auth key; Apple team
 /// ids are 10 uppercase alphanumerics.
 pub const DEFAULT_TEAM_ID: &str = "SIMTEAM001";
+
+/// The bundles of the embedded demo fleet (`scenarios/demo.toml`), owned by
+/// [`DEFAULT_TEAM_ID`] in every PKI: APNs ties each bundle id to the team that registered it,
+/// so a token of another team may not push to them (see [`Pki::bundle_owners`]).
+pub const DEMO_TOPICS: &[&str] = &[DEFAULT_TOPIC, "com.example.other"];
 
 /// The 10-character key id of the default `.p8` auth key (its file is `AuthKey_SIMKEY0001.p8`).
 pub const DEFAULT_KEY_ID: &str = "SIMKEY0001";
@@ -294,6 +300,15 @@ pub struct Manifest {
     pub files: Vec<ManifestEntry>,
 }
 
+/// What [`Pki::read_auth_keys`] reads from a PKI directory for token auth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFolder {
+    /// Every auth key the manifest lists, checked.
+    pub auth_keys: Vec<AuthKey>,
+    /// `(bundle, team)` pairs, as [`Pki::bundle_owners`] gives them.
+    pub bundle_owners: Vec<(String, String)>,
+}
+
 /// The simulator's whole PKI: CA, server certificate, provider certificates and auth keys.
 ///
 /// Invariants: the CA key signs certificates that chain to the CA certificate, and there is
@@ -368,16 +383,7 @@ impl Pki {
 
     /// Loads every file listed in `dir/manifest.json`.
     pub fn load(dir: &Path) -> Result<Pki, CertError> {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let bytes = read_file(&manifest_path)?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|source| CertError::ManifestJson {
-                path: manifest_path.clone(),
-                source,
-            })?;
-        if manifest.version != MANIFEST_VERSION {
-            return Err(CertError::ManifestVersion(manifest.version));
-        }
+        let manifest = read_manifest(dir)?;
 
         let mut ca_cert_pem = None;
         let mut ca_key_pem = None;
@@ -397,23 +403,8 @@ impl Pki {
                 FileRole::Provider => provider_entries.push((entry, read_text(&path)?)),
                 FileRole::ProviderKey => provider_keys.push((entry, read_text(&path)?)),
                 FileRole::AuthKey => {
-                    let key_id = required(&entry.key_id, "key_id", entry)?;
-                    let team_id = required(&entry.team_id, "team_id", entry)?;
-                    validate_key_id(&key_id)?;
-                    validate_team_id(&team_id)?;
-                    if auth_keys.iter().any(|k| k.key_id == key_id) {
-                        return Err(CertError::DuplicateKeyId(key_id));
-                    }
-                    let p8_pem = read_text(&path)?;
-                    if !mint::is_p8(&p8_pem) {
-                        return Err(CertError::BadAuthKey { key_id, path });
-                    }
-                    auth_keys.push(AuthKey {
-                        key_id,
-                        team_id,
-                        topics: entry.topics.clone(),
-                        p8_pem,
-                    });
+                    let key = read_auth_key(entry, path, &auth_keys)?;
+                    auth_keys.push(key);
                 }
                 // Derived files: rewritten from the others on every write.
                 FileRole::CaBundle | FileRole::ProviderBundle => {}
@@ -498,9 +489,59 @@ impl Pki {
         })
     }
 
+    /// Re-reads only what token auth needs from a PKI directory: `manifest.json` and the
+    /// `.p8` files it lists, plus the team and topic of each provider certificate as the
+    /// manifest records them (the certificates themselves are not read). The running
+    /// simulator calls this when a token names a key it does not know, so keys minted by
+    /// `apns-sim certs auth-key` while it runs work without a restart. Checks every `.p8`
+    /// as [`Pki::load`] does.
+    pub fn read_auth_keys(dir: &Path) -> Result<KeyFolder, CertError> {
+        let manifest = read_manifest(dir)?;
+        let mut auth_keys: Vec<AuthKey> = Vec::new();
+        let mut providers = Vec::new();
+        for entry in &manifest.files {
+            match entry.role {
+                FileRole::AuthKey => {
+                    let path = manifest_file_path(dir, &entry.path)?;
+                    let key = read_auth_key(entry, path, &auth_keys)?;
+                    auth_keys.push(key);
+                }
+                FileRole::Provider => providers.push((
+                    required(&entry.topic, "topic", entry)?,
+                    required(&entry.team_id, "team_id", entry)?,
+                )),
+                _ => {}
+            }
+        }
+        let bundle_owners = bundle_owners(
+            providers
+                .iter()
+                .map(|(t, team)| (t.as_str(), team.as_str())),
+            &auth_keys,
+        );
+        Ok(KeyFolder {
+            auth_keys,
+            bundle_owners,
+        })
+    }
+
+    /// Which team owns which bundle, as `(bundle, team)` pairs: the topic of every provider
+    /// certificate under its team (OU), every topic of a topic-specific auth key under the
+    /// key's team, and the demo fleet's [`DEMO_TOPICS`] under [`DEFAULT_TEAM_ID`]. A bundle
+    /// may have more than one owner (certificates for one topic minted for two teams).
+    pub fn bundle_owners(&self) -> Vec<(String, String)> {
+        bundle_owners(
+            self.providers()
+                .map(|p| (p.topic.as_str(), p.team_id.as_str())),
+            &self.auth_keys,
+        )
+    }
+
     /// Writes every file and `manifest.json` into `dir` (created if missing). Private keys
-    /// get mode 0600 on unix. The manifest is written last, through a rename, so a crash
-    /// mid-write never leaves a manifest naming files that are not there.
+    /// get mode 0600 on unix. Each file is written under a temporary name and renamed into
+    /// place, and the manifest last, so a crash mid-write never leaves a manifest naming
+    /// files that are not there, and a running simulator that re-reads the folder
+    /// ([`Pki::read_auth_keys`]) never sees a half-written file.
     pub fn write(&self, dir: &Path) -> Result<(), CertError> {
         fs::create_dir_all(dir).map_err(|source| CertError::Io {
             path: dir.to_owned(),
@@ -525,13 +566,7 @@ impl Pki {
                 source,
             })?;
         json.push('\n');
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        write_file(&tmp, json.as_bytes(), false)?;
-        let target = dir.join(MANIFEST_FILE);
-        fs::rename(&tmp, &target).map_err(|source| CertError::Io {
-            path: target,
-            source,
-        })
+        write_file(&dir.join(MANIFEST_FILE), json.as_bytes(), false)
     }
 
     /// The manifest [`Pki::write`] would write: every file, its role and metadata.
@@ -803,6 +838,64 @@ fn manifest_file_path(dir: &Path, name: &str) -> Result<PathBuf, CertError> {
     }
 }
 
+/// Reads and checks `dir/manifest.json`.
+fn read_manifest(dir: &Path) -> Result<Manifest, CertError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = read_file(&manifest_path)?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|source| CertError::ManifestJson {
+            path: manifest_path,
+            source,
+        })?;
+    if manifest.version != MANIFEST_VERSION {
+        return Err(CertError::ManifestVersion(manifest.version));
+    }
+    Ok(manifest)
+}
+
+/// The auth key of one manifest entry at `path`, checked against the keys read before it.
+fn read_auth_key(
+    entry: &ManifestEntry,
+    path: PathBuf,
+    earlier: &[AuthKey],
+) -> Result<AuthKey, CertError> {
+    let key_id = required(&entry.key_id, "key_id", entry)?;
+    let team_id = required(&entry.team_id, "team_id", entry)?;
+    validate_key_id(&key_id)?;
+    validate_team_id(&team_id)?;
+    if earlier.iter().any(|k| k.key_id == key_id) {
+        return Err(CertError::DuplicateKeyId(key_id));
+    }
+    let p8_pem = read_text(&path)?;
+    if !mint::is_p8(&p8_pem) {
+        return Err(CertError::BadAuthKey { key_id, path });
+    }
+    Ok(AuthKey {
+        key_id,
+        team_id,
+        topics: entry.topics.clone(),
+        p8_pem,
+    })
+}
+
+/// `(bundle, team)` pairs from provider certificates' `(topic, team)`, the topics of
+/// topic-specific keys, and the demo topics under the default team; without repeats.
+fn bundle_owners<'a>(
+    providers: impl Iterator<Item = (&'a str, &'a str)>,
+    keys: &'a [AuthKey],
+) -> Vec<(String, String)> {
+    let demo = DEMO_TOPICS.iter().map(|t| (*t, DEFAULT_TEAM_ID));
+    let key_topics = keys
+        .iter()
+        .flat_map(|k| k.topics.iter().map(|t| (t.as_str(), k.team_id.as_str())));
+    let pairs: BTreeSet<(String, String)> = demo
+        .chain(providers)
+        .chain(key_topics)
+        .map(|(bundle, team)| (bundle.to_owned(), team.to_owned()))
+        .collect();
+    pairs.into_iter().collect()
+}
+
 fn required(
     value: &Option<String>,
     field: &str,
@@ -831,9 +924,18 @@ fn read_text(path: &Path) -> Result<String, CertError> {
     })
 }
 
+/// Writes `contents` to `<path>.tmp`, then renames it to `path`, so readers see the old
+/// file or the new one, never a truncated one.
 fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
     let io_err = |source| CertError::Io {
         path: path.to_owned(),
+        source,
+    };
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let tmp_err = |source| CertError::Io {
+        path: tmp.clone(),
         source,
     };
     let mut options = fs::OpenOptions::new();
@@ -843,16 +945,18 @@ fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertErro
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         if secret {
             options.mode(0o600);
-            // `mode` only applies to new files; tighten one that already exists.
-            if path.exists() {
-                fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+            // `mode` only applies to new files; tighten a stale one left by a crash.
+            if tmp.exists() {
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(tmp_err)?;
             }
         }
     }
     #[cfg(not(unix))]
     let _ = secret;
-    let mut file = options.open(path).map_err(io_err)?;
-    io::Write::write_all(&mut file, contents).map_err(io_err)
+    let mut file = options.open(&tmp).map_err(tmp_err)?;
+    io::Write::write_all(&mut file, contents).map_err(tmp_err)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err)
 }
 
 #[cfg(test)]

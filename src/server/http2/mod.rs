@@ -75,7 +75,6 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::hub::{Api, Hub, PushError, PushRequest};
-use crate::pki::jwt::KeyStore;
 use crate::pki::profile;
 use crate::protocol::http2 as frames;
 use crate::protocol::payload::{self, PayloadError};
@@ -85,7 +84,7 @@ use crate::server::accept::{self, Endpoint};
 use crate::settings::Settings;
 use crate::tls;
 
-use self::auth::TokenAuth;
+use self::auth::{TokenAuth, TokenKeys};
 use self::io::SharedIo;
 use self::request::{Checked, TopicPolicy};
 use self::response::{Reason, Rejection};
@@ -129,7 +128,7 @@ pub async fn run(
     endpoint: Endpoint,
     hub: Hub,
     settings: Arc<Settings>,
-    keys: KeyStore,
+    keys: TokenKeys,
 ) {
     let keys = Arc::new(keys);
     let shutdown = endpoint.shutdown.clone();
@@ -149,7 +148,7 @@ pub async fn run(
 struct ConnectionContext {
     hub: Hub,
     settings: Arc<Settings>,
-    keys: Arc<KeyStore>,
+    keys: Arc<TokenKeys>,
     shutdown: CancellationToken,
 }
 
@@ -253,14 +252,17 @@ impl ConnectionContext {
     /// Reads the auth mode and environment from the TLS session; an `Err` says why the
     /// connection is refused (and so the GOAWAY's reason).
     fn authenticate(&self, stream: &TlsStream<TcpStream>) -> Result<(Auth, Environment), Refusal> {
-        let (_, session) = stream.get_ref();
+        let (tcp, session) = stream.get_ref();
         let sni = session.server_name();
         let default = self.settings.default_environment;
         match tls::peer_identity(session.peer_certificates()) {
             Err(err) => Err(err.into()),
             Ok(None) => {
                 let environment = profile::environment_for_server_name(sni).unwrap_or(default);
-                Ok((Auth::Token(TokenAuth::new()), environment))
+                Ok((
+                    Auth::Token(TokenAuth::new(tcp.peer_addr().ok())),
+                    environment,
+                ))
             }
             Ok(Some(identity)) => {
                 let environment = profile::connection_environment(&identity, sni, default)?;
@@ -418,6 +420,7 @@ impl ConnectionContext {
             Auth::Token(_) => TopicPolicy::Token,
         };
         let (apns_id, checked) = request::check(&head.method, &head.uri, &head.headers, policy);
+        let mut auth_detail = None;
         let verdict = checked.and_then(|c| match auth {
             Auth::Certificate(_) => Ok(c),
             Auth::Token(state) => state
@@ -429,7 +432,11 @@ impl ConnectionContext {
                     self.hub.clock().now_ms(),
                     &self.keys,
                 )
-                .map(|()| c),
+                .map(|()| c)
+                .map_err(|refusal| {
+                    auth_detail = Some(refusal.detail);
+                    refusal.reason
+                }),
         });
         // What the log can say about a request refused before the hub.
         let topic_hint = head
@@ -453,6 +460,7 @@ impl ConnectionContext {
             body,
             apns_id,
             verdict,
+            auth_detail,
             environment,
             topic_hint,
             token_hint,
@@ -469,6 +477,9 @@ struct StreamJob {
     body: RecvStream,
     apns_id: Uuid,
     verdict: Result<Checked, Reason>,
+    /// Why the provider token was refused, in words, when `verdict` is that refusal
+    /// ([`auth::TokenRefusal::detail`]).
+    auth_detail: Option<String>,
     environment: Environment,
     topic_hint: String,
     token_hint: Option<DeviceToken>,
@@ -504,7 +515,11 @@ impl StreamJob {
                 return;
             }
             (Err(reason), _) => {
-                self.record(None, reason.to_string());
+                let detail = match self.auth_detail.take() {
+                    Some(why) => format!("{reason}: {why}"),
+                    None => reason.to_string(),
+                };
+                self.record(None, detail);
                 Err(Rejection::from(reason))
             }
             (Ok(checked), Body::TooLarge) => {
