@@ -316,6 +316,24 @@ pub fn sign_der(key: &AuthKey, issued_at: u64) -> Result<String, JwtError> {
     sign_with(key, issued_at, true)
 }
 
+/// A token with the standard header and any claims JSON, signed `R||S`: what a provider
+/// library with its own idea of the claims sends (an `iat` as a float or a digit string),
+/// for tests of how [`verify`] reads them.
+pub fn sign_claims(key: &AuthKey, claims: &Value) -> Result<String, JwtError> {
+    let signer = signing_key(key)?;
+    let header = json!({ "alg": ALGORITHM, "kid": key.key_id });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: Signature = signer.sign(input.as_bytes());
+    Ok(format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    ))
+}
+
 fn decode_part(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
     URL_SAFE_NO_PAD
         .decode(part)

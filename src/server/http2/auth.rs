@@ -179,8 +179,8 @@ impl TokenKeys {
             Reread::TooSoon(store, ago_ms) => (
                 store,
                 format!(
-                    "{folder} was re-read {ago_ms} ms ago and is re-read at most once per {} ms",
-                    self.reread_interval.as_millis()
+                    "{folder} was re-read {ago_ms} ms ago and is re-read at most once per {:?}",
+                    self.reread_interval
                 ),
             ),
             Reread::Failed(why) => {
@@ -824,7 +824,7 @@ mod tests {
         assert_eq!(err.reason, Reason::InvalidProviderToken);
         assert!(
             err.detail
-                .contains("was re-read 999 ms ago and is re-read at most once per 1000 ms"),
+                .contains("was re-read 999 ms ago and is re-read at most once per 1s"),
             "{err}"
         );
         assert_eq!(push(&pki, "NEWKEY0002", T0 + 1000), Ok(()));
