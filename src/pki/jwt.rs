@@ -37,7 +37,7 @@ pub const MAX_IAT_SECONDS: u64 = 100_000_000_000;
 /// How many characters of a value taken from a token (a key id, an issuer, an algorithm)
 /// an error quotes: enough to recognise it, and it keeps a hostile token from making the
 /// log line or the `apns-sim-detail` header long.
-const MAX_QUOTED_CHARS: usize = 64;
+pub const MAX_QUOTED_CHARS: usize = 64;
 
 /// How many known key ids an unknown-key error lists before "and N more".
 const MAX_LISTED_KEYS: usize = 8;

@@ -35,19 +35,20 @@
 //!
 //! # Evidence for the choices Apple does not document
 //!
-//! - **A future `iat`**: Apple says the `iat` "must be no more than one hour from the current
-//!   time" ([A9]), which reads both ways. The one observation is node-apn#590: a provider whose
-//!   clock ran an hour fast got 429 `TooManyProviderTokenUpdates` on every push. node-apn
-//!   regenerates its token only on 403 `ExpiredProviderToken`, so APNs must have answered
-//!   that to the future `iat`, then 429 to the regenerated token. So: more than
-//!   [`Settings::max_iat_ahead`] (one hour) ahead → `ExpiredProviderToken`. An `iat` in
-//!   milliseconds is the same case to APNs (a date 50,000 years ahead) and gets the same
-//!   reason; the detail says it looks like milliseconds.
+//! - **A future `iat`**: Apple says the `iat` "must be no more than one hour from the
+//!   current time" (spec §4.7, \[A9\]), which reads both ways. The one observation is
+//!   node-apn#590: a provider whose clock ran an hour fast got 429
+//!   `TooManyProviderTokenUpdates` on every push. node-apn regenerates its token only on 403
+//!   `ExpiredProviderToken`, so APNs must have answered that to the future `iat`, then 429
+//!   to the regenerated token. So: more than [`Settings::max_iat_ahead`] (one hour) ahead →
+//!   `ExpiredProviderToken`. An `iat` in milliseconds is the same case to APNs (a date
+//!   50,000 years ahead) and gets the same reason; the detail says it looks like
+//!   milliseconds.
 //! - **A bundle of another team**: 400 `TopicDisallowed`, as token-auth users report when
 //!   the topic is not one of their team's bundles (node-apn#559, node-apn#517,
 //!   parse-community/node-apn#115); Apple's table gives it for a topic the provider may not
-//!   push to ([A8]). Pushy's mock answers `InvalidProviderToken` instead ([T3]), but it is a
-//!   mock.
+//!   push to (\[A8\]). Pushy's mock answers `InvalidProviderToken` instead (\[T3\]), but it
+//!   is a mock.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -431,7 +432,7 @@ impl TokenAuth {
 
         // 7. The bundle must be the team's (when any team owns it).
         if let Some(owners) = store.owners_of(bundle) {
-            if !owners.iter().any(|t| *t == token.team_id) {
+            if !owners.contains(&token.team_id) {
                 return Err(TokenRefusal::new(
                     Reason::TopicDisallowed,
                     format!(
