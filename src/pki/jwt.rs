@@ -282,20 +282,15 @@ fn signing_key(key: &AuthKey) -> Result<SigningKey, JwtError> {
     })
 }
 
-/// `header.claims`, the signing input, for a key and issue time.
-fn signing_input(key: &AuthKey, issued_at: u64) -> String {
+/// A token of `key` over `claims` with the standard header, its signature `R||S` or DER.
+fn sign_json(key: &AuthKey, claims: &Value, der: bool) -> Result<String, JwtError> {
+    let signer = signing_key(key)?;
     let header = json!({ "alg": ALGORITHM, "kid": key.key_id });
-    let claims = json!({ "iss": key.team_id, "iat": issued_at });
-    format!(
+    let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
-    )
-}
-
-fn sign_with(key: &AuthKey, issued_at: u64, der: bool) -> Result<String, JwtError> {
-    let signer = signing_key(key)?;
-    let input = signing_input(key, issued_at);
+    );
     let signature: Signature = signer.sign(input.as_bytes());
     let bytes = if der {
         signature.to_der().as_bytes().to_vec()
@@ -303,6 +298,11 @@ fn sign_with(key: &AuthKey, issued_at: u64, der: bool) -> Result<String, JwtErro
         signature.to_bytes().to_vec()
     };
     Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn sign_with(key: &AuthKey, issued_at: u64, der: bool) -> Result<String, JwtError> {
+    let claims = json!({ "iss": key.team_id, "iat": issued_at });
+    sign_json(key, &claims, der)
 }
 
 /// A provider token as the JWS standard wants it: 64-byte `R||S` signature.
@@ -320,18 +320,7 @@ pub fn sign_der(key: &AuthKey, issued_at: u64) -> Result<String, JwtError> {
 /// library with its own idea of the claims sends (an `iat` as a float or a digit string),
 /// for tests of how [`verify`] reads them.
 pub fn sign_claims(key: &AuthKey, claims: &Value) -> Result<String, JwtError> {
-    let signer = signing_key(key)?;
-    let header = json!({ "alg": ALGORITHM, "kid": key.key_id });
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let signature: Signature = signer.sign(input.as_bytes());
-    Ok(format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.to_bytes())
-    ))
+    sign_json(key, claims, false)
 }
 
 fn decode_part(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {

@@ -16,10 +16,8 @@ use apns_sim::pki::{
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
-use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
 use apns_sim::tls::ClientIdentity;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::common::{
@@ -278,25 +276,16 @@ fn the_demo_fleets_apps_belong_to_the_default_team() {
     }
 }
 
-/// A simulator serving from a certificate folder, as `apns-sim serve` does.
-/// The clock moves with wall time too, so the re-read interval is set to an hour: no slow
-/// machine can make the second re-read come due by itself.
+/// A simulator serving from a certificate folder, as `apns-sim serve` does. The clock moves
+/// with wall time too, so the re-read interval is set to an hour: no slow machine can make
+/// the second re-read come due by itself.
 async fn start_from_folder(dir: &std::path::Path) -> TestSim {
-    common::init_tracing();
-    common::test_pki().write(dir).expect("write the folder");
-    let mut config = SimulatorConfig::new(Pki::load(dir).expect("load the folder"));
-    config.pki_dir = Some(dir.to_owned());
-    config.settings.pki_reread_interval = REREAD_INTERVAL;
-    let clock = config.clock.clone();
-    let pki = config.pki.clone();
-    let sim = Simulator::start(config, Listeners::bind_local().await.expect("bind"))
-        .expect("start simulator");
-    TestSim {
-        sim,
-        pki,
-        clock,
-        devices_stop: CancellationToken::new(),
-    }
+    common::start_with(|c| {
+        c.pki.write(dir).expect("write the folder");
+        c.pki_dir = Some(dir.to_owned());
+        c.settings.pki_reread_interval = REREAD_INTERVAL;
+    })
+    .await
 }
 
 #[tokio::test]
