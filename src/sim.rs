@@ -138,7 +138,11 @@ impl Simulator {
             TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(StartError::Tls)?);
         let auth_keys = jwt::KeyStore::from_pki(&config.pki).map_err(StartError::AuthKey)?;
 
-        let hub = Hub::with_rate_limit(config.clock.clone(), config.settings.token_rate_limit);
+        let hub = Hub::with_policy(
+            config.clock.clone(),
+            config.settings.token_rate_limit,
+            config.settings.storage(),
+        );
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
