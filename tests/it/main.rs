@@ -13,4 +13,5 @@ mod garbage;
 mod http2;
 mod limits;
 mod readme;
+mod store;
 mod webhook;
