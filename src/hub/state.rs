@@ -1079,10 +1079,7 @@ pub(super) mod tests {
         w.now_ms += (STORAGE.as_millis() as u64) - 1000;
         let mut back = w.connect("D1");
         let n = back.rx.try_recv().unwrap();
-        assert_eq!(
-            (n.identifier, n.expiry),
-            (1u32.to_be_bytes(), policy_end)
-        );
+        assert_eq!((n.identifier, n.expiry), (1u32.to_be_bytes(), policy_end));
         assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
         assert_eq!(back.rx.try_recv().unwrap().expiry, 0, "now or never");
     }

@@ -902,7 +902,9 @@ mod tests {
             let payload = vec![b' '; MAX_PAYLOAD_FRAME + 1];
             encode_enhanced_raw(ID, 0, &TOKEN, &payload, &mut over);
             assert_eq!(
-                decode_with(&mut over, MAX_PAYLOAD_FRAME).unwrap_err().reason,
+                decode_with(&mut over, MAX_PAYLOAD_FRAME)
+                    .unwrap_err()
+                    .reason,
                 RejectReason::PayloadTooLarge {
                     len: 2049,
                     max: 2048

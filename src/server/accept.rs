@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::{AlertDescription, CertificateError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use rustls::{AlertDescription, CertificateError};
 use tracing::{info_span, warn, Instrument};
 
 /// How long to wait before accepting again after `accept` fails (for example when the

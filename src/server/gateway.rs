@@ -308,9 +308,9 @@ mod tests {
 
     use crate::clock::Clock;
     use crate::hub::DeviceSession;
-    use crate::server::accept::log_capture::Capture;
     use crate::protocol::token::DeviceToken;
     use crate::protocol::Environment;
+    use crate::server::accept::log_capture::Capture;
 
     /// Generous: a healthy test never waits this long.
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -436,7 +436,10 @@ mod tests {
         let line = log
             .line_with(&[&IDENTITY[..], &["command=0", "device token is 31 bytes"]].concat())
             .await;
-        assert!(line.contains("closed without a response (command 0"), "{line}");
+        assert!(
+            line.contains("closed without a response (command 0"),
+            "{line}"
+        );
         assert!(line.contains(" INFO "), "{line}");
     }
 
@@ -457,7 +460,13 @@ mod tests {
         rig.provider.write_all(&[9, 0, 0, 0, 0]).await.unwrap();
         rig.closed_silently().await;
         let line = log
-            .line_with(&[&IDENTITY[..], &["command=unknown", "unknown command byte 9"]].concat())
+            .line_with(
+                &[
+                    &IDENTITY[..],
+                    &["command=unknown", "unknown command byte 9"],
+                ]
+                .concat(),
+            )
             .await;
         assert!(line.contains("TN2265"), "{line}");
 
@@ -474,8 +483,14 @@ mod tests {
                 0x00, 0x00, 0x00, 0x00, // identifier 0
             ]
         );
-        log.line_with(&[&IDENTITY[..], &["error response status 128", "unknown command byte 9"]].concat())
-            .await;
+        log.line_with(
+            &[
+                &IDENTITY[..],
+                &["error response status 128", "unknown command byte 9"],
+            ]
+            .concat(),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -485,7 +500,13 @@ mod tests {
         rig.provider.write_all(&frame(&[7; 32], 5)).await.unwrap();
         assert_eq!(rig.error_response().await[1], 8);
         let line = log
-            .line_with(&[&IDENTITY[..], &["command=2", "id=5", "error response status 8"]].concat())
+            .line_with(
+                &[
+                    &IDENTITY[..],
+                    &["command=2", "id=5", "error response status 8"],
+                ]
+                .concat(),
+            )
             .await;
         assert!(line.contains("unknown device token"), "{line}");
     }

@@ -239,11 +239,7 @@ async fn every_status_code() {
             frame(&[7; 32], PAYLOAD, 18, 0, 10),
             Some((Status::InvalidToken, 18)),
         ),
-        (
-            "unknown command",
-            vec![9, 0, 0, 0, 0],
-            None,
-        ),
+        ("unknown command", vec![9, 0, 0, 0, 0], None),
         (
             "priority item of length 4",
             items(&[
@@ -295,7 +291,11 @@ async fn every_status_code() {
         gw.send(&bytes).await.unwrap();
         let answer = gw.finish(TIMEOUT).await.unwrap();
         let Some((status, id)) = expected else {
-            assert_eq!(answer, GatewayAnswer::Closed, "{what}: closed without a byte");
+            assert_eq!(
+                answer,
+                GatewayAnswer::Closed,
+                "{what}: closed without a byte"
+            );
             continue;
         };
         assert_eq!(
@@ -726,7 +726,10 @@ async fn the_answer_to_an_unknown_command_byte_is_a_setting() {
 /// An alert payload of exactly `len` bytes (at least 20).
 fn payload_of(len: usize) -> String {
     let empty = r#"{"aps":{"alert":""}}"#;
-    format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(len - empty.len()))
+    format!(
+        r#"{{"aps":{{"alert":"{}"}}}}"#,
+        "x".repeat(len - empty.len())
+    )
 }
 
 /// Commands 0 and 1: 256 bytes by default (Apple's legacy-format text), 2048 when the

@@ -79,7 +79,10 @@ async fn back_online(dev: &mut DeviceHandle) -> (String, u32) {
         DeviceEvent::Notification {
             payload, expiry, ..
         } => (
-            payload["aps"]["alert"].as_str().unwrap_or_default().to_owned(),
+            payload["aps"]["alert"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             expiry,
         ),
         other => panic!("expected a notification, got {other:?}"),
@@ -97,11 +100,18 @@ async fn without_an_expiry_every_api_keeps_the_notification_for_an_offline_devic
     let mut gw = t.gateway().await;
     let mut h2 = t.http2().await;
 
-    for api in ["command 0", "command 2 without item 4", "HTTP/2 without apns-expiration"] {
+    for api in [
+        "command 0",
+        "command 2 without item 4",
+        "HTTP/2 without apns-expiration",
+    ] {
         go_offline(&t, &mut dev, "NOEXP-1").await;
         let sent_at = t.clock.now_secs();
         match api {
-            "command 0" => gw.send(&simple(token.as_bytes(), &alert(api))).await.unwrap(),
+            "command 0" => gw
+                .send(&simple(token.as_bytes(), &alert(api)))
+                .await
+                .unwrap(),
             "command 2 without item 4" => gw
                 .send(&frame_without_expiry(token.as_bytes(), &alert(api), 7))
                 .await
@@ -146,9 +156,15 @@ async fn only_an_explicit_0_is_now_or_never() {
     let mut events = t.sim.hub().subscribe();
 
     let mut gw = t.gateway().await;
-    gw.send(&common::frame(token.as_bytes(), &alert("binary 0"), 1, 0, 10))
-        .await
-        .unwrap();
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &alert("binary 0"),
+        1,
+        0,
+        10,
+    ))
+    .await
+    .unwrap();
     next_hub_event(&mut events, |e| {
         common::is_outcome(e, 1, Outcome::Discarded)
     })
@@ -182,7 +198,11 @@ async fn only_an_explicit_0_is_now_or_never() {
 async fn nothing_is_kept_past_the_storage_policy() {
     let t = common::start().await;
     let (mut dev, tokens) = t
-        .device("POLICY-1", Environment::Sandbox, &[DEFAULT_TOPIC, OTHER_TOPIC])
+        .device(
+            "POLICY-1",
+            Environment::Sandbox,
+            &[DEFAULT_TOPIC, OTHER_TOPIC],
+        )
         .await;
     go_offline(&t, &mut dev, "POLICY-1").await;
     let mut events = t.sim.hub().subscribe();
@@ -190,9 +210,12 @@ async fn nothing_is_kept_past_the_storage_policy() {
     // No expiry (command 0) for one app; an expiry 60 days out for the other, which the
     // policy caps at 30.
     let mut gw = t.gateway().await;
-    gw.send(&simple(tokens[DEFAULT_TOPIC].as_bytes(), &alert("no expiry")))
-        .await
-        .unwrap();
+    gw.send(&simple(
+        tokens[DEFAULT_TOPIC].as_bytes(),
+        &alert("no expiry"),
+    ))
+    .await
+    .unwrap();
     next_outcome(&mut events, Outcome::Stored).await;
     let mut other = t
         .gateway_as(
