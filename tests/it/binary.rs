@@ -179,7 +179,8 @@ async fn every_status_code() {
     let legacy_big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(250));
     // A status and identifier, or `None`: closed without a byte (command 0 and an unknown
     // command byte, as Apple did).
-    let cases: Vec<(&str, Vec<u8>, Option<(Status, u32)>)> = vec![
+    type Answer = Option<(Status, u32)>;
+    let cases: Vec<(&str, Vec<u8>, Answer)> = vec![
         (
             "frame without token",
             items(&[(2, PAYLOAD.as_bytes()), (3, &9u32.to_be_bytes())]),
