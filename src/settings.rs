@@ -83,18 +83,18 @@ pub struct Settings {
     /// (HTTP/2 without `apns-expiration`, command 2 without item 4, every command 0), and
     /// the most days any expiry keeps it. Apple "may store a notification for up to 30
     /// days" and applies that default storage policy when the expiry is omitted (spec §3,
-    /// [A7]); only an explicit 0 means "now or never". At most [`MAX_STORAGE_DAYS`].
+    /// \[A7\]); only an explicit 0 means "now or never". At most [`MAX_STORAGE_DAYS`].
     pub default_storage_days: u32,
     /// Largest payload of binary commands 0 and 1, in bytes. Apple's legacy-format text
-    /// says 256 in every revision [A2] and a 2015 report says larger payloads worked only
-    /// with command 2 [I39]; one library saw 2048 accepted on all formats after the iOS 8
-    /// change [I20] (spec §1.5, §9 item 2). 256 by default, so a provider relying on the
+    /// says 256 in every revision \[A2\] and a 2015 report says larger payloads worked only
+    /// with command 2 \[I39\]; one library saw 2048 accepted on all formats after the iOS 8
+    /// change \[I20\] (spec §1.5, §9 item 2). 256 by default, so a provider relying on the
     /// undocumented larger limit is caught; 2048 ([`MAX_PAYLOAD_FRAME`]) for the other
     /// reading. Values above 2048 act as 2048: no source gave the legacy formats more.
     pub legacy_payload_limit: usize,
     /// What the gateway answers to a command byte other than 0, 1 or 2. TN2265 says the
-    /// connection is simply closed, zero bytes [A15]; later revisions list status 128
-    /// "could not parse" without saying for what [A1] (spec §1.7, §9 item 5). The one
+    /// connection is simply closed, zero bytes \[A15\]; later revisions list status 128
+    /// "could not parse" without saying for what \[A1\] (spec §1.7, §9 item 5). The one
     /// source that names this case wins: a silent close by default. The log says why
     /// either way.
     pub unknown_command: UnknownCommand,
@@ -117,7 +117,7 @@ pub enum UnknownCommand {
 /// deadline a device is shown is the real one.
 pub const MAX_STORAGE_DAYS: u32 = 3_650;
 
-/// Apple's storage policy: "up to 30 days" (spec §3, [A7]).
+/// Apple's storage policy: "up to 30 days" (spec §3, \[A7\]).
 pub const DEFAULT_STORAGE_DAYS: u32 = 30;
 
 impl Default for Settings {

@@ -5,7 +5,7 @@
 //! established TLS stream.
 //!
 //! A handshake that fails or times out is logged at warn level (shown by default) with the
-//! endpoint, the peer and the cause in words ([`handshake_failure`]): a client refused
+//! endpoint, the peer and the cause in words (`handshake_failure`): a client refused
 //! here sees only a TLS alert or a closed socket, so the log is where it learns why.
 
 use std::future::Future;
