@@ -63,7 +63,7 @@ use crate::clock::Clock;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
-use crate::settings::{RateLimit, Settings, DEFAULT_STORAGE_DAYS};
+use crate::settings::{RateLimit, Settings};
 
 pub use events::{Api, Event, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
 pub use state::{
@@ -108,7 +108,7 @@ impl Hub {
     }
 
     /// A hub that refuses pushes to one token beyond `rate_limit`, under Apple's storage
-    /// policy ([`DEFAULT_STORAGE_DAYS`]).
+    /// policy ([`crate::settings::DEFAULT_STORAGE_DAYS`]).
     pub fn with_rate_limit(clock: Clock, rate_limit: Option<RateLimit>) -> Self {
         Self::with_policy(clock, rate_limit, Settings::default().storage())
     }
