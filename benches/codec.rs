@@ -68,7 +68,7 @@ fn notification(command: Command, i: usize, payload: &Bytes) -> Notification {
     Notification {
         command,
         identifier: (i as u32).to_be_bytes(),
-        expiry: 1_900_000_000,
+        expiry: Some(1_900_000_000),
         priority: 10,
         token: token(i),
         payload: payload.clone(),
@@ -286,7 +286,7 @@ fn hub(c: &mut Criterion) {
                 environment: Environment::Sandbox,
                 identifier: [0, 0, 0, 1],
                 apns_id: Uuid::new_v4(),
-                expiry: 0,
+                expiry: Some(0),
                 priority: 10,
                 push_type: None,
                 collapse_id: None,

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use crate::protocol::Environment;
 
 /// A per-token push limit: at most `pushes` notifications to one device token within `per`.
@@ -88,7 +89,46 @@ pub struct Settings {
     /// `apns-sim certs auth-key` at once for a person, while a flood of unknown key ids costs
     /// one small read a second instead of one per request.
     pub pki_reread_interval: Duration,
+    /// Days a notification for an offline device is kept when the provider gave no expiry
+    /// (HTTP/2 without `apns-expiration`, command 2 without item 4, every command 0), and
+    /// the most days any expiry keeps it. Apple "may store a notification for up to 30
+    /// days" and applies that default storage policy when the expiry is omitted (spec §3,
+    /// \[A7\]); only an explicit 0 means "now or never". At most [`MAX_STORAGE_DAYS`].
+    pub default_storage_days: u32,
+    /// Largest payload of binary commands 0 and 1, in bytes. Apple's legacy-format text
+    /// says 256 in every revision \[A2\] and a 2015 report says larger payloads worked only
+    /// with command 2 \[I39\]; one library saw 2048 accepted on all formats after the iOS 8
+    /// change \[I20\] (spec §1.5, §9 item 2). 256 by default, so a provider relying on the
+    /// undocumented larger limit is caught; 2048 ([`MAX_PAYLOAD_FRAME`]) for the other
+    /// reading. Values above 2048 act as 2048: no source gave the legacy formats more.
+    pub legacy_payload_limit: usize,
+    /// What the gateway answers to a command byte other than 0, 1 or 2. TN2265 says the
+    /// connection is simply closed, zero bytes \[A15\]; later revisions list status 128
+    /// "could not parse" without saying for what \[A1\] (spec §1.7, §9 item 5). The one
+    /// source that names this case wins: a silent close by default. The log says why
+    /// either way.
+    pub unknown_command: UnknownCommand,
 }
+
+/// How the binary gateway answers an unknown command byte (see
+/// [`Settings::unknown_command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownCommand {
+    /// Close the connection without writing anything (TN2265).
+    #[default]
+    Close,
+    /// Write the error response with status 128 (Protocol error) and identifier 0, then
+    /// close (the 2016-2018 documents' status table).
+    ProtocolError,
+}
+
+/// Largest [`Settings::default_storage_days`]: ten years, so that "now + the policy" fits
+/// the u32 seconds of an expiry (which run out in 2106) for decades to come, and the
+/// deadline a device is shown is the real one.
+pub const MAX_STORAGE_DAYS: u32 = 3_650;
+
+/// Apple's storage policy: "up to 30 days" (spec §3, \[A7\]).
+pub const DEFAULT_STORAGE_DAYS: u32 = 30;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -105,6 +145,9 @@ impl Default for Settings {
             token_rate_limit: None,
             max_iat_ahead: Duration::from_secs(3600),
             pki_reread_interval: Duration::from_secs(1),
+            default_storage_days: DEFAULT_STORAGE_DAYS,
+            legacy_payload_limit: MAX_PAYLOAD_LEGACY,
+            unknown_command: UnknownCommand::Close,
         }
     }
 }
@@ -114,7 +157,23 @@ impl Settings {
     pub fn device_idle_timeout(&self) -> Duration {
         self.device_heartbeat * 3
     }
+
+    /// How long a notification may be stored: [`Settings::default_storage_days`], at most
+    /// [`MAX_STORAGE_DAYS`].
+    pub fn storage(&self) -> Duration {
+        let days = self.default_storage_days.min(MAX_STORAGE_DAYS);
+        Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
+    }
+
+    /// The payload limit of commands 0 and 1: [`Settings::legacy_payload_limit`], at most
+    /// [`MAX_PAYLOAD_FRAME`].
+    pub fn legacy_payload_max(&self) -> usize {
+        self.legacy_payload_limit.min(MAX_PAYLOAD_FRAME)
+    }
 }
+
+/// Seconds in a day, for [`Settings::storage`].
+const SECONDS_PER_DAY: u64 = 86_400;
 
 #[cfg(test)]
 mod tests {
@@ -134,5 +193,20 @@ mod tests {
             assert_eq!(err, BadRateLimit(bad.to_owned()));
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn storage_and_legacy_limit_are_bounded() {
+        let s = Settings::default();
+        assert_eq!(s.storage(), Duration::from_secs(30 * 86_400));
+        assert_eq!(s.legacy_payload_max(), 256);
+        assert_eq!(s.unknown_command, UnknownCommand::Close);
+        let s = Settings {
+            default_storage_days: u32::MAX,
+            legacy_payload_limit: usize::MAX,
+            ..Settings::default()
+        };
+        assert_eq!(s.storage(), Duration::from_secs(3_650 * 86_400));
+        assert_eq!(s.legacy_payload_max(), 2048);
     }
 }

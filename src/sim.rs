@@ -147,7 +147,11 @@ impl Simulator {
         let auth_keys = http2::auth::TokenKeys::new(auth_keys, &config.settings)
             .with_folder(config.pki_dir.clone());
 
-        let hub = Hub::with_rate_limit(config.clock.clone(), config.settings.token_rate_limit);
+        let hub = Hub::with_policy(
+            config.clock.clone(),
+            config.settings.token_rate_limit,
+            config.settings.storage(),
+        );
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();

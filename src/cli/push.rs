@@ -33,8 +33,10 @@ pub(crate) struct PushArgs {
     /// JSON payload.
     #[arg(long, default_value = r#"{"aps":{"alert":"Hello from apns-sim"}}"#)]
     payload: String,
-    /// Expiry in UNIX seconds (0 = deliver now or never). Binary default: one hour from now;
-    /// HTTP/2 default: no apns-expiration header. Not in --format simple.
+    /// Expiry in UNIX seconds (0 = deliver now or never; not in --format simple). Default:
+    /// one hour from now for --format enhanced and frame; none for HTTP/2 (no
+    /// apns-expiration) and --format simple, which APNs keeps for an offline device under its
+    /// default storage policy (up to 30 days).
     #[arg(long)]
     expiry: Option<u32>,
     /// Priority, 10 or 5 (--format frame, or HTTP/2's apns-priority).

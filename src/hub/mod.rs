@@ -25,7 +25,9 @@
 //!   │                                           └───► NotInstalled (app gone: feedback + 410)
 //!   │                                           └───► device dropped before ack: routed again
 //!   └────► device offline (or queue full) ──► expiry 0: Discarded
-//!                                         ├──► expiry passed: Expired
+//!                                         ├──► expiry (no expiry: the storage policy,
+//!                                         │    30 days; later ones capped by it) passed:
+//!                                         │    Expired
 //!                                         └──► Stored (newest per device and app; the older
 //!                                              one is Superseded) ──► Sent on reconnect
 //! ```
@@ -51,6 +53,7 @@ mod rate;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tracing::info;
@@ -60,7 +63,7 @@ use crate::clock::Clock;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
-use crate::settings::RateLimit;
+use crate::settings::{RateLimit, Settings};
 
 pub use events::{Api, Event, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
 pub use state::{
@@ -104,12 +107,20 @@ impl Hub {
         Self::with_rate_limit(clock, None)
     }
 
-    /// A hub that refuses pushes to one token beyond `rate_limit`.
+    /// A hub that refuses pushes to one token beyond `rate_limit`, under Apple's storage
+    /// policy ([`crate::settings::DEFAULT_STORAGE_DAYS`]).
     pub fn with_rate_limit(clock: Clock, rate_limit: Option<RateLimit>) -> Self {
+        Self::with_policy(clock, rate_limit, Settings::default().storage())
+    }
+
+    /// A hub that refuses pushes to one token beyond `rate_limit` and keeps a notification
+    /// for an offline device at most `storage`: that long when it has no expiry, and never
+    /// past its expiry (0: not at all). The simulator passes `Settings::storage`.
+    pub fn with_policy(clock: Clock, rate_limit: Option<RateLimit>, storage: Duration) -> Self {
         Hub {
             shared: Arc::new(Shared {
                 locked: Mutex::new(Locked {
-                    state: State::new(rate_limit),
+                    state: State::new(rate_limit, storage),
                     log: EventLog::default(),
                 }),
                 events: Broadcast::new(),

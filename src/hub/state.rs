@@ -8,6 +8,7 @@
 //! `try_send` and `try_recv` need no runtime.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::RngCore;
@@ -59,8 +60,12 @@ pub struct PushRequest {
     pub identifier: [u8; 4],
     /// The notification's UUID: `apns-id` on HTTP/2, generated for binary notifications.
     pub apns_id: Uuid,
-    /// UNIX seconds after which it must not be delivered; 0 = deliver now or never.
-    pub expiry: u32,
+    /// UNIX seconds after which it must not be delivered, as the provider gave it:
+    /// `Some(0)` = deliver now or never; `None` = no expiry given (HTTP/2 without
+    /// `apns-expiration`, command 2 without item 4, command 0), which is not 0: the hub keeps
+    /// it for an offline device under the default storage policy. Either way the hub keeps
+    /// nothing longer than that policy (Apple: "up to 30 days", spec §3).
+    pub expiry: Option<u32>,
     /// 10, 5 or 1.
     pub priority: u8,
     /// `apns-push-type` (HTTP/2 only).
@@ -187,6 +192,32 @@ pub(super) struct State {
     next_session: u64,
     /// The opt-in per-token push limit and the recent push times it counts.
     rate: RateLimiter,
+    /// How long a notification may wait for its device, in seconds: the default for one
+    /// without an expiry and the cap on any expiry (`Settings::storage`).
+    storage_secs: u64,
+}
+
+/// How long the hub may hold a notification its device cannot take now, decided once when
+/// the notification arrives ([`State::push`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Explicit expiry 0: now or never.
+    Never,
+    /// Deliverable while the time (UNIX seconds) is before this.
+    Until(u64),
+}
+
+impl Keep {
+    /// The rule: an explicit 0 is "now or never"; no expiry is the storage policy from the
+    /// arrival; any other expiry stands, capped by the policy.
+    fn decide(expiry: Option<u32>, now_secs: u64, storage_secs: u64) -> Keep {
+        let limit = now_secs.saturating_add(storage_secs);
+        match expiry {
+            Some(0) => Keep::Never,
+            None => Keep::Until(limit),
+            Some(at) => Keep::Until(u64::from(at).min(limit)),
+        }
+    }
 }
 
 /// A device is its serial number within one environment: the same serial in sandbox and
@@ -270,8 +301,11 @@ pub(super) struct Queued {
     identifier: [u8; 4],
     /// Its UUID.
     apns_id: Uuid,
-    /// UNIX seconds after which it is not delivered; 0 = now or never.
-    expiry: u32,
+    /// The expiry as the provider gave it (`None`: none given).
+    expiry: Option<u32>,
+    /// What that expiry means here: decided by [`State::push`] on arrival (until then
+    /// `Never`, which nothing reads).
+    keep: Keep,
     /// The priority, as sent.
     priority: u8,
     /// `apns-push-type`, if any.
@@ -294,6 +328,7 @@ impl Queued {
             identifier: req.identifier,
             apns_id: req.apns_id,
             expiry: req.expiry,
+            keep: Keep::Never,
             priority: req.priority,
             push_type: req.push_type,
             collapse_id: req.collapse_id,
@@ -317,6 +352,28 @@ impl Queued {
         self.subject().event(at_ms, outcome, detail)
     }
 
+    /// The expiry a device is shown: the deadline the hub applies (the provider's, the
+    /// policy's when none was given, or the policy's cap), 0 for "now or never".
+    fn device_expiry(&self) -> u32 {
+        match self.keep {
+            Keep::Never => 0,
+            Keep::Until(at) => u32::try_from(at).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// How the deadline it is kept until came about, for the `stored` line.
+    fn storage_note(&self, until: u64) -> String {
+        match self.expiry {
+            None => format!(
+                "kept until {until}: no expiry given, so the default storage policy applies"
+            ),
+            Some(at) if u64::from(at) > until => {
+                format!("kept until {until}: expiry {at} is capped by the storage policy")
+            }
+            Some(_) => format!("kept until {until}"),
+        }
+    }
+
     /// The message a device session receives for it.
     fn to_device(&self, delivery: u64) -> Box<DeviceNotification> {
         Box::new(DeviceNotification {
@@ -324,7 +381,7 @@ impl Queued {
             token: self.token,
             identifier: self.identifier,
             apns_id: *self.apns_id.as_bytes(),
-            expiry: self.expiry,
+            expiry: self.device_expiry(),
             priority: self.priority,
             push_type: self.push_type.clone(),
             collapse_id: self.collapse_id.clone(),
@@ -334,8 +391,10 @@ impl Queued {
 }
 
 impl State {
-    /// An empty state, enforcing `rate_limit` per token if one is given.
-    pub(super) fn new(rate_limit: Option<RateLimit>) -> Self {
+    /// An empty state, enforcing `rate_limit` per token if one is given, and keeping
+    /// notifications for offline devices at most `storage` (the default for those without
+    /// an expiry).
+    pub(super) fn new(rate_limit: Option<RateLimit>, storage: Duration) -> Self {
         State {
             tokens: HashMap::new(),
             registrations: HashMap::new(),
@@ -345,6 +404,7 @@ impl State {
             next_delivery: 0,
             next_session: 0,
             rate: RateLimiter::new(rate_limit),
+            storage_secs: storage.as_secs(),
         }
     }
 
@@ -391,10 +451,12 @@ impl State {
         }
         let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
         for q in stored {
-            if u64::from(q.expiry) <= now_ms / 1000 {
-                let detail = format!("expiry {} passed while it was stored", q.expiry);
-                events.push(q.event(now_ms, Outcome::Expired, detail));
-                continue;
+            if let Keep::Until(until) = q.keep {
+                if until <= now_ms / 1000 {
+                    let detail = format!("kept until {until}, which passed while it was stored");
+                    events.push(q.event(now_ms, Outcome::Expired, detail));
+                    continue;
+                }
             }
             self.route(key, q, now_ms, events);
         }
@@ -592,10 +654,11 @@ impl State {
     /// outcome agree.
     pub(super) fn push(
         &mut self,
-        q: Queued,
+        mut q: Queued,
         environment: Environment,
         now_ms: u64,
     ) -> (Result<PushOutcome, PushError>, Vec<Event>) {
+        q.keep = Keep::decide(q.expiry, now_ms / 1000, self.storage_secs);
         let mut events = Vec::new();
         let checked = self
             .check_token(&q, environment)
@@ -696,31 +759,34 @@ impl State {
         } else {
             "device offline"
         };
-        if q.expiry == 0 {
-            let detail = format!("{why}; expiry 0 means do not store");
-            decided(
-                events,
-                now_ms,
-                q.subject(),
-                Outcome::Discarded,
-                "discarded",
-                detail,
-            );
-            return PushOutcome::Discarded;
-        }
-        if u64::from(q.expiry) <= now_ms / 1000 {
-            let detail = format!("{why}; expiry {} has passed", q.expiry);
-            decided(
-                events,
-                now_ms,
-                q.subject(),
-                Outcome::Expired,
-                "expired",
-                detail,
-            );
-            return PushOutcome::Discarded;
-        }
-        let detail = format!("{why}; kept until {}", q.expiry);
+        let until = match q.keep {
+            Keep::Never => {
+                let detail = format!("{why}; expiry 0 means do not store");
+                decided(
+                    events,
+                    now_ms,
+                    q.subject(),
+                    Outcome::Discarded,
+                    "discarded",
+                    detail,
+                );
+                return PushOutcome::Discarded;
+            }
+            Keep::Until(until) if until <= now_ms / 1000 => {
+                let detail = format!("{why}; expiry {until} has passed");
+                decided(
+                    events,
+                    now_ms,
+                    q.subject(),
+                    Outcome::Expired,
+                    "expired",
+                    detail,
+                );
+                return PushOutcome::Discarded;
+            }
+            Keep::Until(until) => until,
+        };
+        let detail = format!("{why}; {}", q.storage_note(until));
         decided(
             events,
             now_ms,
@@ -790,6 +856,8 @@ pub(super) mod tests {
     /// The app every test device registers.
     pub(in crate::hub) const APP: &str = "com.example.app";
     const SANDBOX: Environment = Environment::Sandbox;
+    /// Apple's policy: 30 days.
+    const STORAGE: Duration = Duration::from_secs(30 * 86_400);
 
     /// The state plus what the handle would add: a time to give each rule, and the log.
     struct World {
@@ -801,7 +869,7 @@ pub(super) mod tests {
     impl World {
         fn new(rate_limit: Option<RateLimit>) -> Self {
             World {
-                st: State::new(rate_limit),
+                st: State::new(rate_limit, STORAGE),
                 now_ms: 1_700_000_000_000,
                 log: Vec::new(),
             }
@@ -884,7 +952,7 @@ pub(super) mod tests {
             environment: SANDBOX,
             identifier: id.to_be_bytes(),
             apns_id: Uuid::new_v4(),
-            expiry,
+            expiry: Some(expiry),
             priority: 10,
             push_type: None,
             collapse_id: None,
@@ -992,6 +1060,68 @@ pub(super) mod tests {
         assert!(outcomes.contains(&(1, Outcome::Superseded)));
         assert!(outcomes.contains(&(3, Outcome::Discarded)));
         assert!(outcomes.contains(&(4, Outcome::Expired)));
+    }
+
+    #[test]
+    fn no_expiry_is_kept_under_the_storage_policy_and_only_0_is_now_or_never() {
+        let (mut w, session, token) = online();
+        w.disconnect("D1", session.id);
+        let policy_end = w.now_secs() + STORAGE.as_secs() as u32;
+        let mut absent = request(token, 1, 0);
+        absent.expiry = None;
+        assert_eq!(w.push(absent), Ok(PushOutcome::Stored));
+        let stored = w.log.last().cloned();
+        assert!(
+            matches!(&stored, Some(Event::Notification { detail, .. }) if detail.contains("default storage policy")),
+            "{stored:?}"
+        );
+        // Just before the policy ends, the device gets it, told when it would have expired.
+        w.now_ms += (STORAGE.as_millis() as u64) - 1000;
+        let mut back = w.connect("D1");
+        let n = back.rx.try_recv().unwrap();
+        assert_eq!((n.identifier, n.expiry), (1u32.to_be_bytes(), policy_end));
+        assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(back.rx.try_recv().unwrap().expiry, 0, "now or never");
+    }
+
+    #[test]
+    fn the_storage_policy_ends_what_has_no_expiry_and_caps_what_has_a_later_one() {
+        let (mut w, session, token) = online();
+        let second = w.register("D1", "com.example.second", false).unwrap();
+        w.disconnect("D1", session.id);
+        let mut absent = request(token, 1, 0);
+        absent.expiry = None;
+        assert_eq!(w.push(absent), Ok(PushOutcome::Stored));
+        let mut other_app = request(second, 2, 0);
+        other_app.topic = "com.example.second".into();
+        other_app.expiry = Some(w.now_secs() + 60 * 86_400);
+        assert_eq!(w.push(other_app), Ok(PushOutcome::Stored));
+        assert!(w.log.iter().any(|e| matches!(e,
+            Event::Notification { identifier: 2, detail, .. } if detail.contains("capped by the storage policy"))));
+        // One second past the policy, both are gone.
+        w.now_ms += STORAGE.as_millis() as u64 + 1000;
+        let mut back = w.connect("D1");
+        assert!(back.rx.try_recv().is_err());
+        let outcomes = w.outcomes();
+        assert!(outcomes.contains(&(1, Outcome::Expired)), "{outcomes:?}");
+        assert!(outcomes.contains(&(2, Outcome::Expired)), "{outcomes:?}");
+    }
+
+    #[test]
+    fn keep_decides_once_from_the_expiry() {
+        let now = 1_700_000_000;
+        let days30 = STORAGE.as_secs();
+        assert_eq!(Keep::decide(Some(0), now, days30), Keep::Never);
+        assert_eq!(Keep::decide(None, now, days30), Keep::Until(now + days30));
+        assert_eq!(
+            Keep::decide(Some(now as u32 + 60), now, days30),
+            Keep::Until(now + 60)
+        );
+        assert_eq!(
+            Keep::decide(Some(u32::MAX), now, days30),
+            Keep::Until(now + days30)
+        );
+        assert_eq!(Keep::decide(None, u64::MAX, days30), Keep::Until(u64::MAX));
     }
 
     #[test]

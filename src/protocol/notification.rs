@@ -10,11 +10,12 @@
 //! | 0 | 1 | command | `0` |
 //! | 1 | 2 | token length (u16) | 32 |
 //! | 3 | N | device token | binary |
-//! | 3+N | 2 | payload length (u16) | ≤ 256 |
+//! | 3+N | 2 | payload length (u16) | ≤ 256 (settable) |
 //! | 5+N | P | payload | JSON, not NUL-terminated |
 //!
 //! Total 5 + N + P bytes (37 + P for a 32-byte token). No identifier, expiry or priority:
-//! identifier 0, expiry 0 and priority 10 are assumed.
+//! identifier 0 and priority 10 are assumed, and the expiry is absent ([`None`]): APNs
+//! keeps such a notification under its default storage policy (spec §3).
 //!
 //! # Command 1 — "enhanced" (spec §1.3)
 //!
@@ -25,7 +26,7 @@
 //! | 5 | 4 | expiry (u32) | UNIX seconds UTC; `0` = do not store |
 //! | 9 | 2 | token length (u16) | 32 |
 //! | 11 | N | device token | binary |
-//! | 11+N | 2 | payload length (u16) | ≤ 256 |
+//! | 11+N | 2 | payload length (u16) | ≤ 256 (settable) |
 //! | 13+N | P | payload | JSON |
 //!
 //! Total 13 + N + P bytes (45 + P for a 32-byte token). Priority 10 is assumed.
@@ -45,7 +46,7 @@
 //! | 1 | Device token | 32 | required |
 //! | 2 | Payload | 1..=2048 | JSON object; required |
 //! | 3 | Notification identifier | 4 | opaque; optional, default 0 |
-//! | 4 | Expiration date | 4 | UNIX seconds UTC, 0 = don't store; optional, default 0 |
+//! | 4 | Expiration date | 4 | UNIX seconds UTC, 0 = don't store; optional: absent = the default storage policy |
 //! | 5 | Priority | 1 | 10 = now, 5 = power-conscious; optional, default 10 |
 //!
 //! With all five items and a 32-byte token L = 15 + 32 + P + 4 + 4 + 1 = 56 + P, so the largest
@@ -58,7 +59,8 @@
 //! * A command byte other than 0, 1 or 2 → 128 Protocol error, identifier 0.
 //! * Commands 0 and 1 are judged as early as possible: once the token-length field is present,
 //!   0 → 2 Missing device token and ≠ 32 → 5 Invalid token size; once the payload-length field
-//!   is present, 0 → 4 Missing payload and > 256 → 7 Invalid payload size, before the payload
+//!   is present, 0 → 4 Missing payload and over the limit (256 unless [`decode_with`] is
+//!   given another) → 7 Invalid payload size, before the payload
 //!   arrives. Only then is the payload awaited and checked: invalid JSON or not an object →
 //!   128 Protocol error. Command 0 echoes identifier 0 (it has none); command 1 echoes its own.
 //! * Command 2: a frame length > [`MAX_BUFFERED_FRAME_LEN`] → 7 Invalid payload size with
@@ -68,6 +70,8 @@
 //!   frame over [`MAX_FRAME_LEN`] because its payload is too large is answered with 7 and its
 //!   own identifier, which is what a provider needs to know which notification failed.
 //! * After a rejection the caller closes the connection, so the buffer may be left in any state.
+//!   Whether the status is written is the gateway's decision: Apple sent none for command 0,
+//!   nor (TN2265) for an unknown command byte.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -116,9 +120,10 @@ pub struct Notification {
     pub command: Command,
     /// Opaque provider tag echoed raw in error responses; 0 for command 0 and when item 3 is absent.
     pub identifier: [u8; 4],
-    /// UNIX seconds after which the notification must not be delivered; 0 = do not store
-    /// (deliver at most once); 0 for command 0 and when item 4 is absent.
-    pub expiry: u32,
+    /// UNIX seconds after which the notification must not be delivered; `Some(0)` = do not
+    /// store (deliver at most once); `None` when the format has no expiry (command 0) or
+    /// item 4 is absent, which is not 0: APNs then applies its default storage policy.
+    pub expiry: Option<u32>,
     /// 10 = deliver now, 5 = power-conscious; 10 for commands 0/1 and when item 5 is absent.
     pub priority: u8,
     /// The target app on the target device.
@@ -298,14 +303,25 @@ pub struct FrameItem {
 /// 4. no item 2, or length 0 → 4 Missing payload; length > 2048 → 7 Invalid payload size;
 /// 5. payload not JSON, or not an object → 128 Protocol error.
 ///
-/// Absent items 3, 4 and 5 mean identifier 0, expiry 0 and priority 10.
+/// Absent items 3, 4 and 5 mean identifier 0, no expiry ([`None`]) and priority 10.
+///
+/// Commands 0 and 1 are held to [`MAX_PAYLOAD_LEGACY`]; [`decode_with`] takes another limit.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Notification>, Rejection> {
+    decode_with(buf, MAX_PAYLOAD_LEGACY)
+}
+
+/// [`decode`] with `legacy_max` as the payload limit of commands 0 and 1 (the sources
+/// disagree on it, spec §9 item 2); command 2 keeps [`MAX_PAYLOAD_FRAME`].
+pub fn decode_with(
+    buf: &mut BytesMut,
+    legacy_max: usize,
+) -> Result<Option<Notification>, Rejection> {
     let Some(&command) = buf.first() else {
         return Ok(None);
     };
     match Command::from_code(command) {
-        Some(Command::Simple) => decode_legacy(buf, Command::Simple),
-        Some(Command::Enhanced) => decode_legacy(buf, Command::Enhanced),
+        Some(Command::Simple) => decode_legacy(buf, Command::Simple, legacy_max),
+        Some(Command::Enhanced) => decode_legacy(buf, Command::Enhanced, legacy_max),
         Some(Command::Frame) => decode_frame(buf),
         None => Err(Rejection::new(
             [0; 4],
@@ -315,7 +331,11 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Notification>, Rejection> {
 }
 
 /// Decodes command 0 or 1 (they differ only by the identifier and expiry fields).
-fn decode_legacy(buf: &mut BytesMut, command: Command) -> Result<Option<Notification>, Rejection> {
+fn decode_legacy(
+    buf: &mut BytesMut,
+    command: Command,
+    legacy_max: usize,
+) -> Result<Option<Notification>, Rejection> {
     let mut r = Reader::new(buf);
     // Offset 0: the command byte, already inspected by `decode`.
     if r.u8().is_none() {
@@ -328,9 +348,9 @@ fn decode_legacy(buf: &mut BytesMut, command: Command) -> Result<Option<Notifica
         let Some(expiry) = r.u32() else {
             return Ok(None);
         };
-        (identifier, expiry)
+        (identifier, Some(expiry))
     } else {
-        ([0; 4], 0)
+        ([0; 4], None)
     };
     let reject = |reason| Rejection::new(identifier, reason);
 
@@ -354,10 +374,10 @@ fn decode_legacy(buf: &mut BytesMut, command: Command) -> Result<Option<Notifica
     if payload_len == 0 {
         return Err(reject(RejectReason::MissingPayload));
     }
-    if payload_len > MAX_PAYLOAD_LEGACY {
+    if payload_len > legacy_max {
         return Err(reject(RejectReason::PayloadTooLarge {
             len: payload_len,
-            max: MAX_PAYLOAD_LEGACY,
+            max: legacy_max,
         }));
     }
     if r.take(payload_len).is_none() {
@@ -368,7 +388,7 @@ fn decode_legacy(buf: &mut BytesMut, command: Command) -> Result<Option<Notifica
     let total = buf.len() - r.remaining();
     let packet = buf.split_to(total).freeze();
     let payload = packet.slice(total - payload_len..);
-    payload::check(&payload, MAX_PAYLOAD_LEGACY).map_err(|e| reject(e.into()))?;
+    payload::check(&payload, legacy_max).map_err(|e| reject(e.into()))?;
 
     Ok(Some(Notification {
         command,
@@ -448,8 +468,10 @@ fn parse_items(items: &Bytes) -> Result<Notification, Rejection> {
         exact_len::<4>(ITEM_IDENTIFIER, data).map_err(reject)?;
     }
     let expiry = match expiry_item {
-        Some(data) => u32::from_be_bytes(exact_len::<4>(ITEM_EXPIRY, data).map_err(reject)?),
-        None => 0,
+        Some(data) => Some(u32::from_be_bytes(
+            exact_len::<4>(ITEM_EXPIRY, data).map_err(reject)?,
+        )),
+        None => None,
     };
     let priority = match priority_item {
         Some(data) => {
@@ -490,19 +512,21 @@ fn exact_len<const N: usize>(item: u8, data: &[u8]) -> Result<[u8; N], RejectRea
     })
 }
 
-/// Encode a well-formed notification in its own command's format (command 2 writes all five items in id order).
+/// Encode a well-formed notification in its own command's format (command 2 writes its items
+/// in id order: all five, or four when the expiry is absent).
 ///
 /// Fields a format cannot carry are dropped (command 0 has no identifier, expiry or priority;
-/// command 1 has no priority). Over-long tokens or payloads are clamped as described on
+/// command 1 has no priority, and writes an absent expiry as 0, the only value it has). Over-long tokens or payloads are clamped as described on
 /// [`encode_frame_items`] and the raw encoders, so the output is always well-framed.
 pub fn encode(n: &Notification, dst: &mut BytesMut) {
     match n.command {
         Command::Simple => encode_simple_raw(n.token.as_bytes(), &n.payload, dst),
         Command::Enhanced => {
-            encode_enhanced_raw(n.identifier, n.expiry, n.token.as_bytes(), &n.payload, dst);
+            let expiry = n.expiry.unwrap_or(0);
+            encode_enhanced_raw(n.identifier, expiry, n.token.as_bytes(), &n.payload, dst);
         }
         Command::Frame => {
-            let items = [
+            let mut items = vec![
                 FrameItem {
                     id: ITEM_TOKEN,
                     data: Bytes::copy_from_slice(n.token.as_bytes()),
@@ -515,15 +539,17 @@ pub fn encode(n: &Notification, dst: &mut BytesMut) {
                     id: ITEM_IDENTIFIER,
                     data: Bytes::copy_from_slice(&n.identifier),
                 },
-                FrameItem {
-                    id: ITEM_EXPIRY,
-                    data: Bytes::copy_from_slice(&n.expiry.to_be_bytes()),
-                },
-                FrameItem {
-                    id: ITEM_PRIORITY,
-                    data: Bytes::copy_from_slice(&[n.priority]),
-                },
             ];
+            if let Some(expiry) = n.expiry {
+                items.push(FrameItem {
+                    id: ITEM_EXPIRY,
+                    data: Bytes::copy_from_slice(&expiry.to_be_bytes()),
+                });
+            }
+            items.push(FrameItem {
+                id: ITEM_PRIORITY,
+                data: Bytes::copy_from_slice(&[n.priority]),
+            });
             encode_frame_items(&items, dst);
         }
     }
@@ -705,7 +731,7 @@ mod tests {
         Notification {
             command: Command::Simple,
             identifier: [0; 4],
-            expiry: 0,
+            expiry: None,
             priority: 10,
             token: token(),
             payload: Bytes::from_static(PAYLOAD),
@@ -716,7 +742,7 @@ mod tests {
         Notification {
             command: Command::Enhanced,
             identifier: ID,
-            expiry: 1_600_000_000,
+            expiry: Some(1_600_000_000),
             ..simple()
         }
     }
@@ -806,7 +832,7 @@ mod tests {
         assert_eq!(
             n,
             Notification {
-                expiry: 0,
+                expiry: Some(0),
                 priority: 10,
                 ..frame()
             }
@@ -825,7 +851,7 @@ mod tests {
         ]);
         let n = decode(&mut b).unwrap().unwrap();
         assert_eq!(n.identifier, [0; 4]);
-        assert_eq!(n.expiry, 0);
+        assert_eq!(n.expiry, None, "absent, not 0");
         assert_eq!(n.priority, 10);
         assert_eq!(&n.payload[..], br#"{"mdm":"x"}"#);
         assert!(b.is_empty());
@@ -846,6 +872,56 @@ mod tests {
         let mut b = BytesMut::new();
         encode(&n, &mut b);
         assert_eq!(b.len(), 5 + MAX_FRAME_LEN as usize);
+        assert_eq!(decode(&mut b), Ok(Some(n)));
+    }
+
+    #[test]
+    fn the_legacy_payload_limit_is_the_callers() {
+        for command in [Command::Simple, Command::Enhanced] {
+            let payload = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_PAYLOAD_FRAME - 8));
+            let n = Notification {
+                command,
+                payload: Bytes::from(payload),
+                ..enhanced()
+            };
+            let mut b = BytesMut::new();
+            encode(&n, &mut b);
+            let mut again = b.clone();
+            assert_eq!(
+                decode(&mut b).unwrap_err().reason,
+                RejectReason::PayloadTooLarge {
+                    len: 2048,
+                    max: 256
+                },
+                "{command:?}: 256 by default"
+            );
+            let decoded = decode_with(&mut again, MAX_PAYLOAD_FRAME).unwrap().unwrap();
+            assert_eq!(decoded.payload.len(), 2048, "{command:?}");
+
+            let mut over = BytesMut::new();
+            let payload = vec![b' '; MAX_PAYLOAD_FRAME + 1];
+            encode_enhanced_raw(ID, 0, &TOKEN, &payload, &mut over);
+            assert_eq!(
+                decode_with(&mut over, MAX_PAYLOAD_FRAME)
+                    .unwrap_err()
+                    .reason,
+                RejectReason::PayloadTooLarge {
+                    len: 2049,
+                    max: 2048
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn an_absent_expiry_round_trips_without_item_4() {
+        let n = Notification {
+            expiry: None,
+            ..frame()
+        };
+        let mut b = BytesMut::new();
+        encode(&n, &mut b);
+        assert_eq!(b.len(), frame_fixture().len() - 7, "no item 4");
         assert_eq!(decode(&mut b), Ok(Some(n)));
     }
 

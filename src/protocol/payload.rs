@@ -8,12 +8,13 @@
 //!
 //! | interface | limit | constant |
 //! |---|---|---|
-//! | binary commands 0 and 1 | 256 bytes | [`MAX_PAYLOAD_LEGACY`] |
+//! | binary commands 0 and 1 | 256 bytes by default (the sources disagree: `Settings::legacy_payload_limit`) | [`MAX_PAYLOAD_LEGACY`] |
 //! | binary command 2, item 2 | 2048 bytes | [`MAX_PAYLOAD_FRAME`] |
 //! | HTTP/2 | 4096 bytes | [`MAX_PAYLOAD_HTTP2`] |
 //! | HTTP/2, VoIP pushes | 5120 bytes | [`MAX_PAYLOAD_HTTP2_VOIP`] |
 
-/// Payload limit for binary commands 0 and 1 (Apple's legacy-format text kept 256 bytes).
+/// Default payload limit for binary commands 0 and 1: Apple's legacy-format text kept 256
+/// bytes in every revision (spec §1.5; §9 item 2 for the reports of 2048).
 pub const MAX_PAYLOAD_LEGACY: usize = 256;
 /// Payload limit for binary command 2, item 2 (raised to 2 KB with iOS 8).
 pub const MAX_PAYLOAD_FRAME: usize = 2048;

@@ -396,7 +396,7 @@ mod tests {
             environment: Environment::Sandbox,
             identifier: id.to_be_bytes(),
             apns_id: Uuid::new_v4(),
-            expiry: 0,
+            expiry: Some(0),
             priority: 10,
             push_type: None,
             collapse_id: None,

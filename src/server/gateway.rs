@@ -8,9 +8,16 @@
 //! 3. each valid notification goes to the hub, which checks the token and routes it;
 //!    success is silent, as on Apple's gateway;
 //! 4. the first bad notification gets the 6-byte error response (command 8, status, its
-//!    identifier); the connection then closes and everything written after it is discarded;
+//!    identifier); the connection then closes and everything written after it is discarded.
+//!    A bad command-0 notification gets no error response: Apple's simple format has none,
+//!    and the connection was just dropped (spec §1.2, §1.7). An unknown command byte gets a
+//!    silent close too (TN2265), or status 128 if [`Settings::unknown_command`] says so;
 //! 5. on shutdown the provider gets status 10 (Shutdown) with the identifier of the last
 //!    notification accepted, then the connection closes.
+//!
+//! Every refusal is logged at info level with its cause in words, the answer given, and
+//! the connection's identity (peer, topic, environment): the wire says as little as
+//! Apple's did, the log says everything.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,10 +33,10 @@ use uuid::Uuid;
 use crate::connection::{Connection, ReadError};
 use crate::hub::{Api, Hub, PushError, PushRequest};
 use crate::protocol::error_response::{ErrorResponse, Status};
-use crate::protocol::notification::{self, Notification};
+use crate::protocol::notification::{self, Command, Notification, RejectReason};
 use crate::server::accept::{self, Endpoint};
 use crate::server::provider::{identify, Provider};
-use crate::settings::Settings;
+use crate::settings::{Settings, UnknownCommand};
 
 /// Most bytes read and thrown away after an error response before the socket is closed.
 const LINGER_MAX_BYTES: usize = 1 << 20;
@@ -58,18 +65,42 @@ async fn handle(
     let provider = match provider {
         Ok(p) => p,
         Err(reason) => {
-            warn!(%peer, %reason, "provider certificate refused");
-            refuse(&mut conn, reason.status(), [0; 4], &settings).await;
+            let status = reason.status();
+            warn!(%peer, %reason, %status, "provider certificate refused: error response, then close");
+            refuse(&mut conn, status, [0; 4], &settings).await;
             return;
         }
     };
     info!(topic = %provider.topic, environment = %provider.environment, "provider connected");
-    serve_provider(&mut conn, &provider, &hub, &settings, &shutdown).await;
+    serve_provider(&mut conn, peer, &provider, &hub, &settings, &shutdown).await;
+}
+
+/// What the gateway sends back for a refused notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The 6-byte error response, then close.
+    Status(Status),
+    /// Close without a byte (command 0; an unknown command byte under TN2265).
+    Close,
+}
+
+/// The answer to a notification refused with `status`: `command` is the format it came
+/// in (`None`: the command byte was unknown).
+fn answer(command: Option<Command>, status: Status, settings: &Settings) -> Answer {
+    match command {
+        Some(Command::Simple) => Answer::Close,
+        Some(Command::Enhanced | Command::Frame) => Answer::Status(status),
+        None => match settings.unknown_command {
+            UnknownCommand::Close => Answer::Close,
+            UnknownCommand::ProtocolError => Answer::Status(status),
+        },
+    }
 }
 
 /// The per-connection loop, generic over the stream so the tests below drive it over `duplex`.
 pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
+    peer: SocketAddr,
     provider: &Provider,
     hub: &Hub,
     settings: &Settings,
@@ -77,14 +108,27 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     // Identifier of the last notification accepted, for status 10 on shutdown.
     let mut last_accepted = [0u8; 4];
+    let legacy_max = settings.legacy_payload_max();
     loop {
+        // The command byte of the notification at the front of the buffer when the decoder
+        // last ran: the format of the one it refused, if it refuses.
+        let mut command_byte = None;
+        let decode = |buf: &mut bytes::BytesMut| {
+            command_byte = buf.first().copied();
+            notification::decode_with(buf, legacy_max)
+        };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
                 info!(last = u32::from_be_bytes(last_accepted), "shutdown: status 10");
                 refuse(conn, Status::Shutdown, last_accepted, settings).await;
                 return;
             }
-            r = tokio::time::timeout(settings.provider_idle_timeout, conn.read_frame(notification::decode)) => r,
+            r = tokio::time::timeout(settings.provider_idle_timeout, conn.read_frame(decode)) => r,
+        };
+        let refused = Refused {
+            peer,
+            provider,
+            command: command_byte.and_then(Command::from_code),
         };
         match frame {
             Err(_) => {
@@ -97,15 +141,23 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
             Ok(Err(ReadError::Decode(rejection))) => {
+                let reason = rejection.reason.to_string();
                 hub.record_rejection(
                     Api::Binary,
                     &provider.topic,
                     rejection.identifier,
                     Uuid::new_v4(),
                     None,
-                    rejection.reason.to_string(),
+                    reason.clone(),
                 );
-                refuse(conn, rejection.status, rejection.identifier, settings).await;
+                let command = match rejection.reason {
+                    RejectReason::UnknownCommand(_) => None,
+                    _ => refused.command,
+                };
+                let refused = Refused { command, ..refused };
+                let answer = answer(command, rejection.status, settings);
+                refused.log(rejection.identifier, answer, &reason);
+                send(conn, answer, rejection.identifier, settings).await;
                 return;
             }
             Ok(Err(err)) => {
@@ -114,18 +166,72 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Ok(Some(n))) => {
                 let identifier = n.identifier;
-                let refused = hub
-                    .push(request(n, provider))
-                    .err()
-                    .and_then(|e| push_status(&e));
-                match refused {
+                let command = n.command;
+                let error = hub.push(request(n, provider)).err();
+                match error.as_ref().and_then(|e| push_status(e).map(|s| (e, s))) {
                     None => last_accepted = identifier,
-                    Some(status) => {
-                        refuse(conn, status, identifier, settings).await;
+                    Some((error, status)) => {
+                        let answer = answer(Some(command), status, settings);
+                        refused.log(identifier, answer, &error.to_string());
+                        send(conn, answer, identifier, settings).await;
                         return;
                     }
                 }
             }
+        }
+    }
+}
+
+/// Who a refusal is about, for its log line.
+#[derive(Debug, Clone, Copy)]
+struct Refused<'a> {
+    /// The provider's address.
+    peer: SocketAddr,
+    /// Its certificate's topic and the connection's environment.
+    provider: &'a Provider,
+    /// The refused notification's format (`None`: unknown command byte).
+    command: Option<Command>,
+}
+
+impl Refused<'_> {
+    /// The one info line of a refusal: cause, answer and the connection's identity.
+    fn log(&self, identifier: [u8; 4], answer: Answer, reason: &str) {
+        let command = self
+            .command
+            .map_or_else(|| "unknown".to_owned(), |c| c.code().to_string());
+        let answer = match answer {
+            Answer::Status(status) => format!("error response status {status}, then close"),
+            Answer::Close if self.command == Some(Command::Simple) => {
+                "closed without a response (command 0 has no error response)".to_owned()
+            }
+            Answer::Close => "closed without a response (unknown command byte, TN2265)".to_owned(),
+        };
+        info!(
+            peer = %self.peer,
+            topic = %self.provider.topic,
+            environment = %self.provider.environment,
+            %command,
+            id = u32::from_be_bytes(identifier),
+            %answer,
+            %reason,
+            "binary notification refused"
+        );
+    }
+}
+
+/// Sends `answer`: the error response and a close, or the close alone. Either way the
+/// close is graceful and what the provider still sends is drained first (see [`refuse`]).
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    answer: Answer,
+    identifier: [u8; 4],
+    settings: &Settings,
+) {
+    match answer {
+        Answer::Status(status) => refuse(conn, status, identifier, settings).await,
+        Answer::Close => {
+            let _ = conn.shutdown().await;
+            linger(conn, settings.linger).await;
         }
     }
 }
@@ -204,6 +310,7 @@ mod tests {
     use crate::hub::DeviceSession;
     use crate::protocol::token::DeviceToken;
     use crate::protocol::Environment;
+    use crate::server::accept::log_capture::Capture;
 
     /// Generous: a healthy test never waits this long.
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -234,6 +341,13 @@ mod tests {
     }
 
     fn rig() -> Rig {
+        rig_with(Settings {
+            linger: Duration::from_secs(5),
+            ..Settings::default()
+        })
+    }
+
+    fn rig_with(settings: Settings) -> Rig {
         let hub = Hub::new(Clock::system());
         let session = hub.connect_device("DUPLEX-1", Environment::Sandbox);
         let token = hub
@@ -244,17 +358,14 @@ mod tests {
         let served = {
             let hub = hub.clone();
             let shutdown = shutdown.clone();
-            let settings = Settings {
-                linger: Duration::from_secs(5),
-                ..Settings::default()
-            };
             let provider = Provider {
                 topic: TOPIC.into(),
                 environment: Environment::Sandbox,
             };
             tokio::spawn(async move {
                 let mut conn = Connection::new(server);
-                serve_provider(&mut conn, &provider, &hub, &settings, &shutdown).await;
+                let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+                serve_provider(&mut conn, peer, &provider, &hub, &settings, &shutdown).await;
             })
         };
         Rig {
@@ -290,6 +401,114 @@ mod tests {
             assert!(rest.is_empty(), "bytes after the error response: {rest:?}");
             answer
         }
+
+        /// Expects the server to close without writing a byte.
+        async fn closed_silently(&mut self) {
+            let mut rest = Vec::new();
+            tokio::time::timeout(TIMEOUT, self.provider.read_to_end(&mut rest))
+                .await
+                .expect("closed in time")
+                .unwrap();
+            assert!(rest.is_empty(), "bytes before the close: {rest:?}");
+        }
+    }
+
+    fn simple(token: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        notification::encode_simple_raw(token, PAYLOAD.as_bytes(), &mut out);
+        out.to_vec()
+    }
+
+    /// What every refusal line names: the connection's identity.
+    const IDENTITY: [&str; 4] = [
+        "binary notification refused",
+        "peer=127.0.0.1:1",
+        "topic=com.example.app",
+        "environment=sandbox",
+    ];
+
+    #[tokio::test]
+    async fn a_bad_command_0_notification_gets_a_close_and_no_bytes_and_the_log_says_why() {
+        let mut log = Capture::install();
+        let mut rig = rig();
+        rig.provider.write_all(&simple(&[1; 31])).await.unwrap();
+        rig.closed_silently().await;
+        let line = log
+            .line_with(&[&IDENTITY[..], &["command=0", "device token is 31 bytes"]].concat())
+            .await;
+        assert!(
+            line.contains("closed without a response (command 0"),
+            "{line}"
+        );
+        assert!(line.contains(" INFO "), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_command_0_notification_to_an_unknown_token_gets_a_close_too() {
+        let mut log = Capture::install();
+        let mut rig = rig();
+        rig.provider.write_all(&simple(&[7; 32])).await.unwrap();
+        rig.closed_silently().await;
+        log.line_with(&[&IDENTITY[..], &["command=0", "unknown device token"]].concat())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_command_byte_is_closed_silently_or_answered_128_as_set() {
+        let mut log = Capture::install();
+        let mut rig = rig();
+        rig.provider.write_all(&[9, 0, 0, 0, 0]).await.unwrap();
+        rig.closed_silently().await;
+        let line = log
+            .line_with(
+                &[
+                    &IDENTITY[..],
+                    &["command=unknown", "unknown command byte 9"],
+                ]
+                .concat(),
+            )
+            .await;
+        assert!(line.contains("TN2265"), "{line}");
+
+        let mut rig = rig_with(Settings {
+            unknown_command: UnknownCommand::ProtocolError,
+            ..Settings::default()
+        });
+        rig.provider.write_all(&[9, 0, 0, 0, 0]).await.unwrap();
+        assert_eq!(
+            rig.error_response().await,
+            [
+                0x08, // command 8
+                0x80, // status 128, Protocol error
+                0x00, 0x00, 0x00, 0x00, // identifier 0
+            ]
+        );
+        log.line_with(
+            &[
+                &IDENTITY[..],
+                &["error response status 128", "unknown command byte 9"],
+            ]
+            .concat(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_refusal_with_a_status_is_logged_with_it() {
+        let mut log = Capture::install();
+        let mut rig = rig();
+        rig.provider.write_all(&frame(&[7; 32], 5)).await.unwrap();
+        assert_eq!(rig.error_response().await[1], 8);
+        let line = log
+            .line_with(
+                &[
+                    &IDENTITY[..],
+                    &["command=2", "id=5", "error response status 8"],
+                ]
+                .concat(),
+            )
+            .await;
+        assert!(line.contains("unknown device token"), "{line}");
     }
 
     #[tokio::test]

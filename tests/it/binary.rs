@@ -64,6 +64,9 @@ async fn each_format_is_delivered() {
     let token = tokens[DEFAULT_TOPIC];
     let expiry = common::in_an_hour(&t.clock);
     let mut gw = t.gateway().await;
+    // Without an expiry the hub applies (and the device is shown) the 30-day policy.
+    let policy = |e: u32| u64::from(e).checked_sub(30 * 86_400);
+    let before = t.clock.now_secs();
 
     gw.send(&simple(token.as_bytes(), br#"{"aps":{"alert":"simple"}}"#))
         .await
@@ -79,7 +82,8 @@ async fn each_format_is_delivered() {
     else {
         unreachable!()
     };
-    assert_eq!((id, priority, e, got), (0, 10, 0, token));
+    assert_eq!((id, priority, got), (0, 10, token));
+    assert!(policy(e).is_some_and(|at| (before..=t.clock.now_secs()).contains(&at)));
     assert_eq!(payload["aps"]["alert"], "simple");
 
     gw.send(&enhanced(
@@ -129,7 +133,7 @@ async fn each_format_is_delivered() {
     );
     assert_eq!(payload["aps"]["alert"], "frame");
 
-    // Optional items omitted: identifier 0, expiry 0, priority 10.
+    // Optional items omitted: identifier 0, no expiry (the policy), priority 10.
     gw.send(&items(&[(2, PAYLOAD.as_bytes()), (1, token.as_bytes())]))
         .await
         .unwrap();
@@ -142,7 +146,8 @@ async fn each_format_is_delivered() {
     else {
         unreachable!()
     };
-    assert_eq!((id, priority, e), (0, 10, 0));
+    assert_eq!((id, priority), (0, 10));
+    assert!(policy(e).is_some_and(|at| (before..=t.clock.now_secs()).contains(&at)));
 
     // Many notifications in one write, and one split across writes.
     let mut batch = Vec::new();
@@ -172,36 +177,34 @@ async fn every_status_code() {
     let tok = token.as_bytes().as_slice();
     let big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(2100));
     let legacy_big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(250));
-    let cases: Vec<(&str, Vec<u8>, Status, u32)> = vec![
+    // A status and identifier, or `None`: closed without a byte (command 0 and an unknown
+    // command byte, as Apple did).
+    type Answer = Option<(Status, u32)>;
+    let cases: Vec<(&str, Vec<u8>, Answer)> = vec![
         (
             "frame without token",
             items(&[(2, PAYLOAD.as_bytes()), (3, &9u32.to_be_bytes())]),
-            Status::MissingDeviceToken,
-            9,
+            Some((Status::MissingDeviceToken, 9)),
         ),
         (
             "frame with empty token",
             items(&[(1, b""), (2, PAYLOAD.as_bytes()), (3, &10u32.to_be_bytes())]),
-            Status::MissingDeviceToken,
-            10,
+            Some((Status::MissingDeviceToken, 10)),
         ),
         (
             "enhanced with empty token",
             enhanced(11, 0, b"", PAYLOAD.as_bytes()),
-            Status::MissingDeviceToken,
-            11,
+            Some((Status::MissingDeviceToken, 11)),
         ),
         (
             "frame without payload",
             items(&[(1, tok), (3, &12u32.to_be_bytes())]),
-            Status::MissingPayload,
-            12,
+            Some((Status::MissingPayload, 12)),
         ),
         (
             "enhanced with empty payload",
             enhanced(13, 0, tok, b""),
-            Status::MissingPayload,
-            13,
+            Some((Status::MissingPayload, 13)),
         ),
         (
             "frame with short token",
@@ -210,45 +213,34 @@ async fn every_status_code() {
                 (2, PAYLOAD.as_bytes()),
                 (3, &14u32.to_be_bytes()),
             ]),
-            Status::InvalidTokenSize,
-            14,
+            Some((Status::InvalidTokenSize, 14)),
         ),
         (
             "enhanced with long token",
             enhanced(15, 0, &[tok, &[0]].concat(), PAYLOAD.as_bytes()),
-            Status::InvalidTokenSize,
-            15,
+            Some((Status::InvalidTokenSize, 15)),
         ),
         (
             "frame payload over 2048",
             frame(tok, &big, 16, 0, 10),
-            Status::InvalidPayloadSize,
-            16,
+            Some((Status::InvalidPayloadSize, 16)),
         ),
         (
             "enhanced payload over 256",
             enhanced(17, 0, tok, legacy_big.as_bytes()),
-            Status::InvalidPayloadSize,
-            17,
+            Some((Status::InvalidPayloadSize, 17)),
         ),
         (
             "simple payload over 256",
             simple(tok, legacy_big.as_bytes()),
-            Status::InvalidPayloadSize,
-            0,
+            None,
         ),
         (
             "unknown token",
             frame(&[7; 32], PAYLOAD, 18, 0, 10),
-            Status::InvalidToken,
-            18,
+            Some((Status::InvalidToken, 18)),
         ),
-        (
-            "unknown command",
-            vec![9, 0, 0, 0, 0],
-            Status::ProtocolError,
-            0,
-        ),
+        ("unknown command", vec![9, 0, 0, 0, 0], None),
         (
             "priority item of length 4",
             items(&[
@@ -257,8 +249,7 @@ async fn every_status_code() {
                 (3, &19u32.to_be_bytes()),
                 (5, &[0, 0, 0, 10]),
             ]),
-            Status::ProtocolError,
-            19,
+            Some((Status::ProtocolError, 19)),
         ),
         (
             "unknown item",
@@ -268,8 +259,7 @@ async fn every_status_code() {
                 (3, &20u32.to_be_bytes()),
                 (6, b"x"),
             ]),
-            Status::ProtocolError,
-            20,
+            Some((Status::ProtocolError, 20)),
         ),
         (
             "duplicate item",
@@ -279,32 +269,36 @@ async fn every_status_code() {
                 (3, &21u32.to_be_bytes()),
                 (1, tok),
             ]),
-            Status::ProtocolError,
-            21,
+            Some((Status::ProtocolError, 21)),
         ),
         (
             "priority 7",
             frame(tok, PAYLOAD, 22, 0, 7),
-            Status::ProtocolError,
-            22,
+            Some((Status::ProtocolError, 22)),
         ),
         (
             "invalid JSON",
             frame(tok, "{\"aps\":", 23, 0, 10),
-            Status::ProtocolError,
-            23,
+            Some((Status::ProtocolError, 23)),
         ),
         (
             "JSON that is not an object",
             frame(tok, "[1,2]", 24, 0, 10),
-            Status::ProtocolError,
-            24,
+            Some((Status::ProtocolError, 24)),
         ),
     ];
-    for (what, bytes, status, id) in cases {
+    for (what, bytes, expected) in cases {
         let mut gw = t.gateway().await;
         gw.send(&bytes).await.unwrap();
         let answer = gw.finish(TIMEOUT).await.unwrap();
+        let Some((status, id)) = expected else {
+            assert_eq!(
+                answer,
+                GatewayAnswer::Closed,
+                "{what}: closed without a byte"
+            );
+            continue;
+        };
         assert_eq!(
             answer,
             GatewayAnswer::Error(ErrorResponse {
@@ -676,4 +670,106 @@ async fn tls12_only_client_is_served() {
         .unwrap();
     assert_eq!(common::next_id(&mut dev).await, 12);
     t.stop().await;
+}
+
+/// Command 0 has no error response: Apple dropped the connection without a word (spec §1.2,
+/// §1.7). A bad one, and one to a token the simulator does not know, are answered with a
+/// close and no bytes; what came before it was delivered.
+#[tokio::test]
+async fn command_0_refusals_close_the_connection_without_a_byte() {
+    let t = common::start().await;
+    let (mut dev, tokens) = t
+        .device("SIMPLE-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    for bad in [
+        simple(&token.as_bytes()[..31], PAYLOAD.as_bytes()),
+        simple(token.as_bytes(), b"{"),
+        simple(token.as_bytes(), b""),
+        simple(&[7; 32], PAYLOAD.as_bytes()),
+    ] {
+        let mut gw = t.gateway().await;
+        let mut bytes = simple(token.as_bytes(), br#"{"aps":{"alert":"before"}}"#);
+        bytes.extend(&bad);
+        gw.send(&bytes).await.unwrap();
+        match next_notification(&mut dev).await {
+            DeviceEvent::Notification { payload, .. } => {
+                assert_eq!(payload["aps"]["alert"], "before")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(gw.finish(TIMEOUT).await.unwrap(), GatewayAnswer::Closed);
+    }
+    t.stop().await;
+}
+
+/// TN2265: an unknown command byte closes the connection without a byte; the later
+/// documents' status 128 is a setting.
+#[tokio::test]
+async fn the_answer_to_an_unknown_command_byte_is_a_setting() {
+    let t = common::start().await;
+    let mut gw = t.gateway().await;
+    gw.send(&[3, 0, 0, 0, 1]).await.unwrap();
+    assert_eq!(gw.finish(TIMEOUT).await.unwrap(), GatewayAnswer::Closed);
+    t.stop().await;
+
+    let t = common::start_with(|c| {
+        c.settings.unknown_command = apns_sim::settings::UnknownCommand::ProtocolError
+    })
+    .await;
+    let mut gw = t.gateway().await;
+    gw.send(&[3, 0, 0, 0, 1]).await.unwrap();
+    expect_error(&mut gw, Status::ProtocolError, 0).await;
+    assert_eq!(gw.finish(TIMEOUT).await.unwrap(), GatewayAnswer::Closed);
+    t.stop().await;
+}
+
+/// An alert payload of exactly `len` bytes (at least 20).
+fn payload_of(len: usize) -> String {
+    let empty = r#"{"aps":{"alert":""}}"#;
+    format!(
+        r#"{{"aps":{{"alert":"{}"}}}}"#,
+        "x".repeat(len - empty.len())
+    )
+}
+
+/// Commands 0 and 1: 256 bytes by default (Apple's legacy-format text), 2048 when the
+/// setting says so (the reading that the iOS 8 change applied to every format).
+#[tokio::test]
+async fn the_payload_limit_of_commands_0_and_1_is_a_setting() {
+    for (limit, setting) in [(256, None), (2048, Some(2048))] {
+        let t = common::start_with(|c| {
+            if let Some(bytes) = setting {
+                c.settings.legacy_payload_limit = bytes;
+            }
+        })
+        .await;
+        let (mut dev, tokens) = t
+            .device("LIMIT-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+            .await;
+        let tok = tokens[DEFAULT_TOPIC];
+        let at_limit = payload_of(limit);
+        let over = payload_of(limit + 1);
+
+        let mut gw = t.gateway().await;
+        gw.send(&simple(tok.as_bytes(), at_limit.as_bytes()))
+            .await
+            .unwrap();
+        gw.send(&enhanced(1, 0, tok.as_bytes(), at_limit.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(common::next_id(&mut dev).await, 0, "{limit}: command 0");
+        assert_eq!(common::next_id(&mut dev).await, 1, "{limit}: command 1");
+        gw.send(&enhanced(2, 0, tok.as_bytes(), over.as_bytes()))
+            .await
+            .unwrap();
+        expect_error(&mut gw, Status::InvalidPayloadSize, 2).await;
+
+        let mut gw = t.gateway().await;
+        gw.send(&simple(tok.as_bytes(), over.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(gw.finish(TIMEOUT).await.unwrap(), GatewayAnswer::Closed);
+        t.stop().await;
+    }
 }

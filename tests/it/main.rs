@@ -14,4 +14,5 @@ mod http2;
 mod limits;
 mod readme;
 mod token_auth;
+mod store;
 mod webhook;

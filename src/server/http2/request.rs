@@ -158,8 +158,9 @@ pub struct Checked {
     pub push_type: PushType,
     /// `apns-collapse-id`.
     pub collapse_id: Option<String>,
-    /// `apns-expiration` (0 when absent: deliver now or never).
-    pub expiry: u32,
+    /// `apns-expiration`: `Some(0)` = deliver now or never; `None` when absent, which APNs
+    /// answers with its default storage policy (spec §3), not with 0.
+    pub expiry: Option<u32>,
     /// `apns-priority` or its default.
     pub priority: u8,
 }
@@ -204,8 +205,8 @@ fn check_rest(
         Some(v) => Some(priority(v.as_bytes()).ok_or(Reason::BadPriority)?),
     };
     let expiry = match headers.get("apns-expiration") {
-        None => 0,
-        Some(v) => expiration(v.as_bytes()).ok_or(Reason::BadExpirationDate)?,
+        None => None,
+        Some(v) => Some(expiration(v.as_bytes()).ok_or(Reason::BadExpirationDate)?),
     };
     let push_type_header = match headers.get("apns-push-type") {
         None => None,
@@ -387,7 +388,7 @@ mod tests {
         assert_eq!(c.push_type, PushType::Alert);
         assert_eq!(c.push_type_header, None);
         assert_eq!(c.priority, 10);
-        assert_eq!(c.expiry, 0);
+        assert_eq!(c.expiry, None, "absent, not 0");
         assert_eq!(c.collapse_id, None);
     }
 
@@ -641,9 +642,9 @@ mod tests {
     #[test]
     fn expiration_and_collapse_id_rules() {
         let e = |v: &str| run(&[("apns-topic", "a.b"), ("apns-expiration", v)]).map(|c| c.expiry);
-        assert_eq!(e("0"), Ok(0));
-        assert_eq!(e("1700000000"), Ok(1_700_000_000));
-        assert_eq!(e("4294967295"), Ok(u32::MAX));
+        assert_eq!(e("0"), Ok(Some(0)));
+        assert_eq!(e("1700000000"), Ok(Some(1_700_000_000)));
+        assert_eq!(e("4294967295"), Ok(Some(u32::MAX)));
         for bad in ["-1", "4294967296", "1.5", "soon", "", "+5", "99999999999"] {
             assert_eq!(e(bad), Err(Reason::BadExpirationDate), "{bad:?}");
         }
