@@ -169,7 +169,7 @@ async fn every_status_code() {
         .device("CODES-1", Environment::Sandbox, &[DEFAULT_TOPIC])
         .await;
     let token = tokens[DEFAULT_TOPIC];
-    let tok = token.as_bytes().as_slice();
+    let tok: &[u8] = token.as_bytes();
     let big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(2100));
     let legacy_big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(250));
     let cases: Vec<(&str, Vec<u8>, Status, u32)> = vec![

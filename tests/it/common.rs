@@ -232,7 +232,7 @@ impl TestSim {
                 tls: self.client_tls(None, Vec::new()),
                 serial: serial.into(),
                 environment,
-                apps: apps.iter().map(|a| a.to_string()).collect(),
+                apps: apps.iter().map(|a| (*a).into()).collect(),
                 register_url: None,
             },
             self.devices_stop.clone(),
