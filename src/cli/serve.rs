@@ -190,7 +190,7 @@ impl ServeArgs {
                 print_push_commands(&addrs, &self.certs, &first.token);
             }
             if let Some(voip) = sandbox(&TokenKind::Voip) {
-                print_voip_command(&addrs, &self.certs, &voip.token);
+                print_voip_command(&addrs, &self.certs, &voip.serial, &voip.token);
             }
         }
         stop_signal().await?;
@@ -220,10 +220,12 @@ fn certs_flag(certs: &Path) -> String {
 
 /// Prints the HTTP/2 VoIP push that reaches a demo device's PushKit token: push type
 /// `voip`, topic `<bundle id>.voip` (the default certificate lists it).
-fn print_voip_command(addrs: &Addrs, certs: &Path, token: &DeviceToken) {
+fn print_voip_command(addrs: &Addrs, certs: &Path, serial: &str, token: &DeviceToken) {
     let (api, certs) = (api_flag(addrs), certs_flag(certs));
     let topic = TokenKind::Voip.topic(DEFAULT_TOPIC);
-    println!("a VoIP push to its PushKit token (the ordinary token would answer DeviceTokenNotForTopic):");
+    println!(
+        "a VoIP push to {serial}'s PushKit token (to an ordinary token: DeviceTokenNotForTopic):"
+    );
     println!(
         "  cargo run -- push --http2 --push-type voip --topic {topic} --token {token}{api}{certs} --payload '{{\"call\":\"demo\"}}'"
     );
