@@ -526,7 +526,8 @@ impl Device {
         }
         let serial = self.serial();
         let AppToken { app, kind } = wanted;
-        self.emit(DeviceEvent::Installed { serial, app, kind }).await;
+        self.emit(DeviceEvent::Installed { serial, app, kind })
+            .await;
         targets
     }
 
@@ -883,7 +884,10 @@ mod tests {
         );
         assert_eq!(
             "install com.a:voip".parse::<DeviceCommand>(),
-            Ok(DeviceCommand::Install(AppToken::new("com.a", TokenKind::Voip)))
+            Ok(DeviceCommand::Install(AppToken::new(
+                "com.a",
+                TokenKind::Voip
+            )))
         );
         assert_eq!(
             "  uninstall   com.a ".parse::<DeviceCommand>(),

@@ -194,7 +194,13 @@ impl Hub {
         fresh_install: bool,
     ) -> Result<DeviceToken, RegisterError> {
         let wanted = AppToken::from(app);
-        self.register_token(serial, environment, &wanted, fresh_install, DeviceToken::LEN)
+        self.register_token(
+            serial,
+            environment,
+            &wanted,
+            fresh_install,
+            DeviceToken::LEN,
+        )
     }
 
     /// Registers one kind of token of an app (`wanted`) on a connected device and returns
@@ -212,7 +218,14 @@ impl Hub {
         token_len: usize,
     ) -> Result<DeviceToken, RegisterError> {
         let token = self.apply(|st, now_ms| {
-            st.register(serial, environment, wanted, fresh_install, token_len, now_ms)
+            st.register(
+                serial,
+                environment,
+                wanted,
+                fresh_install,
+                token_len,
+                now_ms,
+            )
         })?;
         info!(serial, app = %wanted.app, kind = %wanted.kind, %environment, %token, "registered");
         Ok(token)

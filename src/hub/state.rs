@@ -877,15 +877,26 @@ pub(super) mod tests {
             self.register_kind(serial, &AppToken::from(app), fresh)
         }
 
+        /// Registers APP's PushKit VoIP token on a connected device.
+        fn register_voip(&mut self, serial: &str) -> DeviceToken {
+            self.register_kind(serial, &AppToken::new(APP, TokenKind::Voip), false)
+                .unwrap()
+        }
+
         fn register_kind(
             &mut self,
             serial: &str,
             wanted: &AppToken,
             fresh: bool,
         ) -> Result<DeviceToken, RegisterError> {
-            let (token, events) =
-                self.st
-                    .register(serial, SANDBOX, wanted, fresh, DeviceToken::LEN, self.now_ms);
+            let (token, events) = self.st.register(
+                serial,
+                SANDBOX,
+                wanted,
+                fresh,
+                DeviceToken::LEN,
+                self.now_ms,
+            );
             self.log.extend(events);
             token
         }
@@ -975,11 +986,13 @@ pub(super) mod tests {
         let mut w = World::new(None);
         let mut session = w.connect("D1");
         let remote = w.register("D1", APP, false).unwrap();
-        let voip = w
-            .register_kind("D1", &AppToken::new(APP, TokenKind::Voip), false)
-            .unwrap();
+        let voip = w.register_voip("D1");
         let start = w
-            .register_kind("D1", &AppToken::new(APP, TokenKind::LiveActivityStart), false)
+            .register_kind(
+                "D1",
+                &AppToken::new(APP, TokenKind::LiveActivityStart),
+                false,
+            )
             .unwrap();
         let ride = AppToken::new(APP, TokenKind::LiveActivity("ride".into()));
         let update = w.register_kind("D1", &ride, false).unwrap();
@@ -1041,9 +1054,7 @@ pub(super) mod tests {
     #[test]
     fn the_binary_api_takes_the_kind_from_the_certificates_topic() {
         let (mut w, mut session, remote) = online();
-        let voip = w
-            .register_kind("D1", &AppToken::new(APP, TokenKind::Voip), false)
-            .unwrap();
+        let voip = w.register_voip("D1");
         let with_topic = |token, id, topic: &str| PushRequest {
             topic: topic.to_owned(),
             ..request(token, id, 0)
@@ -1069,26 +1080,27 @@ pub(super) mod tests {
     fn longer_tokens_are_minted_when_asked() {
         let mut w = World::new(None);
         let _s = w.connect("D1");
-        let (token, _) = w
-            .st
-            .register("D1", SANDBOX, &AppToken::from(APP), false, 80, w.now_ms);
+        let (token, _) =
+            w.st.register("D1", SANDBOX, &AppToken::from(APP), false, 80, w.now_ms);
         assert_eq!(token.unwrap().len(), 80);
-        let (token, _) = w
-            .st
-            .register("D1", SANDBOX, &AppToken::from("com.b"), false, 0, w.now_ms);
+        let (token, _) =
+            w.st.register("D1", SANDBOX, &AppToken::from("com.b"), false, 0, w.now_ms);
         assert_eq!(token.unwrap().len(), 1, "clamped to 1..=100");
-        let (token, _) = w
-            .st
-            .register("D1", SANDBOX, &AppToken::from("com.c"), false, 500, w.now_ms);
+        let (token, _) = w.st.register(
+            "D1",
+            SANDBOX,
+            &AppToken::from("com.c"),
+            false,
+            500,
+            w.now_ms,
+        );
         assert_eq!(token.unwrap().len(), DeviceToken::MAX_LEN);
     }
 
     #[test]
     fn feedback_is_kept_under_the_tokens_topic() {
         let (mut w, mut session, _remote) = online();
-        let voip = w
-            .register_kind("D1", &AppToken::new(APP, TokenKind::Voip), false)
-            .unwrap();
+        let voip = w.register_voip("D1");
         let voip_topic = format!("{APP}.voip");
         let req = PushRequest {
             topic: voip_topic.clone(),

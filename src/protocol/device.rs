@@ -32,7 +32,7 @@
 //! | Type | Message | Body |
 //! |---|---|---|
 //! | `0x01` | Hello | version u8 (must be [`PROTOCOL_VERSION`] = 1), environment env, serial str8 (1..=64 bytes) |
-//! | `0x02` | Register | fresh_install bool (1 = app newly (re)installed → new token), app str8 (bundle ID, 1..=255 bytes), [kind] |
+//! | `0x02` | Register | fresh_install bool (1 = app newly (re)installed → new token), app str8 (bundle ID, 1..=255 bytes), kind (optional) |
 //! | `0x03` | Ack | delivery u64 — the device received and showed this notification |
 //! | `0x04` | NotInstalled | delivery u64 — this notification's app (token) is no longer on the device |
 //! | `0x05` | Ping | nonce u64 |
@@ -42,7 +42,7 @@
 //! | Type | Message | Body |
 //! |---|---|---|
 //! | `0x81` | Welcome | heartbeat_secs u16 — ping at least this often |
-//! | `0x82` | Registered | app str8 (1..=255 bytes), token tok8, [kind] |
+//! | `0x82` | Registered | app str8 (1..=255 bytes), token tok8, kind (optional) |
 //! | `0x83` | Notification | delivery u64, token tok8, identifier 4, apns_id 16 (UUID), expiry u32, priority u8, push_type str8 (0 = none), collapse_id str8 (0 = none, ≤ 64), payload length u16, payload |
 //! | `0x84` | Pong | nonce u64 (copied from the Ping) |
 //! | `0x85` | Error | code u8, message str8 — sent just before the simulator closes the connection |

@@ -63,7 +63,8 @@ impl FeedbackTuple {
         let Some(bytes) = r.take(len) else {
             return Ok(None);
         };
-        let token = DeviceToken::new(bytes).map_err(|_| FeedbackError::BadTokenLength(token_len))?;
+        let token =
+            DeviceToken::new(bytes).map_err(|_| FeedbackError::BadTokenLength(token_len))?;
         buf.advance(6 + len);
         Ok(Some(FeedbackTuple { timestamp, token }))
     }

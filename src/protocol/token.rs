@@ -370,6 +370,22 @@ impl TokenKind {
         KINDS[index]
     }
 
+    /// Every kind, in code order, with `activity` as the update kind's activity id.
+    pub fn every(activity: &str) -> [TokenKind; 10] {
+        [
+            TokenKind::Remote,
+            TokenKind::Voip,
+            TokenKind::Complication,
+            TokenKind::FileProvider,
+            TokenKind::Location,
+            TokenKind::PushToTalk,
+            TokenKind::LiveActivityStart,
+            TokenKind::LiveActivity(activity.to_owned()),
+            TokenKind::Widgets,
+            TokenKind::Controls,
+        ]
+    }
+
     /// The kind's name without its activity id (`remote`, `voip`, `liveactivity`, …).
     pub fn name(&self) -> &'static str {
         self.row().0
@@ -741,18 +757,8 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_by_name_and_code() {
-        let kinds = [
-            TokenKind::Remote,
-            TokenKind::Voip,
-            TokenKind::Complication,
-            TokenKind::FileProvider,
-            TokenKind::Location,
-            TokenKind::PushToTalk,
-            TokenKind::LiveActivityStart,
-            TokenKind::LiveActivity("ride-42".into()),
-            TokenKind::Widgets,
-            TokenKind::Controls,
-        ];
+        let kinds = TokenKind::every("ride-42");
+        assert_eq!(kinds[7], TokenKind::LiveActivity("ride-42".into()));
         for (code, kind) in (0u8..).zip(&kinds) {
             assert_eq!(kind.code(), code);
             assert_eq!(kind.to_string().parse::<TokenKind>().as_ref(), Ok(kind));

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
+use apns_sim::client::device::{DeviceCommand, DeviceEvent, DeviceHandle};
 use apns_sim::client::http2::{Http2Client, Http2Request, Http2Response};
 use apns_sim::client::GatewayAnswer;
 use apns_sim::hub::{Event, Outcome};
@@ -18,57 +18,46 @@ use uuid::Uuid;
 
 use crate::common::{self, TestSim, TIMEOUT};
 
-/// Every kind of token, for [`DEFAULT_TOPIC`].
+/// Every kind of token of [`DEFAULT_TOPIC`].
 fn every_kind() -> Vec<AppToken> {
-    [
-        TokenKind::Remote,
-        TokenKind::Voip,
-        TokenKind::Complication,
-        TokenKind::FileProvider,
-        TokenKind::Location,
-        TokenKind::PushToTalk,
-        TokenKind::LiveActivityStart,
-        TokenKind::LiveActivity("ride-1".into()),
-        TokenKind::Widgets,
-        TokenKind::Controls,
-    ]
-    .into_iter()
-    .map(|kind| AppToken::new(DEFAULT_TOPIC, kind))
-    .collect()
+    TokenKind::every("ride-1")
+        .into_iter()
+        .map(|kind| AppToken::new(DEFAULT_TOPIC, kind))
+        .collect()
 }
 
-/// Starts a sandbox device holding `wanted` and waits for every token.
+/// Starts a sandbox device holding `wanted`, waits for every token, and returns them by
+/// app and kind.
 async fn device_with(
     t: &TestSim,
     serial: &str,
-    wanted: Vec<AppToken>,
+    wanted: &[AppToken],
 ) -> (DeviceHandle, HashMap<AppToken, DeviceToken>) {
-    let count = wanted.len();
-    let mut handle = device::spawn(
-        DeviceConfig {
-            server: t.sim.addrs().devices.to_string(),
-            server_name: "localhost".into(),
-            tls: t.client_tls(None, Vec::new()),
-            serial: serial.into(),
-            environment: Environment::Sandbox,
-            apps: wanted,
-            register_url: None,
-        },
-        t.devices_stop.clone(),
-    );
-    let mut tokens = HashMap::new();
-    while tokens.len() < count {
-        if let DeviceEvent::Registered {
-            app, kind, token, ..
-        } = common::next_device_event(&mut handle, |e| {
-            matches!(e, DeviceEvent::Registered { .. })
-        })
-        .await
-        {
-            tokens.insert(AppToken { app, kind }, token);
-        }
+    let specs: Vec<String> = wanted.iter().map(AppToken::to_string).collect();
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let (dev, tokens) = t.device(serial, Environment::Sandbox, &specs).await;
+    let tokens = tokens
+        .into_iter()
+        .map(|(spec, token)| (spec.parse().expect("APP[:KIND]"), token))
+        .collect();
+    (dev, tokens)
+}
+
+/// Sends an alert to the app's ordinary `token` (with a provider token when `jwt` is given)
+/// and checks that the device shows it.
+async fn alert_arrives(
+    client: &mut Http2Client,
+    dev: &mut DeviceHandle,
+    token: DeviceToken,
+    jwt: Option<&str>,
+) {
+    let mut request = push(&token, "alert", DEFAULT_TOPIC);
+    if let Some(jwt) = jwt {
+        request = request.bearer(jwt);
     }
-    (handle, tokens)
+    let answer = send(client, &request).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(next_kind(dev).await, (TokenKind::Remote, token));
 }
 
 /// A push of `push_type` to `topic` and `token`.
@@ -123,7 +112,7 @@ async fn rejection_detail(
 async fn every_kind_gets_its_own_token_and_its_push_type_reaches_it() {
     let t = common::start().await;
     let wanted = every_kind();
-    let (mut dev, tokens) = device_with(&t, "KINDS-1", wanted.clone()).await;
+    let (mut dev, tokens) = device_with(&t, "KINDS-1", &wanted).await;
     let mut distinct: Vec<DeviceToken> = tokens.values().copied().collect();
     distinct.sort();
     distinct.dedup();
@@ -147,7 +136,7 @@ async fn a_push_that_does_not_fit_the_token_gets_device_token_not_for_topic() {
     let t = common::start().await;
     let voip = AppToken::new(DEFAULT_TOPIC, TokenKind::Voip);
     let ordinary = AppToken::from(DEFAULT_TOPIC);
-    let (mut dev, tokens) = device_with(&t, "KINDS-2", vec![ordinary.clone(), voip.clone()]).await;
+    let (mut dev, tokens) = device_with(&t, "KINDS-2", &[ordinary.clone(), voip.clone()]).await;
     let mut events = t.sim.hub().subscribe();
     // The default certificate lists com.example.app and com.example.app.voip.
     let mut client = t.http2().await;
@@ -179,12 +168,7 @@ async fn a_push_that_does_not_fit_the_token_gets_device_token_not_for_topic() {
     let answer = send(&mut client, &push(&tokens[&voip], "voip", &voip_topic)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(next_kind(&mut dev).await, (TokenKind::Voip, tokens[&voip]));
-    let answer = send(&mut client, &push(&tokens[&ordinary], "alert", DEFAULT_TOPIC)).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(
-        next_kind(&mut dev).await,
-        (TokenKind::Remote, tokens[&ordinary])
-    );
+    alert_arrives(&mut client, &mut dev, tokens[&ordinary], None).await;
     t.stop().await;
 }
 
@@ -201,7 +185,7 @@ async fn the_binary_api_takes_the_kind_from_the_certificates_topic() {
     .await;
     let voip = AppToken::new(DEFAULT_TOPIC, TokenKind::Voip);
     let ordinary = AppToken::from(DEFAULT_TOPIC);
-    let (mut dev, tokens) = device_with(&t, "KINDS-3", vec![ordinary.clone(), voip.clone()]).await;
+    let (mut dev, tokens) = device_with(&t, "KINDS-3", &[ordinary.clone(), voip.clone()]).await;
     let voip_tls = t.provider_tls(&voip_topic, CertEnvironment::Universal);
     let payload = common::alert("incoming call");
 
@@ -212,9 +196,15 @@ async fn the_binary_api_takes_the_kind_from_the_certificates_topic() {
         .unwrap();
     assert_eq!(next_kind(&mut dev).await, (TokenKind::Voip, tokens[&voip]));
     // … and not to the ordinary token: status 8, as for another app's token.
-    gw.send(&common::frame(tokens[&ordinary].as_bytes(), &payload, 2, 0, 10))
-        .await
-        .unwrap();
+    gw.send(&common::frame(
+        tokens[&ordinary].as_bytes(),
+        &payload,
+        2,
+        0,
+        10,
+    ))
+    .await
+    .unwrap();
     let refused = GatewayAnswer::Error(ErrorResponse {
         status: Status::InvalidToken,
         identifier: 2u32.to_be_bytes(),
@@ -234,12 +224,11 @@ async fn the_binary_api_takes_the_kind_from_the_certificates_topic() {
 async fn kinds_are_installed_and_removed_one_at_a_time() {
     let t = common::start().await;
     let ordinary = AppToken::from(DEFAULT_TOPIC);
-    let (mut dev, tokens) = device_with(&t, "KINDS-4", vec![ordinary.clone()]).await;
+    let (mut dev, tokens) = device_with(&t, "KINDS-4", std::slice::from_ref(&ordinary)).await;
     let start = AppToken::new(DEFAULT_TOPIC, TokenKind::LiveActivityStart);
     common::command(&dev, DeviceCommand::Install(start.clone())).await;
     let DeviceEvent::Registered { kind, token, .. } =
-        common::next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Registered { .. }))
-            .await
+        common::next_device_event(&mut dev, |e| matches!(e, DeviceEvent::Registered { .. })).await
     else {
         unreachable!()
     };
@@ -257,24 +246,17 @@ async fn kinds_are_installed_and_removed_one_at_a_time() {
     )
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    let gone = common::next_device_event(&mut dev, |e| {
-        matches!(e, DeviceEvent::NotInstalled { .. })
-    })
-    .await;
+    let gone =
+        common::next_device_event(&mut dev, |e| matches!(e, DeviceEvent::NotInstalled { .. }))
+            .await;
     let DeviceEvent::NotInstalled { app, kind, .. } = gone else {
         unreachable!()
     };
-    assert_eq!((app.as_deref(), kind), (Some(DEFAULT_TOPIC), Some(TokenKind::LiveActivityStart)));
-    let answer = send(
-        &mut client,
-        &push(&tokens[&ordinary], "alert", DEFAULT_TOPIC).bearer(&jwt),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
-        next_kind(&mut dev).await,
-        (TokenKind::Remote, tokens[&ordinary])
+        (app.as_deref(), kind),
+        (Some(DEFAULT_TOPIC), Some(TokenKind::LiveActivityStart))
     );
+    alert_arrives(&mut client, &mut dev, tokens[&ordinary], Some(&jwt)).await;
     t.stop().await;
 }
 
@@ -282,21 +264,25 @@ async fn kinds_are_installed_and_removed_one_at_a_time() {
 async fn with_token_len_80_a_device_gets_an_80_byte_token_that_http2_reaches() {
     let t = common::start_with(|c| c.settings.token_len = 80).await;
     let ordinary = AppToken::from(DEFAULT_TOPIC);
-    let (mut dev, tokens) = device_with(&t, "LONG-1", vec![ordinary.clone()]).await;
+    let (mut dev, tokens) = device_with(&t, "LONG-1", std::slice::from_ref(&ordinary)).await;
     let token = tokens[&ordinary];
     assert_eq!(token.len(), 80);
     assert_eq!(token.to_hex().len(), 160);
 
     let mut client = t.http2().await;
-    let answer = send(&mut client, &push(&token, "alert", DEFAULT_TOPIC)).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(next_kind(&mut dev).await, (TokenKind::Remote, token));
+    alert_arrives(&mut client, &mut dev, token, None).await;
 
     // The binary API keeps its 32-byte rule: status 5 (Invalid token size).
     let mut gw = t.gateway().await;
-    gw.send(&common::frame(token.as_bytes(), &common::alert("long"), 9, 0, 10))
-        .await
-        .unwrap();
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &common::alert("long"),
+        9,
+        0,
+        10,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         gw.finish(TIMEOUT).await.unwrap(),
         GatewayAnswer::Error(ErrorResponse {
