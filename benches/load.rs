@@ -595,7 +595,7 @@ async fn start_fleet(
                         tls: tls.clone(),
                         serial: format!("LOAD-{i}"),
                         environment: Environment::Sandbox,
-                        apps: vec![APP.to_owned()],
+                        apps: vec![APP.into()],
                         register_url: None,
                     },
                     stop.clone(),

@@ -1,11 +1,12 @@
 //! Declarative device fleets (`scenarios/*.toml`): which devices exist, in which
-//! environment, with which apps installed. `apns-sim serve` starts its demo fleet from
+//! environment, with which apps installed and which kinds of token each app registers. `apns-sim serve` starts its demo fleet from
 //! `scenarios/demo.toml` (embedded), and tests load the same files.
 
 use std::collections::HashSet;
 
 use serde::Deserialize;
 
+use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
 
 /// The embedded default fleet.
@@ -32,8 +33,9 @@ pub struct DeviceSpec {
     /// Environment of its tokens.
     #[serde(default = "sandbox")]
     pub environment: Environment,
-    /// Bundle ids installed at start.
-    pub apps: Vec<String>,
+    /// Tokens registered at start: `APP` for an app's ordinary token, `APP:KIND` for another
+    /// kind (`com.x.app:voip`, `com.x.app:liveactivity-start`, `com.x.app:liveactivity:ID`).
+    pub apps: Vec<AppToken>,
 }
 
 fn sandbox() -> Environment {
@@ -82,8 +84,9 @@ impl Scenario {
             if d.apps.is_empty() {
                 return Err(invalid("needs at least one app".into()));
             }
-            if let Some(bad) = d.apps.iter().find(|a| a.is_empty() || a.len() > 255) {
-                return Err(invalid(format!("app {bad:?} must be 1 to 255 bytes")));
+            let mut tokens = HashSet::new();
+            if let Some(twice) = d.apps.iter().find(|a| !tokens.insert(*a)) {
+                return Err(invalid(format!("app token {twice} appears twice")));
             }
         }
         Ok(scenario)
@@ -99,7 +102,7 @@ impl Scenario {
                 .map(|i| DeviceSpec {
                     serial: format!("DEMO-{i:04}"),
                     environment: Environment::Sandbox,
-                    apps: vec![app.to_owned()],
+                    apps: vec![app.into()],
                 })
                 .collect(),
         })
@@ -109,13 +112,39 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::token::TokenKind;
 
     #[test]
     fn embedded_demo_is_valid() {
         let s = Scenario::parse(DEMO).unwrap();
         assert_eq!(s.devices.len(), 3);
         assert_eq!(s.devices[2].environment, Environment::Production);
-        assert_eq!(s.devices[1].apps, ["com.example.app", "com.example.other"]);
+        let apps: Vec<String> = s.devices[1].apps.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            apps,
+            [
+                "com.example.app",
+                "com.example.app:voip",
+                "com.example.app:liveactivity-start",
+                "com.example.app:liveactivity:DEMO-RIDE-1",
+                "com.example.other",
+            ]
+        );
+    }
+
+    #[test]
+    fn apps_may_name_kinds_of_token() {
+        let text = "[[device]]\nserial='A'\napps=['x', 'x:voip', 'x:pushtotalk']\n";
+        let s = Scenario::parse(text).unwrap();
+        assert_eq!(s.devices[0].apps[1].kind, TokenKind::Voip);
+        let bad = "[[device]]\nserial='A'\napps=['x:pushkit']\n";
+        let err = Scenario::parse(bad).unwrap_err().to_string();
+        assert!(err.contains("pushkit"), "{err}");
+        let twice = "[[device]]\nserial='A'\napps=['x:voip', 'x:voip']\n";
+        let err = Scenario::parse(twice).unwrap_err().to_string();
+        assert!(err.contains("x:voip appears twice"), "{err}");
+        let empty = "[[device]]\nserial='A'\napps=['']\n";
+        assert!(Scenario::parse(empty).is_err());
     }
 
     #[test]

@@ -48,6 +48,13 @@ impl FromStr for RateLimit {
 /// token, so this bounds the memory the limit itself costs.
 pub const MAX_RATE_LIMIT_PUSHES: u32 = 10_000;
 
+/// The token length minted unless [`Settings::token_len`] says otherwise: what Apple's
+/// tokens have almost always been.
+pub const DEFAULT_TOKEN_LEN: usize = 32;
+
+/// The token lengths [`Settings::token_len`] may take: Apple's "up to 100 bytes" (spec §6).
+pub const TOKEN_LEN_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
+
 /// Limits and defaults for one simulator.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -108,6 +115,13 @@ pub struct Settings {
     /// source that names this case wins: a silent close by default. The log says why
     /// either way.
     pub unknown_command: UnknownCommand,
+    /// Length in bytes of the device tokens the simulator mints, 1 to 100 (values outside
+    /// are clamped). Apple's tokens were 32 bytes for years, but Apple promises no size
+    /// ("device tokens are of variable length; do not hard-code their size") and 54- and
+    /// 80-byte tokens have been seen (spec §6). 32 by default, like nearly every real
+    /// token; set it (e.g. 80) to catch a provider that hard-codes 64 hex digits. The
+    /// binary API keeps its 32-byte rule, so longer tokens are reachable over HTTP/2 only.
+    pub token_len: usize,
 }
 
 /// How the binary gateway answers an unknown command byte (see
@@ -148,6 +162,7 @@ impl Default for Settings {
             default_storage_days: DEFAULT_STORAGE_DAYS,
             legacy_payload_limit: MAX_PAYLOAD_LEGACY,
             unknown_command: UnknownCommand::Close,
+            token_len: DEFAULT_TOKEN_LEN,
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent};
 use apns_sim::client::{files, webhook, CertsDir};
 use apns_sim::pki::DEFAULT_TOPIC;
+use apns_sim::protocol::token::AppToken;
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::MAX_DEVICES;
 use clap::Args;
@@ -37,9 +38,11 @@ pub(crate) struct DeviceArgs {
     /// Serial number (with -1, -2, … appended when --count > 1).
     #[arg(long)]
     serial: String,
-    /// App bundle id installed at start (repeatable).
-    #[arg(long = "app", default_value = DEFAULT_TOPIC)]
-    apps: Vec<String>,
+    /// Token registered at start (repeatable): APP for the app's ordinary token, APP:KIND
+    /// for another kind: voip, complication, fileprovider, location, pushtotalk,
+    /// liveactivity-start, liveactivity:ID, widgets, controls.
+    #[arg(long = "app", value_name = "APP[:KIND]", default_value = DEFAULT_TOPIC)]
+    apps: Vec<AppToken>,
     /// Environment of the device's tokens.
     #[arg(long, default_value = "sandbox")]
     environment: Environment,

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use apns_sim::client::device::{self, DeviceConfig, DeviceEvent};
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
-use apns_sim::protocol::token::DeviceToken;
+use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
-use apns_sim::settings::{RateLimit, Settings};
+use apns_sim::settings::{RateLimit, Settings, DEFAULT_TOKEN_LEN, TOKEN_LEN_RANGE};
 use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args};
@@ -59,12 +59,19 @@ pub(crate) struct ServeArgs {
     /// answers 429 TooManyRequests and the binary API drops silently. Off by default.
     #[arg(long, env = "APNS_SIM_TOKEN_RATE_LIMIT")]
     token_rate_limit: Option<RateLimit>,
+    /// Length in bytes of the device tokens minted, 1 to 100: Apple promises no size, and
+    /// e.g. 80 catches a provider that hard-codes 64 hex digits (the binary API keeps 32).
+    #[arg(long, default_value_t = DEFAULT_TOKEN_LEN, env = "APNS_SIM_TOKEN_LEN",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(*TOKEN_LEN_RANGE.start() as u64..=*TOKEN_LEN_RANGE.end() as u64))]
+    token_len: usize,
 }
 
 /// A demo device's registration, as the banner lists it.
 struct Registered {
     serial: String,
-    app: String,
+    /// The app and the kind of token, printed `APP` or `APP:KIND`.
+    held: AppToken,
     environment: Environment,
     token: DeviceToken,
 }
@@ -101,6 +108,7 @@ impl ServeArgs {
         Settings {
             default_environment: self.default_environment,
             token_rate_limit: self.token_rate_limit,
+            token_len: self.token_len,
             ..Settings::default()
         }
     }
@@ -157,20 +165,33 @@ impl ServeArgs {
         let registered = start_fleet(&sim, &fleet, sim.shutdown_token()).await?;
         if !registered.is_empty() {
             println!("demo devices:");
+            let width = registered
+                .iter()
+                .map(|r| r.held.to_string().len())
+                .max()
+                .unwrap_or(0)
+                .max(20);
             for r in &registered {
                 println!(
-                    "  {:<14} {:<10} {:<20} {}",
+                    "  {:<14} {:<10} {:<width$} {}",
                     r.serial,
                     r.environment.as_str(),
-                    r.app,
+                    r.held.to_string(),
                     r.token
                 );
             }
-            if let Some(first) = registered
-                .iter()
-                .find(|r| r.app == DEFAULT_TOPIC && r.environment == Environment::Sandbox)
-            {
+            let sandbox = |kind: &TokenKind| {
+                registered.iter().find(|r| {
+                    r.held.app == DEFAULT_TOPIC
+                        && r.held.kind == *kind
+                        && r.environment == Environment::Sandbox
+                })
+            };
+            if let Some(first) = sandbox(&TokenKind::Remote) {
                 print_push_commands(&addrs, &self.certs, &first.token);
+            }
+            if let Some(voip) = sandbox(&TokenKind::Voip) {
+                print_voip_command(&addrs, &self.certs, &voip.serial, &voip.token);
             }
         }
         stop_signal().await?;
@@ -178,6 +199,37 @@ impl ServeArgs {
         sim.shutdown().await;
         Ok(Outcome::Done)
     }
+}
+
+/// The `--api` flag for the HTTP/2 address, when it is not the push command's default.
+fn api_flag(addrs: &Addrs) -> String {
+    if addrs.http2.port() == apns_sim::DEFAULT_HTTP2_PORT {
+        String::new()
+    } else {
+        format!(" --api {}", addrs.http2)
+    }
+}
+
+/// The `--certs` flag for the certificate folder, when it is not the default one.
+fn certs_flag(certs: &Path) -> String {
+    if certs == Path::new(DEFAULT_CERTS_DIR) {
+        String::new()
+    } else {
+        format!(" --certs {}", shell_quote(&certs.display().to_string()))
+    }
+}
+
+/// Prints the HTTP/2 VoIP push that reaches a demo device's PushKit token: push type
+/// `voip`, topic `<bundle id>.voip` (the default certificate lists it).
+fn print_voip_command(addrs: &Addrs, certs: &Path, serial: &str, token: &DeviceToken) {
+    let (api, certs) = (api_flag(addrs), certs_flag(certs));
+    let topic = TokenKind::Voip.topic(DEFAULT_TOPIC);
+    println!(
+        "a VoIP push to {serial}'s PushKit token (to an ordinary token: DeviceTokenNotForTopic):"
+    );
+    println!(
+        "  cargo run -- push --http2 --push-type voip --topic {topic} --token {token}{api}{certs} --payload '{{\"call\":\"demo\"}}'"
+    );
 }
 
 /// Prints the push commands that reach `token`, spelling out only what differs from the
@@ -188,16 +240,7 @@ fn print_push_commands(addrs: &Addrs, certs: &Path, token: &DeviceToken) {
     } else {
         format!(" --gateway {}", addrs.gateway)
     };
-    let api = if addrs.http2.port() == apns_sim::DEFAULT_HTTP2_PORT {
-        String::new()
-    } else {
-        format!(" --api {}", addrs.http2)
-    };
-    let certs = if certs == Path::new(DEFAULT_CERTS_DIR) {
-        String::new()
-    } else {
-        format!(" --certs {}", shell_quote(&certs.display().to_string()))
-    };
+    let (api, certs) = (api_flag(addrs), certs_flag(certs));
     let payload = r#"--payload '{"aps":{"alert":"Hello"}}'"#;
     println!("push to the first one (in another terminal):");
     println!("  cargo run -- push --token {token}{gateway}{certs} {payload}");
@@ -264,12 +307,13 @@ async fn start_fleet(
                 Ok(Some(DeviceEvent::Registered {
                     serial,
                     app,
+                    kind,
                     token,
                     environment,
                 })) => {
                     registered.push(Registered {
                         serial,
-                        app,
+                        held: AppToken { app, kind },
                         environment,
                         token,
                     });
@@ -287,11 +331,20 @@ async fn start_fleet(
                 if let DeviceEvent::Notification {
                     serial,
                     app,
+                    kind,
                     payload,
                     ..
                 } = &event
                 {
-                    println!("device {serial} shows a notification for {app}: {payload}");
+                    match kind {
+                        TokenKind::Remote => {
+                            println!("device {serial} shows a notification for {app}: {payload}")
+                        }
+                        other => println!(
+                            "device {serial} receives a push to {app}'s {}: {payload}",
+                            other.describe()
+                        ),
+                    }
                 }
                 info!(target: "apns_sim::demo", event = %serde_json::to_string(&event).unwrap_or_default());
             }

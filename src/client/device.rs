@@ -2,7 +2,8 @@
 //!
 //! A device holds one persistent TLS connection to the simulator's device endpoint, says
 //! hello with its serial number and environment, registers its installed apps (getting one
-//! token per app), shows the notifications it receives and acknowledges them. A notification
+//! token per app and kind of token: the ordinary one, PushKit, Live Activity, … see
+//! [`TokenKind`]), shows the notifications it receives and acknowledges them. A notification
 //! for an app it no longer has (an uninstalled app, or a token from before a reinstall) is
 //! reported back as "not installed": that is how the simulator, like APNs, learns that a
 //! token is dead.
@@ -37,7 +38,7 @@ use crate::protocol::device::{
     decode_server_message, encode_device_message, CloseCode, DeviceMessage, DeviceNotification,
     DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
 };
-use crate::protocol::token::DeviceToken;
+use crate::protocol::token::{AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
 
 /// Capacity of a device's event queue.
@@ -131,8 +132,9 @@ pub struct DeviceConfig {
     pub serial: String,
     /// Which environment's tokens it gets.
     pub environment: Environment,
-    /// Apps installed at start.
-    pub apps: Vec<String>,
+    /// Tokens registered at start: each app's ordinary token (`"com.x.app".into()`) and any
+    /// other kinds (`"com.x.app:voip".parse()?`).
+    pub apps: Vec<AppToken>,
     /// Where to POST each new token (the provider's app server), if anywhere.
     pub register_url: Option<String>,
 }
@@ -161,12 +163,14 @@ pub enum DeviceEvent {
         /// Serial number.
         serial: String,
     },
-    /// An app got its token.
+    /// An app got one of its tokens.
     Registered {
         /// Serial number.
         serial: String,
         /// Bundle id.
         app: String,
+        /// Which of the app's tokens (`remote`, `voip`, `liveactivity:ID`, …).
+        kind: TokenKind,
         /// Device token, hex.
         token: DeviceToken,
         /// Environment of the token.
@@ -196,6 +200,8 @@ pub enum DeviceEvent {
         serial: String,
         /// Bundle id it was for.
         app: String,
+        /// The kind of the token it was sent to.
+        kind: TokenKind,
         /// Token it was sent to.
         token: DeviceToken,
         /// Binary identifier (big-endian number; 0 on HTTP/2).
@@ -224,24 +230,33 @@ pub enum DeviceEvent {
         /// The app the token used to belong to, when the device remembers it.
         #[serde(skip_serializing_if = "Option::is_none")]
         app: Option<String>,
+        /// The kind of that token, when the device remembers it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kind: Option<TokenKind>,
         /// The dead token.
         token: DeviceToken,
         /// The notification's UUID.
         apns_id: Uuid,
     },
-    /// An app was installed (it registers for a new token).
+    /// An app, or one more kind of token of it, was installed (it registers for new tokens).
     Installed {
         /// Serial number.
         serial: String,
         /// Bundle id.
         app: String,
+        /// The kind named by the command.
+        kind: TokenKind,
     },
-    /// An app was uninstalled (the simulator learns of it only when a push arrives).
+    /// An app, or one kind of token of it, was removed (the simulator learns of it only when
+    /// a push arrives).
     Uninstalled {
         /// Serial number.
         serial: String,
         /// Bundle id.
         app: String,
+        /// The one kind removed; absent when the whole app was.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kind: Option<TokenKind>,
     },
     /// A command line could not be understood.
     BadCommand {
@@ -260,10 +275,14 @@ pub enum DeviceEvent {
 /// What the device can be told to do (the stdin commands of `apns-sim device`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceCommand {
-    /// Install (or reinstall) an app; it registers for a fresh token.
-    Install(String),
-    /// Remove an app; later pushes to its token are reported as not installed.
-    Uninstall(String),
+    /// `install APP[:KIND]`: add this kind of token to the app (installing the app if it is
+    /// not there); if the app already holds it, reinstall the app, which gets fresh tokens
+    /// of every kind it holds.
+    Install(AppToken),
+    /// `uninstall APP`: remove the app and all its tokens; `uninstall APP:KIND`: remove only
+    /// that token (an ended Live Activity, a released PushKit registry). Later pushes to a
+    /// removed token are reported as not installed.
+    Uninstall(AppToken),
     /// Drop the connection and stay away (notifications are stored meanwhile).
     Offline,
     /// Come back.
@@ -281,8 +300,11 @@ pub enum BadCommand {
     /// `install` or `uninstall` without the app's bundle id.
     #[error("{0} needs an app bundle id")]
     MissingApp(&'static str),
+    /// `install` or `uninstall` with an `APP[:KIND]` that is not one.
+    #[error("{0}")]
+    BadApp(crate::protocol::token::AppTokenError),
     /// A verb the device does not know.
-    #[error("unknown command {0:?}; expected install APP, uninstall APP, offline, online or quit")]
+    #[error("unknown command {0:?}; expected install APP[:KIND], uninstall APP[:KIND], offline, online or quit")]
     Unknown(String),
 }
 
@@ -297,8 +319,12 @@ impl FromStr for DeviceCommand {
             return Err(BadCommand::TooManyWords(line.to_owned()));
         }
         match (verb, arg) {
-            ("install", Some(app)) => Ok(DeviceCommand::Install(app.to_owned())),
-            ("uninstall", Some(app)) => Ok(DeviceCommand::Uninstall(app.to_owned())),
+            ("install", Some(app)) => Ok(DeviceCommand::Install(
+                app.parse().map_err(BadCommand::BadApp)?,
+            )),
+            ("uninstall", Some(app)) => Ok(DeviceCommand::Uninstall(
+                app.parse().map_err(BadCommand::BadApp)?,
+            )),
             ("offline", None) => Ok(DeviceCommand::Offline),
             ("online", None) => Ok(DeviceCommand::Online),
             ("quit", None) => Ok(DeviceCommand::Quit),
@@ -346,6 +372,7 @@ pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle 
     }
 }
 
+/// One kind of token of an installed app.
 #[derive(Debug, Default)]
 struct AppState {
     installed_token: Option<DeviceToken>,
@@ -355,10 +382,10 @@ struct AppState {
 
 struct Device {
     config: DeviceConfig,
-    /// Installed apps.
-    apps: BTreeMap<String, AppState>,
-    /// Tokens of apps this device had, to name the app when reporting "not installed".
-    retired: HashMap<DeviceToken, String>,
+    /// Installed apps, one entry per app and kind of token.
+    apps: BTreeMap<AppToken, AppState>,
+    /// Tokens this device had, to name the app and kind when reporting "not installed".
+    retired: HashMap<DeviceToken, AppToken>,
     /// Collapse ids currently shown, per app (bounded).
     shown: HashMap<String, VecDeque<String>>,
     events: mpsc::Sender<DeviceEvent>,
@@ -470,31 +497,62 @@ impl Device {
     /// Install/uninstall while offline: only local state changes.
     async fn apply_offline(&mut self, cmd: DeviceCommand) {
         match cmd {
-            DeviceCommand::Install(app) => self.install(app).await,
+            DeviceCommand::Install(wanted) => {
+                self.install(wanted).await;
+            }
             DeviceCommand::Uninstall(app) => self.uninstall(app).await,
             _ => {}
         }
     }
 
-    async fn install(&mut self, app: String) {
-        let state = self.apps.entry(app.clone()).or_default();
-        if let Some(old) = state.installed_token.take() {
-            self.retired.insert(old, app.clone());
+    /// Adds a kind of token, or reinstalls the app when it already holds that kind; returns
+    /// the tokens to register afresh.
+    async fn install(&mut self, wanted: AppToken) -> Vec<AppToken> {
+        let targets: Vec<AppToken> = if self.apps.contains_key(&wanted) {
+            self.apps
+                .keys()
+                .filter(|t| t.app == wanted.app)
+                .cloned()
+                .collect()
+        } else {
+            vec![wanted.clone()]
+        };
+        for target in &targets {
+            let state = self.apps.entry(target.clone()).or_default();
+            if let Some(old) = state.installed_token.take() {
+                self.retired.insert(old, target.clone());
+            }
+            state.fresh = true;
         }
-        state.fresh = true;
         let serial = self.serial();
-        self.emit(DeviceEvent::Installed { serial, app }).await;
+        let AppToken { app, kind } = wanted;
+        self.emit(DeviceEvent::Installed { serial, app, kind })
+            .await;
+        targets
     }
 
-    async fn uninstall(&mut self, app: String) {
-        if let Some(state) = self.apps.remove(&app) {
-            if let Some(token) = state.installed_token {
-                self.retired.insert(token, app.clone());
+    /// Removes the app (for its ordinary kind) or just the one kind of token.
+    async fn uninstall(&mut self, gone: AppToken) {
+        let whole_app = gone.kind == TokenKind::Remote;
+        let removed: Vec<AppToken> = self
+            .apps
+            .keys()
+            .filter(|t| t.app == gone.app && (whole_app || **t == gone))
+            .cloned()
+            .collect();
+        for target in removed {
+            if let Some(token) = self.apps.remove(&target).and_then(|s| s.installed_token) {
+                self.retired.insert(token, target);
             }
         }
-        self.shown.remove(&app);
+        if whole_app {
+            self.shown.remove(&gone.app);
+        }
         let serial = self.serial();
-        self.emit(DeviceEvent::Uninstalled { serial, app }).await;
+        let AppToken { app, kind } = gone;
+        let kind = (!whole_app).then_some(kind);
+        self.emit(DeviceEvent::Uninstalled { serial, app, kind })
+            .await;
     }
 
     /// Connect, TLS, hello, welcome.
@@ -547,10 +605,11 @@ impl Device {
     }
 
     fn register_all(&mut self, conn: &mut Conn) {
-        for (app, state) in &self.apps {
+        for (wanted, state) in &self.apps {
             let msg = DeviceMessage::Register {
                 fresh_install: state.fresh,
-                app: app.clone(),
+                app: wanted.app.clone(),
+                kind: wanted.kind.clone(),
             };
             conn.buffer(|b| encode_device_message(&msg, b));
         }
@@ -582,10 +641,11 @@ impl Device {
                     None | Some(DeviceCommand::Quit) => return SessionEnd::Quit,
                     Some(DeviceCommand::Offline) => return SessionEnd::Offline,
                     Some(DeviceCommand::Online) => {}
-                    Some(DeviceCommand::Install(app)) => {
-                        self.install(app.clone()).await;
-                        let msg = DeviceMessage::Register { fresh_install: true, app };
-                        conn.buffer(|b| encode_device_message(&msg, b));
+                    Some(DeviceCommand::Install(wanted)) => {
+                        for AppToken { app, kind } in self.install(wanted).await {
+                            let msg = DeviceMessage::Register { fresh_install: true, app, kind };
+                            conn.buffer(|b| encode_device_message(&msg, b));
+                        }
                     }
                     Some(DeviceCommand::Uninstall(app)) => self.uninstall(app).await,
                 },
@@ -621,28 +681,30 @@ impl Device {
 
     async fn on_message(&mut self, conn: &mut Conn, msg: ServerMessage) -> Option<SessionEnd> {
         match msg {
-            ServerMessage::Registered { app, token } => {
-                let Some(state) = self.apps.get_mut(&app) else {
+            ServerMessage::Registered { app, kind, token } => {
+                let key = AppToken { app, kind };
+                let Some(state) = self.apps.get_mut(&key) else {
                     // Uninstalled while the registration was in flight.
-                    self.retired.insert(token, app);
+                    self.retired.insert(token, key);
                     return None;
                 };
                 if let Some(old) = state.installed_token.replace(token) {
                     if old != token {
-                        self.retired.insert(old, app.clone());
+                        self.retired.insert(old, key.clone());
                     }
                 }
                 state.fresh = false;
                 let serial = self.serial();
                 self.emit(DeviceEvent::Registered {
                     serial,
-                    app: app.clone(),
+                    app: key.app.clone(),
+                    kind: key.kind.clone(),
                     token,
                     environment: self.config.environment,
                 })
                 .await;
                 if let Some(url) = self.config.register_url.clone() {
-                    self.post_token(url, app, token);
+                    self.post_token(url, key, token);
                 }
             }
             ServerMessage::Notification(n) => self.on_notification(conn, n).await,
@@ -667,12 +729,12 @@ impl Device {
     async fn on_notification(&mut self, conn: &mut Conn, n: DeviceNotification) {
         let serial = self.serial();
         let apns_id = Uuid::from_bytes(n.apns_id);
-        let app = self
+        let held = self
             .apps
             .iter()
             .find(|(_, s)| s.installed_token == Some(n.token))
             .map(|(a, _)| a.clone());
-        let Some(app) = app else {
+        let Some(AppToken { app, kind }) = held else {
             // Not an installed app's current token: tell the simulator.
             debug!(token = %n.token, "notification for an app not installed");
             conn.buffer(|b| {
@@ -683,10 +745,16 @@ impl Device {
                     b,
                 )
             });
-            let app = self.retired.get(&n.token).cloned();
+            let (app, kind) = self
+                .retired
+                .get(&n.token)
+                .cloned()
+                .map(|t| (t.app, t.kind))
+                .unzip();
             self.emit(DeviceEvent::NotInstalled {
                 serial,
                 app,
+                kind,
                 token: n.token,
                 apns_id,
             })
@@ -722,6 +790,7 @@ impl Device {
         self.emit(DeviceEvent::Notification {
             serial,
             app,
+            kind,
             token: n.token,
             id: u32::from_be_bytes(n.identifier),
             apns_id,
@@ -736,12 +805,14 @@ impl Device {
     }
 
     /// POSTs the token in the background; the outcome arrives as an event.
-    fn post_token(&self, url: String, app: String, token: DeviceToken) {
+    fn post_token(&self, url: String, held: AppToken, token: DeviceToken) {
         let events = self.events.clone();
         let serial = self.serial();
+        let AppToken { app, kind } = held;
         let body = serde_json::json!({
             "token": token.to_hex(),
             "app": app,
+            "kind": kind,
             "environment": self.config.environment,
             "serial": serial,
         });
@@ -812,9 +883,25 @@ mod tests {
             Ok(DeviceCommand::Install("com.a".into()))
         );
         assert_eq!(
+            "install com.a:voip".parse::<DeviceCommand>(),
+            Ok(DeviceCommand::Install(AppToken::new(
+                "com.a",
+                TokenKind::Voip
+            )))
+        );
+        assert_eq!(
             "  uninstall   com.a ".parse::<DeviceCommand>(),
             Ok(DeviceCommand::Uninstall("com.a".into()))
         );
+        assert_eq!(
+            "uninstall com.a:liveactivity:ride".parse::<DeviceCommand>(),
+            Ok(DeviceCommand::Uninstall(AppToken::new(
+                "com.a",
+                TokenKind::LiveActivity("ride".into())
+            )))
+        );
+        let bad = "install com.a:bogus".parse::<DeviceCommand>().unwrap_err();
+        assert!(bad.to_string().contains("bogus"), "{bad}");
         assert_eq!("offline".parse(), Ok(DeviceCommand::Offline));
         assert_eq!("online".parse(), Ok(DeviceCommand::Online));
         assert_eq!("quit".parse(), Ok(DeviceCommand::Quit));

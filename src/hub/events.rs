@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use tracing::{field, info};
 use uuid::Uuid;
 
-use crate::protocol::token::DeviceToken;
+use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
 
 /// How many recent events the in-memory delivery log keeps for inspection.
@@ -100,7 +100,7 @@ pub enum Event {
         /// Environment of the session.
         environment: Environment,
     },
-    /// A device registered an app and got a token.
+    /// A device registered a kind of token of an app and got the token.
     Registered {
         /// Milliseconds since the epoch.
         at_ms: u64,
@@ -108,6 +108,8 @@ pub enum Event {
         serial: String,
         /// Bundle id.
         app: String,
+        /// Which of the app's tokens (serialised as `remote`, `voip`, `liveactivity:ID`, …).
+        kind: TokenKind,
         /// Environment of the token.
         environment: Environment,
         /// The token.

@@ -61,7 +61,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::protocol::feedback::FeedbackTuple;
-use crate::protocol::token::DeviceToken;
+use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 
@@ -195,10 +195,8 @@ impl Hub {
         info!(serial, %environment, "device offline");
     }
 
-    /// Registers `app` on a connected device and returns its token.
-    ///
-    /// The same (device, app, environment) keeps its token across reconnects; a fresh
-    /// install, or a token that was reported as not installed, gets a new one.
+    /// Registers `app`'s ordinary remote-notification token on a connected device, 32 bytes
+    /// long, and returns it: [`Hub::register_token`] for that kind and the default length.
     pub fn register(
         &self,
         serial: &str,
@@ -206,9 +204,41 @@ impl Hub {
         app: &str,
         fresh_install: bool,
     ) -> Result<DeviceToken, RegisterError> {
-        let token =
-            self.apply(|st, now_ms| st.register(serial, environment, app, fresh_install, now_ms))?;
-        info!(serial, app, %environment, %token, "registered");
+        let wanted = AppToken::from(app);
+        self.register_token(
+            serial,
+            environment,
+            &wanted,
+            fresh_install,
+            DeviceToken::LEN,
+        )
+    }
+
+    /// Registers one kind of token of an app (`wanted`) on a connected device and returns
+    /// the token; a new token has `token_len` bytes (`Settings::token_len`, clamped to
+    /// 1..=100).
+    ///
+    /// The same (device, app, environment, kind) keeps its token across reconnects; a fresh
+    /// install, or a token that was reported as not installed, gets a new one.
+    pub fn register_token(
+        &self,
+        serial: &str,
+        environment: Environment,
+        wanted: &AppToken,
+        fresh_install: bool,
+        token_len: usize,
+    ) -> Result<DeviceToken, RegisterError> {
+        let token = self.apply(|st, now_ms| {
+            st.register(
+                serial,
+                environment,
+                wanted,
+                fresh_install,
+                token_len,
+                now_ms,
+            )
+        })?;
+        info!(serial, app = %wanted.app, kind = %wanted.kind, %environment, %token, "registered");
         Ok(token)
     }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::protocol::device::DeviceNotification;
 use crate::protocol::feedback::FeedbackTuple;
-use crate::protocol::token::DeviceToken;
+use crate::protocol::token::{push_type_of_topic, topic_suffix, AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
 use crate::settings::RateLimit;
 
@@ -36,7 +36,8 @@ pub const DEVICE_QUEUE: usize = 256;
 pub const MAX_UNACKED_PER_SESSION: usize = 1024;
 
 /// Upper bound on device tokens minted by one simulator, so that a runaway registration loop
-/// cannot exhaust memory. A million tokens costs roughly 200 MB.
+/// cannot exhaust memory. A token is 101 bytes inline whatever its length, and each sits in
+/// two maps with its device key: a million tokens costs roughly 400 MB.
 pub const MAX_TOKENS: usize = 1_000_000;
 
 /// Upper bound on unread feedback tuples per (topic, environment). Past it the oldest tuple is
@@ -90,12 +91,15 @@ pub enum PushError {
         /// The provider connection's environment.
         connection: Environment,
     },
-    /// The token belongs to another app (binary status 8, HTTP/2 `DeviceTokenNotForTopic`).
-    #[error("device token belongs to app {token_app}, not topic {topic}")]
+    /// The token is not for the push: it belongs to another app, or it is another kind of
+    /// token of the app than the push type needs, e.g. a VoIP push to the ordinary token
+    /// (binary status 8, HTTP/2 `DeviceTokenNotForTopic`).
+    #[error("device token is {token_app}; the push is for {topic}")]
     WrongTopic {
-        /// The app the token was minted for.
+        /// What the token is: its app and kind (`com.b's remote-notification token`).
         token_app: String,
-        /// The topic of the request.
+        /// What the push is for: its app, its push type and the kind of token that needs
+        /// (`com.a (alert, which needs the app's remote-notification token)`).
         topic: String,
     },
     /// Over the configured per-token limit (HTTP/2: 429 `TooManyRequests`; binary: dropped
@@ -166,9 +170,10 @@ pub(super) struct State {
     /// marked, so that later pushes to it are answered 410 with the time. At most
     /// [`MAX_TOKENS`] entries: registration refuses past it.
     tokens: HashMap<DeviceToken, TokenRecord>,
-    /// Current token per (device, app): re-registering without a reinstall gets it again.
-    /// One entry per (device, app) that ever registered, so no more entries than `tokens`.
-    registrations: HashMap<(DeviceKey, String), DeviceToken>,
+    /// Current token per (device and environment, app, kind): re-registering without a
+    /// reinstall gets it again. One entry per (device, app, kind) that ever registered, so no
+    /// more entries than `tokens`.
+    registrations: HashMap<(DeviceKey, AppToken), DeviceToken>,
     /// Every device that said hello: its live session, if any, and what is stored for it.
     /// Kept after the device leaves, so that store-and-forward works; one entry per
     /// (serial, environment) seen.
@@ -246,6 +251,8 @@ struct TokenRecord {
     device: DeviceKey,
     /// The app (bundle id) it was minted for; a push must name it as its topic.
     app: String,
+    /// Which of the app's tokens it is; a push's type must fit it.
+    kind: TokenKind,
     /// Set when the device reported the app as not installed (ms since the epoch).
     unregistered_at_ms: Option<u64>,
 }
@@ -333,6 +340,24 @@ impl Queued {
             push_type: req.push_type,
             collapse_id: req.collapse_id,
             payload: Bytes::copy_from_slice(&req.payload),
+        }
+    }
+
+    /// The app it is for and the push type that picks the kind of token. HTTP/2 names its
+    /// push type (and the topic's suffix is already removed); the binary API has none, so the
+    /// certificate's topic decides: `com.x.app.voip` is a VoIP push to `com.x.app`, a bare
+    /// bundle id is for the ordinary remote-notification token (`alert`).
+    fn intent(&self) -> (&str, &str) {
+        if let Some(push_type) = self.push_type.as_deref() {
+            return (&self.topic, push_type);
+        }
+        match push_type_of_topic(&self.topic) {
+            Some(push_type) => {
+                let suffix = topic_suffix(push_type).map_or(0, str::len);
+                let app = self.topic.get(..self.topic.len() - suffix).unwrap_or("");
+                (app, push_type)
+            }
+            None => (&self.topic, "alert"),
         }
     }
 
@@ -501,16 +526,19 @@ impl State {
         events
     }
 
-    /// Registers `app` on a connected device and returns its token.
+    /// Registers one kind of token of an app on a connected device and returns the token, of
+    /// `token_len` bytes (clamped to 1..=[`DeviceToken::MAX_LEN`]) when one is minted.
     ///
-    /// The same (device, app, environment) keeps its token across reconnects; a fresh
-    /// install, or a token that was reported as not installed, gets a new one.
+    /// The same (device, app, environment, kind) keeps its token across reconnects; a fresh
+    /// install, or a token that was reported as not installed, gets a new one. Each kind of
+    /// an app gets its own token.
     pub(super) fn register(
         &mut self,
         serial: &str,
         environment: Environment,
-        app: &str,
+        wanted: &AppToken,
         fresh_install: bool,
+        token_len: usize,
         now_ms: u64,
     ) -> (Result<DeviceToken, RegisterError>, Vec<Event>) {
         let key = DeviceKey::new(serial, environment);
@@ -520,7 +548,7 @@ impl State {
                 Vec::new(),
             );
         }
-        let reg_key = (key, app.to_owned());
+        let reg_key = (key, wanted.clone());
         let reusable = self.registrations.get(&reg_key).copied().filter(|t| {
             !fresh_install
                 && self
@@ -534,12 +562,13 @@ impl State {
                 if self.tokens.len() >= MAX_TOKENS {
                     return (Err(RegisterError::TooManyTokens(MAX_TOKENS)), Vec::new());
                 }
-                let token = self.mint_token();
+                let token = self.mint_token(token_len);
                 self.tokens.insert(
                     token,
                     TokenRecord {
                         device: reg_key.0.clone(),
-                        app: app.to_owned(),
+                        app: wanted.app.clone(),
+                        kind: wanted.kind.clone(),
                         unregistered_at_ms: None,
                     },
                 );
@@ -550,19 +579,24 @@ impl State {
         let events = vec![Event::Registered {
             at_ms: now_ms,
             serial: serial.to_owned(),
-            app: app.to_owned(),
+            app: wanted.app.clone(),
+            kind: wanted.kind.clone(),
             environment,
             token,
         }];
         (Ok(token), events)
     }
 
-    /// A random token that no device holds yet.
-    fn mint_token(&self) -> DeviceToken {
+    /// A random token of `len` bytes (clamped to 1..=[`DeviceToken::MAX_LEN`]) that no
+    /// device holds yet.
+    fn mint_token(&self, len: usize) -> DeviceToken {
+        let len = len.clamp(1, DeviceToken::MAX_LEN);
         loop {
-            let mut bytes = [0u8; DeviceToken::LEN];
-            rand::thread_rng().fill_bytes(&mut bytes);
-            let t = DeviceToken::from_bytes(bytes);
+            let mut bytes = [0u8; DeviceToken::MAX_LEN];
+            rand::thread_rng().fill_bytes(&mut bytes[..len]);
+            let Ok(t) = DeviceToken::new(&bytes[..len]) else {
+                continue;
+            };
             if !self.tokens.contains_key(&t) {
                 return t;
             }
@@ -624,14 +658,16 @@ impl State {
         })
     }
 
-    /// Marks a token unregistered (once) and records a feedback tuple for its app. Returns
-    /// the time the token became unregistered.
+    /// Marks a token unregistered (once) and records a feedback tuple for its topic (the
+    /// app's bundle id for its ordinary token, `com.x.app.voip` for its VoIP token, …), the
+    /// topic of the certificate whose feedback connection reports it. Returns the time the
+    /// token became unregistered.
     fn unregister(&mut self, token: DeviceToken, now_ms: u64) -> u64 {
         let Some(record) = self.tokens.get_mut(&token) else {
             return now_ms;
         };
         let at_ms = *record.unregistered_at_ms.get_or_insert(now_ms);
-        let key = (record.app.clone(), record.device.environment);
+        let key = (record.kind.topic(&record.app), record.device.environment);
         let list = self.feedback.entry(key).or_default();
         if !list.iter().any(|t| t.token == token) {
             if list.len() >= MAX_FEEDBACK_PER_TOPIC {
@@ -706,10 +742,12 @@ impl State {
                 connection: environment,
             });
         }
-        if record.app != q.topic {
+        let (app, push_type) = q.intent();
+        if record.app != app || !record.kind.accepts(push_type) {
+            let needs = TokenKind::needed_by(push_type).unwrap_or("token");
             return Err(PushError::WrongTopic {
-                token_app: record.app.clone(),
-                topic: q.topic.clone(),
+                token_app: format!("{}'s {}", record.app, record.kind.describe()),
+                topic: format!("{app} ({push_type}, which needs the app's {needs})"),
             });
         }
         if let Some(at_ms) = record.unregistered_at_ms {
@@ -904,7 +942,29 @@ pub(super) mod tests {
             app: &str,
             fresh: bool,
         ) -> Result<DeviceToken, RegisterError> {
-            let (token, events) = self.st.register(serial, SANDBOX, app, fresh, self.now_ms);
+            self.register_kind(serial, &AppToken::from(app), fresh)
+        }
+
+        /// Registers APP's PushKit VoIP token on a connected device.
+        fn register_voip(&mut self, serial: &str) -> DeviceToken {
+            self.register_kind(serial, &AppToken::new(APP, TokenKind::Voip), false)
+                .unwrap()
+        }
+
+        fn register_kind(
+            &mut self,
+            serial: &str,
+            wanted: &AppToken,
+            fresh: bool,
+        ) -> Result<DeviceToken, RegisterError> {
+            let (token, events) = self.st.register(
+                serial,
+                SANDBOX,
+                wanted,
+                fresh,
+                DeviceToken::LEN,
+                self.now_ms,
+            );
             self.log.extend(events);
             token
         }
@@ -987,6 +1047,140 @@ pub(super) mod tests {
         assert_ne!(a, other, "one token per app");
         let fresh = w.register("D1", APP, true).unwrap();
         assert_ne!(a, fresh, "a reinstall gets a new token");
+    }
+
+    #[test]
+    fn each_kind_gets_its_own_token_and_takes_only_its_push_types() {
+        let mut w = World::new(None);
+        let mut session = w.connect("D1");
+        let remote = w.register("D1", APP, false).unwrap();
+        let voip = w.register_voip("D1");
+        let start = w
+            .register_kind(
+                "D1",
+                &AppToken::new(APP, TokenKind::LiveActivityStart),
+                false,
+            )
+            .unwrap();
+        let ride = AppToken::new(APP, TokenKind::LiveActivity("ride".into()));
+        let update = w.register_kind("D1", &ride, false).unwrap();
+        let all = [remote, voip, start, update];
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| b != a), "one token per kind");
+        }
+        assert_eq!(w.register_kind("D1", &ride, false), Ok(update), "kept");
+
+        let typed = |token, id, push_type: &str| PushRequest {
+            push_type: Some(push_type.to_owned()),
+            api: Api::Http2,
+            ..request(token, id, 0)
+        };
+        for (id, token, push_type) in [
+            (1, remote, "alert"),
+            (2, remote, "background"),
+            (3, voip, "voip"),
+            (4, start, "liveactivity"),
+            (5, update, "liveactivity"),
+        ] {
+            assert_eq!(w.push(typed(token, id, push_type)), Ok(PushOutcome::Sent));
+        }
+        assert_eq!(drain(&mut session).len(), 5);
+        for (id, token, push_type) in [
+            (6, remote, "voip"),
+            (7, voip, "alert"),
+            (8, start, "alert"),
+            (9, remote, "liveactivity"),
+        ] {
+            let refused = w.push(typed(token, id, push_type));
+            assert!(
+                matches!(&refused, Err(PushError::WrongTopic { .. })),
+                "{refused:?}"
+            );
+        }
+        let err = w.push(typed(remote, 10, "voip")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "device token is com.example.app's remote-notification token; the push is for \
+             com.example.app (voip, which needs the app's PushKit VoIP token)"
+        );
+        let rejected: Vec<String> = w
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notification {
+                    outcome: Outcome::Rejected,
+                    detail,
+                    ..
+                } => Some(detail.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rejected.len(), 5);
+        assert!(rejected[0].contains("needs the app's PushKit VoIP token"));
+    }
+
+    #[test]
+    fn the_binary_api_takes_the_kind_from_the_certificates_topic() {
+        let (mut w, mut session, remote) = online();
+        let voip = w.register_voip("D1");
+        let with_topic = |token, id, topic: &str| PushRequest {
+            topic: topic.to_owned(),
+            ..request(token, id, 0)
+        };
+        let voip_topic = format!("{APP}.voip");
+        assert_eq!(
+            w.push(with_topic(voip, 1, &voip_topic)),
+            Ok(PushOutcome::Sent)
+        );
+        assert_eq!(w.push(with_topic(remote, 2, APP)), Ok(PushOutcome::Sent));
+        assert_eq!(drain(&mut session).len(), 2);
+        assert!(matches!(
+            w.push(with_topic(remote, 3, &voip_topic)),
+            Err(PushError::WrongTopic { .. })
+        ));
+        assert!(matches!(
+            w.push(with_topic(voip, 4, APP)),
+            Err(PushError::WrongTopic { .. })
+        ));
+    }
+
+    #[test]
+    fn longer_tokens_are_minted_when_asked() {
+        let mut w = World::new(None);
+        let _s = w.connect("D1");
+        let (token, _) =
+            w.st.register("D1", SANDBOX, &AppToken::from(APP), false, 80, w.now_ms);
+        assert_eq!(token.unwrap().len(), 80);
+        let (token, _) =
+            w.st.register("D1", SANDBOX, &AppToken::from("com.b"), false, 0, w.now_ms);
+        assert_eq!(token.unwrap().len(), 1, "clamped to 1..=100");
+        let (token, _) = w.st.register(
+            "D1",
+            SANDBOX,
+            &AppToken::from("com.c"),
+            false,
+            500,
+            w.now_ms,
+        );
+        assert_eq!(token.unwrap().len(), DeviceToken::MAX_LEN);
+    }
+
+    #[test]
+    fn feedback_is_kept_under_the_tokens_topic() {
+        let (mut w, mut session, _remote) = online();
+        let voip = w.register_voip("D1");
+        let voip_topic = format!("{APP}.voip");
+        let req = PushRequest {
+            topic: voip_topic.clone(),
+            ..request(voip, 1, 0)
+        };
+        assert_eq!(w.push(req), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        assert!(w.st.take_feedback(APP, SANDBOX).is_empty());
+        let tuples = w.st.take_feedback(&voip_topic, SANDBOX);
+        assert_eq!(tuples.len(), 1);
+        assert_eq!(tuples[0].token, voip);
     }
 
     #[test]

@@ -66,39 +66,9 @@ const CN_PREFIXES: &[(&str, CertEnvironment)] = &[
     ("Pass Type ID: ", CertEnvironment::Universal),
 ];
 
-/// The suffix Apple appends to a bundle id to form the topic of each push type, keyed by the
-/// push type's `apns-push-type` name (§4.4). The topic-list kinds `voip` and `complication`
-/// are the same names. Push types absent here (`alert`, `background`, `mdm`) use the bundle
-/// id (or, for `mdm`, the MDM certificate's UID) as it is. No suffix ends another, so at
-/// most one matches a topic.
-pub const TOPIC_SUFFIXES: &[(&str, &str)] = &[
-    ("location", ".location-query"),
-    ("voip", ".voip"),
-    ("complication", ".complication"),
-    ("fileprovider", ".pushkit.fileprovider"),
-    ("liveactivity", ".push-type.liveactivity"),
-    ("pushtotalk", ".voip-ptt"),
-    ("widgets", ".push-type.widgets"),
-    ("controls", ".push-type.controls"),
-];
-
-/// The topic suffix of a push type or topic-list kind (`"voip"` → `".voip"`); `None` for the
-/// ones whose topic is the bundle id itself.
-pub fn topic_suffix(push_type: &str) -> Option<&'static str> {
-    TOPIC_SUFFIXES
-        .iter()
-        .find(|(name, _)| *name == push_type)
-        .map(|(_, suffix)| *suffix)
-}
-
-/// The push type (or topic-list kind) whose suffix ends `topic` after a non-empty bundle id
-/// (`"com.x.voip"` → `"voip"`; `".voip"` alone names no app, so `None`).
-pub fn push_type_of_topic(topic: &str) -> Option<&'static str> {
-    TOPIC_SUFFIXES
-        .iter()
-        .find(|(_, suffix)| topic.len() > suffix.len() && topic.ends_with(suffix))
-        .map(|(name, _)| *name)
-}
+/// The topic-suffix table and its two look-ups live with the token kinds they also
+/// describe (`protocol::token`); re-exported here, where certificates use them.
+pub use crate::protocol::token::{push_type_of_topic, topic_suffix, TOPIC_SUFFIXES};
 
 /// The name a certificate environment was given that is none of `sandbox`, `production`,
 /// `universal` (from the CLI or a manifest).

@@ -19,14 +19,20 @@
 //! buffered. An unknown type byte is rejected as soon as it arrives. The body must contain exactly
 //! the message's fields: too few bytes is [`DeviceProtocolError::Truncated`], extra bytes are
 //! [`DeviceProtocolError::TrailingBytes`]. A `str8` is a u8 length followed by that many bytes of
-//! UTF-8; `bool` is one byte, 0 or 1; `env` is one byte, 0 = sandbox, 1 = production.
+//! UTF-8; `bool` is one byte, 0 or 1; `env` is one byte, 0 = sandbox, 1 = production; `tok8` is
+//! a u8 length (1..=100) followed by that many token bytes; `kind` is a token kind's code
+//! ([`TokenKind::code`]: 0 remote, 1 voip, 2 complication, 3 fileprovider, 4 location,
+//! 5 pushtotalk, 6 liveactivity-start, 7 liveactivity, 8 widgets, 9 controls) followed by the
+//! activity id as a str8 (1..=64 bytes for code 7, empty for every other code). A `kind` is
+//! written only for tokens other than the ordinary (remote) one: a body that ends before it
+//! means `remote`, so Register frames of devices older than token kinds still decode.
 //!
 //! # Device → simulator ([`DeviceMessage`])
 //!
 //! | Type | Message | Body |
 //! |---|---|---|
 //! | `0x01` | Hello | version u8 (must be [`PROTOCOL_VERSION`] = 1), environment env, serial str8 (1..=64 bytes) |
-//! | `0x02` | Register | fresh_install bool (1 = app newly (re)installed → new token), app str8 (bundle ID, 1..=255 bytes) |
+//! | `0x02` | Register | fresh_install bool (1 = app newly (re)installed → new token), app str8 (bundle ID, 1..=255 bytes), kind (optional) |
 //! | `0x03` | Ack | delivery u64 — the device received and showed this notification |
 //! | `0x04` | NotInstalled | delivery u64 — this notification's app (token) is no longer on the device |
 //! | `0x05` | Ping | nonce u64 |
@@ -36,8 +42,8 @@
 //! | Type | Message | Body |
 //! |---|---|---|
 //! | `0x81` | Welcome | heartbeat_secs u16 — ping at least this often |
-//! | `0x82` | Registered | app str8 (1..=255 bytes), token 32 bytes |
-//! | `0x83` | Notification | delivery u64, token 32, identifier 4, apns_id 16 (UUID), expiry u32, priority u8, push_type str8 (0 = none), collapse_id str8 (0 = none, ≤ 64), payload length u16, payload |
+//! | `0x82` | Registered | app str8 (1..=255 bytes), token tok8, kind (optional) |
+//! | `0x83` | Notification | delivery u64, token tok8, identifier 4, apns_id 16 (UUID), expiry u32, priority u8, push_type str8 (0 = none), collapse_id str8 (0 = none, ≤ 64), payload length u16, payload |
 //! | `0x84` | Pong | nonce u64 (copied from the Ping) |
 //! | `0x85` | Error | code u8, message str8 — sent just before the simulator closes the connection |
 //!
@@ -56,14 +62,19 @@
 //! [`DeviceProtocolError::UnknownCloseCode`]: simulator and device come from the same crate, so
 //! an unknown code is a bug to report, not a value to carry along.
 //!
-//! A Notification body is at most 65 + 256 + 65 + 2 + 5120 = 5508 bytes, well inside [`MAX_BODY`].
+//! A Notification body is at most 134 + 256 + 65 + 2 + 5120 = 5577 bytes, well inside
+//! [`MAX_BODY`].
+//!
+//! Registered and Notification carried a fixed 32-byte token before tokens could be longer;
+//! devices from before that change cannot read these frames (simulator and device ship in one
+//! crate, so both sides change together).
 
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::reader::Reader;
-use crate::protocol::token::DeviceToken;
+use crate::protocol::token::{DeviceToken, KindError, TokenKind, MAX_ACTIVITY_LEN};
 use crate::protocol::Environment;
 
 /// The only protocol version this simulator speaks; a Hello with another version is refused.
@@ -74,6 +85,8 @@ pub const MAX_BODY: usize = 8192;
 pub const MAX_SERIAL_LEN: usize = 64;
 /// Longest app bundle ID, in bytes (the most a `str8` can hold).
 pub const MAX_APP_LEN: usize = 255;
+/// Longest token, in bytes ([`DeviceToken::MAX_LEN`]).
+pub const MAX_TOKEN_LEN: usize = DeviceToken::MAX_LEN;
 /// Longest push type, in bytes (the most a `str8` can hold).
 pub const MAX_PUSH_TYPE_LEN: usize = 255;
 /// Longest collapse ID, in bytes (APNs's `apns-collapse-id` limit).
@@ -187,6 +200,8 @@ pub enum DeviceMessage {
         fresh_install: bool,
         /// The app's bundle ID (1..=255 bytes), i.e. its topic.
         app: String,
+        /// Which of the app's tokens (the ordinary one, a PushKit one, a Live Activity one, …).
+        kind: TokenKind,
     },
     /// The device received and showed notification `delivery`.
     Ack {
@@ -230,7 +245,9 @@ pub enum ServerMessage {
     Registered {
         /// The bundle ID from the Register (1..=255 bytes).
         app: String,
-        /// The token providers must use to reach this app on this device.
+        /// The kind from the Register.
+        kind: TokenKind,
+        /// The token providers must use to reach this kind of token of the app on this device.
         token: DeviceToken,
     },
     /// A notification for one of the device's apps.
@@ -345,6 +362,14 @@ pub enum DeviceProtocolError {
     /// A Hello with a protocol version we do not speak.
     #[error("unsupported device protocol version {0} (this simulator speaks {PROTOCOL_VERSION})")]
     UnsupportedVersion(u8),
+    /// A token kind that is not one (an unknown code, or an activity id where none belongs).
+    #[error("{what}: {error}")]
+    BadKind {
+        /// The field, as `Message.field`.
+        what: &'static str,
+        /// Why it is not a kind.
+        error: KindError,
+    },
     /// An Error message whose code byte is not a [`CloseCode`].
     #[error("unknown close code {0} in an Error message")]
     UnknownCloseCode(u8),
@@ -378,6 +403,7 @@ pub fn decode_device_message(
         TYPE_REGISTER => DeviceMessage::Register {
             fresh_install: f.bool("Register.fresh_install")?,
             app: f.required_str8("Register.app", MAX_APP_LEN)?,
+            kind: f.kind("Register.kind", "Register.activity")?,
         },
         TYPE_ACK => DeviceMessage::Ack {
             delivery: f.u64("Ack.delivery")?,
@@ -409,11 +435,12 @@ pub fn decode_server_message(
         },
         TYPE_REGISTERED => ServerMessage::Registered {
             app: f.required_str8("Registered.app", MAX_APP_LEN)?,
-            token: DeviceToken::from_bytes(f.array("Registered.token")?),
+            token: f.token("Registered.token")?,
+            kind: f.kind("Registered.kind", "Registered.activity")?,
         },
         TYPE_NOTIFICATION => ServerMessage::Notification(DeviceNotification {
             delivery: f.u64("Notification.delivery")?,
-            token: DeviceToken::from_bytes(f.array("Notification.token")?),
+            token: f.token("Notification.token")?,
             identifier: f.array("Notification.identifier")?,
             apns_id: f.array("Notification.apns_id")?,
             expiry: f.u32("Notification.expiry")?,
@@ -455,9 +482,14 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
             body.put_u8(environment.to_byte());
             put_str8(&mut body, serial, MAX_SERIAL_LEN);
         }
-        DeviceMessage::Register { fresh_install, app } => {
+        DeviceMessage::Register {
+            fresh_install,
+            app,
+            kind,
+        } => {
             body.put_u8(u8::from(*fresh_install));
             put_str8(&mut body, app, MAX_APP_LEN);
+            put_kind(&mut body, kind);
         }
         DeviceMessage::Ack { delivery } | DeviceMessage::NotInstalled { delivery } => {
             body.put_u64(*delivery);
@@ -476,13 +508,14 @@ pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
     let mut body = BytesMut::new();
     match m {
         ServerMessage::Welcome { heartbeat_secs } => body.put_u16(*heartbeat_secs),
-        ServerMessage::Registered { app, token } => {
+        ServerMessage::Registered { app, kind, token } => {
             put_str8(&mut body, app, MAX_APP_LEN);
-            body.put_slice(token.as_bytes());
+            put_token(&mut body, token);
+            put_kind(&mut body, kind);
         }
         ServerMessage::Notification(n) => {
             body.put_u64(n.delivery);
-            body.put_slice(n.token.as_bytes());
+            put_token(&mut body, &n.token);
             body.put_slice(&n.identifier);
             body.put_slice(&n.apns_id);
             body.put_u32(n.expiry);
@@ -574,6 +607,21 @@ fn put_str8(dst: &mut BytesMut, s: &str, max: usize) {
     dst.put_slice(bytes);
 }
 
+/// Writes a `tok8`: the length byte, then the token (1..=100 bytes, so the byte holds it).
+fn put_token(dst: &mut BytesMut, token: &DeviceToken) {
+    dst.put_u8(u8::try_from(token.len()).unwrap_or(u8::MAX));
+    dst.put_slice(token.as_bytes());
+}
+
+/// Writes a `kind` (code, then activity id as a str8), or nothing for the ordinary token.
+fn put_kind(dst: &mut BytesMut, kind: &TokenKind) {
+    if *kind == TokenKind::Remote {
+        return;
+    }
+    dst.put_u8(kind.code());
+    put_str8(dst, kind.activity().unwrap_or(""), MAX_ACTIVITY_LEN);
+}
+
 /// Typed, named reads from one message body; every failure names the field.
 struct Fields<'a> {
     /// The message's type byte, for [`DeviceProtocolError::TrailingBytes`].
@@ -663,6 +711,38 @@ impl<'a> Fields<'a> {
         Ok(if s.is_empty() { None } else { Some(s) })
     }
 
+    /// A `tok8`: a length byte of 1..=[`MAX_TOKEN_LEN`], then the token.
+    fn token(&mut self, what: &'static str) -> Result<DeviceToken, DeviceProtocolError> {
+        let len = usize::from(self.u8(what)?);
+        let bytes = self
+            .r
+            .take(len)
+            .ok_or(DeviceProtocolError::Truncated { what })?;
+        if len > MAX_TOKEN_LEN {
+            return Err(DeviceProtocolError::FieldTooLong {
+                what,
+                len,
+                max: MAX_TOKEN_LEN,
+            });
+        }
+        DeviceToken::new(bytes).map_err(|_| DeviceProtocolError::EmptyField { what })
+    }
+
+    /// An optional trailing `kind`: the ordinary token when the body has ended.
+    fn kind(
+        &mut self,
+        what: &'static str,
+        activity_what: &'static str,
+    ) -> Result<TokenKind, DeviceProtocolError> {
+        if self.r.remaining() == 0 {
+            return Ok(TokenKind::Remote);
+        }
+        let code = self.u8(what)?;
+        let activity = self.str8(activity_what, MAX_ACTIVITY_LEN)?;
+        TokenKind::from_code(code, &activity)
+            .map_err(|error| DeviceProtocolError::BadKind { what, error })
+    }
+
     /// A u16-length-prefixed byte string, as a slice of the body.
     fn bytes16(&mut self, what: &'static str) -> Result<Bytes, DeviceProtocolError> {
         let len = usize::from(self.u16(what)?);
@@ -740,6 +820,7 @@ mod tests {
                 DeviceMessage::Register {
                     fresh_install: true,
                     app: "com.example".into(),
+                    kind: TokenKind::Remote,
                 },
             ),
             (
@@ -769,6 +850,24 @@ mod tests {
                 .concat(),
                 DeviceMessage::Ping { nonce: u64::MAX },
             ),
+            (
+                [
+                    &[0x02][..],   // type Register
+                    &[0x00, 0x0C], // body length 12
+                    &[0x00],       // fresh_install false
+                    &[0x03],       // app length 3
+                    b"com",        // app
+                    &[0x07],       // kind 7: Live Activity update token
+                    &[0x05],       // activity length 5
+                    b"ride1",      // activity
+                ]
+                .concat(),
+                DeviceMessage::Register {
+                    fresh_install: false,
+                    app: "com".into(),
+                    kind: TokenKind::LiveActivity("ride1".into()),
+                },
+            ),
         ]
     }
 
@@ -787,22 +886,25 @@ mod tests {
             (
                 [
                     &[0x82][..],   // type Registered
-                    &[0x00, 0x23], // body length 35
+                    &[0x00, 0x24], // body length 36
                     &[0x02],       // app length 2
                     b"ab",         // app
+                    &[0x20],       // token length 32
                     &TOKEN,        // token
                 ]
                 .concat(),
                 ServerMessage::Registered {
                     app: "ab".into(),
+                    kind: TokenKind::Remote,
                     token: DeviceToken::from_bytes(TOKEN),
                 },
             ),
             (
                 [
                     &[0x83][..],                                       // type Notification
-                    &[0x00, 0x4C],                                     // body length 76
+                    &[0x00, 0x4D],                                     // body length 77
                     &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07], // delivery 7
+                    &[0x20],                                           // token length 32
                     &TOKEN,                                            // token
                     &[0xDE, 0xAD, 0xBE, 0xEF],                         // identifier
                     &[0x11; 16],                                       // apns_id
@@ -838,6 +940,24 @@ mod tests {
                 ServerMessage::Error {
                     code: CloseCode::Replaced,
                     message: "bye!".into(),
+                },
+            ),
+            (
+                [
+                    &[0x82][..],   // type Registered
+                    &[0x00, 0x55], // body length 85
+                    &[0x01],       // app length 1
+                    b"a",          // app
+                    &[0x50],       // token length 80
+                    &[0x7E; 80],   // token
+                    &[0x01],       // kind 1: PushKit VoIP token
+                    &[0x00],       // activity: none
+                ]
+                .concat(),
+                ServerMessage::Registered {
+                    app: "a".into(),
+                    kind: TokenKind::Voip,
+                    token: DeviceToken::new(&[0x7E; 80]).unwrap(),
                 },
             ),
         ]
@@ -882,6 +1002,17 @@ mod tests {
             DeviceMessage::Register {
                 fresh_install: false,
                 app: "ü".repeat(127),
+                kind: TokenKind::Remote,
+            },
+            DeviceMessage::Register {
+                fresh_install: true,
+                app: "a".repeat(MAX_APP_LEN),
+                kind: TokenKind::LiveActivity("x".repeat(MAX_ACTIVITY_LEN)),
+            },
+            DeviceMessage::Register {
+                fresh_install: true,
+                app: "a".into(),
+                kind: TokenKind::Controls,
             },
         ];
         for m in device {
@@ -904,8 +1035,14 @@ mod tests {
             },
             ServerMessage::Registered {
                 app: "a".repeat(MAX_APP_LEN),
+                kind: TokenKind::LiveActivityStart,
                 token: DeviceToken::from_bytes([0; 32]),
             },
+            ServerMessage::Notification(DeviceNotification {
+                token: DeviceToken::new(&[9; MAX_TOKEN_LEN]).unwrap(),
+                payload: Bytes::from(vec![b'x'; 5120]),
+                ..notification()
+            }),
         ];
         for m in server {
             let mut b = BytesMut::new();
@@ -1131,15 +1268,16 @@ mod tests {
         let fields = [
             (0, "Notification.delivery"),
             (8, "Notification.token"),
-            (40, "Notification.identifier"),
-            (44, "Notification.apns_id"),
-            (60, "Notification.expiry"),
-            (64, "Notification.priority"),
-            (65, "Notification.push_type"),
-            (66, "Notification.push_type"), // length byte present, string short
-            (71, "Notification.collapse_id"),
-            (72, "Notification.payload"),
-            (74, "Notification.payload"), // length present, payload short
+            (9, "Notification.token"), // length byte present, token short
+            (41, "Notification.identifier"),
+            (45, "Notification.apns_id"),
+            (61, "Notification.expiry"),
+            (65, "Notification.priority"),
+            (66, "Notification.push_type"),
+            (67, "Notification.push_type"), // length byte present, string short
+            (72, "Notification.collapse_id"),
+            (73, "Notification.payload"),
+            (75, "Notification.payload"), // length present, payload short
         ];
         for (cut, what) in fields {
             let len = u16::try_from(cut).unwrap().to_be_bytes();
@@ -1285,6 +1423,81 @@ mod tests {
     }
 
     #[test]
+    fn kind_field_errors() {
+        let mut b = buf(&[
+            &[0x02],       // type Register
+            &[0x00, 0x05], // body length 5
+            &[0x00],       // fresh_install false
+            &[0x01, b'a'], // app "a"
+            &[0x0A],       // kind 10: unknown
+            &[0x00],       // activity: none
+        ]);
+        assert_eq!(
+            decode_device_message(&mut b),
+            Err(DeviceProtocolError::BadKind {
+                what: "Register.kind",
+                error: KindError::UnknownCode(10)
+            })
+        );
+        let mut b = buf(&[
+            &[0x02],       // type Register
+            &[0x00, 0x05], // body length 5
+            &[0x00],       // fresh_install false
+            &[0x01, b'a'], // app "a"
+            &[0x07],       // kind 7: Live Activity update token
+            &[0x00],       // activity: none, but kind 7 needs one
+        ]);
+        assert_eq!(
+            decode_device_message(&mut b),
+            Err(DeviceProtocolError::BadKind {
+                what: "Register.kind",
+                error: KindError::MissingActivity
+            })
+        );
+        let mut b = buf(&[
+            &[0x02],       // type Register
+            &[0x00, 0x04], // body length 4
+            &[0x00],       // fresh_install false
+            &[0x01, b'a'], // app "a"
+            &[0x01],       // kind 1, then the body ends before the activity
+        ]);
+        assert_eq!(
+            decode_device_message(&mut b),
+            Err(DeviceProtocolError::Truncated {
+                what: "Register.activity"
+            })
+        );
+        let mut b = buf(&[
+            &[0x82],       // type Registered
+            &[0x00, 0x03], // body length 3
+            &[0x01, b'a'], // app "a"
+            &[0x00],       // token length 0
+        ]);
+        assert_eq!(
+            decode_server_message(&mut b),
+            Err(DeviceProtocolError::EmptyField {
+                what: "Registered.token"
+            })
+        );
+        let long = [0x11; 101];
+        let mut b = buf(&[
+            &[0x82],       // type Registered
+            &[0x00, 0x68], // body length 104
+            &[0x01, b'a'], // app "a"
+            &[0x65],       // token length 101: one over
+            &long,         // token
+        ]);
+        assert_eq!(
+            decode_server_message(&mut b),
+            Err(DeviceProtocolError::FieldTooLong {
+                what: "Registered.token",
+                len: 101,
+                max: MAX_TOKEN_LEN
+            })
+        );
+    }
+
+    #[test]
     fn server_field_errors() {
         let mut b = buf(&[
             &[0x82],       // type Registered
@@ -1300,11 +1513,11 @@ mod tests {
         );
 
         let (full, _) = server_fixtures().swap_remove(2);
-        // Replace the empty collapse id (body offset 71) with a 65-byte one.
+        // Replace the empty collapse id (body offset 72) with a 65-byte one.
         let body = &full[3..];
         let long = [b'c'; 65];
         let new_len = u16::try_from(body.len() + 65).unwrap().to_be_bytes();
-        let mut b = buf(&[&[0x83], &new_len, &body[..71], &[65], &long, &body[72..]]);
+        let mut b = buf(&[&[0x83], &new_len, &body[..72], &[65], &long, &body[73..]]);
         assert_eq!(
             decode_server_message(&mut b),
             Err(DeviceProtocolError::FieldTooLong {
@@ -1403,7 +1616,7 @@ mod tests {
             n.collapse_id.as_deref().map(str::len),
             Some(MAX_COLLAPSE_ID_LEN)
         );
-        assert_eq!(n.payload.len(), MAX_BODY - 65 - 6 - 65 - 2);
+        assert_eq!(n.payload.len(), MAX_BODY - 66 - 6 - 65 - 2);
     }
 
     // ---- hostile input ----

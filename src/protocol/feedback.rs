@@ -6,18 +6,20 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 4 | timestamp (u32) — UNIX seconds UTC when the app was found to be gone |
-//! | 4 | 2 | token length (u16) — 32 |
-//! | 6 | 32 | device token |
+//! | 4 | 2 | token length N (u16) — 32 for every binary-era token |
+//! | 6 | N | device token |
 //!
-//! → [`TUPLE_LEN`] = 38 bytes per tuple. A token length other than 32 is an error, decided from
-//! the 6-byte header before waiting for the token bytes.
+//! → [`TUPLE_LEN`] = 38 bytes per tuple of a 32-byte token. Tokens of other lengths (spec §6;
+//! minted when `Settings::token_len` is not 32) are written with their own length, 1 to 100
+//! bytes; a length outside that is an error, decided from the 6-byte header before waiting for
+//! the token bytes.
 
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::protocol::reader::Reader;
 use crate::protocol::token::DeviceToken;
 
-/// Size of one tuple on the wire (4 + 2 + 32).
+/// Size of one tuple of a 32-byte token on the wire (4 + 2 + 32).
 pub const TUPLE_LEN: usize = 38;
 
 /// One feedback entry: this token's app was uninstalled at `timestamp`.
@@ -33,17 +35,17 @@ pub struct FeedbackTuple {
 /// Why bytes from the feedback service are not a tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FeedbackError {
-    /// The token-length field is not 32 (binary-era tokens are always 32 bytes).
-    #[error("feedback tuple declares a {0}-byte token, expected 32")]
+    /// The token-length field is 0 or over 100 (`DeviceToken::MAX_LEN`).
+    #[error("feedback tuple declares a {0}-byte token, expected 1 to 100")]
     BadTokenLength(u16),
 }
 
 impl FeedbackTuple {
-    /// Appends the 38-byte tuple to `dst`.
+    /// Appends the tuple (38 bytes for a 32-byte token) to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
-        dst.reserve(TUPLE_LEN);
+        dst.reserve(6 + self.token.len());
         dst.put_u32(self.timestamp);
-        dst.put_u16(DeviceToken::LEN as u16);
+        dst.put_u16(self.token.len() as u16);
         dst.put_slice(self.token.as_bytes());
     }
 
@@ -54,17 +56,17 @@ impl FeedbackTuple {
         let (Some(timestamp), Some(token_len)) = (r.u32(), r.u16()) else {
             return Ok(None);
         };
-        if usize::from(token_len) != DeviceToken::LEN {
+        let len = usize::from(token_len);
+        if len == 0 || len > DeviceToken::MAX_LEN {
             return Err(FeedbackError::BadTokenLength(token_len));
         }
-        let Some(token) = r.array::<32>() else {
+        let Some(bytes) = r.take(len) else {
             return Ok(None);
         };
-        buf.advance(TUPLE_LEN);
-        Ok(Some(FeedbackTuple {
-            timestamp,
-            token: DeviceToken::from_bytes(token),
-        }))
+        let token =
+            DeviceToken::new(bytes).map_err(|_| FeedbackError::BadTokenLength(token_len))?;
+        buf.advance(6 + len);
+        Ok(Some(FeedbackTuple { timestamp, token }))
     }
 }
 
@@ -151,11 +153,25 @@ mod tests {
     }
 
     #[test]
+    fn a_longer_token_carries_its_length() {
+        let long = FeedbackTuple {
+            timestamp: 7,
+            token: DeviceToken::new(&[0xA5; 80]).unwrap(),
+        };
+        let mut buf = BytesMut::new();
+        long.encode(&mut buf);
+        assert_eq!(&buf[..6], &[0, 0, 0, 7, 0x00, 0x50]); // timestamp 7, token length 80
+        assert_eq!(buf.len(), 6 + 80);
+        assert_eq!(FeedbackTuple::decode(&mut buf), Ok(Some(long)));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn bad_token_length_is_decided_from_the_header() {
         for (len, bytes) in [
             (0u16, [0x00, 0x00]),
-            (31, [0x00, 0x1F]),
-            (100, [0x00, 0x64]),
+            (101, [0x00, 0x65]),
+            (u16::MAX, [0xFF, 0xFF]),
         ] {
             let header = [
                 &[0x00, 0x00, 0x00, 0x01][..], // timestamp 1

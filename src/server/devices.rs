@@ -10,8 +10,9 @@
 //!    - shutdown: tell the device (`Error` SHUTDOWN) and close;
 //!    - the session queue: write the notification, plus any others already queued, in one
 //!      TLS write; a closed queue means a newer connection with the same serial replaced us;
-//!    - the socket: `Register` → `Registered`, `Ack` / `NotInstalled` → the hub, `Ping` →
-//!      `Pong`; silence for three heartbeats ends the session;
+//!    - the socket: `Register` → `Registered` (one token per app and kind, of
+//!      `Settings::token_len` bytes), `Ack` / `NotInstalled` → the hub, `Ping` → `Pong`;
+//!      silence for three heartbeats ends the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
 
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::protocol::device::{
     decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceProtocolError,
     ServerMessage, PROTOCOL_VERSION,
 };
+use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
 use crate::server::accept::{self, Endpoint};
 use crate::settings::Settings;
@@ -234,7 +236,8 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(Ok(Some(msg))) => msg,
                 };
                 deadline = Instant::now() + idle;
-                if let Err(problem) = answer(conn, hub, &serial, environment, session.id, msg).await {
+                let who = Who { serial: &serial, environment, session: session.id, token_len: settings.token_len };
+                if let Err(problem) = answer(conn, hub, &who, msg).await {
                     break Some(problem);
                 }
             }
@@ -250,22 +253,40 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     hub.disconnect_device(&serial, environment, session.id);
 }
 
+/// The session a message arrived on, and the length of the tokens it is given.
+struct Who<'a> {
+    /// The device's serial.
+    serial: &'a str,
+    /// The device's environment.
+    environment: Environment,
+    /// The hub's session id.
+    session: u64,
+    /// `Settings::token_len`.
+    token_len: usize,
+}
+
 /// Handles one message from the device. An `Err` ends the session with that error.
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     hub: &Hub,
-    serial: &str,
-    environment: Environment,
-    session: u64,
+    who: &Who<'_>,
     msg: DeviceMessage,
 ) -> Result<(), SessionError> {
+    let (serial, environment, session) = (who.serial, who.environment, who.session);
     match msg {
         DeviceMessage::Hello { .. } => return Err(SessionError::HelloTwice),
-        DeviceMessage::Register { fresh_install, app } => {
+        DeviceMessage::Register {
+            fresh_install,
+            app,
+            kind,
+        } => {
+            let wanted = AppToken { app, kind };
             let token = hub
-                .register(serial, environment, &app, fresh_install)
+                .register_token(serial, environment, &wanted, fresh_install, who.token_len)
                 .map_err(SessionError::Register)?;
-            conn.buffer(|b| encode_server_message(&ServerMessage::Registered { app, token }, b));
+            let AppToken { app, kind } = wanted;
+            let registered = ServerMessage::Registered { app, kind, token };
+            conn.buffer(|b| encode_server_message(&registered, b));
         }
         DeviceMessage::Ack { delivery } => {
             if !hub.device_reply(session, delivery, DeviceReply::Ack) {
@@ -297,7 +318,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::hub::{Api, Event, Outcome, PushRequest};
     use crate::protocol::device::{decode_server_message, encode_device_message};
-    use crate::protocol::token::DeviceToken;
+    use crate::protocol::token::{DeviceToken, TokenKind};
 
     /// Generous: a healthy test never waits this long.
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -420,12 +441,14 @@ mod tests {
             .send(DeviceMessage::Register {
                 fresh_install: true,
                 app: APP.into(),
+                kind: TokenKind::Remote,
             })
             .await;
-        let ServerMessage::Registered { app, token } = device.next().await else {
+        let ServerMessage::Registered { app, kind, token } = device.next().await else {
             panic!("expected Registered");
         };
-        assert_eq!(app, APP);
+        assert_eq!((app.as_str(), kind), (APP, TokenKind::Remote));
+        assert_eq!(token.len(), DeviceToken::LEN);
 
         push(&hub, token, 7);
         let ServerMessage::Notification(n) = device.next().await else {

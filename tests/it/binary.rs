@@ -174,7 +174,7 @@ async fn every_status_code() {
         .device("CODES-1", Environment::Sandbox, &[DEFAULT_TOPIC])
         .await;
     let token = tokens[DEFAULT_TOPIC];
-    let tok = token.as_bytes().as_slice();
+    let tok: &[u8] = token.as_bytes();
     let big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(2100));
     let legacy_big = format!(r#"{{"aps":{{"alert":"{}"}}}}"#, "x".repeat(250));
     // A status and identifier, or `None`: closed without a byte (command 0 and an unknown

@@ -13,7 +13,7 @@ use apns_sim::client::BinaryClient;
 use apns_sim::clock::Clock;
 use apns_sim::hub::Event;
 use apns_sim::pki::{jwt, CertEnvironment, Pki, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
-use apns_sim::protocol::token::DeviceToken;
+use apns_sim::protocol::token::{AppToken, DeviceToken};
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
 use apns_sim::tls::{self, ClientIdentity};
@@ -219,6 +219,8 @@ impl TestSim {
     }
 
     /// Starts a device on the device endpoint and waits until every app has its token.
+    /// `apps` are `APP` (the ordinary token) or `APP:KIND` (`com.example.app:voip`); the
+    /// tokens are keyed the same way.
     pub(crate) async fn device(
         &self,
         serial: &str,
@@ -232,18 +234,22 @@ impl TestSim {
                 tls: self.client_tls(None, Vec::new()),
                 serial: serial.into(),
                 environment,
-                apps: apps.iter().map(|a| a.to_string()).collect(),
+                apps: apps
+                    .iter()
+                    .map(|a| a.parse().expect("APP[:KIND]"))
+                    .collect(),
                 register_url: None,
             },
             self.devices_stop.clone(),
         );
         let mut tokens = HashMap::new();
         while tokens.len() < apps.len() {
-            if let DeviceEvent::Registered { app, token, .. } =
-                next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. }))
-                    .await
+            if let DeviceEvent::Registered {
+                app, kind, token, ..
+            } = next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Registered { .. }))
+                .await
             {
-                tokens.insert(app, token);
+                tokens.insert(AppToken { app, kind }.to_string(), token);
             }
         }
         (handle, tokens)

@@ -261,6 +261,7 @@ async fn token_is_posted_to_the_register_url() {
         serde_json::json!({
             "token": token.to_hex(),
             "app": DEFAULT_TOPIC,
+            "kind": "remote",
             "environment": "sandbox",
             "serial": "HOOK-1",
         })

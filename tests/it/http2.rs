@@ -32,6 +32,9 @@ use crate::common::{
 };
 
 const APP: &str = DEFAULT_TOPIC;
+
+/// The PushKit VoIP token of [`APP`], as `TestSim::device` takes and keys it.
+const VOIP: &str = "com.example.app:voip";
 const ALERT: &str = r#"{"aps":{"alert":"hi"}}"#;
 
 async fn send(client: &mut Http2Client, request: &Http2Request) -> Http2Response {
@@ -351,7 +354,9 @@ async fn single_topic_certificate_supplies_the_default_topic() {
 #[tokio::test]
 async fn payload_rules() {
     let t = common::start().await;
-    let (mut phone, tokens) = t.device("phone-5", Environment::Sandbox, &[APP]).await;
+    let (mut phone, tokens) = t
+        .device("phone-5", Environment::Sandbox, &[APP, VOIP])
+        .await;
     let token = tokens[APP];
     let mut client = t.http2().await;
     let with =
@@ -385,9 +390,9 @@ async fn payload_rules() {
         DeviceEvent::Notification { .. }
     ));
 
-    // VoIP allows 5120 bytes.
+    // VoIP allows 5120 bytes (to the app's PushKit token).
     let voip = |len: usize| {
-        Http2Request::push(&token.to_hex(), sized(len))
+        Http2Request::push(&tokens[VOIP].to_hex(), sized(len))
             .header("apns-topic", format!("{APP}.voip"))
             .header("apns-push-type", "voip")
     };
@@ -538,7 +543,9 @@ async fn wrong_environment_certificate_gets_goaway() {
 #[tokio::test]
 async fn token_auth_basics() {
     let t = common::start().await;
-    let (mut phone, tokens) = t.device("phone-9", Environment::Sandbox, &[APP]).await;
+    let (mut phone, tokens) = t
+        .device("phone-9", Environment::Sandbox, &[APP, VOIP])
+        .await;
     let token = tokens[APP];
 
     // Both signature encodings, each on its own connection.
@@ -610,7 +617,7 @@ async fn token_auth_basics() {
     let no_topic = Http2Request::push(&token.to_hex(), ALERT).bearer(&t.jwt(DEFAULT_KEY_ID));
     assert_reason(&send(&mut client, &no_topic).await, 400, "MissingTopic");
     // And any push type's topic is allowed with a team key.
-    let voip = Http2Request::push(&token.to_hex(), ALERT)
+    let voip = Http2Request::push(&tokens[VOIP].to_hex(), ALERT)
         .header("apns-topic", format!("{APP}.voip"))
         .header("apns-push-type", "voip")
         .bearer(&t.jwt(DEFAULT_KEY_ID));

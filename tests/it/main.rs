@@ -11,6 +11,7 @@ mod devices;
 mod feedback;
 mod garbage;
 mod http2;
+mod kinds;
 mod limits;
 mod readme;
 mod token_auth;

@@ -471,7 +471,7 @@ mod tests {
             Err(Reason::MissingDeviceToken)
         );
         assert_eq!(
-            go(Method::POST, "/3/device/abcd"),
+            go(Method::POST, "/3/device/abc"),
             Err(Reason::BadDeviceToken)
         );
         assert_eq!(
