@@ -14,6 +14,6 @@ mod http2;
 mod kinds;
 mod limits;
 mod readme;
-mod token_auth;
 mod store;
+mod token_auth;
 mod webhook;

@@ -264,7 +264,7 @@ fn the_demo_fleets_apps_belong_to_the_default_team() {
     for device in &demo.devices {
         for app in &device.apps {
             assert!(
-                DEMO_TOPICS.contains(&app.as_str()),
+                DEMO_TOPICS.contains(&app.app.as_str()),
                 "{app} of {} is not in DEMO_TOPICS",
                 device.serial
             );
