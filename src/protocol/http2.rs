@@ -39,6 +39,20 @@ pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 /// HTTP/2 error code NO_ERROR, what Apple's GOAWAYs carry.
 pub const NO_ERROR: u32 = 0x0;
 
+/// The response header in which the simulator says why it refused a request, in words. Not
+/// Apple's: clients that do not know it ignore it, as HTTP requires.
+pub const DETAIL_HEADER: &str = "apns-sim-detail";
+
+/// What the delivery record says about a push Apple accepts but may not deliver promptly:
+/// a `background` push with priority 10 (sent, or the default when `apns-priority` is
+/// absent). Apple calls it "an error" yet documents no refusal, and throttles background
+/// pushes (spec §4.4, §9 item 3), so APNs-compatible behaviour is to accept it and warn.
+pub fn priority_warning(push_type: Option<&str>, priority: u8) -> Option<&'static str> {
+    (push_type == Some("background") && priority == 10).then_some(
+        "warning: background push with priority 10; Apple may throttle or delay it (send apns-priority 5)",
+    )
+}
+
 fn header(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
     out.put_uint(len as u64, 3);
     out.put_u8(kind);
@@ -200,6 +214,16 @@ impl FrameBoundary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_background_with_priority_10_warns() {
+        assert!(priority_warning(Some("background"), 10)
+            .unwrap()
+            .contains("priority 10"));
+        assert_eq!(priority_warning(Some("background"), 5), None);
+        assert_eq!(priority_warning(Some("alert"), 10), None);
+        assert_eq!(priority_warning(None, 10), None);
+    }
 
     #[test]
     fn goaway_layout_matches_rfc_9113() {

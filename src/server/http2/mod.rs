@@ -87,7 +87,7 @@ use crate::tls;
 
 use self::auth::TokenAuth;
 use self::io::SharedIo;
-use self::request::{Checked, TopicPolicy};
+use self::request::{ApnsId, Checked, Rules, TopicPolicy};
 use self::response::{Reason, Rejection};
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to every client: Apple's value in a 2021 log
@@ -122,6 +122,11 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// Most bytes read and thrown away after the closing GOAWAY, so the close is a FIN and the
 /// client gets to read the GOAWAY rather than an RST.
 const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Most bytes of an oversized body counted (and thrown away) so that the refusal can say how
+/// large the payload was; beyond this it says "more than". Sixteen times the VoIP limit
+/// covers every realistic mistake at a bounded cost.
+const MAX_COUNTED_BODY: usize = 16 * payload::MAX_PAYLOAD_HTTP2_VOIP;
 
 /// Serves the HTTP/2 provider API on `listener` until `endpoint.shutdown` fires.
 pub async fn run(
@@ -247,7 +252,7 @@ impl ConnectionContext {
             }
             Auth::Token(_) => info!(%peer, %environment, "http2 provider connected (token)"),
         }
-        self.serve(stream, auth, environment).await;
+        self.serve(stream, auth, environment, peer).await;
     }
 
     /// Reads the auth mode and environment from the TLS session; an `Err` says why the
@@ -276,7 +281,13 @@ impl ConnectionContext {
     }
 
     /// Runs `h2` on an authenticated connection until it ends.
-    async fn serve(&self, stream: TlsStream<TcpStream>, mut auth: Auth, environment: Environment) {
+    async fn serve(
+        &self,
+        stream: TlsStream<TcpStream>,
+        mut auth: Auth,
+        environment: Environment,
+        peer: SocketAddr,
+    ) {
         let io = SharedIo::new(stream);
         let control = io.handle();
         let handshake = h2::server::Builder::new()
@@ -303,7 +314,8 @@ impl ConnectionContext {
         let in_flight = InFlight::default();
         let mut streams: JoinSet<()> = JoinSet::new();
         let mut last_stream_id = 0u32;
-        let idle = self.settings.provider_idle_timeout;
+        let idle = self.settings.http2_idle_timeout;
+        let mut who = Who::new(peer, &auth);
         let end = loop {
             let idle_at = control.last_read() + idle;
             tokio::select! {
@@ -330,7 +342,8 @@ impl ConnectionContext {
                         }
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
-                        let job = self.admit(request, respond, &mut auth, environment, &in_flight);
+                        let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
+                        who.refresh(&auth);
                         streams.spawn(job.run());
                     }
                 },
@@ -411,15 +424,22 @@ impl ConnectionContext {
         auth: &mut Auth,
         environment: Environment,
         in_flight: &InFlight,
+        who: &Who,
     ) -> StreamJob {
         let (head, body) = request.into_parts();
         let policy = match auth {
             Auth::Certificate(topics) => TopicPolicy::Certificate(topics),
             Auth::Token(_) => TopicPolicy::Token,
         };
-        let (apns_id, checked) = request::check(&head.method, &head.uri, &head.headers, policy);
+        let rules = Rules {
+            accept_uppercase_apns_id: self.settings.accept_uppercase_apns_id,
+        };
+        let (apns_id, checked) =
+            request::check(&head.method, &head.uri, &head.headers, policy, rules);
         let verdict = checked.and_then(|c| match auth {
             Auth::Certificate(_) => Ok(c),
+            // The auth engineer's typed refusal plugs in here: whatever `authorize` returns
+            // only needs `Into<Rejection>`.
             Auth::Token(state) => state
                 .authorize(
                     head.headers
@@ -429,7 +449,8 @@ impl ConnectionContext {
                     self.hub.clock().now_ms(),
                     &self.keys,
                 )
-                .map(|()| c),
+                .map(|()| c)
+                .map_err(Rejection::from),
         });
         // What the log can say about a request refused before the hub.
         let topic_hint = head
@@ -458,6 +479,51 @@ impl ConnectionContext {
             token_hint,
             body_deadline: self.settings.request_body_timeout,
             guard: in_flight.enter(),
+            who: who.text.clone(),
+        }
+    }
+}
+
+/// Who a connection is, for the log line of every refusal: the peer, and the certificate's
+/// topic or the token connection's team (once a push pinned it).
+struct Who {
+    peer: SocketAddr,
+    /// Whether the text already names the pinned team.
+    team_known: bool,
+    /// `peer 127.0.0.1:50123, certificate com.example.app` and the like, shared by the
+    /// connection's stream tasks.
+    text: Arc<str>,
+}
+
+impl Who {
+    fn new(peer: SocketAddr, auth: &Auth) -> Self {
+        let mut who = Who {
+            peer,
+            team_known: false,
+            text: Arc::from(""),
+        };
+        who.text = who.describe(auth);
+        who
+    }
+
+    fn describe(&self, auth: &Auth) -> Arc<str> {
+        let peer = self.peer;
+        Arc::from(match auth {
+            Auth::Certificate(topics) => format!("peer {peer}, certificate {}", topics[0]),
+            Auth::Token(state) => match state.team() {
+                Some(team) => format!("peer {peer}, token of team {team}"),
+                None => format!("peer {peer}, token auth (no push accepted yet)"),
+            },
+        })
+    }
+
+    /// Names the team once the connection's first push pinned it.
+    fn refresh(&mut self, auth: &Auth) {
+        if let Auth::Token(state) = auth {
+            if !self.team_known && state.team().is_some() {
+                self.team_known = true;
+                self.text = self.describe(auth);
+            }
         }
     }
 }
@@ -467,23 +533,31 @@ struct StreamJob {
     hub: Hub,
     respond: SendResponse<Bytes>,
     body: RecvStream,
-    apns_id: Uuid,
-    verdict: Result<Checked, Reason>,
+    apns_id: ApnsId,
+    verdict: Result<Checked, Rejection>,
     environment: Environment,
     topic_hint: String,
     token_hint: Option<DeviceToken>,
     body_deadline: Duration,
     guard: InFlightGuard,
+    /// The connection, for the log line of a refusal.
+    who: Arc<str>,
 }
 
 /// How reading a request body ended.
 enum Body {
     /// Complete, within the limit.
     Complete(Bytes),
-    /// More than the limit arrived (reading stopped there).
-    TooLarge,
-    /// Not complete within the deadline.
-    Stalled,
+    /// More than the limit arrived: the body's size as far as it was counted (at most
+    /// [`MAX_COUNTED_BODY`]), and whether it ended there.
+    TooLarge {
+        /// Bytes counted.
+        len: usize,
+        /// The whole body was counted.
+        complete: bool,
+    },
+    /// Not complete within the deadline: the bytes that did arrive.
+    Stalled(usize),
     /// The client reset the stream: there is no one to answer.
     Reset,
 }
@@ -497,28 +571,44 @@ impl StreamJob {
             Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
         };
         let body = read_body(&mut self.body, limit, self.body_deadline).await;
-        let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath));
+        let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath.into()));
         let result = match (verdict, body) {
             (_, Body::Reset) => {
-                debug!(apns_id = %self.apns_id, "stream reset by the client before its answer");
+                debug!(apns_id = %self.apns_id.uuid, "stream reset by the client before its answer");
                 return;
             }
-            (Err(reason), _) => {
-                self.record(None, reason.to_string());
-                Err(Rejection::from(reason))
+            (Err(rejection), _) => {
+                self.record(None, rejection.to_string());
+                Err(rejection)
             }
-            (Ok(checked), Body::TooLarge) => {
-                let reason = Reason::PayloadTooLarge;
+            (Ok(checked), Body::TooLarge { len, complete }) => {
+                let size = if complete {
+                    format!("{len} bytes")
+                } else {
+                    format!("more than {len} bytes")
+                };
+                let rejection = Rejection::new(
+                    Reason::PayloadTooLarge,
+                    format!(
+                        "payload is {size}; the limit for {} pushes is {limit}",
+                        checked.push_type.as_str()
+                    ),
+                );
                 self.topic_hint = checked.topic;
-                self.record(Some(checked.token), format!("{reason}: over {limit} bytes"));
-                Err(reason.into())
+                self.record(checked.token, rejection.to_string());
+                Err(rejection)
             }
-            (Ok(checked), Body::Stalled) => {
-                let reason = Reason::IdleTimeout;
+            (Ok(checked), Body::Stalled(arrived)) => {
+                let rejection = Rejection::new(
+                    Reason::IdleTimeout,
+                    format!(
+                        "the request body was not complete {:?} after its headers ({arrived} bytes arrived)",
+                        self.body_deadline
+                    ),
+                );
                 self.topic_hint = checked.topic;
-                let detail = format!("{reason}: body incomplete after {:?}", self.body_deadline);
-                self.record(Some(checked.token), detail);
-                Err(reason.into())
+                self.record(checked.token, rejection.to_string());
+                Err(rejection)
             }
             (Ok(checked), Body::Complete(payload)) => {
                 self.topic_hint = checked.topic.clone();
@@ -529,14 +619,23 @@ impl StreamJob {
             Ok(()) => {
                 let unique = (self.environment == Environment::Sandbox).then(Uuid::new_v4);
                 self.guard.release();
-                let head = response::success(self.apns_id, unique);
+                let head = response::success(self.apns_id.header.clone(), unique);
                 if let Err(err) = self.respond.send_response(head, true) {
                     debug!(%err, "answer not sent");
                 }
             }
             Err(rejection) => {
+                info!(
+                    who = %self.who,
+                    apns_id = %self.apns_id.uuid,
+                    topic = %self.topic_hint,
+                    status = rejection.reason.status().as_u16(),
+                    reason = rejection.reason.as_str(),
+                    detail = %rejection.detail,
+                    "http2 request refused"
+                );
                 self.guard.release();
-                let (head, body) = response::error(rejection, self.apns_id);
+                let (head, body) = response::error(&rejection, self.apns_id.header.clone());
                 match self.respond.send_response(head, false) {
                     Ok(mut send) => {
                         if let Err(err) = send.send_data(body, true) {
@@ -559,16 +658,31 @@ impl StreamJob {
                 }
                 PayloadError::TooLarge { .. } => Reason::PayloadTooLarge,
             };
-            self.record(Some(checked.token), format!("{reason}: {err}"));
-            return Err(reason.into());
+            let rejection = Rejection::new(reason, err.to_string());
+            self.record(checked.token, rejection.to_string());
+            return Err(rejection);
         }
+        let Some(token) = checked.token else {
+            // Well-formed (1 to 100 bytes) but of a length no device here holds: what the
+            // hub would answer for any unknown token, at the same step.
+            let rejection = Rejection::new(
+                Reason::BadDeviceToken,
+                format!(
+                    "no device has a token of {} bytes (the simulator's devices have {}-byte tokens)",
+                    checked.token_len,
+                    DeviceToken::LEN
+                ),
+            );
+            self.record(None, rejection.to_string());
+            return Err(rejection);
+        };
         let request = PushRequest {
             api: Api::Http2,
-            token: checked.token,
+            token,
             topic: checked.bundle,
             environment: self.environment,
             identifier: [0; 4],
-            apns_id: self.apns_id,
+            apns_id: self.apns_id.uuid,
             expiry: checked.expiry,
             priority: checked.priority,
             push_type: Some(checked.push_type.as_str().to_owned()),
@@ -577,15 +691,7 @@ impl StreamJob {
         };
         match self.hub.push(request) {
             Ok(_) => Ok(()),
-            Err(PushError::UnknownToken | PushError::WrongEnvironment { .. }) => {
-                Err(Reason::BadDeviceToken.into())
-            }
-            Err(PushError::WrongTopic { .. }) => Err(Reason::DeviceTokenNotForTopic.into()),
-            Err(PushError::TooManyRequests { .. }) => Err(Reason::TooManyRequests.into()),
-            Err(PushError::Unregistered { at_ms }) => Err(Rejection {
-                reason: Reason::Unregistered,
-                timestamp_ms: Some(at_ms),
-            }),
+            Err(err) => Err(hub_rejection(&err)),
         }
     }
 
@@ -595,16 +701,37 @@ impl StreamJob {
             Api::Http2,
             &self.topic_hint,
             [0; 4],
-            self.apns_id,
+            self.apns_id.uuid,
             token.or(self.token_hint),
             detail,
         );
     }
 }
 
+/// Apple's answer to a notification the hub refused, with the hub's words as the detail.
+fn hub_rejection(err: &PushError) -> Rejection {
+    let reason = match err {
+        PushError::UnknownToken | PushError::WrongEnvironment { .. } => Reason::BadDeviceToken,
+        PushError::WrongTopic { .. } => Reason::DeviceTokenNotForTopic,
+        PushError::TooManyRequests { .. } => Reason::TooManyRequests,
+        PushError::Unregistered { .. } => Reason::Unregistered,
+    };
+    let detail = match err {
+        PushError::UnknownToken => "no device holds this token".to_owned(),
+        other => other.to_string(),
+    };
+    let mut rejection = Rejection::new(reason, detail);
+    if let PushError::Unregistered { at_ms } = err {
+        rejection.timestamp_ms = Some(*at_ms);
+    }
+    rejection
+}
+
 /// Reads a request body into a buffer that never grows past `limit` (whatever
-/// `content-length` claims), releasing flow-control capacity as data arrives.
+/// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
+/// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
 async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> Body {
+    let mut arrived = 0usize;
     let read = async {
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.data().await {
@@ -612,16 +739,31 @@ async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> B
                 return Body::Reset;
             };
             let _ = body.flow_control().release_capacity(chunk.len());
-            if buf.len() + chunk.len() > limit {
-                return Body::TooLarge;
+            arrived = arrived.saturating_add(chunk.len());
+            if arrived > limit {
+                buf.clear();
+                if arrived >= MAX_COUNTED_BODY {
+                    return Body::TooLarge {
+                        len: MAX_COUNTED_BODY,
+                        complete: false,
+                    };
+                }
+                continue;
             }
             buf.extend_from_slice(&chunk);
         }
+        if arrived > limit {
+            return Body::TooLarge {
+                len: arrived,
+                complete: true,
+            };
+        }
         Body::Complete(buf.freeze())
     };
-    tokio::time::timeout(deadline, read)
-        .await
-        .unwrap_or(Body::Stalled)
+    match tokio::time::timeout(deadline, read).await {
+        Ok(body) => body,
+        Err(_) => Body::Stalled(arrived),
+    }
 }
 
 /// Refuses a connection the way Apple does: SETTINGS, then GOAWAY with the reason as JSON,
