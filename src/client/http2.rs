@@ -243,6 +243,16 @@ impl Http2Client {
             .cloned()
     }
 
+    /// Every SETTINGS_MAX_CONCURRENT_STREAMS value the server has sent so far, oldest first
+    /// (Apple's token connections start at 1 and raise it after the first valid token).
+    pub fn max_streams_seen(&self) -> Vec<u32> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_streams_seen()
+            .to_vec()
+    }
+
     /// Sends a PING and waits for the server's PONG (Apple's suggested health check after an
     /// hour idle).
     pub async fn ping(&mut self) -> Result<(), Http2ClientError> {

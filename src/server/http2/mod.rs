@@ -15,7 +15,9 @@
 //!    the simulator's default environment.
 //! 3. `h2` serves the connection with SETTINGS close to Apple's observed ones (header table
 //!    4096, 1000 concurrent streams, initial window 65535, max frame 16384, max header list
-//!    8000). PRIORITY frames are accepted and ignored (`h2` does that); PINGs are answered.
+//!    8000). A token connection is told 1 stream instead, until its first valid provider
+//!    token, then 1000 (see below). PRIORITY frames are accepted and ignored (`h2` does
+//!    that); PINGs are answered.
 //! 4. Each request's head is checked at once, in the connection task, in arrival order
 //!    ([`request`] for headers and path, [`auth`] for the provider token), then a task per
 //!    stream reads the body (bounded, with a deadline), checks the payload, routes through
@@ -32,10 +34,20 @@
 //!   stopped polling `h2` ([`crate::protocol::http2`], [`io`]).
 //! - **Raising SETTINGS_MAX_CONCURRENT_STREAMS on a live connection**: `h2` fixes it at the
 //!   handshake. Apple allows one stream on a token connection until a request with a valid
-//!   token arrives, then many. The simulator advertises [`MAX_CONCURRENT_STREAMS`] from the
-//!   start and enforces the one-stream rule itself: a second concurrent stream on a token
-//!   connection that has not yet sent a valid token is reset with `REFUSED_STREAM`, which
-//!   tells the client it was not processed and may be retried.
+//!   token arrives, then many, and says so: its first SETTINGS carry
+//!   `MAX_CONCURRENT_STREAMS = 1`, a later SETTINGS frame raises it (golang/go#17265; spec
+//!   §4.2, §7). On a token connection the simulator therefore runs `h2` without a stream
+//!   limit of its own, writes `SETTINGS {MAX_CONCURRENT_STREAMS: 1}` as the connection's
+//!   first frame, and after the first request with a valid token injects
+//!   `SETTINGS {MAX_CONCURRENT_STREAMS: 1000}` ([`io::SharedIo::inject_settings`]; the
+//!   client's ACKs of both are kept from `h2`). It enforces the advertised limit itself: a
+//!   stream beyond it is reset with `REFUSED_STREAM`, as APNs resets the streams over a
+//!   lowered limit (pushy#476, spec [I12]), which tells the client the request was not
+//!   processed and may be retried. (Apple has also been seen to answer a client that kept
+//!   exceeding the limit with `GOAWAY REFUSED_STREAM "Maximum active streams violated for
+//!   this endpoint."`, golang/go#17265 and pushy#356; the simulator keeps the connection.)
+//!   Certificate connections get 1000 from the start: the one-stream rule is Apple's for
+//!   token auth only (spec §4.2).
 //!
 //! # Documented choices where Apple is silent
 //!
@@ -280,7 +292,9 @@ impl ConnectionContext {
         }
     }
 
-    /// Runs `h2` on an authenticated connection until it ends.
+    /// Runs `h2` on an authenticated connection until it ends. A token connection starts with
+    /// one stream (the first frame is our SETTINGS saying so, and `h2` gets no limit of its
+    /// own: [`MAX_CONCURRENT_STREAMS`] is then enforced here).
     async fn serve(
         &self,
         stream: TlsStream<TcpStream>,
@@ -290,14 +304,22 @@ impl ConnectionContext {
     ) {
         let io = SharedIo::new(stream);
         let control = io.handle();
-        let handshake = h2::server::Builder::new()
+        let mut builder = h2::server::Builder::new();
+        builder
             .header_table_size(HEADER_TABLE_SIZE)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .initial_window_size(INITIAL_WINDOW_SIZE)
             .max_frame_size(MAX_FRAME_SIZE)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .max_send_buffer_size(MAX_SEND_BUFFER)
-            .handshake::<_, Bytes>(io);
+            .max_send_buffer_size(MAX_SEND_BUFFER);
+        match &auth {
+            Auth::Certificate(_) => {
+                builder.max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            }
+            Auth::Token(_) => {
+                control.inject_settings(&[(frames::SETTINGS_MAX_CONCURRENT_STREAMS, 1)]);
+            }
+        }
+        let handshake = builder.handshake::<_, Bytes>(io);
         let mut conn = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await
         {
             Ok(Ok(conn)) => conn,
@@ -316,11 +338,19 @@ impl ConnectionContext {
         let mut last_stream_id = 0u32;
         let idle = self.settings.http2_idle_timeout;
         let mut who = Who::new(peer, &auth);
+        // A token connection's stream limit was raised (or there is none to raise).
+        let mut raised = matches!(auth, Auth::Certificate(_));
         let end = loop {
             let idle_at = control.last_read() + idle;
+            let queued = control.has_queued();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break End::Shutdown,
+                written = std::future::poll_fn(|cx| control.poll_write_queued(cx)), if queued => {
+                    if let Err(err) = written {
+                        debug!(%err, "injected SETTINGS not written");
+                    }
+                }
                 Some(_) = streams.join_next() => {}
                 next = conn.accept() => match next {
                     None => break End::Closed,
@@ -330,20 +360,32 @@ impl ConnectionContext {
                     }
                     Some(Ok((request, mut respond))) => {
                         let stream_id = u32::from(respond.stream_id());
-                        if let Auth::Token(state) = &auth {
-                            if !state.has_valid_token() && in_flight.count() > 0 {
-                                debug!(
-                                    stream = stream_id,
-                                    "second stream before a valid token: REFUSED_STREAM"
-                                );
-                                respond.send_reset(h2::Reason::REFUSED_STREAM);
-                                continue;
-                            }
+                        let limit = match &auth {
+                            Auth::Token(state) if !state.has_valid_token() => 1,
+                            _ => MAX_CONCURRENT_STREAMS as usize,
+                        };
+                        if in_flight.count() >= limit {
+                            info!(
+                                who = %who.text,
+                                stream = stream_id,
+                                limit,
+                                "http2 stream over the advertised SETTINGS_MAX_CONCURRENT_STREAMS: REFUSED_STREAM"
+                            );
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
                         }
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
                         let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
                         who.refresh(&auth);
+                        if !raised && matches!(&auth, Auth::Token(state) if state.has_valid_token()) {
+                            raised = true;
+                            control.inject_settings(&[(
+                                frames::SETTINGS_MAX_CONCURRENT_STREAMS,
+                                MAX_CONCURRENT_STREAMS,
+                            )]);
+                            debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
+                        }
                         streams.spawn(job.run());
                     }
                 },
