@@ -1235,17 +1235,11 @@ async fn background_with_priority_10_is_accepted_with_a_warning() {
     for request in [explicit, omitted] {
         let answer = send(&mut client, &request).await;
         assert_eq!(answer.status, 200, "{answer}");
-        let id: Uuid = answer.apns_id.unwrap().parse().unwrap();
-        match common::next_hub_event(&mut events, |e| {
-            matches!(e, Event::Notification { apns_id, outcome: Outcome::Sent, .. } if *apns_id == id)
-        })
-        .await
-        {
-            Event::Notification { detail, .. } => {
-                assert!(detail.contains("warning: background push with priority 10"), "{detail}")
-            }
-            other => panic!("{other:?}"),
-        }
+        let detail = sent_detail(&mut events, answer.apns_id.unwrap().parse().unwrap()).await;
+        assert!(
+            detail.contains("warning: background push with priority 10"),
+            "{detail}"
+        );
         match next_notification(&mut phone).await {
             DeviceEvent::Notification {
                 priority,
@@ -1269,15 +1263,21 @@ async fn background_with_priority_10_is_accepted_with_a_warning() {
         .unwrap()
         .parse()
         .unwrap();
-    match common::next_hub_event(&mut events, |e| {
+    let detail = sent_detail(&mut events, id).await;
+    assert!(!detail.contains("warning"), "{detail}");
+    t.devices_stop.cancel();
+}
+
+/// The detail of the `sent` event of notification `id`.
+async fn sent_detail(events: &mut tokio::sync::broadcast::Receiver<Event>, id: Uuid) -> String {
+    match common::next_hub_event(events, |e| {
         matches!(e, Event::Notification { apns_id, outcome: Outcome::Sent, .. } if *apns_id == id)
     })
     .await
     {
-        Event::Notification { detail, .. } => assert!(!detail.contains("warning"), "{detail}"),
+        Event::Notification { detail, .. } => detail,
         other => panic!("{other:?}"),
     }
-    t.devices_stop.cancel();
 }
 
 /// A client that PINGs, as Apple advises for idle connections, is never cut off: the

@@ -42,7 +42,7 @@
 //!   `SETTINGS {MAX_CONCURRENT_STREAMS: 1000}` ([`io::SharedIo::inject_settings`]; the
 //!   client's ACKs of both are kept from `h2`). It enforces the advertised limit itself: a
 //!   stream beyond it is reset with `REFUSED_STREAM`, as APNs resets the streams over a
-//!   lowered limit (pushy#476, spec [I12]), which tells the client the request was not
+//!   lowered limit (pushy#476, spec \[I12\]), which tells the client the request was not
 //!   processed and may be retried. (Apple has also been seen to answer a client that kept
 //!   exceeding the limit with `GOAWAY REFUSED_STREAM "Maximum active streams violated for
 //!   this endpoint."`, golang/go#17265 and pushy#356; the simulator keeps the connection.)

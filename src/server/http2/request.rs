@@ -27,20 +27,20 @@
 //!
 //! # Choices made from the evidence (spec §4.3, §9 item 3)
 //!
-//! - **Priority**: without `apns-priority` every push gets 10, as Apple documents [A4], [A7].
-//!   `background` with priority 10 is accepted: Apple calls it "an error" [T8], [A13] but no
+//! - **Priority**: without `apns-priority` every push gets 10, as Apple documents \[A4\], \[A7\].
+//!   `background` with priority 10 is accepted: Apple calls it "an error" \[T8\], \[A13\] but no
 //!   source says APNs refuses it (spec §9 item 3), and Apple describes throttling of
 //!   background pushes instead. The delivery record and its log line carry a warning
 //!   ([`crate::protocol::http2::priority_warning`]).
 //! - **An uppercase `apns-id`** is accepted and echoed exactly as sent, unless
-//!   [`Rules::accept_uppercase_apns_id`] is off. Apple documents the lowercase form [A7], but
+//!   [`Rules::accept_uppercase_apns_id`] is off. Apple documents the lowercase form \[A7\], but
 //!   APNs itself has answered with uppercase ids it generated (AndrewBarba/apns2#95, 2025),
-//!   Pushy's mock parses the id case-insensitively with `UUID.fromString` [T3], and Swift's
+//!   Pushy's mock parses the id case-insensitively with `UUID.fromString` \[T3\], and Swift's
 //!   `UUID().uuidString`, which Swift providers reach for first, is uppercase (APNSwift
 //!   lowercases it before sending; others do not). Java's `UUID.toString` and .NET's
 //!   `Guid.ToString("D")` are lowercase.
 //! - **An empty `apns-collapse-id`** is accepted and means no collapse id. Apple's only rule is
-//!   the 64-byte maximum [A4], [A7], [A8]; Pushy's mock checks only that [T3]; no source refuses
+//!   the 64-byte maximum \[A4\], \[A7\], \[A8\]; Pushy's mock checks only that \[T3\]; no source refuses
 //!   an empty one. Treating it as absent invents no collapsing.
 //! - **Device tokens** of 1 to 100 bytes (2 to 200 hex digits, an even count) are well-formed:
 //!   Apple says not to assume a size, warned of up to 100 bytes and 80-byte tokens have been
