@@ -72,9 +72,21 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Deadline for a device's hello after the handshake.
     pub hello_timeout: Duration,
-    /// A provider connection that sends nothing for this long is closed. Apple keeps
-    /// connections for hours and suggests a PING after an hour idle; an hour it is.
+    /// A binary provider connection that sends nothing for this long is closed. Apple keeps
+    /// connections for hours; an hour it is.
     pub provider_idle_timeout: Duration,
+    /// An HTTP/2 provider connection that sends nothing (not even a PING) for this long gets
+    /// `GOAWAY {"reason":"IdleTimeout"}`. Apple suggests a PING after an hour idle (spec §4.2),
+    /// so the deadline must lie well past one hour: at exactly one hour a client that follows
+    /// the advice races the deadline and loses whenever its timer fires a moment late. Two
+    /// hours leaves a full hour for late timers (a suspended VM, a busy event loop) and still
+    /// frees an abandoned connection's slot the same afternoon.
+    pub http2_idle_timeout: Duration,
+    /// An HTTP/2 `apns-id` with uppercase hex digits is accepted and echoed as sent (on), or
+    /// refused with `BadMessageId` (off). Apple documents the lowercase form but itself
+    /// answers with uppercase ids, and Swift's `UUID().uuidString` is uppercase; the evidence
+    /// is in the docs of `server/http2/request.rs`. On, so that a correct Swift provider passes.
+    pub accept_uppercase_apns_id: bool,
     /// How often devices must ping. A device silent for three heartbeats is dropped.
     pub device_heartbeat: Duration,
     /// How long to keep reading (and discarding) after an error response, so the closing
@@ -153,6 +165,8 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(10),
             provider_idle_timeout: Duration::from_secs(3600),
+            http2_idle_timeout: Duration::from_secs(2 * 3600),
+            accept_uppercase_apns_id: true,
             device_heartbeat: Duration::from_secs(30),
             linger: Duration::from_secs(2),
             request_body_timeout: Duration::from_secs(10),

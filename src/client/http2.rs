@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
-use h2::SendStream;
+use h2::{Ping, PingPong, SendStream};
 use http::{HeaderName, HeaderValue, Method, Request};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,7 +26,7 @@ use crate::client::{self, ClientError};
 use crate::clock::Clock;
 use crate::pki::jwt;
 use crate::pki::AuthKey;
-use crate::protocol::http2::{FrameBoundary, GoAway};
+use crate::protocol::http2::{FrameBoundary, GoAway, DETAIL_HEADER};
 
 /// Deadline for one request's answer, so a silent server cannot hang the CLI.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,16 +129,22 @@ pub struct Http2Response {
     pub reason: Option<String>,
     /// `timestamp` of the JSON body (410 only), milliseconds.
     pub timestamp: Option<u64>,
+    /// The simulator's `apns-sim-detail`: why a request was refused, in words.
+    pub detail: Option<String>,
     /// The raw body.
     pub body: Bytes,
 }
 
 impl fmt::Display for Http2Response {
-    /// `200 apns-id=…` or `400 BadDeviceToken apns-id=…`, as `apns-sim push --http2` prints.
+    /// `200 apns-id=…` or `400 BadPriority (apns-priority 7 is not 10, 5 or 1) apns-id=…`,
+    /// as `apns-sim push --http2` prints: the simulator's detail follows Apple's reason.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.status)?;
         if let Some(reason) = &self.reason {
             write!(f, " {reason}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
         }
         if let Some(ts) = self.timestamp {
             write!(f, " timestamp={ts}")?;
@@ -195,6 +201,8 @@ impl AsyncWrite for SniffIo {
 #[derive(Debug)]
 pub struct Http2Client {
     send: SendRequest<Bytes>,
+    /// The connection's PING handle (`None` if `h2` already handed it out).
+    ping: Option<PingPong>,
     connection: JoinHandle<Result<(), h2::Error>>,
     frames: Arc<Mutex<FrameBoundary>>,
     authority: String,
@@ -214,10 +222,12 @@ impl Http2Client {
             stream,
             frames: frames.clone(),
         };
-        let (send, connection) = h2::client::Builder::new().handshake::<_, Bytes>(io).await?;
+        let (send, mut connection) = h2::client::Builder::new().handshake::<_, Bytes>(io).await?;
+        let ping = connection.ping_pong();
         let connection = tokio::spawn(connection);
         Ok(Http2Client {
             send,
+            ping,
             connection,
             frames,
             authority: server_name.to_owned(),
@@ -231,6 +241,30 @@ impl Http2Client {
             .unwrap_or_else(|p| p.into_inner())
             .last_goaway()
             .cloned()
+    }
+
+    /// Every SETTINGS_MAX_CONCURRENT_STREAMS value the server has sent so far, oldest first
+    /// (Apple's token connections start at 1 and raise it after the first valid token).
+    pub fn max_streams_seen(&self) -> Vec<u32> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_streams_seen()
+            .to_vec()
+    }
+
+    /// Sends a PING and waits for the server's PONG (Apple's suggested health check after an
+    /// hour idle).
+    pub async fn ping(&mut self) -> Result<(), Http2ClientError> {
+        let Some(ping) = self.ping.as_mut() else {
+            return Err(Http2ClientError::BadRequest(
+                "this connection has no PING handle".into(),
+            ));
+        };
+        tokio::time::timeout(RESPONSE_TIMEOUT, ping.ping(Ping::opaque()))
+            .await
+            .map_err(|_| Http2ClientError::Timeout)??;
+        Ok(())
     }
 
     /// Sends a request and waits for its whole answer.
@@ -307,6 +341,7 @@ pub async fn read_response(response: ResponseFuture) -> Result<Http2Response, Ht
             .as_ref()
             .and_then(|j| j.get("reason")?.as_str().map(str::to_owned)),
         timestamp: json.as_ref().and_then(|j| j.get("timestamp")?.as_u64()),
+        detail: header(DETAIL_HEADER),
         body: buf.freeze(),
     })
 }

@@ -150,11 +150,28 @@ pub(super) struct Subject<'a> {
     pub(super) token: Option<DeviceToken>,
     /// The topic of the provider connection or request.
     pub(super) topic: &'a str,
+    /// A warning every event and log line of the notification carries (e.g. a background
+    /// push with priority 10: [`crate::protocol::http2::priority_warning`]).
+    pub(super) warning: Option<&'static str>,
 }
 
 impl Subject<'_> {
-    /// The notification's entry in the delivery log.
+    /// `detail`, followed by the notification's warning if it has one.
+    fn annotate(&self, detail: String) -> String {
+        match self.warning {
+            None => detail,
+            Some(warning) if detail.is_empty() => warning.to_owned(),
+            Some(warning) => format!("{detail}; {warning}"),
+        }
+    }
+
+    /// The notification's entry in the delivery log, its warning added to `detail`.
     pub(super) fn event(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
+        self.entry(at_ms, outcome, self.annotate(detail))
+    }
+
+    /// The entry with `detail` as given.
+    fn entry(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
         Event::Notification {
             at_ms,
             apns_id: self.apns_id,
@@ -178,6 +195,7 @@ pub(super) fn decided(
     to: &'static str,
     detail: String,
 ) {
+    let detail = about.annotate(detail);
     info!(
         api = about.api.as_str(),
         apns_id = %about.apns_id,
@@ -187,7 +205,7 @@ pub(super) fn decided(
         path = %format_args!("provider -> {} -> {to}", about.api.gateway_name()),
         %detail,
     );
-    events.push(about.event(now_ms, outcome, detail));
+    events.push(about.entry(now_ms, outcome, detail));
 }
 
 /// Logs the one info line of a notification a gateway refused before it reached the hub.
@@ -303,6 +321,7 @@ mod tests {
             identifier: 7u32.to_be_bytes(),
             token: None,
             topic: "com.example.app",
+            warning: None,
         };
         let mut events = Vec::new();
         decided(
@@ -326,5 +345,29 @@ mod tests {
                 detail: "bad".to_owned(),
             }]
         );
+        // A warning follows the detail in every event of the notification.
+        let warned = Subject {
+            warning: Some("warning: w"),
+            ..about
+        };
+        decided(
+            &mut events,
+            43,
+            warned,
+            Outcome::Sent,
+            "device",
+            "device D1".into(),
+        );
+        let later = warned.event(44, Outcome::Acknowledged, String::new());
+        for (event, want) in events[1..]
+            .iter()
+            .chain([&later])
+            .zip(["device D1; warning: w", "warning: w"])
+        {
+            assert!(
+                matches!(event, Event::Notification { detail, .. } if detail == want),
+                "{event:?}"
+            );
+        }
     }
 }

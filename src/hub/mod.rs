@@ -276,6 +276,7 @@ impl Hub {
             identifier,
             token,
             topic,
+            warning: None,
         };
         events::log_rejection(about, &reason);
         // The state does not change; the event still goes through the log and the broadcast.

@@ -369,6 +369,10 @@ impl Queued {
             identifier: self.identifier,
             token: Some(self.token),
             topic: &self.topic,
+            warning: crate::protocol::http2::priority_warning(
+                self.push_type.as_deref(),
+                self.priority,
+            ),
         }
     }
 

@@ -61,7 +61,7 @@ use crate::pki::jwt::{self, JwtError, KeyStore};
 use crate::pki::Pki;
 use crate::settings::Settings;
 
-use super::response::Reason;
+use super::response::{Reason, Rejection};
 
 /// A provider token is valid for one hour after its `iat` (Apple: older → expired).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -80,6 +80,14 @@ pub struct TokenRefusal {
     /// 3600 s". Printable ASCII (values from the token are escaped and cut), so it fits an
     /// HTTP header.
     pub detail: String,
+}
+
+impl From<TokenRefusal> for Rejection {
+    /// The refusal as the stream answers it: Apple's reason, and the detail for the
+    /// `apns-sim-detail` header, the log and the hub's record.
+    fn from(refusal: TokenRefusal) -> Self {
+        Rejection::new(refusal.reason, refusal.detail)
+    }
 }
 
 impl TokenRefusal {

@@ -9,16 +9,32 @@
 //!
 //! The handle also records when the client last sent anything, which is what the idle
 //! timeout measures (PINGs count: `h2` answers them without telling us).
+//!
+//! # SETTINGS of our own on a live connection
+//!
+//! [`SharedIo::inject_settings`] queues a SETTINGS frame (Apple's stream limit on token
+//! connections, which `h2` cannot change after the handshake). It is written before the
+//! next bytes `h2` writes at a frame boundary, never inside one of `h2`'s frames. The
+//! client's ACK of it is removed from what `h2` reads ([`InboundFilter`]): `h2` counts the
+//! ACKs of its own SETTINGS and treats any other as a protocol error.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::protocol::http2::FrameBoundary;
+use crate::protocol::http2::{self as frames, FrameBoundary, InboundFilter, FRAME_HEADER_LEN};
+
+/// Bytes read from the socket per call while an injected frame's ACK is awaited (the reads
+/// then go through the filter's own buffer): one TLS record's worth.
+const FILTERED_READ: usize = 16 * 1024;
+
+/// Most injected frames queued at once: the simulator injects at most two per connection.
+pub const MAX_QUEUED_FRAMES: usize = 4;
 
 /// A cloneable handle to one stream.
 #[derive(Debug)]
@@ -35,6 +51,50 @@ struct Inner<S> {
     unflushed: bool,
     /// When the peer last sent bytes.
     last_read: Instant,
+    /// Frames of our own waiting for a frame boundary, the first possibly half written.
+    queued: std::collections::VecDeque<Bytes>,
+    /// Bytes of the first queued frame already written.
+    queued_sent: usize,
+    /// Follows what the client sends and removes the ACKs of our SETTINGS frames.
+    filter: InboundFilter,
+    /// Filtered bytes not yet handed to the reader.
+    ready: Vec<u8>,
+    /// An incomplete frame header held back by the filter (at most 8 bytes).
+    held: Vec<u8>,
+}
+
+impl<S: AsyncWrite + Unpin> Inner<S> {
+    /// Writes queued frames of our own while the stream stands between two frames. `Ready`
+    /// means the writer may go on (everything queued is written, or `h2` is inside a frame
+    /// and must finish it first).
+    fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(frame) = self.queued.front().cloned() {
+            if self.queued_sent == 0 {
+                if !self.written.at_boundary() {
+                    return Poll::Ready(Ok(()));
+                }
+                // The client answers the n-th SETTINGS frame with the n-th ACK.
+                self.filter.drop_ack(self.written.settings_frames() + 1);
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &frame[self.queued_sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    let n = n.min(frame.len() - self.queued_sent);
+                    self.written
+                        .feed(&frame[self.queued_sent..self.queued_sent + n]);
+                    self.unflushed = true;
+                    self.queued_sent += n;
+                    if self.queued_sent == frame.len() {
+                        self.queued.pop_front();
+                        self.queued_sent = 0;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<S> SharedIo<S> {
@@ -46,6 +106,11 @@ impl<S> SharedIo<S> {
                 written: FrameBoundary::default(),
                 unflushed: false,
                 last_read: Instant::now(),
+                queued: std::collections::VecDeque::new(),
+                queued_sent: 0,
+                filter: InboundFilter::server(),
+                ready: Vec::new(),
+                held: Vec::new(),
             })),
         }
     }
@@ -70,6 +135,48 @@ impl<S> SharedIo<S> {
         inner.written.at_boundary() && !inner.unflushed
     }
 
+    /// Queues a SETTINGS frame with `values`, written at the next frame boundary before
+    /// anything else (the first frame of the connection, if `h2` has written nothing yet).
+    /// Its ACK never reaches `h2`. Beyond [`MAX_QUEUED_FRAMES`] it is dropped and `false`
+    /// returned.
+    pub fn inject_settings(&self, values: &[(u16, u32)]) -> bool {
+        let mut inner = self.lock();
+        if inner.queued.len() >= MAX_QUEUED_FRAMES {
+            return false;
+        }
+        inner.queued.push_back(frames::settings(values));
+        true
+    }
+
+    /// True while an injected frame waits to be written.
+    pub fn has_queued(&self) -> bool {
+        !self.lock().queued.is_empty()
+    }
+
+    /// Writes the queued frames (at a frame boundary) and flushes, without waiting for `h2` to
+    /// write something: `Ready` once they are written. `Pending` while `h2` stands inside a
+    /// frame (its own next write carries them, so no wake-up is needed) or the socket is full.
+    /// The connection task polls this so that an injected frame goes out even on a
+    /// connection where `h2` has nothing to say.
+    pub fn poll_write_queued(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let mut inner = self.lock();
+        match inner.poll_queued(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        if !inner.queued.is_empty() {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut inner.stream).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            inner.unflushed = false;
+        }
+        polled
+    }
+
     /// When the peer last sent any bytes.
     pub fn last_read(&self) -> Instant {
         self.lock().last_read
@@ -82,18 +189,58 @@ impl<S> SharedIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SharedIo<S> {
+    /// Reads what the client sent, minus the ACKs of injected SETTINGS. Directly into `buf`
+    /// normally; through the filter's buffer while such an ACK is awaited (the filter may
+    /// then hold back an incomplete frame header until the rest arrives).
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut inner = self.lock();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut inner.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            inner.last_read = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        loop {
+            if !inner.ready.is_empty() {
+                let n = inner.ready.len().min(buf.remaining());
+                buf.put_slice(&inner.ready[..n]);
+                inner.ready.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            if !inner.filter.active() && inner.held.is_empty() {
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut inner.stream).poll_read(cx, buf);
+                if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                    inner.last_read = Instant::now();
+                    // Nothing is pending, so this only follows the frames.
+                    let (kept, _) = inner.filter.filter(&mut buf.filled_mut()[before..]);
+                    buf.set_filled(before + kept);
+                }
+                return polled;
+            }
+            let mut chunk = vec![0u8; FILTERED_READ];
+            let mut into = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut inner.stream).poll_read(cx, &mut into) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if into.filled().is_empty() => {
+                    // End of stream: what was held is all there is (a truncated frame,
+                    // which `h2` reports), then the end.
+                    let held = std::mem::take(&mut inner.held);
+                    buf.put_slice(&held[..held.len().min(buf.remaining())]);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(())) => {
+                    inner.last_read = Instant::now();
+                    let mut data = std::mem::take(&mut inner.held);
+                    data.extend_from_slice(into.filled());
+                    let (kept, held) = inner.filter.filter(&mut data);
+                    debug_assert!(held < FRAME_HEADER_LEN);
+                    inner.held = data[kept..kept + held].to_vec();
+                    data.truncate(kept);
+                    inner.ready = data;
+                }
+            }
         }
-        polled
     }
 }
 
@@ -104,6 +251,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SharedIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut inner = self.lock();
+        match inner.poll_queued(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map_ok(|()| 0),
+        }
         let polled = Pin::new(&mut inner.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             inner.written.feed(&buf[..n.min(buf.len())]);
@@ -114,6 +265,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SharedIo<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.lock();
+        match inner.poll_queued(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
         let polled = Pin::new(&mut inner.stream).poll_flush(cx);
         if matches!(polled, Poll::Ready(Ok(()))) {
             inner.unflushed = false;
@@ -149,6 +304,56 @@ mod tests {
         let mut got = vec![0u8; frame.len()];
         b.read_exact(&mut got).await.unwrap();
         assert_eq!(got, frame.to_vec());
+    }
+
+    #[tokio::test]
+    async fn injected_settings_go_between_frames_and_their_ack_is_kept_from_the_reader() {
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut io = SharedIo::new(a);
+        let other = io.handle();
+        // Queued before anything is written: it becomes the first frame.
+        assert!(other.inject_settings(&[(frames::SETTINGS_MAX_CONCURRENT_STREAMS, 1)]));
+        let theirs = frames::settings(&[(frames::SETTINGS_HEADER_TABLE_SIZE, 4096)]);
+        io.write_all(&theirs[..5]).await.unwrap();
+        // Queued while `h2` is inside a frame: it waits for the boundary.
+        assert!(other.inject_settings(&[(frames::SETTINGS_MAX_CONCURRENT_STREAMS, 1000)]));
+        io.write_all(&theirs[5..]).await.unwrap();
+        assert!(other.has_queued());
+        std::future::poll_fn(|cx| other.poll_write_queued(cx))
+            .await
+            .unwrap();
+        assert!(!other.has_queued());
+        let mut expected =
+            frames::settings(&[(frames::SETTINGS_MAX_CONCURRENT_STREAMS, 1)]).to_vec();
+        expected.extend_from_slice(&theirs);
+        expected.extend_from_slice(&frames::settings(&[(
+            frames::SETTINGS_MAX_CONCURRENT_STREAMS,
+            1000,
+        )]));
+        let mut got = vec![0u8; expected.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+
+        // The client acknowledges all three in order; the reader sees only the ACK of its own
+        // (the second), in whatever pieces the bytes come.
+        let ack = [0u8, 0, 0, 0x4, 0x1, 0, 0, 0, 0];
+        let ping = [&[0u8, 0, 8, 0x6, 0, 0, 0, 0, 0][..], &[7; 8]].concat();
+        let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let preface_len = sent.len();
+        for frame in [&ack[..], &ping, &ack, &ping, &ack, &ping] {
+            sent.extend_from_slice(frame);
+        }
+        for piece in sent.chunks(4) {
+            b.write_all(piece).await.unwrap();
+        }
+        drop(b);
+        let mut read = Vec::new();
+        io.read_to_end(&mut read).await.unwrap();
+        let mut want = sent[..preface_len].to_vec();
+        for frame in [&ping[..], &ack, &ping, &ping] {
+            want.extend_from_slice(frame);
+        }
+        assert_eq!(read, want);
     }
 
     #[tokio::test]

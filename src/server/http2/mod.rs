@@ -15,7 +15,9 @@
 //!    the simulator's default environment.
 //! 3. `h2` serves the connection with SETTINGS close to Apple's observed ones (header table
 //!    4096, 1000 concurrent streams, initial window 65535, max frame 16384, max header list
-//!    8000). PRIORITY frames are accepted and ignored (`h2` does that); PINGs are answered.
+//!    8000). A token connection is told 1 stream instead, until its first valid provider
+//!    token, then 1000 (see below). PRIORITY frames are accepted and ignored (`h2` does
+//!    that); PINGs are answered.
 //! 4. Each request's head is checked at once, in the connection task, in arrival order
 //!    ([`request`] for headers and path, [`auth`] for the provider token), then a task per
 //!    stream reads the body (bounded, with a deadline), checks the payload, routes through
@@ -32,10 +34,20 @@
 //!   stopped polling `h2` ([`crate::protocol::http2`], [`io`]).
 //! - **Raising SETTINGS_MAX_CONCURRENT_STREAMS on a live connection**: `h2` fixes it at the
 //!   handshake. Apple allows one stream on a token connection until a request with a valid
-//!   token arrives, then many. The simulator advertises [`MAX_CONCURRENT_STREAMS`] from the
-//!   start and enforces the one-stream rule itself: a second concurrent stream on a token
-//!   connection that has not yet sent a valid token is reset with `REFUSED_STREAM`, which
-//!   tells the client it was not processed and may be retried.
+//!   token arrives, then many, and says so: its first SETTINGS carry
+//!   `MAX_CONCURRENT_STREAMS = 1`, a later SETTINGS frame raises it (golang/go#17265; spec
+//!   §4.2, §7). On a token connection the simulator therefore runs `h2` without a stream
+//!   limit of its own, writes `SETTINGS {MAX_CONCURRENT_STREAMS: 1}` as the connection's
+//!   first frame, and after the first request with a valid token injects
+//!   `SETTINGS {MAX_CONCURRENT_STREAMS: 1000}` ([`io::SharedIo::inject_settings`]; the
+//!   client's ACKs of both are kept from `h2`). It enforces the advertised limit itself: a
+//!   stream beyond it is reset with `REFUSED_STREAM`, as APNs resets the streams over a
+//!   lowered limit (pushy#476, spec \[I12\]), which tells the client the request was not
+//!   processed and may be retried. (Apple has also been seen to answer a client that kept
+//!   exceeding the limit with `GOAWAY REFUSED_STREAM "Maximum active streams violated for
+//!   this endpoint."`, golang/go#17265 and pushy#356; the simulator keeps the connection.)
+//!   Certificate connections get 1000 from the start: the one-stream rule is Apple's for
+//!   token auth only (spec §4.2).
 //!
 //! # Documented choices where Apple is silent
 //!
@@ -86,7 +98,7 @@ use crate::tls;
 
 use self::auth::{TokenAuth, TokenKeys};
 use self::io::SharedIo;
-use self::request::{Checked, TopicPolicy};
+use self::request::{ApnsId, Checked, Rules, TopicPolicy};
 use self::response::{Reason, Rejection};
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to every client: Apple's value in a 2021 log
@@ -121,6 +133,11 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// Most bytes read and thrown away after the closing GOAWAY, so the close is a FIN and the
 /// client gets to read the GOAWAY rather than an RST.
 const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// Most bytes of an oversized body counted (and thrown away) so that the refusal can say how
+/// large the payload was; beyond this it says "more than". Sixteen times the VoIP limit
+/// covers every realistic mistake at a bounded cost.
+const MAX_COUNTED_BODY: usize = 16 * payload::MAX_PAYLOAD_HTTP2_VOIP;
 
 /// Serves the HTTP/2 provider API on `listener` until `endpoint.shutdown` fires.
 pub async fn run(
@@ -246,7 +263,7 @@ impl ConnectionContext {
             }
             Auth::Token(_) => info!(%peer, %environment, "http2 provider connected (token)"),
         }
-        self.serve(stream, auth, environment).await;
+        self.serve(stream, auth, environment, peer).await;
     }
 
     /// Reads the auth mode and environment from the TLS session; an `Err` says why the
@@ -277,18 +294,34 @@ impl ConnectionContext {
         }
     }
 
-    /// Runs `h2` on an authenticated connection until it ends.
-    async fn serve(&self, stream: TlsStream<TcpStream>, mut auth: Auth, environment: Environment) {
+    /// Runs `h2` on an authenticated connection until it ends. A token connection starts with
+    /// one stream (the first frame is our SETTINGS saying so, and `h2` gets no limit of its
+    /// own: [`MAX_CONCURRENT_STREAMS`] is then enforced here).
+    async fn serve(
+        &self,
+        stream: TlsStream<TcpStream>,
+        mut auth: Auth,
+        environment: Environment,
+        peer: SocketAddr,
+    ) {
         let io = SharedIo::new(stream);
         let control = io.handle();
-        let handshake = h2::server::Builder::new()
+        let mut builder = h2::server::Builder::new();
+        builder
             .header_table_size(HEADER_TABLE_SIZE)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .initial_window_size(INITIAL_WINDOW_SIZE)
             .max_frame_size(MAX_FRAME_SIZE)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .max_send_buffer_size(MAX_SEND_BUFFER)
-            .handshake::<_, Bytes>(io);
+            .max_send_buffer_size(MAX_SEND_BUFFER);
+        match &auth {
+            Auth::Certificate(_) => {
+                builder.max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            }
+            Auth::Token(_) => {
+                control.inject_settings(&[(frames::SETTINGS_MAX_CONCURRENT_STREAMS, 1)]);
+            }
+        }
+        let handshake = builder.handshake::<_, Bytes>(io);
         let mut conn = match tokio::time::timeout(self.settings.handshake_timeout, handshake).await
         {
             Ok(Ok(conn)) => conn,
@@ -305,12 +338,21 @@ impl ConnectionContext {
         let in_flight = InFlight::default();
         let mut streams: JoinSet<()> = JoinSet::new();
         let mut last_stream_id = 0u32;
-        let idle = self.settings.provider_idle_timeout;
+        let idle = self.settings.http2_idle_timeout;
+        let mut who = Who::new(peer, &auth);
+        // A token connection's stream limit was raised (or there is none to raise).
+        let mut raised = matches!(auth, Auth::Certificate(_));
         let end = loop {
             let idle_at = control.last_read() + idle;
+            let queued = control.has_queued();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break End::Shutdown,
+                written = std::future::poll_fn(|cx| control.poll_write_queued(cx)), if queued => {
+                    if let Err(err) = written {
+                        debug!(%err, "injected SETTINGS not written");
+                    }
+                }
                 Some(_) = streams.join_next() => {}
                 next = conn.accept() => match next {
                     None => break End::Closed,
@@ -320,19 +362,32 @@ impl ConnectionContext {
                     }
                     Some(Ok((request, mut respond))) => {
                         let stream_id = u32::from(respond.stream_id());
-                        if let Auth::Token(state) = &auth {
-                            if !state.has_valid_token() && in_flight.count() > 0 {
-                                debug!(
-                                    stream = stream_id,
-                                    "second stream before a valid token: REFUSED_STREAM"
-                                );
-                                respond.send_reset(h2::Reason::REFUSED_STREAM);
-                                continue;
-                            }
+                        let limit = match &auth {
+                            Auth::Token(state) if !state.has_valid_token() => 1,
+                            _ => MAX_CONCURRENT_STREAMS as usize,
+                        };
+                        if in_flight.count() >= limit {
+                            info!(
+                                who = %who.text,
+                                stream = stream_id,
+                                limit,
+                                "http2 stream over the advertised SETTINGS_MAX_CONCURRENT_STREAMS: REFUSED_STREAM"
+                            );
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
                         }
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
-                        let job = self.admit(request, respond, &mut auth, environment, &in_flight);
+                        let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
+                        who.refresh(&auth);
+                        if !raised && matches!(&auth, Auth::Token(state) if state.has_valid_token()) {
+                            raised = true;
+                            control.inject_settings(&[(
+                                frames::SETTINGS_MAX_CONCURRENT_STREAMS,
+                                MAX_CONCURRENT_STREAMS,
+                            )]);
+                            debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
+                        }
                         streams.spawn(job.run());
                     }
                 },
@@ -413,16 +468,21 @@ impl ConnectionContext {
         auth: &mut Auth,
         environment: Environment,
         in_flight: &InFlight,
+        who: &Who,
     ) -> StreamJob {
         let (head, body) = request.into_parts();
         let policy = match auth {
             Auth::Certificate(topics) => TopicPolicy::Certificate(topics),
             Auth::Token(_) => TopicPolicy::Token,
         };
-        let (apns_id, checked) = request::check(&head.method, &head.uri, &head.headers, policy);
-        let mut auth_detail = None;
+        let rules = Rules {
+            accept_uppercase_apns_id: self.settings.accept_uppercase_apns_id,
+        };
+        let (apns_id, checked) =
+            request::check(&head.method, &head.uri, &head.headers, policy, rules);
         let verdict = checked.and_then(|c| match auth {
             Auth::Certificate(_) => Ok(c),
+            // A refused provider token keeps its reason and its detail in words.
             Auth::Token(state) => state
                 .authorize(
                     head.headers
@@ -433,10 +493,7 @@ impl ConnectionContext {
                     &self.keys,
                 )
                 .map(|()| c)
-                .map_err(|refusal| {
-                    auth_detail = Some(refusal.detail);
-                    refusal.reason
-                }),
+                .map_err(Rejection::from),
         });
         // What the log can say about a request refused before the hub.
         let topic_hint = head
@@ -460,12 +517,56 @@ impl ConnectionContext {
             body,
             apns_id,
             verdict,
-            auth_detail,
             environment,
             topic_hint,
             token_hint,
             body_deadline: self.settings.request_body_timeout,
             guard: in_flight.enter(),
+            who: who.text.clone(),
+        }
+    }
+}
+
+/// Who a connection is, for the log line of every refusal: the peer, and the certificate's
+/// topic or the token connection's team (once a push pinned it).
+struct Who {
+    peer: SocketAddr,
+    /// Whether the text already names the pinned team.
+    team_known: bool,
+    /// `peer 127.0.0.1:50123, certificate com.example.app` and the like, shared by the
+    /// connection's stream tasks.
+    text: Arc<str>,
+}
+
+impl Who {
+    fn new(peer: SocketAddr, auth: &Auth) -> Self {
+        let mut who = Who {
+            peer,
+            team_known: false,
+            text: Arc::from(""),
+        };
+        who.text = who.describe(auth);
+        who
+    }
+
+    fn describe(&self, auth: &Auth) -> Arc<str> {
+        let peer = self.peer;
+        Arc::from(match auth {
+            Auth::Certificate(topics) => format!("peer {peer}, certificate {}", topics[0]),
+            Auth::Token(state) => match state.team() {
+                Some(team) => format!("peer {peer}, token of team {team}"),
+                None => format!("peer {peer}, token auth (no push accepted yet)"),
+            },
+        })
+    }
+
+    /// Names the team once the connection's first push pinned it.
+    fn refresh(&mut self, auth: &Auth) {
+        if let Auth::Token(state) = auth {
+            if !self.team_known && state.team().is_some() {
+                self.team_known = true;
+                self.text = self.describe(auth);
+            }
         }
     }
 }
@@ -475,26 +576,31 @@ struct StreamJob {
     hub: Hub,
     respond: SendResponse<Bytes>,
     body: RecvStream,
-    apns_id: Uuid,
-    verdict: Result<Checked, Reason>,
-    /// Why the provider token was refused, in words, when `verdict` is that refusal
-    /// ([`auth::TokenRefusal::detail`]).
-    auth_detail: Option<String>,
+    apns_id: ApnsId,
+    verdict: Result<Checked, Rejection>,
     environment: Environment,
     topic_hint: String,
     token_hint: Option<DeviceToken>,
     body_deadline: Duration,
     guard: InFlightGuard,
+    /// The connection, for the log line of a refusal.
+    who: Arc<str>,
 }
 
 /// How reading a request body ended.
 enum Body {
     /// Complete, within the limit.
     Complete(Bytes),
-    /// More than the limit arrived (reading stopped there).
-    TooLarge,
-    /// Not complete within the deadline.
-    Stalled,
+    /// More than the limit arrived: the body's size as far as it was counted (at most
+    /// [`MAX_COUNTED_BODY`]), and whether it ended there.
+    TooLarge {
+        /// Bytes counted.
+        len: usize,
+        /// The whole body was counted.
+        complete: bool,
+    },
+    /// Not complete within the deadline: the bytes that did arrive.
+    Stalled(usize),
     /// The client reset the stream: there is no one to answer.
     Reset,
 }
@@ -508,32 +614,44 @@ impl StreamJob {
             Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
         };
         let body = read_body(&mut self.body, limit, self.body_deadline).await;
-        let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath));
+        let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath.into()));
         let result = match (verdict, body) {
             (_, Body::Reset) => {
-                debug!(apns_id = %self.apns_id, "stream reset by the client before its answer");
+                debug!(apns_id = %self.apns_id.uuid, "stream reset by the client before its answer");
                 return;
             }
-            (Err(reason), _) => {
-                let detail = match self.auth_detail.take() {
-                    Some(why) => format!("{reason}: {why}"),
-                    None => reason.to_string(),
+            (Err(rejection), _) => {
+                self.record(None, rejection.to_string());
+                Err(rejection)
+            }
+            (Ok(checked), Body::TooLarge { len, complete }) => {
+                let size = if complete {
+                    format!("{len} bytes")
+                } else {
+                    format!("more than {len} bytes")
                 };
-                self.record(None, detail);
-                Err(Rejection::from(reason))
-            }
-            (Ok(checked), Body::TooLarge) => {
-                let reason = Reason::PayloadTooLarge;
+                let rejection = Rejection::new(
+                    Reason::PayloadTooLarge,
+                    format!(
+                        "payload is {size}; the limit for {} pushes is {limit}",
+                        checked.push_type.as_str()
+                    ),
+                );
                 self.topic_hint = checked.topic;
-                self.record(Some(checked.token), format!("{reason}: over {limit} bytes"));
-                Err(reason.into())
+                self.record(Some(checked.token), rejection.to_string());
+                Err(rejection)
             }
-            (Ok(checked), Body::Stalled) => {
-                let reason = Reason::IdleTimeout;
+            (Ok(checked), Body::Stalled(arrived)) => {
+                let rejection = Rejection::new(
+                    Reason::IdleTimeout,
+                    format!(
+                        "the request body was not complete {:?} after its headers ({arrived} bytes arrived)",
+                        self.body_deadline
+                    ),
+                );
                 self.topic_hint = checked.topic;
-                let detail = format!("{reason}: body incomplete after {:?}", self.body_deadline);
-                self.record(Some(checked.token), detail);
-                Err(reason.into())
+                self.record(Some(checked.token), rejection.to_string());
+                Err(rejection)
             }
             (Ok(checked), Body::Complete(payload)) => {
                 self.topic_hint = checked.topic.clone();
@@ -544,14 +662,23 @@ impl StreamJob {
             Ok(()) => {
                 let unique = (self.environment == Environment::Sandbox).then(Uuid::new_v4);
                 self.guard.release();
-                let head = response::success(self.apns_id, unique);
+                let head = response::success(self.apns_id.header.clone(), unique);
                 if let Err(err) = self.respond.send_response(head, true) {
                     debug!(%err, "answer not sent");
                 }
             }
             Err(rejection) => {
+                info!(
+                    who = %self.who,
+                    apns_id = %self.apns_id.uuid,
+                    topic = %self.topic_hint,
+                    status = rejection.reason.status().as_u16(),
+                    reason = rejection.reason.as_str(),
+                    detail = %rejection.detail,
+                    "http2 request refused"
+                );
                 self.guard.release();
-                let (head, body) = response::error(rejection, self.apns_id);
+                let (head, body) = response::error(&rejection, self.apns_id.header.clone());
                 match self.respond.send_response(head, false) {
                     Ok(mut send) => {
                         if let Err(err) = send.send_data(body, true) {
@@ -574,16 +701,18 @@ impl StreamJob {
                 }
                 PayloadError::TooLarge { .. } => Reason::PayloadTooLarge,
             };
-            self.record(Some(checked.token), format!("{reason}: {err}"));
-            return Err(reason.into());
+            let rejection = Rejection::new(reason, err.to_string());
+            self.record(Some(checked.token), rejection.to_string());
+            return Err(rejection);
         }
+        let token = checked.token;
         let request = PushRequest {
             api: Api::Http2,
-            token: checked.token,
+            token,
             topic: checked.bundle,
             environment: self.environment,
             identifier: [0; 4],
-            apns_id: self.apns_id,
+            apns_id: self.apns_id.uuid,
             expiry: checked.expiry,
             priority: checked.priority,
             push_type: Some(checked.push_type.as_str().to_owned()),
@@ -592,15 +721,7 @@ impl StreamJob {
         };
         match self.hub.push(request) {
             Ok(_) => Ok(()),
-            Err(PushError::UnknownToken | PushError::WrongEnvironment { .. }) => {
-                Err(Reason::BadDeviceToken.into())
-            }
-            Err(PushError::WrongTopic { .. }) => Err(Reason::DeviceTokenNotForTopic.into()),
-            Err(PushError::TooManyRequests { .. }) => Err(Reason::TooManyRequests.into()),
-            Err(PushError::Unregistered { at_ms }) => Err(Rejection {
-                reason: Reason::Unregistered,
-                timestamp_ms: Some(at_ms),
-            }),
+            Err(err) => Err(hub_rejection(&err)),
         }
     }
 
@@ -610,16 +731,37 @@ impl StreamJob {
             Api::Http2,
             &self.topic_hint,
             [0; 4],
-            self.apns_id,
+            self.apns_id.uuid,
             token.or(self.token_hint),
             detail,
         );
     }
 }
 
+/// Apple's answer to a notification the hub refused, with the hub's words as the detail.
+fn hub_rejection(err: &PushError) -> Rejection {
+    let reason = match err {
+        PushError::UnknownToken | PushError::WrongEnvironment { .. } => Reason::BadDeviceToken,
+        PushError::WrongTopic { .. } => Reason::DeviceTokenNotForTopic,
+        PushError::TooManyRequests { .. } => Reason::TooManyRequests,
+        PushError::Unregistered { .. } => Reason::Unregistered,
+    };
+    let detail = match err {
+        PushError::UnknownToken => "no device holds this token".to_owned(),
+        other => other.to_string(),
+    };
+    let mut rejection = Rejection::new(reason, detail);
+    if let PushError::Unregistered { at_ms } = err {
+        rejection.timestamp_ms = Some(*at_ms);
+    }
+    rejection
+}
+
 /// Reads a request body into a buffer that never grows past `limit` (whatever
-/// `content-length` claims), releasing flow-control capacity as data arrives.
+/// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
+/// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
 async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> Body {
+    let mut arrived = 0usize;
     let read = async {
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.data().await {
@@ -627,16 +769,31 @@ async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> B
                 return Body::Reset;
             };
             let _ = body.flow_control().release_capacity(chunk.len());
-            if buf.len() + chunk.len() > limit {
-                return Body::TooLarge;
+            arrived = arrived.saturating_add(chunk.len());
+            if arrived > limit {
+                buf.clear();
+                if arrived >= MAX_COUNTED_BODY {
+                    return Body::TooLarge {
+                        len: MAX_COUNTED_BODY,
+                        complete: false,
+                    };
+                }
+                continue;
             }
             buf.extend_from_slice(&chunk);
         }
+        if arrived > limit {
+            return Body::TooLarge {
+                len: arrived,
+                complete: true,
+            };
+        }
         Body::Complete(buf.freeze())
     };
-    tokio::time::timeout(deadline, read)
-        .await
-        .unwrap_or(Body::Stalled)
+    match tokio::time::timeout(deadline, read).await {
+        Ok(body) => body,
+        Err(_) => Body::Stalled(arrived),
+    }
 }
 
 /// Refuses a connection the way Apple does: SETTINGS, then GOAWAY with the reason as JSON,

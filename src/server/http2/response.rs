@@ -5,6 +5,12 @@
 //! `apns-unique-id`) with END_STREAM. An error is HEADERS (`:status`,
 //! `content-type: application/json`, `apns-id`) followed by one DATA frame carrying
 //! `{"reason":"…"}`, plus `"timestamp"` (milliseconds since the epoch) for 410.
+//!
+//! Every error answer also carries [`DETAIL_HEADER`] (`apns-sim-detail`): the cause in words,
+//! which Apple does not send but the simulator knows exactly ("apns-priority 7 is not 10, 5
+//! or 1"). Any refusal source supplies one through [`Rejection`]: the request checks
+//! ([`super::request`]), the payload and hub checks of a stream, and provider-token auth
+//! ([`super::auth`], through `From<Reason>` until it supplies its own detail).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -160,38 +166,123 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// A refusal: the reason, and for 410 the time the token became invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Reason {
+    /// A generic description of the reason, for refusal sources that have no more specific
+    /// words to offer (today: provider-token auth, whose own details are still to come).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::BadCollapseId => "apns-collapse-id is longer than 64 bytes",
+            Reason::BadDeviceToken => "the device token is malformed, unknown, or of the other environment",
+            Reason::BadExpirationDate => "apns-expiration is not a UNIX time in seconds",
+            Reason::BadMessageId => "apns-id is not a UUID in the 8-4-4-4-12 form",
+            Reason::BadPriority => "apns-priority is not 10, 5 or 1",
+            Reason::BadTopic => "apns-topic is malformed or does not fit the push type",
+            Reason::DeviceTokenNotForTopic => "the device token belongs to another app",
+            Reason::DuplicateHeaders => "an apns-* header or authorization appears more than once",
+            Reason::IdleTimeout => "the request or connection was idle for too long",
+            Reason::InvalidPushType => "apns-push-type is not a push type APNs defines",
+            Reason::MissingDeviceToken => "no device token after /3/device/",
+            Reason::MissingTopic => "no apns-topic where one is required",
+            Reason::PayloadEmpty => "the payload is empty or not a JSON object",
+            Reason::TopicDisallowed => "the certificate or signing key does not cover the topic",
+            Reason::BadCertificate => "the client certificate is not a readable APNs provider certificate",
+            Reason::BadCertificateEnvironment => "the certificate is for the other environment",
+            Reason::ExpiredProviderToken => "the provider token's iat is more than an hour old",
+            Reason::InvalidProviderToken => "the provider token could not be verified, or names another team than the connection's",
+            Reason::MissingProviderToken => "no authorization: bearer <JWT> on a connection without a client certificate",
+            Reason::UnrelatedKeyIdInToken => "the provider token is signed by a key unrelated to the connection's first key",
+            Reason::BadPath => "the :path is not /3/device/<token>",
+            Reason::MethodNotAllowed => "the :method is not POST",
+            Reason::Unregistered => "the app was uninstalled and the device reported it",
+            Reason::PayloadTooLarge => "the payload is over the push type's limit",
+            Reason::TooManyProviderTokenUpdates => "a new provider token less than 20 minutes after the previous one",
+            Reason::TooManyRequests => "over the per-token push limit",
+            Reason::Shutdown => "the simulator is shutting down",
+        }
+    }
+}
+
+pub use crate::protocol::http2::DETAIL_HEADER;
+
+/// Longest [`DETAIL_HEADER`] value, in bytes: long enough for any cause the simulator words
+/// (they name at most a topic list or a 200-digit token), short enough that a detail can
+/// never crowd a client's header-list limit (Apple's own is 8000 bytes).
+pub const MAX_DETAIL_LEN: usize = 512;
+
+/// A refusal: Apple's reason, the cause in words, and for 410 the time the token became
+/// invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// What went wrong.
+    /// What Apple would answer.
     pub reason: Reason,
+    /// Why, in words: sent as [`DETAIL_HEADER`] and logged.
+    pub detail: String,
     /// Milliseconds since the epoch; only `Unregistered` carries one.
     pub timestamp_ms: Option<u64>,
 }
 
-impl From<Reason> for Rejection {
-    fn from(reason: Reason) -> Self {
+impl Rejection {
+    /// A refusal for `reason` because of `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
+            detail: detail.into(),
             timestamp_ms: None,
         }
     }
 }
 
-/// The head of a 200 answer: `apns-id`, and `apns-unique-id` when given (sandbox only).
-pub(crate) fn success(apns_id: Uuid, unique_id: Option<Uuid>) -> Response<()> {
+impl From<Reason> for Rejection {
+    /// A refusal whose detail is the reason's generic description ([`Reason::describe`]),
+    /// for sources that know no more.
+    fn from(reason: Reason) -> Self {
+        Rejection::new(reason, reason.describe())
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    /// `Reason: detail`, as the log writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// `detail` as a valid header value: visible ASCII and spaces only (anything else becomes
+/// `?`), at most [`MAX_DETAIL_LEN`] bytes (a longer one ends in `...`).
+pub fn detail_value(detail: &str) -> HeaderValue {
+    let mut text: String = detail
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_DETAIL_LEN + 1)
+        .collect();
+    if text.len() > MAX_DETAIL_LEN {
+        text.truncate(MAX_DETAIL_LEN - 3);
+        text.push_str("...");
+    }
+    HeaderValue::from_str(text.trim()).unwrap_or_else(|_| HeaderValue::from_static("?"))
+}
+
+/// The head of a 200 answer: `apns-id` (as the request sent it, or generated), and
+/// `apns-unique-id` when given (sandbox only).
+pub(crate) fn success(apns_id: HeaderValue, unique_id: Option<Uuid>) -> Response<()> {
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert("apns-id", uuid_value(apns_id));
+    headers.insert("apns-id", apns_id);
     if let Some(unique) = unique_id {
         headers.insert("apns-unique-id", uuid_value(unique));
     }
     response
 }
 
-/// The head and body of an error answer.
-pub(crate) fn error(rejection: Rejection, apns_id: Uuid) -> (Response<()>, Bytes) {
+/// The head and body of an error answer, with the detail in [`DETAIL_HEADER`].
+pub(crate) fn error(rejection: &Rejection, apns_id: HeaderValue) -> (Response<()>, Bytes) {
     let mut response = Response::new(());
     *response.status_mut() = rejection.reason.status();
     let headers = response.headers_mut();
@@ -199,11 +290,13 @@ pub(crate) fn error(rejection: Rejection, apns_id: Uuid) -> (Response<()>, Bytes
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("apns-id", uuid_value(apns_id));
+    headers.insert("apns-id", apns_id);
+    headers.insert(DETAIL_HEADER, detail_value(&rejection.detail));
     (response, rejection.reason.body(rejection.timestamp_ms))
 }
 
-fn uuid_value(id: Uuid) -> HeaderValue {
+/// A UUID as the lowercase header value APNs generates.
+pub(crate) fn uuid_value(id: Uuid) -> HeaderValue {
     // A hyphenated UUID is 36 ASCII characters, always a valid header value.
     let mut buf = Uuid::encode_buffer();
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
@@ -241,8 +334,13 @@ mod tests {
     #[test]
     fn error_head_has_content_type_and_id() {
         let id = Uuid::parse_str("6b6c6a5e-0f4e-4f8b-9d4c-2f8e5a1b3c7d").unwrap();
-        let (head, body) = error(Reason::BadTopic.into(), id);
+        let rejection = Rejection::new(Reason::BadTopic, "apns-topic \"a b\" has a space");
+        let (head, body) = error(&rejection, uuid_value(id));
         assert_eq!(head.status(), 400);
+        assert_eq!(
+            head.headers()[DETAIL_HEADER],
+            "apns-topic \"a b\" has a space"
+        );
         assert_eq!(head.headers()["content-type"], "application/json");
         assert_eq!(
             head.headers()["apns-id"],
@@ -254,15 +352,38 @@ mod tests {
     #[test]
     fn success_head_carries_unique_id_only_when_given() {
         let id = Uuid::new_v4();
-        let head = success(id, None);
+        let head = success(uuid_value(id), None);
         assert_eq!(head.status(), 200);
         assert_eq!(head.headers()["apns-id"], id.to_string().as_str());
         assert!(head.headers().get("apns-unique-id").is_none());
         let unique = Uuid::new_v4();
-        let head = success(id, Some(unique));
+        let head = success(uuid_value(id), Some(unique));
         assert_eq!(
             head.headers()["apns-unique-id"],
             unique.to_string().as_str()
         );
+    }
+
+    #[test]
+    fn detail_values_are_visible_ascii_and_bounded() {
+        assert_eq!(detail_value("plain words"), "plain words");
+        assert_eq!(detail_value("topic \u{e9}t\u{e9}\r\n\0x"), "topic ?t????x");
+        let long = detail_value(&"x".repeat(10_000));
+        assert_eq!(long.len(), MAX_DETAIL_LEN);
+        assert!(long.to_str().unwrap().ends_with("..."));
+        assert_eq!(
+            detail_value(&"y".repeat(MAX_DETAIL_LEN)).len(),
+            MAX_DETAIL_LEN
+        );
+        assert_eq!(detail_value(""), "");
+    }
+
+    #[test]
+    fn every_reason_has_a_description() {
+        let r = Rejection::from(Reason::MissingProviderToken);
+        assert_eq!(r.detail, Reason::MissingProviderToken.describe());
+        assert!(r
+            .to_string()
+            .starts_with("MissingProviderToken: no authorization"));
     }
 }
