@@ -1,10 +1,13 @@
 """Interop test: aioapns (unmodified, from interop/.venv) against apns-sim's HTTP/2 API.
 
 Run by interop/run.py with the venv's python and the path of a JSON config
-({host, port, certs, key_id, team_id, topic, payload, tokens: {live, bad, gone}}); prints
-one JSON object per request on stdout:
-  {"lib":"aioapns","auth":"cert|token","case":"live|bad|gone",
+({host, port, certs, key_id, team_id, topic, payload, tokens: {live, bad, gone, offline}});
+prints one JSON object per request on stdout:
+  {"lib":"aioapns","auth":"cert|token","case":"live|bad|gone|offline",
    "status":200|400|410|None,"reason":…,"timestamp":…,"apns_id":…,"error":…}
+With the argument `offline` it sends one push, certificate auth, to tokens.offline with
+aioapns' defaults (no time_to_live, so no apns-expiration header: Apple stores it for an
+offline device under its default policy), instead of the three cases.
 run.py judges the outcomes; this script only reports what the library returned.
 
 How aioapns is pointed at the simulator (aioapns 4.0, aioapns/connection.py):
@@ -89,18 +92,18 @@ async def quiet_errors(_request, _result):
     """err_func: keeps aioapns from logging each expected error response."""
 
 
-async def run_mode(cfg, auth):
+async def run_mode(cfg, auth, cases=("live", "bad", "gone")):
     try:
         apns = make_client(cfg, auth)
         apns.err_func = quiet_errors
     except Exception as e:  # noqa: BLE001 - reported, judged by run.py
-        for case in ("live", "bad", "gone"):
+        for case in cases:
             emit(dict(lib="aioapns", auth=auth, case=case, status=None,
                       error="APNs(): %s: %s" % (type(e).__name__, e)))
         return
     stalled = None  # after a request that got no answer in time, skip the others
     try:
-        for case in ("live", "bad", "gone"):
+        for case in cases:
             if stalled:
                 emit(dict(lib="aioapns", auth=auth, case=case, status=None,
                           error="skipped: " + stalled))
@@ -131,6 +134,9 @@ async def run_mode(cfg, auth):
 async def main():
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
+    if sys.argv[2:] == ["offline"]:
+        await run_mode(cfg, "cert", cases=("offline",))
+        return
     for auth in sys.argv[2:] or ["cert", "token"]:
         await run_mode(cfg, auth)
 

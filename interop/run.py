@@ -18,7 +18,15 @@ What it does (standard library only):
     unregistered token. Those scripts report what their library returned; this one judges:
     live -> 200; bad -> 400 BadDeviceToken; unregistered -> 410 Unregistered with a
     millisecond timestamp in the second the feedback service reported.
- 4. Checks that the demo device showed one notification per push answered 200.
+ 4. Runs interop/fidelity_test.py (PyJWT and hyper-h2 from the venv, nothing of ours on the
+    client side): a provider token whose `iat` is a float (Python's time.time()) and one
+    whose `iat` is a string of digits must both be answered 200, as Apple answers them; on
+    a fresh token connection the server's stream limit must start at 1 and be raised by a
+    SETTINGS frame after the first valid token, and a burst of concurrent pushes must then
+    all be answered 200.
+ 5. A library-default push (aioapns, no time_to_live, so no apns-expiration) to a device
+    that is offline must be answered 200 and reach the device when it comes back online.
+ 6. Checks that the demo device showed one notification per push to it answered 200.
 
 One line per check, then `N passed, M failed`; exit status 1 on any failure.
 Every wait is bounded; all children are killed on exit. Only 127.0.0.1 is contacted.
@@ -200,20 +208,9 @@ def unregistered_token(binary, tmp, addrs):
         "--ca", os.path.join(certs, "ca.pem"), "--serial", "INTEROP-GONE", "--app", TOPIC,
     ], cwd=tmp, stdin=True, log_path=os.path.join(tmp, "device.log"))
 
-    def event(name, **fields):
-        def match(line):
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                return None
-            if ev.get("event") == name and all(ev.get(k) == v for k, v in fields.items()):
-                return ev
-            return None
-        return match
-
-    token = device.wait_line("registered event", event("registered", app=TOPIC))["token"]
+    token = device.wait_line("registered event", json_event("registered", app=TOPIC))["token"]
     device.send("uninstall " + TOPIC)
-    device.wait_line("uninstalled event", event("uninstalled", app=TOPIC))
+    device.wait_line("uninstalled event", json_event("uninstalled", app=TOPIC))
     push = subprocess.run(
         [binary, "push", "--token", token, "--gateway", addrs["binary gateway"],
          "--payload", json.dumps(PAYLOAD), "--wait-ms", "300"] + tls,
@@ -221,7 +218,7 @@ def unregistered_token(binary, tmp, addrs):
     if push.returncode != 0:
         raise Failure("binary push to the uninstalled app failed: %s"
                       % (push.stdout + push.stderr).strip())
-    device.wait_line("not_installed event", event("not_installed", token=token))
+    device.wait_line("not_installed event", json_event("not_installed", token=token))
     device.send("quit")
     # The device printed not_installed after telling the simulator; the feedback service
     # lists the token once the hub has recorded it. Poll it (each read clears it).
@@ -242,7 +239,33 @@ def unregistered_token(binary, tmp, addrs):
         time.sleep(0.1)
 
 
-def run_library(lib, config_path, tmp):
+def json_event(name, **fields):
+    """A wait_line matcher for an `apns-sim device` JSON event with these fields."""
+    def match(line):
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            return None
+        if ev.get("event") == name and all(ev.get(k) == v for k, v in fields.items()):
+            return ev
+        return None
+    return match
+
+
+def offline_device(binary, tmp, addrs):
+    """A device registered for TOPIC that then went offline: (Child, token)."""
+    certs = os.path.join(tmp, "certs")
+    device = Child("apns-sim device (offline)", [
+        binary, "device", "--server", addrs["device endpoint"],
+        "--ca", os.path.join(certs, "ca.pem"), "--serial", "INTEROP-OFFLINE", "--app", TOPIC,
+    ], cwd=tmp, stdin=True, log_path=os.path.join(tmp, "offline-device.log"))
+    token = device.wait_line("registered event", json_event("registered", app=TOPIC))["token"]
+    device.send("offline")
+    device.wait_line("offline event", json_event("offline"))
+    return device, token
+
+
+def run_library(lib, config_path, tmp, extra=()):
     """Runs one library's script; returns ({(auth, case): result}, problem or None)."""
     if lib == "node-apn":
         if not os.path.isdir(os.path.join(HERE, "node_modules", "@parse", "node-apn")):
@@ -254,11 +277,13 @@ def run_library(lib, config_path, tmp):
         if not os.path.exists(python):
             return {}, ("not installed: run `python3 -m venv interop/.venv && "
                         "interop/.venv/bin/pip install -r interop/requirements.txt`")
-        argv = [python, os.path.join(HERE, "aioapns_test.py"), config_path]
+        script = "fidelity_test.py" if lib == "fidelity" else "aioapns_test.py"
+        argv = [python, os.path.join(HERE, script), config_path]
+    argv += list(extra)
     env = dict(os.environ)
     for var in ("DEBUG", "NODE_DEBUG", "NODE_OPTIONS", "PYTHONPATH"):
         env.pop(var, None)
-    err_path = os.path.join(tmp, "%s.stderr" % lib)
+    err_path = os.path.join(tmp, "%s%s.stderr" % (lib, "-" + "-".join(extra) if extra else ""))
     with open(err_path, "w") as err:
         proc = subprocess.Popen(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=err, text=True)
@@ -276,7 +301,7 @@ def run_library(lib, config_path, tmp):
             r = json.loads(line)
         except ValueError:
             continue
-        if isinstance(r, dict) and r.get("lib") == lib:
+        if isinstance(r, dict) and r.get("lib", "fidelity") == lib:
             results[(r.get("auth"), r.get("case"))] = r
     if problem:
         with open(err_path) as f:
@@ -338,6 +363,7 @@ def main():
         sim, addrs, (demo_serial, live) = start_simulator(binary, tmp)
         key_id, team_id = read_manifest(os.path.join(tmp, "certs"))
         gone, gone_seconds = unregistered_token(binary, tmp, addrs)
+        away, offline = offline_device(binary, tmp, addrs)
     except (Failure, OSError, subprocess.SubprocessError) as e:
         for lib, auth, case in checks:
             report(False, "%s %s %s" % (lib, auth, labels[case]), "setup failed: %s" % e)
@@ -356,7 +382,7 @@ def main():
         "team_id": team_id,
         "topic": TOPIC,
         "payload": PAYLOAD,
-        "tokens": {"live": live, "bad": bad, "gone": gone},
+        "tokens": {"live": live, "bad": bad, "gone": gone, "offline": offline},
     }
     config_path = os.path.join(tmp, "config.json")
     with open(config_path, "w") as f:
@@ -377,6 +403,47 @@ def main():
                 report(ok, name, text)
         if problem and results:
             print("note: %s script %s" % (lib, problem))
+
+    # What other tools produce that Apple accepts (fidelity_test.py).
+    results, problem = run_library("fidelity", config_path, tmp)
+    for case, label in (("float-iat", "PyJWT token with a float iat (time.time())"),
+                        ("string-iat", "PyJWT token with a digit-string iat")):
+        r = results.get((None, case))
+        if r is None:
+            report(False, label, "no result (%s)" % (problem or "script reported none"))
+            continue
+        ok = r.get("status") == 200
+        accepted += ok
+        report(ok, label, "200" if ok else "expected 200, got %s %s (%s)%s" % (
+            r.get("status"), r.get("reason"), r.get("detail"),
+            " error: %s" % r["error"] if r.get("error") else ""))
+    r = results.get((None, "stream-limit"))
+    label = "token connection: stream limit 1 until a valid token, then raised"
+    if r is None:
+        report(False, label, "no result (%s)" % (problem or "script reported none"))
+    else:
+        raised = r.get("raised") or 0
+        ok = r.get("initial") == 1 and raised > 1 and r.get("ok") == r.get("burst")
+        accepted += (r.get("first") == 200) + (r.get("ok") or 0)
+        report(ok, label, "initial %s, raised to %s, %s of %s concurrent pushes answered 200%s"
+               % (r.get("initial"), r.get("raised"), r.get("ok"), r.get("burst"),
+                  "; error: %s" % r["error"] if r.get("error") else ""))
+
+    # A library-default push (no apns-expiration) to an offline device is stored.
+    label = "aioapns default push (no expiry) to an offline device arrives when it returns"
+    results, problem = run_library("aioapns", config_path, tmp, extra=("offline",))
+    r = results.get(("cert", "offline"))
+    if r is None or r.get("status") != 200:
+        report(False, label, "push not answered 200: %s" % (
+            r if r is not None else problem or "script reported none"))
+    else:
+        away.send("online")
+        try:
+            away.wait_line("the stored notification", json_event("notification", token=offline))
+            report(True, label, "200, then shown after online")
+        except Failure as e:
+            report(False, label, "answered 200 but never shown: %s" % e)
+    away.stop(signal.SIGTERM)
 
     # Each push answered 200 reached the demo device (serve prints what it shows).
     # (Each library serialises the payload its own way, so compare it as JSON.)
