@@ -8,13 +8,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use apns_sim::client::device::{self, DeviceConfig, DeviceEvent};
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
+use apns_sim::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
-use apns_sim::settings::{RateLimit, Settings, DEFAULT_TOKEN_LEN, TOKEN_LEN_RANGE};
+use apns_sim::settings::{
+    RateLimit, Settings, UnknownCommand, DEFAULT_STORAGE_DAYS, DEFAULT_TOKEN_LEN, MAX_STORAGE_DAYS,
+    TOKEN_LEN_RANGE,
+};
 use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig};
 use clap::error::ErrorKind;
-use clap::{ArgMatches, Args};
+use clap::{ArgMatches, Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -65,6 +69,64 @@ pub(crate) struct ServeArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
               .range(*TOKEN_LEN_RANGE.start() as u64..=*TOKEN_LEN_RANGE.end() as u64))]
     token_len: usize,
+    /// Days a notification for an offline device is kept when the provider gave no expiry,
+    /// and the most any expiry keeps it (Apple: "up to 30 days").
+    #[arg(long, default_value_t = DEFAULT_STORAGE_DAYS, env = "APNS_SIM_STORAGE_DAYS",
+          help_heading = "Where Apple's sources disagree (README, Protocol)",
+          value_parser = clap::builder::RangedU64ValueParser::<u32>::new()
+              .range(1..=u64::from(MAX_STORAGE_DAYS)))]
+    storage_days: u32,
+    /// Largest payload of binary commands 0 and 1 in bytes: 256 as Apple's legacy-format
+    /// text says; 2048 for the reading that the iOS 8 limit applied to them too.
+    #[arg(long, default_value_t = MAX_PAYLOAD_LEGACY, env = "APNS_SIM_LEGACY_PAYLOAD_LIMIT",
+          help_heading = "Where Apple's sources disagree (README, Protocol)",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(MAX_PAYLOAD_LEGACY as u64..=MAX_PAYLOAD_FRAME as u64))]
+    legacy_payload_limit: usize,
+    /// What the binary gateway answers to a command byte other than 0, 1 or 2.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "close",
+        env = "APNS_SIM_UNKNOWN_COMMAND",
+        help_heading = "Where Apple's sources disagree (README, Protocol)"
+    )]
+    unknown_command: UnknownCommandArg,
+    /// Refuse an apns-id with uppercase hex digits (400 BadMessageId), as Apple's
+    /// documentation reads, instead of accepting and echoing it as APNs has been seen to.
+    #[arg(
+        long,
+        env = "APNS_SIM_STRICT_APNS_ID",
+        help_heading = "Where Apple's sources disagree (README, Protocol)"
+    )]
+    strict_apns_id: bool,
+    /// How far ahead of the simulator's clock a provider token's iat may be, in seconds,
+    /// before it is answered ExpiredProviderToken.
+    #[arg(
+        long,
+        default_value_t = 3600,
+        env = "APNS_SIM_MAX_IAT_AHEAD_SECS",
+        help_heading = "Where Apple's sources disagree (README, Protocol)"
+    )]
+    max_iat_ahead_secs: u64,
+}
+
+/// `--unknown-command`: the CLI's names for [`UnknownCommand`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UnknownCommandArg {
+    /// Close the connection without a byte (TN2265).
+    Close,
+    /// Send status 128 (Protocol error) with identifier 0, then close.
+    ProtocolError,
+}
+
+impl From<UnknownCommandArg> for UnknownCommand {
+    fn from(arg: UnknownCommandArg) -> Self {
+        match arg {
+            UnknownCommandArg::Close => UnknownCommand::Close,
+            UnknownCommandArg::ProtocolError => UnknownCommand::ProtocolError,
+        }
+    }
 }
 
 /// A demo device's registration, as the banner lists it.
@@ -109,6 +171,11 @@ impl ServeArgs {
             default_environment: self.default_environment,
             token_rate_limit: self.token_rate_limit,
             token_len: self.token_len,
+            default_storage_days: self.storage_days,
+            legacy_payload_limit: self.legacy_payload_limit,
+            unknown_command: self.unknown_command.into(),
+            accept_uppercase_apns_id: !self.strict_apns_id,
+            max_iat_ahead: Duration::from_secs(self.max_iat_ahead_secs),
             ..Settings::default()
         }
     }
@@ -355,7 +422,71 @@ async fn start_fleet(
 
 #[cfg(test)]
 mod tests {
-    use super::shell_quote;
+    use super::{shell_quote, ServeArgs};
+    use apns_sim::settings::{Settings, UnknownCommand};
+    use clap::{FromArgMatches, Parser};
+    use std::time::Duration;
+
+    /// `apns-sim serve` alone, for parsing its flags.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn settings(argv: &[&str]) -> Settings {
+        let matches = <Serve as clap::CommandFactory>::command()
+            .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .expect("flags parse");
+        Serve::from_arg_matches(&matches)
+            .expect("flags")
+            .args
+            .settings()
+    }
+
+    #[test]
+    fn the_fidelity_choices_reach_the_settings() {
+        let default = Settings::default();
+        let plain = settings(&[]);
+        assert_eq!(plain.default_storage_days, default.default_storage_days);
+        assert_eq!(plain.legacy_payload_limit, default.legacy_payload_limit);
+        assert_eq!(plain.unknown_command, default.unknown_command);
+        assert_eq!(
+            plain.accept_uppercase_apns_id,
+            default.accept_uppercase_apns_id
+        );
+        assert_eq!(plain.max_iat_ahead, default.max_iat_ahead);
+        let chosen = settings(&[
+            "--storage-days",
+            "7",
+            "--legacy-payload-limit",
+            "2048",
+            "--unknown-command",
+            "protocol-error",
+            "--strict-apns-id",
+            "--max-iat-ahead-secs",
+            "60",
+        ]);
+        assert_eq!(chosen.default_storage_days, 7);
+        assert_eq!(chosen.legacy_payload_limit, 2048);
+        assert_eq!(chosen.unknown_command, UnknownCommand::ProtocolError);
+        assert!(!chosen.accept_uppercase_apns_id);
+        assert_eq!(chosen.max_iat_ahead, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn out_of_range_choices_are_refused() {
+        let parse = |argv: &[&str]| {
+            <Serve as clap::CommandFactory>::command()
+                .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))
+                .is_err()
+        };
+        assert!(parse(&["--storage-days", "0"]));
+        assert!(parse(&["--storage-days", "3651"]));
+        assert!(parse(&["--legacy-payload-limit", "255"]));
+        assert!(parse(&["--legacy-payload-limit", "2049"]));
+        assert!(parse(&["--unknown-command", "shrug"]));
+    }
 
     #[test]
     fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {

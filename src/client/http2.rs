@@ -20,7 +20,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
-use uuid::Uuid;
 
 use crate::client::{self, ClientError};
 use crate::clock::Clock;
@@ -379,8 +378,9 @@ pub struct PushOptions {
     pub expiration: Option<u32>,
     /// `apns-collapse-id`.
     pub collapse_id: Option<String>,
-    /// `apns-id`; the server generates one when absent.
-    pub apns_id: Option<Uuid>,
+    /// `apns-id`, sent exactly as given (so a test can send a malformed or uppercase one);
+    /// the server generates one when absent.
+    pub apns_id: Option<String>,
     /// The JSON payload.
     pub payload: Bytes,
 }
@@ -399,7 +399,7 @@ pub async fn push(opts: &PushOptions) -> Result<Vec<Http2Response>, Http2ClientE
         ("apns-priority", opts.priority.map(|p| p.to_string())),
         ("apns-expiration", opts.expiration.map(|e| e.to_string())),
         ("apns-collapse-id", opts.collapse_id.clone()),
-        ("apns-id", opts.apns_id.map(|id| id.to_string())),
+        ("apns-id", opts.apns_id.clone()),
     ];
     let mut client = Http2Client::connect(&opts.addr, &opts.server_name, opts.tls.clone()).await?;
     let mut answers = Vec::with_capacity(opts.tokens.len());

@@ -1036,18 +1036,9 @@ async fn push_command_in_both_auth_modes() {
     let (mut phone, tokens) = t.device("phone-18", Environment::Sandbox, &[APP]).await;
     let live = tokens[APP].to_hex();
     let base = PushOptions {
-        addr: t.http2_addr(),
-        server_name: "localhost".into(),
-        tls: t.http2_tls(Some(CertEnvironment::Universal)),
-        auth: PushAuth::Certificate,
         tokens: vec![live.clone(), live.clone()],
-        topic: Some(APP.into()),
-        push_type: Some("alert".into()),
-        priority: Some(10),
-        expiration: None,
         collapse_id: Some("cli".into()),
-        apns_id: None,
-        payload: Bytes::from(ALERT),
+        ..cert_push_options(&t)
     };
     let answers = push(&base).await.unwrap();
     assert_eq!(answers.len(), 2);
@@ -1076,7 +1067,41 @@ async fn push_command_in_both_auth_modes() {
         answers[0]
     );
     assert_eq!(answers[1].status, 200);
+    assert!(matches!(
+        next_notification(&mut phone).await,
+        DeviceEvent::Notification { .. }
+    ));
+
+    // The client sends an apns-id exactly as given: an uppercase one is echoed as sent.
+    let upper = "123E4567-E89B-12D3-A456-426614174000";
+    let chosen = PushOptions {
+        tokens: vec![tokens[APP].to_hex()],
+        apns_id: Some(upper.into()),
+        collapse_id: None,
+        ..cert_push_options(&t)
+    };
+    let answers = push(&chosen).await.unwrap();
+    assert_eq!(answers[0].status, 200, "{}", answers[0]);
+    assert_eq!(answers[0].apns_id.as_deref(), Some(upper));
     t.devices_stop.cancel();
+}
+
+/// Certificate-auth push options to the test app, for [`push_command_in_both_auth_modes`].
+fn cert_push_options(t: &common::TestSim) -> PushOptions {
+    PushOptions {
+        addr: t.http2_addr(),
+        server_name: "localhost".into(),
+        tls: t.http2_tls(Some(CertEnvironment::Universal)),
+        auth: PushAuth::Certificate,
+        tokens: Vec::new(),
+        topic: Some(APP.into()),
+        push_type: Some("alert".into()),
+        priority: Some(10),
+        expiration: None,
+        collapse_id: None,
+        apns_id: None,
+        payload: Bytes::from(ALERT),
+    }
 }
 
 #[tokio::test]
