@@ -2,7 +2,7 @@
 //! environment, with which apps installed and which kinds of token each app registers. `apns-sim serve` starts its demo fleet from
 //! `scenarios/demo.toml` (embedded), and tests load the same files.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
@@ -22,6 +22,11 @@ pub struct Scenario {
     /// The devices, in start order.
     #[serde(rename = "device", default)]
     pub devices: Vec<DeviceSpec>,
+    /// Which team owns which bundle ids (`[teams]`, team id → bundle ids). A token-auth push
+    /// to a bundle owned by another team than the token's is refused, as APNs refuses it
+    /// (400 `TopicDisallowed`); a bundle no team claims is open to every team.
+    #[serde(default)]
+    pub teams: BTreeMap<String, Vec<String>>,
 }
 
 /// One device of a fleet.
@@ -59,7 +64,21 @@ pub enum ScenarioError {
     /// Too many devices.
     #[error("scenario has {0} devices; at most {MAX_DEVICES} run in one process")]
     TooMany(usize),
+    /// A `[teams]` entry breaks a rule.
+    #[error("scenario team {team:?}: {why}")]
+    InvalidTeam {
+        /// The team concerned.
+        team: String,
+        /// The broken rule.
+        why: String,
+    },
 }
+
+/// Longest team id a scenario may name (Apple's are 10 characters).
+const MAX_TEAM_ID_LEN: usize = 32;
+
+/// Longest bundle id a scenario may name (the certificate minting limit).
+const MAX_BUNDLE_LEN: usize = 200;
 
 impl Scenario {
     /// Parses and validates a scenario.
@@ -89,7 +108,43 @@ impl Scenario {
                 return Err(invalid(format!("app token {twice} appears twice")));
             }
         }
+        let mut owned = HashSet::new();
+        for (team, bundles) in &scenario.teams {
+            let invalid = |why: String| ScenarioError::InvalidTeam {
+                team: team.clone(),
+                why,
+            };
+            if team.is_empty()
+                || team.len() > MAX_TEAM_ID_LEN
+                || !team.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(invalid(format!(
+                    "a team id is 1 to {MAX_TEAM_ID_LEN} letters and digits"
+                )));
+            }
+            for bundle in bundles {
+                if bundle.is_empty() || bundle.len() > MAX_BUNDLE_LEN {
+                    return Err(invalid(format!(
+                        "bundle id {bundle:?} must be 1 to {MAX_BUNDLE_LEN} bytes"
+                    )));
+                }
+                if !owned.insert(bundle.as_str()) {
+                    return Err(invalid(format!(
+                        "bundle {bundle} is claimed by two teams (or twice)"
+                    )));
+                }
+            }
+        }
         Ok(scenario)
+    }
+
+    /// The `[teams]` table as `(bundle, team)` pairs, for
+    /// [`crate::sim::SimulatorConfig::bundle_owners`].
+    pub fn bundle_owners(&self) -> Vec<(String, String)> {
+        self.teams
+            .iter()
+            .flat_map(|(team, bundles)| bundles.iter().map(|b| (b.clone(), team.clone())))
+            .collect()
     }
 
     /// `count` sandbox devices `DEMO-0001`… each with `app` installed.
@@ -105,6 +160,7 @@ impl Scenario {
                     apps: vec![app.into()],
                 })
                 .collect(),
+            teams: BTreeMap::new(),
         })
     }
 }
@@ -130,6 +186,35 @@ mod tests {
                 "com.example.other",
             ]
         );
+    }
+
+    #[test]
+    fn teams_claim_bundles_once() {
+        let text = "[teams]\nTEAMA00001 = ['com.a', 'com.a2']\nTEAMB00001 = ['com.b']\n";
+        let s = Scenario::parse(text).unwrap();
+        let mut owners = s.bundle_owners();
+        owners.sort();
+        assert_eq!(
+            owners,
+            [
+                ("com.a".to_owned(), "TEAMA00001".to_owned()),
+                ("com.a2".to_owned(), "TEAMA00001".to_owned()),
+                ("com.b".to_owned(), "TEAMB00001".to_owned()),
+            ]
+        );
+        let twice = "[teams]\nTEAMA00001 = ['com.a']\nTEAMB00001 = ['com.a']\n";
+        assert_eq!(
+            Scenario::parse(twice).unwrap_err().to_string(),
+            "scenario team \"TEAMB00001\": bundle com.a is claimed by two teams (or twice)"
+        );
+        let bad_team = "[teams]\n'TEAM-1' = ['com.a']\n";
+        assert!(matches!(
+            Scenario::parse(bad_team),
+            Err(ScenarioError::InvalidTeam { .. })
+        ));
+        let empty_bundle = "[teams]\nTEAMA00001 = ['']\n";
+        assert!(Scenario::parse(empty_bundle).is_err());
+        assert!(Scenario::parse(DEMO).unwrap().teams.is_empty());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct SimulatorConfig {
     /// [`Settings::pki_reread_interval`]), so keys minted while the simulator runs work
     /// without a restart. `None` for an in-memory PKI.
     pub pki_dir: Option<PathBuf>,
+    /// `(bundle, team)` pairs beyond what the PKI says (a scenario file's `[teams]`): a
+    /// token-auth push to a bundle of another team is refused with `TopicDisallowed`.
+    pub bundle_owners: Vec<(String, String)>,
 }
 
 impl SimulatorConfig {
@@ -57,6 +60,7 @@ impl SimulatorConfig {
             settings: Settings::default(),
             clock: Clock::system(),
             pki_dir: None,
+            bundle_owners: Vec::new(),
         }
     }
 }
@@ -145,7 +149,8 @@ impl Simulator {
             TlsAcceptor::from(tls::http2_server_config(&config.pki).map_err(StartError::Tls)?);
         let auth_keys = jwt::KeyStore::from_pki(&config.pki).map_err(StartError::AuthKey)?;
         let auth_keys = http2::auth::TokenKeys::new(auth_keys, &config.settings)
-            .with_folder(config.pki_dir.clone());
+            .with_folder(config.pki_dir.clone())
+            .with_bundle_owners(config.bundle_owners.clone());
 
         let hub = Hub::with_policy(
             config.clock.clone(),

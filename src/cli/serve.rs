@@ -219,6 +219,7 @@ impl ServeArgs {
         let mut config = SimulatorConfig::new(pki);
         config.settings = self.settings();
         config.pki_dir = Some(self.certs.clone());
+        config.bundle_owners = fleet.bundle_owners();
         let sim = Simulator::start(config, self.listeners().await?)?;
         let addrs = *sim.addrs();
 

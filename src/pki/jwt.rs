@@ -191,10 +191,15 @@ impl KeyStore {
         for key in keys {
             store.insert_auth_key(key)?;
         }
-        for (bundle, team) in bundle_owners {
-            store.add_bundle_owner(bundle, team);
-        }
+        store.add_bundle_owners(bundle_owners);
         Ok(store)
+    }
+
+    /// Adds every `(bundle, team)` pair with [`KeyStore::add_bundle_owner`].
+    pub fn add_bundle_owners(&mut self, owners: &[(String, String)]) {
+        for (bundle, team) in owners {
+            self.add_bundle_owner(bundle, team);
+        }
     }
 
     /// Adds (or replaces) a key. Empty `topics` means team-scoped: any topic of the team.

@@ -258,6 +258,41 @@ async fn teams_own_their_bundles() {
     t.stop().await;
 }
 
+/// A scenario file's `[teams]` claims bundles for a team the PKI knows nothing of: a token
+/// of another team is refused for them, the owner's token is served.
+#[tokio::test]
+async fn a_scenario_file_can_say_which_team_owns_a_bundle() {
+    const CLAIMED: &str = "com.claimed.app";
+    let fleet = Scenario::parse(&format!("[teams]\n{OTHER_TEAM} = ['{CLAIMED}']\n"))
+        .expect("scenario with teams");
+    let t = common::start_with(|c| c.bundle_owners = fleet.bundle_owners()).await;
+    let (_phone, tokens) = t.device("teams-2", Environment::Sandbox, &[CLAIMED]).await;
+    let mine = t.jwt(DEFAULT_KEY_ID);
+    let mut client = t.http2_token().await;
+    let answer = send(
+        &t,
+        &mut client,
+        &push_to(&tokens[CLAIMED], CLAIMED).bearer(&mine),
+    )
+    .await;
+    assert_refused(
+        &answer,
+        400,
+        "TopicDisallowed",
+        &format!("bundle {CLAIMED} belongs to team {OTHER_TEAM}"),
+    );
+    let other = t.jwt(OTHER_TEAM_KEY);
+    let mut theirs = t.http2_token().await;
+    let (answer, _) = send(
+        &t,
+        &mut theirs,
+        &push_to(&tokens[CLAIMED], CLAIMED).bearer(&other),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer}");
+    t.stop().await;
+}
+
 #[test]
 fn the_demo_fleets_apps_belong_to_the_default_team() {
     let demo = Scenario::parse(scenario::DEMO).expect("demo scenario");

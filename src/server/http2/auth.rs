@@ -129,6 +129,9 @@ pub struct TokenKeys {
     reread_interval: Duration,
     /// How far ahead of the clock an `iat` may be.
     max_iat_ahead: Duration,
+    /// Owners given beside the PKI (a scenario's `[teams]`), applied again after every
+    /// re-read so a re-read never forgets them.
+    extra_owners: Vec<(String, String)>,
 }
 
 /// What an attempt to re-read the folder did.
@@ -150,7 +153,18 @@ impl TokenKeys {
             last_reread_ms: Mutex::new(None),
             reread_interval: settings.pki_reread_interval,
             max_iat_ahead: settings.max_iat_ahead,
+            extra_owners: Vec::new(),
         }
+    }
+
+    /// Adds `(bundle, team)` owners beyond the PKI's (a scenario file's `[teams]`).
+    pub fn with_bundle_owners(mut self, owners: Vec<(String, String)>) -> Self {
+        if !owners.is_empty() {
+            let store = self.store.get_mut().unwrap_or_else(PoisonError::into_inner);
+            Arc::make_mut(store).add_bundle_owners(&owners);
+        }
+        self.extra_owners = owners;
+        self
     }
 
     /// Re-reads `folder` when a token names an unknown key.
@@ -232,7 +246,11 @@ impl TokenKeys {
         *last = Some(now_ms);
         let read = Pki::read_auth_keys(folder)
             .map_err(|e| e.to_string())
-            .and_then(|keys| KeyStore::from_folder(&keys).map_err(|e| e.to_string()));
+            .and_then(|keys| KeyStore::from_folder(&keys).map_err(|e| e.to_string()))
+            .map(|mut store| {
+                store.add_bundle_owners(&self.extra_owners);
+                store
+            });
         match read {
             Ok(store) => {
                 let store = Arc::new(store);
