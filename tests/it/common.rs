@@ -359,3 +359,17 @@ pub(crate) async fn assert_silent(gw: &mut BinaryClient) {
         .expect("gateway answer");
     assert_eq!(answer, apns_sim::client::GatewayAnswer::Silent);
 }
+
+/// Takes the device offline and waits until the hub has closed its session, so that what is
+/// pushed next is stored.
+pub(crate) async fn go_offline(t: &TestSim, dev: &mut DeviceHandle, serial: &str) {
+    let mut events = t.sim.hub().subscribe();
+    command(dev, DeviceCommand::Offline).await;
+    next_device_event(dev, |e| matches!(e, DeviceEvent::Offline { .. })).await;
+    let serial = serial.to_owned();
+    next_hub_event(
+        &mut events,
+        move |e| matches!(e, Event::DeviceOffline { serial: s, .. } if *s == serial),
+    )
+    .await;
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use apns_sim::client::connect_tls;
 use apns_sim::client::device::{DeviceCommand, DeviceEvent};
-use apns_sim::hub::{Event, Outcome};
+use apns_sim::hub::Outcome;
 use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::device::{decode_server_message, CloseCode, ServerMessage};
 use apns_sim::protocol::Environment;
@@ -13,27 +13,12 @@ use apns_sim::tls;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{self, command, next_device_event, next_hub_event, next_notification, TIMEOUT};
+use crate::common::{
+    self, command, go_offline, next_device_event, next_hub_event, next_notification, TIMEOUT,
+};
 
 fn frame(token: &[u8], text: &str, id: u32, expiry: u32) -> Vec<u8> {
     common::frame(token, &common::alert(text), id, expiry, 10)
-}
-
-/// Takes the device offline and waits until the hub has closed its session.
-async fn go_offline(
-    t: &common::TestSim,
-    dev: &mut apns_sim::client::device::DeviceHandle,
-    serial: &str,
-) {
-    let mut events = t.sim.hub().subscribe();
-    command(dev, DeviceCommand::Offline).await;
-    next_device_event(dev, |e| matches!(e, DeviceEvent::Offline { .. })).await;
-    let serial = serial.to_owned();
-    next_hub_event(
-        &mut events,
-        move |e| matches!(e, Event::DeviceOffline { serial: s, .. } if *s == serial),
-    )
-    .await;
 }
 
 #[tokio::test]

@@ -15,25 +15,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 
 use crate::common::{
-    self, alert, command, next_device_event, next_hub_event, next_notification, TestSim,
+    self, alert, command, go_offline, next_device_event, next_hub_event, next_notification,
     OTHER_TOPIC,
 };
 
 /// Apple's storage policy, the default of `Settings::default_storage_days`.
 const POLICY: Duration = Duration::from_secs(30 * 86_400);
-
-/// Takes the device offline and waits until the hub knows.
-async fn go_offline(t: &TestSim, dev: &mut DeviceHandle, serial: &str) {
-    let mut events = t.sim.hub().subscribe();
-    command(dev, DeviceCommand::Offline).await;
-    next_device_event(dev, |e| matches!(e, DeviceEvent::Offline { .. })).await;
-    let serial = serial.to_owned();
-    next_hub_event(
-        &mut events,
-        move |e| matches!(e, Event::DeviceOffline { serial: s, .. } if *s == serial),
-    )
-    .await;
-}
 
 /// Waits for the next notification event with `outcome`, whatever its identifier.
 async fn next_outcome(events: &mut broadcast::Receiver<Event>, outcome: Outcome) -> Event {
