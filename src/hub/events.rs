@@ -220,12 +220,40 @@ pub(super) fn log_rejection(about: Subject<'_>, reason: &str) {
     );
 }
 
-/// The delivery log: the most recent [`EVENT_LOG_LEN`] events, oldest first. It lives under
-/// the hub's lock beside the state, so that the log's order is the order the state changed in.
+/// The delivery log: the most recent [`EVENT_LOG_LEN`] events, oldest first, each with its
+/// sequence number. It lives under the hub's lock beside the state, so that the log's order is
+/// the order the state changed in.
 #[derive(Debug, Default)]
 pub(super) struct EventLog {
-    /// The events, oldest at the front; never longer than [`EVENT_LOG_LEN`].
+    /// The events, oldest at the front; never longer than [`EVENT_LOG_LEN`]. The one at the
+    /// back has sequence number `last_seq`, the one before it `last_seq - 1`, and so on.
     ring: VecDeque<Event>,
+    /// The sequence number of the newest event ever appended (0: none yet). Numbers start at
+    /// 1 and only grow, so a reader's cursor survives events falling out of the ring.
+    last_seq: u64,
+}
+
+/// One event of the delivery log with its place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// Its sequence number: 1 for the first event the hub ever logged, one more for each
+    /// after it. A cursor is the number of the last event a reader has seen.
+    pub seq: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// What the log holds after a cursor: [`super::Hub::events_after`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// The events after the cursor that the ring still holds, oldest first.
+    pub events: Vec<Logged>,
+    /// The sequence number of the newest event ever logged (0: none yet): the cursor to
+    /// read on from once `events` are handled.
+    pub last_seq: u64,
+    /// True when events after the cursor have already fallen out of the ring, so the reader
+    /// missed some: the ring keeps [`EVENT_LOG_LEN`].
+    pub truncated: bool,
 }
 
 impl EventLog {
@@ -236,12 +264,38 @@ impl EventLog {
                 self.ring.pop_front();
             }
             self.ring.push_back(e.clone());
+            self.last_seq += 1;
         }
     }
 
     /// A copy of the events kept, oldest first.
     pub(super) fn recent(&self) -> Vec<Event> {
         self.ring.iter().cloned().collect()
+    }
+
+    /// The events with a sequence number above `cursor`, oldest first; copies only those.
+    pub(super) fn after(&self, cursor: u64) -> LogRead {
+        // The oldest kept event's number; the ring is never longer than `last_seq`, so it is
+        // at least 1.
+        let first_seq = self.last_seq + 1 - self.ring.len() as u64;
+        let skip = cursor
+            .saturating_sub(first_seq - 1)
+            .min(self.ring.len() as u64);
+        let start = usize::try_from(skip).unwrap_or(self.ring.len());
+        let events = self
+            .ring
+            .range(start..)
+            .zip(first_seq + skip..)
+            .map(|(event, seq)| Logged {
+                seq,
+                event: event.clone(),
+            })
+            .collect();
+        LogRead {
+            events,
+            last_seq: self.last_seq,
+            truncated: cursor < first_seq - 1,
+        }
     }
 }
 
@@ -295,6 +349,48 @@ mod tests {
         assert_eq!(kept.len(), EVENT_LOG_LEN);
         assert_eq!(kept.first(), Some(&online(5)), "the oldest are dropped");
         assert_eq!(kept.last(), events.last());
+    }
+
+    #[test]
+    fn a_cursor_reads_what_came_after_it_and_hears_what_it_missed() {
+        let mut log = EventLog::default();
+        let empty = log.after(0);
+        assert_eq!(
+            (empty.events.len(), empty.last_seq, empty.truncated),
+            (0, 0, false)
+        );
+        log.append(&[online(1), online(2), online(3)]);
+        let all = log.after(0);
+        assert_eq!(
+            all.events.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(all.events[2].event, online(3));
+        assert!(!all.truncated);
+        let tail = log.after(2);
+        assert_eq!(
+            tail.events,
+            [Logged {
+                seq: 3,
+                event: online(3)
+            }]
+        );
+        assert!(log.after(3).events.is_empty());
+        assert!(
+            log.after(u64::MAX).events.is_empty(),
+            "a cursor from the future reads nothing"
+        );
+
+        let more: Vec<Event> = (4..EVENT_LOG_LEN as u64 + 6).map(online).collect();
+        log.append(&more);
+        // Events 1..=5 fell out of the ring: a cursor before 5 missed some.
+        let old = log.after(3);
+        assert!(old.truncated);
+        assert_eq!(old.events.first().map(|l| l.seq), Some(6));
+        assert_eq!(old.last_seq, EVENT_LOG_LEN as u64 + 5);
+        let exact = log.after(5);
+        assert!(!exact.truncated, "the cursor's next event is still kept");
+        assert_eq!(exact.events.len(), EVENT_LOG_LEN);
     }
 
     #[test]

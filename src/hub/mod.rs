@@ -65,7 +65,7 @@ use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 
-pub use events::{Api, Event, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
+pub use events::{Api, Event, LogRead, Logged, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
 pub use state::{
     DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,
     MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
@@ -142,6 +142,14 @@ impl Hub {
     /// The most recent events (up to [`EVENT_LOG_LEN`]), oldest first.
     pub fn recent_events(&self) -> Vec<Event> {
         self.lock().log.recent()
+    }
+
+    /// The events logged after `cursor` (a sequence number; 0: from the start) that the ring
+    /// still holds, and whether some after it already fell out. A reader that subscribes
+    /// ([`Hub::subscribe`]) before calling this misses nothing: every event logged later is
+    /// broadcast after it joined the log.
+    pub fn events_after(&self, cursor: u64) -> LogRead {
+        self.lock().log.after(cursor)
     }
 
     fn lock(&self) -> MutexGuard<'_, Locked> {
@@ -290,6 +298,12 @@ impl Hub {
         self.lock().state.take_feedback(topic, environment)
     }
 
+    /// The unread feedback tuples of a topic and environment, oldest first, left in place
+    /// (the control API shows them; only the feedback service drains them).
+    pub fn peek_feedback(&self, topic: &str, environment: Environment) -> Vec<FeedbackTuple> {
+        self.lock().state.peek_feedback(topic, environment)
+    }
+
     /// Puts back tuples whose delivery failed, ahead of any recorded since.
     pub fn restore_feedback(
         &self,
@@ -300,6 +314,12 @@ impl Hub {
         self.lock()
             .state
             .restore_feedback(topic, environment, tuples);
+    }
+
+    /// The serial number of the device a token was minted for, if the hub minted it (the
+    /// delivery log names tokens; the control API filters and labels them by device).
+    pub fn token_serial(&self, token: &DeviceToken) -> Option<String> {
+        self.lock().state.token_serial(token)
     }
 
     /// When a token became unregistered, if it did (for tests and the control surface).

@@ -883,6 +883,23 @@ impl State {
         }
     }
 
+    /// The unread tuples of a topic and environment, oldest first, not cleared.
+    pub(super) fn peek_feedback(
+        &self,
+        topic: &str,
+        environment: Environment,
+    ) -> Vec<FeedbackTuple> {
+        self.feedback
+            .get(&(topic.to_owned(), environment))
+            .map(|tuples| tuples.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The serial of the device `token` was minted for.
+    pub(super) fn token_serial(&self, token: &DeviceToken) -> Option<String> {
+        self.tokens.get(token).map(|r| r.device.serial.clone())
+    }
+
     /// When a token became unregistered, if it did.
     pub(super) fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.tokens.get(token).and_then(|r| r.unregistered_at_ms)
@@ -1233,7 +1250,15 @@ pub(super) mod tests {
             w.push(request(token, 3, 0)),
             Err(PushError::Unregistered { at_ms: t }) if t == at_ms
         ));
+        let peeked = w.st.peek_feedback(APP, SANDBOX);
+        assert_eq!(
+            w.st.peek_feedback(APP, SANDBOX),
+            peeked,
+            "a peek leaves them"
+        );
+        assert_eq!(w.st.token_serial(&token).as_deref(), Some("D1"));
         let tuples = w.st.take_feedback(APP, SANDBOX);
+        assert_eq!(tuples, peeked);
         assert_eq!(tuples.len(), 1, "recorded once, however often pushed");
         assert_eq!(tuples[0].token, token);
         assert_eq!(u64::from(tuples[0].timestamp), at_ms / 1000);
