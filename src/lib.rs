@@ -22,7 +22,8 @@
 //! connection  a framed connection over any async stream (used by servers and clients)
 //! hub/        the routing core: tokens, sessions, store-and-forward, feedback, delivery log
 //! server/     everything that accepts connections: the accept loop, gateway, feedback,
-//!             HTTP/2 API, device endpoint
+//!             HTTP/2 API, device endpoint, control API (`server/control/`: HTTP and JSON
+//!             over the hub for test suites)
 //! client/     the other side of every endpoint: binary, feedback and HTTP/2 providers, the
 //!             simulated device, the webhook; depends only on the layers below the hub
 //! sim         [`sim::Simulator`]: builds the hub and starts the endpoints on given listeners
@@ -52,5 +53,7 @@ pub const DEFAULT_GATEWAY_PORT: u16 = 2195;
 pub const DEFAULT_FEEDBACK_PORT: u16 = 2196;
 /// Default port of the HTTP/2 provider API (Apple's alternative port 2197).
 pub const DEFAULT_HTTP2_PORT: u16 = 2197;
+/// Default port of the control API (HTTP and JSON, loopback only).
+pub const DEFAULT_CONTROL_PORT: u16 = 8080;
 /// Default port of the device endpoint (5223, the port real devices use for APNs).
 pub const DEFAULT_DEVICE_PORT: u16 = 5223;

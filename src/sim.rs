@@ -29,7 +29,7 @@ use crate::hub::Hub;
 use crate::pki::jwt;
 use crate::pki::Pki;
 use crate::server::accept::Endpoint;
-use crate::server::{devices, feedback, gateway, http2};
+use crate::server::{control, devices, feedback, gateway, http2};
 use crate::settings::Settings;
 use crate::tls;
 
@@ -76,6 +76,9 @@ pub struct Listeners {
     pub http2: TcpListener,
     /// Device endpoint (5223).
     pub devices: TcpListener,
+    /// Control API (8080). It has no authentication yet, so it must be on a loopback
+    /// address: [`Simulator::start`] refuses any other.
+    pub control: TcpListener,
 }
 
 impl Listeners {
@@ -86,6 +89,7 @@ impl Listeners {
             feedback: TcpListener::bind("127.0.0.1:0").await?,
             http2: TcpListener::bind("127.0.0.1:0").await?,
             devices: TcpListener::bind("127.0.0.1:0").await?,
+            control: TcpListener::bind("127.0.0.1:0").await?,
         })
     }
 }
@@ -101,6 +105,8 @@ pub struct Addrs {
     pub http2: SocketAddr,
     /// Device endpoint.
     pub devices: SocketAddr,
+    /// Control API (HTTP/1.1, plain TCP).
+    pub control: SocketAddr,
 }
 
 /// Why the simulator could not start. Each variant prints the inner error in its message
@@ -116,6 +122,14 @@ pub enum StartError {
     /// its `.p8` file, which has to be replaced.
     #[error("HTTP/2 token auth: {0}")]
     AuthKey(jwt::JwtError),
+    /// The control API's listener is not on a loopback address. The API is unauthenticated
+    /// (a token option comes later), so anyone who could reach it could read every token
+    /// and notification.
+    #[error(
+        "the control API is unauthenticated and binds only to a loopback address; \
+         {0} is not one (bind to 127.0.0.1 or ::1)"
+    )]
+    ControlNotLoopback(SocketAddr),
     /// A listener has no local address.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -139,7 +153,11 @@ impl Simulator {
             feedback: listeners.feedback.local_addr()?,
             http2: listeners.http2.local_addr()?,
             devices: listeners.devices.local_addr()?,
+            control: listeners.control.local_addr()?,
         };
+        if !addrs.control.ip().is_loopback() {
+            return Err(StartError::ControlNotLoopback(addrs.control));
+        }
         let provider_tls = TlsAcceptor::from(
             tls::provider_server_config(&config.pki, &[]).map_err(StartError::Tls)?,
         );
@@ -194,11 +212,24 @@ impl Simulator {
             hub.clone(),
             settings.clone(),
         ));
+        tracker.spawn(control::run(
+            listeners.control,
+            hub.clone(),
+            control::Endpoints {
+                gateway: addrs.gateway,
+                feedback: addrs.feedback,
+                http2: addrs.http2,
+                devices: addrs.devices,
+                control: addrs.control,
+            },
+            shutdown.clone(),
+        ));
         info!(
             gateway = %addrs.gateway,
             feedback = %addrs.feedback,
             http2 = %addrs.http2,
             devices = %addrs.devices,
+            control = %addrs.control,
             "simulator started"
         );
         Ok(Simulator {

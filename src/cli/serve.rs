@@ -1,4 +1,4 @@
-//! `apns-sim serve`: binds the four endpoints, starts the simulator and its demo fleet, prints
+//! `apns-sim serve`: binds the five endpoints, starts the simulator and its demo fleet, prints
 //! where everything is and a push command ready to paste, and runs until Ctrl-C or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +16,7 @@ use apns_sim::settings::{
     RateLimit, Settings, UnknownCommand, DEFAULT_STORAGE_DAYS, DEFAULT_TOKEN_LEN, MAX_STORAGE_DAYS,
     TOKEN_LEN_RANGE,
 };
-use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig};
+use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig, StartError};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 use tokio::net::TcpListener;
@@ -49,6 +49,10 @@ pub(crate) struct ServeArgs {
     /// Device endpoint port (0 = any free port).
     #[arg(long, default_value_t = apns_sim::DEFAULT_DEVICE_PORT, env = "APNS_SIM_DEVICE_PORT")]
     device_port: u16,
+    /// Control API port (HTTP and JSON; 0 = any free port). Unauthenticated, so `--bind`
+    /// must be a loopback address.
+    #[arg(long, default_value_t = apns_sim::DEFAULT_CONTROL_PORT, env = "APNS_SIM_CONTROL_PORT")]
+    control_port: u16,
     /// Start N plain demo devices (sandbox, com.example.app) instead of the demo fleet;
     /// 0 starts none.
     #[arg(long, env = "APNS_SIM_DEVICES")]
@@ -193,7 +197,7 @@ impl ServeArgs {
         })
     }
 
-    /// Binds the four endpoints on `--bind`.
+    /// Binds the five endpoints on `--bind`.
     async fn listeners(&self) -> Result<Listeners> {
         let bind = |port: u16| {
             let addr = SocketAddr::new(self.bind, port);
@@ -208,11 +212,17 @@ impl ServeArgs {
             feedback: bind(self.feedback_port).await?,
             http2: bind(self.http2_port).await?,
             devices: bind(self.device_port).await?,
+            control: bind(self.control_port).await?,
         })
     }
 
     /// Runs the simulator until Ctrl-C or SIGTERM.
     pub(crate) async fn run(self) -> Result<Outcome> {
+        // Refused before anything is minted or bound: the control API has no authentication.
+        if !self.bind.is_loopback() {
+            let addr = SocketAddr::new(self.bind, self.control_port);
+            return Err(StartError::ControlNotLoopback(addr).into());
+        }
         let pki = Pki::load_or_create(&self.certs)
             .with_context(|| format!("certificates in {}", self.certs.display()))?;
         let fleet = self.fleet()?;
@@ -228,6 +238,7 @@ impl ServeArgs {
         println!("  feedback service {}", addrs.feedback);
         println!("  HTTP/2 API       {}", addrs.http2);
         println!("  device endpoint  {}", addrs.devices);
+        println!("  control API      {}", addrs.control);
         println!("  certificates     {}", self.certs.display());
 
         let registered = start_fleet(&sim, &fleet, sim.shutdown_token()).await?;

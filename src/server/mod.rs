@@ -7,6 +7,8 @@
 //! - [`feedback`]: the feedback service (tuples of uninstalled apps, once).
 //! - [`http2`]: the HTTP/2 provider API (certificate and token auth).
 //! - [`devices`]: the endpoint simulated devices hold their persistent connections to.
+//! - [`control`]: the control API (HTTP/1.1 and JSON, plain TCP, loopback only): health,
+//!   the delivery log and waiting on it, the feedback lists.
 //! - `provider` (crate-internal): who a provider connection is (topic and environment from
 //!   its certificate), shared by the gateway and the feedback service.
 //!
@@ -14,6 +16,7 @@
 //! and a shutdown token; [`crate::sim::Simulator`] wires them together.
 
 pub mod accept;
+pub mod control;
 pub mod devices;
 pub mod feedback;
 pub mod gateway;

@@ -37,7 +37,14 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
     apns_sim(dir)
         .env("RUST_LOG", "info")
         .args(["serve", "--gateway-port", "0", "--feedback-port", "0"])
-        .args(["--http2-port", "0", "--device-port", "0"])
+        .args([
+            "--http2-port",
+            "0",
+            "--device-port",
+            "0",
+            "--control-port",
+            "0",
+        ])
         .args(extra)
         .spawn()
         .expect("serve started")
@@ -673,7 +680,15 @@ async fn serve_fleet_flag_wins_over_the_other_variable() {
             dir.path().join("no-such-scenario.toml"),
         )
         .args(["serve", "--gateway-port", "0", "--feedback-port", "0"])
-        .args(["--http2-port", "0", "--device-port", "0", "--devices", "1"])
+        .args([
+            "--http2-port",
+            "0",
+            "--device-port",
+            "0",
+            "--control-port",
+            "0",
+        ])
+        .args(["--devices", "1"])
         .spawn()
         .expect("serve started");
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
@@ -694,4 +709,43 @@ async fn serve_fleet_flag_wins_over_the_other_variable() {
         assert_eq!(code, Some(2), "{out}{err}");
         assert!(err.contains("--devices and --scenario"), "{err}");
     }
+}
+
+/// The control API is unauthenticated: `serve` refuses a `--bind` that is not loopback
+/// before it mints or binds anything, and says why.
+#[tokio::test]
+async fn serve_refuses_a_non_loopback_bind_for_the_control_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_code(
+        apns_sim(dir.path())
+            .args(["serve", "--bind", "0.0.0.0", "--control-port", "0"])
+            .args(["--gateway-port", "0", "--feedback-port", "0"])
+            .args(["--http2-port", "0", "--device-port", "0"]),
+    )
+    .await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("control API is unauthenticated") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+    assert!(!dir.path().join("certs").exists(), "nothing minted");
+}
+
+/// The banner names the control API's address, and it answers there.
+#[tokio::test]
+async fn serve_banner_names_the_control_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = spawn_serve(dir.path(), &["--devices", "0"]);
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let line = line_where(&mut lines, |l| l.starts_with("  control API      ")).await;
+    let addr: std::net::SocketAddr = line
+        .trim_start_matches("  control API      ")
+        .trim()
+        .parse()
+        .expect("an address");
+    assert!(addr.ip().is_loopback(), "{line}");
+    let (status, health) = crate::control::get_at(addr, "/v1/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["endpoints"]["control"], addr.to_string());
+    serve.kill().await.unwrap();
 }

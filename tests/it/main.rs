@@ -7,6 +7,7 @@ mod architecture;
 mod binary;
 mod cli;
 mod common;
+mod control;
 mod devices;
 mod feedback;
 mod garbage;

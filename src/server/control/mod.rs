@@ -1,0 +1,316 @@
+//! The control API: HTTP/1.1 and JSON under `/v1`, for test suites and people who want to ask
+//! the simulator what happened instead of reading its stdout.
+//!
+//! Routes of this slice (the OpenAPI 3 document at `GET /v1/openapi.json`, generated from
+//! these handlers and types by utoipa, is the full reference):
+//!
+//! - `GET /v1/health`: up, the version, every endpoint's address;
+//! - `GET /v1/notifications`: the delivery log, filtered, with a cursor ([`notifications`]);
+//! - `GET /v1/notifications/wait`: the same, answering once enough records match;
+//! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
+//! - `GET /v1/openapi.json`: the document itself.
+//!
+//! Like every endpoint, [`run`] takes an already-bound listener and the simulator's shutdown
+//! token. The API has no authentication yet, so [`crate::sim::Simulator`] refuses to start it
+//! on anything but a loopback address.
+//!
+//! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
+//! the parameter at fault; no input makes a handler panic.
+
+pub mod feedback;
+pub mod notifications;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::hub::Hub;
+
+/// The largest request body any route reads. No route of this version takes a body; the
+/// ones to come (devices, faults) take small JSON objects, and a client must not be able to
+/// make the simulator buffer megabytes for them.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Every route of the router, as registered; the OpenAPI document lists exactly these (a
+/// test compares the two).
+pub const ROUTES: &[&str] = &[
+    "/v1/health",
+    "/v1/notifications",
+    "/v1/notifications/wait",
+    "/v1/feedback",
+    "/v1/openapi.json",
+];
+
+/// Where each endpoint of the simulator listens, for `GET /v1/health`. The simulator fills
+/// it in (the control API cannot see `sim::Addrs`, which sits above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Binary gateway.
+    pub gateway: SocketAddr,
+    /// Feedback service.
+    pub feedback: SocketAddr,
+    /// HTTP/2 provider API.
+    pub http2: SocketAddr,
+    /// Device endpoint.
+    pub devices: SocketAddr,
+    /// This control API.
+    pub control: SocketAddr,
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+struct Ctx {
+    /// The routing core: the delivery log and the feedback lists are read from it.
+    hub: Hub,
+    /// The addresses `GET /v1/health` reports.
+    endpoints: Endpoints,
+    /// The simulator's shutdown: a pending `wait` answers at once when it fires, so that
+    /// graceful shutdown does not sit out its timeout.
+    shutdown: CancellationToken,
+}
+
+/// Serves the control API on `listener` until `shutdown` fires, then lets requests in flight
+/// finish (a `wait` ends at once with 503).
+pub async fn run(
+    listener: TcpListener,
+    hub: Hub,
+    endpoints: Endpoints,
+    shutdown: CancellationToken,
+) {
+    let ctx = Ctx {
+        hub,
+        endpoints,
+        shutdown: shutdown.clone(),
+    };
+    info!(addr = %endpoints.control, "control API listening");
+    let served = axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "control API stopped");
+    }
+}
+
+/// The router: [`ROUTES`], a JSON 404 for any other path and a JSON 405 for another method.
+fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/notifications", get(notifications::list))
+        .route("/v1/notifications/wait", get(notifications::wait))
+        .route("/v1/feedback", get(feedback::peek))
+        .route("/v1/openapi.json", get(openapi_json))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}
+
+/// The OpenAPI 3 document of every route, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "apns-sim control API",
+        description = "Inspect and drive a running APNs simulator: its endpoints, the delivery \
+                       log, the feedback lists."
+    ),
+    paths(
+        health,
+        notifications::list,
+        notifications::wait,
+        feedback::peek,
+        openapi_json
+    )
+)]
+pub struct ApiDoc;
+
+/// A refusal's body: what is wrong, and which parameter, when one is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, in words.
+    pub error: String,
+    /// The query parameter at fault, if the refusal is about one.
+    pub field: Option<String>,
+}
+
+/// A refusal with its status; the handlers' error type.
+#[derive(Debug, Clone)]
+struct ApiError {
+    /// 400 for bad input, 404 for an unknown route, 405, 503 on shutdown.
+    status: StatusCode,
+    /// The body.
+    body: ErrorBody,
+}
+
+impl ApiError {
+    /// 400 about one parameter.
+    fn field(field: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody {
+                error: error.into(),
+                field: Some(field.to_owned()),
+            },
+        }
+    }
+
+    /// A refusal about no parameter in particular.
+    fn general(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                field: None,
+            },
+        }
+    }
+}
+
+/// A request's query, as pairs in the order given (or why it could not be decoded).
+type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// The query's parameters by name: 400 for an undecodable query, a parameter the route does
+/// not take (`allowed`), or one given twice, each naming the parameter.
+fn params(query: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|e| ApiError::general(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut out = HashMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            let error = format!("unknown parameter; this route takes {}", allowed.join(", "));
+            return Err(ApiError::field(&name, error));
+        }
+        if out.contains_key(&name) {
+            return Err(ApiError::field(&name, "given more than once"));
+        }
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+/// An unsigned number parameter within `min..=max`, if given.
+fn number(
+    params: &HashMap<String, String>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
+    let Some(text) = params.get(field) else {
+        return Ok(None);
+    };
+    let n: u64 = text
+        .parse()
+        .map_err(|_| ApiError::field(field, format!("not an unsigned integer: {text:?}")))?;
+    if n < min || n > max {
+        return Err(ApiError::field(
+            field,
+            format!("{n} is out of range {min}..={max}"),
+        ));
+    }
+    Ok(Some(n))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The body of `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the simulator answers, so it is up.
+    pub status: String,
+    /// The simulator's version (the crate's).
+    pub version: String,
+    /// Where each endpoint listens.
+    pub endpoints: EndpointAddrs,
+}
+
+/// Each endpoint's address as `IP:PORT`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EndpointAddrs {
+    /// Binary gateway (Apple's 2195).
+    pub gateway: String,
+    /// Feedback service (2196).
+    pub feedback: String,
+    /// HTTP/2 provider API (2197).
+    pub http2: String,
+    /// Device endpoint (5223).
+    pub devices: String,
+    /// This control API.
+    pub control: String,
+}
+
+/// Up, the version and the endpoints' addresses.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    responses((status = 200, description = "The simulator is up", body = Health))
+)]
+async fn health(State(ctx): State<Ctx>) -> Json<Health> {
+    let e = ctx.endpoints;
+    Json(Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        endpoints: EndpointAddrs {
+            gateway: e.gateway.to_string(),
+            feedback: e.feedback.to_string(),
+            http2: e.http2.to_string(),
+            devices: e.devices.to_string(),
+            control: e.control.to_string(),
+        },
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3 document of every route",
+               content_type = "application/json"))
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Any path outside [`ROUTES`].
+async fn no_route() -> ApiError {
+    ApiError::general(
+        StatusCode::NOT_FOUND,
+        format!("no such route; the routes are {}", ROUTES.join(", ")),
+    )
+}
+
+/// A route asked with a method it does not serve (all of this version's are GET).
+async fn wrong_method() -> ApiError {
+    ApiError::general(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route answers GET only",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_exactly_the_routes() {
+        let doc = ApiDoc::openapi();
+        let mut documented: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        let mut routes = ROUTES.to_vec();
+        documented.sort_unstable();
+        routes.sort_unstable();
+        assert_eq!(documented, routes);
+    }
+}

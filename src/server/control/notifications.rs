@@ -1,0 +1,476 @@
+//! `GET /v1/notifications` and `GET /v1/notifications/wait`: the delivery log, read from the
+//! hub's bounded ring ([`Hub::events_after`]) with a cursor, filtered, and waited on through
+//! the hub's broadcast ([`Hub::subscribe`]) without sleeping.
+//!
+//! Every event of the ring has a sequence number; a record carries its number as `seq`, and
+//! an answer's `next` is the cursor to pass as `since` to read on. When events after the
+//! cursor have already fallen out of the ring the answer says `"truncated": true`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{number, params, ApiError, Ctx, RawQuery};
+use crate::hub::{self, Event, Hub, Logged};
+use crate::protocol::token::DeviceToken;
+
+/// The most records one answer returns (`limit`'s maximum, and `count`'s): an answer is built
+/// in memory and sent at once, so it must stay a few hundred KiB however full the log is.
+pub const MAX_LIMIT: u64 = 1_000;
+
+/// Records per answer of `GET /v1/notifications` when `limit` is not given: a page a person
+/// can read, and enough for a test that pushed a handful.
+pub const DEFAULT_LIMIT: u64 = 100;
+
+/// The longest `timeout_ms` a wait accepts: a test that waits longer has lost its delivery,
+/// and a bound keeps a forgotten client from holding a connection forever.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// `timeout_ms` when not given: long enough for a delivery on a slow machine.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// The parameters both routes filter by (the parsed query; `wait` adds `count` and
+/// `timeout_ms`, `list` adds `limit`). A record matches when it matches every one given.
+#[derive(Debug, Clone, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Filters {
+    /// Only notifications to this device token (hex, any case).
+    #[param(value_type = Option<String>, example = "5a1b…")]
+    token: Option<DeviceToken>,
+    /// Only notifications of this topic (bundle id, with its suffix for VoIP and the like).
+    topic: Option<String>,
+    /// Only notifications to a token minted for the device with this serial number.
+    serial: Option<String>,
+    /// Only notifications that came through this API.
+    #[param(inline)]
+    api: Option<ApiName>,
+    /// Only records with this outcome.
+    #[param(inline)]
+    outcome: Option<OutcomeName>,
+    /// The cursor: only records with a sequence number above it (an answer's `next`).
+    /// 0, the default, is the start of the log.
+    since: Option<u64>,
+}
+
+/// `GET /v1/notifications`'s own parameter.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// At most this many records, 1 to [`MAX_LIMIT`] (default [`DEFAULT_LIMIT`]). When more
+    /// match, `next` is the last one returned, so the next page follows it.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u64>,
+}
+
+/// `GET /v1/notifications/wait`'s own parameters.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Wait {
+    /// Answer once this many records match, 1 to [`MAX_LIMIT`] (default 1).
+    #[param(minimum = 1, maximum = 1000, default = 1)]
+    count: Option<u64>,
+    /// Give up after this many milliseconds, 0 to [`MAX_TIMEOUT_MS`] (default
+    /// [`DEFAULT_TIMEOUT_MS`]), and answer 408 with what matched so far.
+    #[param(minimum = 0, maximum = 60000, default = 10000)]
+    timeout_ms: Option<u64>,
+}
+
+/// The provider API a notification came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiName {
+    /// The legacy binary gateway.
+    Binary,
+    /// The HTTP/2 provider API.
+    Http2,
+}
+
+impl ApiName {
+    /// The name of the hub's value.
+    fn of(api: hub::Api) -> Self {
+        match api {
+            hub::Api::Binary => ApiName::Binary,
+            hub::Api::Http2 => ApiName::Http2,
+        }
+    }
+}
+
+/// What happened to a notification (the hub's [`hub::Outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeName {
+    /// Written to the device's session queue.
+    Sent,
+    /// The device acknowledged it.
+    Acknowledged,
+    /// Kept for an offline device.
+    Stored,
+    /// A stored notification replaced by a newer one.
+    Superseded,
+    /// Its expiry passed before the device could take it.
+    Expired,
+    /// Expiry 0 and the device was offline.
+    Discarded,
+    /// The device reported the app as not installed.
+    NotInstalled,
+    /// Pushed to a token already unregistered.
+    Unregistered,
+    /// Refused by a gateway or the hub (the detail says why).
+    Rejected,
+    /// Over the per-token push limit.
+    Throttled,
+    /// The device disconnected before acknowledging; routed again.
+    Requeued,
+}
+
+impl OutcomeName {
+    /// The name of the hub's value.
+    fn of(outcome: &hub::Outcome) -> Self {
+        use hub::Outcome as O;
+        match outcome {
+            O::Sent => OutcomeName::Sent,
+            O::Acknowledged => OutcomeName::Acknowledged,
+            O::Stored => OutcomeName::Stored,
+            O::Superseded => OutcomeName::Superseded,
+            O::Expired => OutcomeName::Expired,
+            O::Discarded => OutcomeName::Discarded,
+            O::NotInstalled => OutcomeName::NotInstalled,
+            O::Unregistered => OutcomeName::Unregistered,
+            O::Rejected => OutcomeName::Rejected,
+            O::Throttled => OutcomeName::Throttled,
+            O::Requeued => OutcomeName::Requeued,
+        }
+    }
+}
+
+/// One record of the delivery log: one thing that happened to one notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Record {
+    /// Its sequence number in the log (the cursor after it).
+    pub seq: u64,
+    /// When, in milliseconds since the UNIX epoch.
+    pub at_ms: u64,
+    /// The notification's UUID (apns-id; generated for the binary API).
+    pub apns_id: String,
+    /// The binary API's identifier (0 on HTTP/2).
+    pub identifier: u32,
+    /// Its device token in hex, when it got far enough to have a valid one.
+    pub token: Option<String>,
+    /// The serial of the device the token was minted for, when the simulator minted it.
+    pub serial: Option<String>,
+    /// The topic of the provider connection or request.
+    pub topic: String,
+    /// The API it came through.
+    pub api: ApiName,
+    /// What happened.
+    pub outcome: OutcomeName,
+    /// Extra words: a rejection's reason, the device, a warning.
+    pub detail: String,
+}
+
+/// An answer of either route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Records {
+    /// The matching records, oldest first.
+    pub notifications: Vec<Record>,
+    /// The cursor to pass as `since` to read on after these.
+    pub next: u64,
+    /// True when records after `since` fell out of the bounded log before this read: some
+    /// are missing.
+    pub truncated: bool,
+}
+
+/// The parameters common to both routes, parsed; `Filters` is their shape.
+fn filters(params: &HashMap<String, String>) -> Result<Filters, ApiError> {
+    let text = |field: &str| params.get(field).cloned();
+    let token = params
+        .get("token")
+        .map(|t| {
+            DeviceToken::from_hex(t)
+                .map_err(|e| ApiError::field("token", format!("not a device token: {e}")))
+        })
+        .transpose()?;
+    let api = params
+        .get("api")
+        .map(|a| match a.as_str() {
+            "binary" => Ok(ApiName::Binary),
+            "http2" => Ok(ApiName::Http2),
+            other => Err(ApiError::field(
+                "api",
+                format!("{other:?} is not binary or http2"),
+            )),
+        })
+        .transpose()?;
+    let outcome = params
+        .get("outcome")
+        .map(|o| {
+            serde_json::from_value::<OutcomeName>(serde_json::Value::String(o.clone())).map_err(
+                |_| {
+                    ApiError::field(
+                        "outcome",
+                        format!(
+                            "{o:?} is not one of sent, acknowledged, stored, superseded, \
+                             expired, discarded, not_installed, unregistered, rejected, \
+                             throttled, requeued"
+                        ),
+                    )
+                },
+            )
+        })
+        .transpose()?;
+    let since = number(params, "since", 0, u64::MAX)?;
+    Ok(Filters {
+        token,
+        topic: text("topic"),
+        serial: text("serial"),
+        api,
+        outcome,
+        since,
+    })
+}
+
+/// The parameters of `list`.
+const LIST_PARAMS: &[&str] = &[
+    "token", "topic", "serial", "api", "outcome", "since", "limit",
+];
+
+/// The parameters of `wait`.
+const WAIT_PARAMS: &[&str] = &[
+    "token",
+    "topic",
+    "serial",
+    "api",
+    "outcome",
+    "since",
+    "count",
+    "timeout_ms",
+];
+
+/// Reads the log after a cursor and keeps the records that match, looking each token's
+/// device up once.
+struct Matcher<'a> {
+    /// Where the log and the token table are.
+    hub: &'a Hub,
+    /// What to keep.
+    filters: Filters,
+    /// Each token's device serial, as looked up so far.
+    serials: HashMap<DeviceToken, Option<String>>,
+}
+
+impl Matcher<'_> {
+    /// The serial of the device `token` was minted for.
+    fn serial(&mut self, token: &DeviceToken) -> Option<String> {
+        let hub = self.hub;
+        self.serials
+            .entry(*token)
+            .or_insert_with(|| hub.token_serial(token))
+            .clone()
+    }
+
+    /// The record of a logged event, if it is a notification's and matches.
+    fn record(&mut self, logged: Logged) -> Option<Record> {
+        let Event::Notification {
+            at_ms,
+            apns_id,
+            identifier,
+            token,
+            topic,
+            api,
+            outcome,
+            detail,
+        } = logged.event
+        else {
+            return None;
+        };
+        let f = &self.filters;
+        let api = ApiName::of(api);
+        let outcome = OutcomeName::of(&outcome);
+        if f.token.is_some_and(|t| token != Some(t))
+            || f.topic.as_ref().is_some_and(|t| *t != topic)
+            || f.api.is_some_and(|a| a != api)
+            || f.outcome.is_some_and(|o| o != outcome)
+        {
+            return None;
+        }
+        let serial = token.and_then(|t| self.serial(&t));
+        if let Some(wanted) = &self.filters.serial {
+            if serial.as_ref() != Some(wanted) {
+                return None;
+            }
+        }
+        Some(Record {
+            seq: logged.seq,
+            at_ms,
+            apns_id: apns_id.to_string(),
+            identifier,
+            token: token.map(|t| t.to_hex()),
+            serial,
+            topic,
+            api,
+            outcome,
+            detail,
+        })
+    }
+
+    /// Reads the log after `cursor` and adds the matching records to `out` until it holds
+    /// `max`. Returns the cursor after the last event examined, and whether events after
+    /// `cursor` had already left the ring.
+    fn read(&mut self, cursor: u64, out: &mut Vec<Record>, max: usize) -> (u64, bool) {
+        let read = self.hub.events_after(cursor);
+        let mut next = read.last_seq.max(cursor);
+        for logged in read.events {
+            if out.len() == max {
+                break;
+            }
+            let seq = logged.seq;
+            if let Some(record) = self.record(logged) {
+                out.push(record);
+                if out.len() == max {
+                    next = seq;
+                }
+            }
+        }
+        (next, read.truncated)
+    }
+}
+
+/// Checks that a cursor is not ahead of the log (a cursor from an earlier run of the
+/// simulator would otherwise match nothing, silently, until the log caught up).
+fn check_since(hub: &Hub, since: u64) -> Result<(), ApiError> {
+    let last = hub.events_after(u64::MAX).last_seq;
+    if since > last {
+        return Err(ApiError::field(
+            "since",
+            format!("cursor {since} is ahead of the log, whose newest record is {last}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The delivery log, filtered, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    params(Filters, Page),
+    responses(
+        (status = 200, description = "The matching records after `since`", body = Records),
+        (status = 400, description = "A bad parameter, named in `field`", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn list(
+    State(ctx): State<Ctx>,
+    query: RawQuery,
+) -> Result<Json<Records>, ApiError> {
+    let params = params(query, LIST_PARAMS)?;
+    let filters = filters(&params)?;
+    let page = Page {
+        limit: number(&params, "limit", 1, MAX_LIMIT)?,
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
+    let since = filters.since.unwrap_or(0);
+    check_since(&ctx.hub, since)?;
+    let mut matcher = Matcher {
+        hub: &ctx.hub,
+        filters,
+        serials: HashMap::new(),
+    };
+    let mut notifications = Vec::new();
+    let (next, truncated) = matcher.read(
+        since,
+        &mut notifications,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    Ok(Json(Records {
+        notifications,
+        next,
+        truncated,
+    }))
+}
+
+/// Waits until `count` records match (those already in the log after `since` count), then
+/// answers with them; after `timeout_ms`, answers 408 with what matched so far.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications/wait",
+    params(Filters, Wait),
+    responses(
+        (status = 200, description = "`count` records matched", body = Records),
+        (status = 400, description = "A bad parameter, named in `field`", body = super::ErrorBody),
+        (status = 408, description = "The timeout passed first: what matched so far", body = Records),
+        (status = 503, description = "The simulator is shutting down", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Response, ApiError> {
+    let params = params(query, WAIT_PARAMS)?;
+    let filters = filters(&params)?;
+    let wait = Wait {
+        count: number(&params, "count", 1, MAX_LIMIT)?,
+        timeout_ms: number(&params, "timeout_ms", 0, MAX_TIMEOUT_MS)?,
+    };
+    let count = wait.count.unwrap_or(1);
+    let timeout_ms = wait.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let since = filters.since.unwrap_or(0);
+    check_since(&ctx.hub, since)?;
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+
+    // Subscribe before the first read: an event logged after that read is broadcast after it
+    // joined the log, so this receiver hears of it; nothing falls between the two.
+    let mut live = ctx.hub.subscribe();
+    let mut matcher = Matcher {
+        hub: &ctx.hub,
+        filters,
+        serials: HashMap::new(),
+    };
+    let mut notifications = Vec::new();
+    let mut cursor = since;
+    let mut truncated = false;
+    loop {
+        let (next, missed) = matcher.read(cursor, &mut notifications, count);
+        cursor = next;
+        truncated |= missed;
+        let answer = |status| {
+            let records = Records {
+                notifications: notifications.clone(),
+                next: cursor,
+                truncated,
+            };
+            (status, Json(records)).into_response()
+        };
+        if notifications.len() == count {
+            return Ok(answer(StatusCode::OK));
+        }
+        // The broadcast only says "the log grew"; the log itself is read again by cursor, so
+        // a lagged receiver loses nothing the ring still holds.
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => {
+                return Err(ApiError::general(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the simulator is shutting down",
+                ));
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok(answer(StatusCode::REQUEST_TIMEOUT));
+            }
+            heard = live.recv() => match heard {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    // Whatever else is already queued is in the log too: one read for all.
+                    while !matches!(live.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+                }
+                Err(RecvError::Closed) => {
+                    return Err(ApiError::general(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the simulator is shutting down",
+                    ));
+                }
+            },
+        }
+    }
+}
