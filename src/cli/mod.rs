@@ -32,7 +32,7 @@ pub(crate) enum Outcome {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the simulator: gateway, feedback, HTTP/2 API, device endpoint, demo devices.
+    /// Run the simulator: gateway, feedback, HTTP/2 API, device endpoint, control API, demo devices.
     Serve(serve::ServeArgs),
     /// Create the certificates in certs/ (if missing) and list them; mint more.
     Certs(certs::CertsArgs),

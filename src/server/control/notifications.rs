@@ -474,3 +474,98 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::extract::Query;
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::hub::EVENT_CHANNEL;
+    use crate::server::control::Endpoints;
+
+    fn ctx() -> Ctx {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        Ctx {
+            hub: Hub::new(Clock::system()),
+            endpoints: Endpoints {
+                gateway: addr,
+                feedback: addr,
+                http2: addr,
+                devices: addr,
+                control: addr,
+            },
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> RawQuery {
+        Ok(Query(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ))
+    }
+
+    fn reject(hub: &Hub, topic: &str, identifier: u32) {
+        hub.record_rejection(
+            hub::Api::Http2,
+            topic,
+            identifier.to_be_bytes(),
+            Uuid::new_v4(),
+            None,
+            "test".to_owned(),
+        );
+    }
+
+    async fn body(response: Response) -> (StatusCode, serde_json::Value) {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_with_503_when_the_simulator_shuts_down() {
+        let ctx = ctx();
+        ctx.shutdown.cancel();
+        let err = wait(State(ctx), query(&[("timeout_ms", "60000")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_lagged_wait_reads_the_log_again_and_says_what_it_missed() {
+        let ctx = ctx();
+        let hub = ctx.hub.clone();
+        let waiting = wait(
+            State(ctx),
+            query(&[("topic", "com.target"), ("timeout_ms", "60000")]),
+        );
+        tokio::pin!(waiting);
+        // One poll: the wait subscribes, reads the empty log and waits on the broadcast.
+        assert!(tokio::time::timeout(Duration::ZERO, &mut waiting)
+            .await
+            .is_err());
+        // More than the channel holds, so its receiver lags, and more than the ring keeps.
+        for i in 0..=EVENT_CHANNEL as u32 {
+            reject(&hub, "com.noise", i);
+        }
+        reject(&hub, "com.target", 7);
+        let (status, records) = body(waiting.await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{records}");
+        assert_eq!(records["notifications"][0]["identifier"], 7);
+        assert_eq!(
+            records["truncated"], true,
+            "events after the cursor left the ring"
+        );
+        assert_eq!(records["next"], EVENT_CHANNEL as u64 + 2);
+    }
+}
