@@ -22,6 +22,7 @@ pub mod notifications;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -31,6 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utoipa::{OpenApi, ToSchema};
@@ -78,6 +80,8 @@ struct Ctx {
     /// The simulator's shutdown: a pending `wait` answers at once when it fires, so that
     /// graceful shutdown does not sit out its timeout.
     shutdown: CancellationToken,
+    /// One permit per pending wait, [`notifications::MAX_PENDING_WAITS`] in all.
+    waits: Arc<Semaphore>,
 }
 
 /// Serves the control API on `listener` until `shutdown` fires, then lets requests in flight
@@ -92,6 +96,7 @@ pub async fn run(
         hub,
         endpoints,
         shutdown: shutdown.clone(),
+        waits: Arc::new(Semaphore::new(notifications::MAX_PENDING_WAITS)),
     };
     info!(addr = %endpoints.control, "control API listening");
     let served = axum::serve(listener, router(ctx))

@@ -33,6 +33,11 @@ pub const DEFAULT_LIMIT: u64 = 100;
 /// and a bound keeps a forgotten client from holding a connection forever.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
+/// How many waits may be pending at once; one more is answered 503. Each holds a connection
+/// and a broadcast receiver for up to [`MAX_TIMEOUT_MS`], so a runaway client loop must not
+/// pile them up without bound; a test suite runs far fewer at a time.
+pub const MAX_PENDING_WAITS: usize = 256;
+
 /// `timeout_ms` when not given: long enough for a delivery on a slow machine.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
@@ -42,7 +47,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct Filters {
     /// Only notifications to this device token (hex, any case).
-    #[param(value_type = Option<String>, example = "5a1b…")]
+    #[param(value_type = Option<String>)]
     token: Option<DeviceToken>,
     /// Only notifications of this topic (bundle id, with its suffix for VoIP and the like).
     topic: Option<String>,
@@ -63,8 +68,8 @@ pub struct Filters {
 #[derive(Debug, Clone, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
-    /// At most this many records, 1 to [`MAX_LIMIT`] (default [`DEFAULT_LIMIT`]). When more
-    /// match, `next` is the last one returned, so the next page follows it.
+    /// At most this many records, 1 to 1000 (`MAX_LIMIT`; default 100, `DEFAULT_LIMIT`).
+    /// When more match, `next` is the last one returned, so the next page follows it.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u64>,
 }
@@ -73,11 +78,11 @@ pub struct Page {
 #[derive(Debug, Clone, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Wait {
-    /// Answer once this many records match, 1 to [`MAX_LIMIT`] (default 1).
+    /// Answer once this many records match, 1 to 1000 (`MAX_LIMIT`; default 1).
     #[param(minimum = 1, maximum = 1000, default = 1)]
     count: Option<u64>,
-    /// Give up after this many milliseconds, 0 to [`MAX_TIMEOUT_MS`] (default
-    /// [`DEFAULT_TIMEOUT_MS`]), and answer 408 with what matched so far.
+    /// Give up after this many milliseconds, 0 to 60000 (`MAX_TIMEOUT_MS`; default 10000,
+    /// `DEFAULT_TIMEOUT_MS`), and answer 408 with what matched so far.
     #[param(minimum = 0, maximum = 60000, default = 10000)]
     timeout_ms: Option<u64>,
 }
@@ -102,7 +107,7 @@ impl ApiName {
     }
 }
 
-/// What happened to a notification (the hub's [`hub::Outcome`]).
+/// What happened to a notification (the hub's `Outcome`, by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeName {
@@ -404,7 +409,8 @@ pub(super) async fn list(
         (status = 200, description = "`count` records matched", body = Records),
         (status = 400, description = "A bad parameter, named in `field`", body = super::ErrorBody),
         (status = 408, description = "The timeout passed first: what matched so far", body = Records),
-        (status = 503, description = "The simulator is shutting down", body = super::ErrorBody),
+        (status = 503, description = "The simulator is shutting down, or too many waits are \
+                                      pending", body = super::ErrorBody),
     )
 )]
 pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Response, ApiError> {
@@ -419,6 +425,13 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
     let since = filters.since.unwrap_or(0);
     check_since(&ctx.hub, since)?;
     let count = usize::try_from(count).unwrap_or(usize::MAX);
+    // Held until the answer is built.
+    let _slot = ctx.waits.clone().try_acquire_owned().map_err(|_| {
+        ApiError::general(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_PENDING_WAITS} waits are already pending; retry when one ends"),
+        )
+    })?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
 
     // Subscribe before the first read: an event logged after that read is broadcast after it
@@ -478,8 +491,10 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     use axum::extract::Query;
+    use tokio::sync::Semaphore;
     use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
@@ -500,6 +515,7 @@ mod tests {
                 control: addr,
             },
             shutdown: CancellationToken::new(),
+            waits: Arc::new(Semaphore::new(MAX_PENDING_WAITS)),
         }
     }
 
@@ -539,6 +555,26 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_wait_beyond_the_pending_bound_is_503() {
+        let ctx = ctx();
+        let held = ctx
+            .waits
+            .clone()
+            .acquire_many_owned(MAX_PENDING_WAITS as u32)
+            .await;
+        let err = wait(State(ctx.clone()), query(&[("timeout_ms", "0")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.body.error.contains("pending"), "{:?}", err.body);
+        drop(held);
+        let answer = wait(State(ctx), query(&[("timeout_ms", "0")]))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT, "a slot again");
     }
 
     #[tokio::test]
