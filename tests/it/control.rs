@@ -14,8 +14,8 @@ use apns_sim::hub::Outcome;
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
+use apns_sim::server::control;
 use apns_sim::server::control::notifications::{MAX_LIMIT, MAX_TIMEOUT_MS};
-use apns_sim::server::control::ROUTES;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig, StartError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -128,17 +128,17 @@ async fn the_openapi_document_lists_every_route_and_each_answers() {
         .keys()
         .map(String::as_str)
         .collect();
-    let mut routes = ROUTES.to_vec();
+    let mut routes = control::routes();
     documented.sort_unstable();
     routes.sort_unstable();
     assert_eq!(documented, routes);
     // Each listed route is served (feedback without its parameters is a 400, a wait on an
     // empty log that may not wait a 408, never a 404), and every other path is a JSON 404.
-    for route in ROUTES {
+    for route in control::routes() {
         let path = if route.ends_with("/wait") {
             format!("{route}?timeout_ms=0")
         } else {
-            (*route).to_owned()
+            route.to_owned()
         };
         let (status, body) = get(&t, &path).await;
         assert!(

@@ -28,7 +28,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -44,15 +44,23 @@ use crate::hub::Hub;
 /// make the simulator buffer megabytes for them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Every route of the router, as registered; the OpenAPI document lists exactly these (a
-/// test compares the two).
-pub const ROUTES: &[&str] = &[
-    "/v1/health",
-    "/v1/notifications",
-    "/v1/notifications/wait",
-    "/v1/feedback",
-    "/v1/openapi.json",
-];
+/// Every route of the router with its handlers: the router is built from this table, so
+/// [`routes`] is exactly what it serves.
+fn table() -> [(&'static str, MethodRouter<Ctx>); 5] {
+    [
+        ("/v1/health", get(health)),
+        ("/v1/notifications", get(notifications::list)),
+        ("/v1/notifications/wait", get(notifications::wait)),
+        ("/v1/feedback", get(feedback::peek)),
+        ("/v1/openapi.json", get(openapi_json)),
+    ]
+}
+
+/// Every route the router serves; the OpenAPI document lists exactly these (tests compare
+/// the two).
+pub fn routes() -> Vec<&'static str> {
+    table().into_iter().map(|(path, _)| path).collect()
+}
 
 /// Where each endpoint of the simulator listens, for `GET /v1/health`. The simulator fills
 /// it in (the control API cannot see `sim::Addrs`, which sits above it).
@@ -107,14 +115,13 @@ pub async fn run(
     }
 }
 
-/// The router: [`ROUTES`], a JSON 404 for any other path and a JSON 405 for another method.
+/// The router: [`routes`], a JSON 404 for any other path and a JSON 405 for another method.
 fn router(ctx: Ctx) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/notifications", get(notifications::list))
-        .route("/v1/notifications/wait", get(notifications::wait))
-        .route("/v1/feedback", get(feedback::peek))
-        .route("/v1/openapi.json", get(openapi_json))
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -289,11 +296,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Any path outside [`ROUTES`].
+/// Any path outside [`routes`].
 async fn no_route() -> ApiError {
     ApiError::general(
         StatusCode::NOT_FOUND,
-        format!("no such route; the routes are {}", ROUTES.join(", ")),
+        format!("no such route; the routes are {}", routes().join(", ")),
     )
 }
 
@@ -313,7 +320,7 @@ mod tests {
     fn the_document_lists_exactly_the_routes() {
         let doc = ApiDoc::openapi();
         let mut documented: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
-        let mut routes = ROUTES.to_vec();
+        let mut routes = routes();
         documented.sort_unstable();
         routes.sort_unstable();
         assert_eq!(documented, routes);
