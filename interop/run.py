@@ -157,7 +157,7 @@ def start_simulator(binary, tmp):
     sim = Child("apns-sim serve", [
         binary, "serve", "--certs", os.path.join(tmp, "certs"), "--bind", HOST,
         "--gateway-port", "0", "--feedback-port", "0", "--http2-port", "0",
-        "--device-port", "0", "--devices", "1",
+        "--device-port", "0", "--control-port", "0", "--devices", "1",
     ], cwd=tmp, log_path=os.path.join(tmp, "serve.log"))
     # Output of `serve` (src/cli/serve.rs): "  binary gateway   ADDR", …, "demo devices:",
     # "  SERIAL  ENV  APP  TOKEN", "push to the first one …".
