@@ -185,6 +185,7 @@ impl Simulator {
             handshake_timeout: settings.handshake_timeout,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
+            metrics: hub.metrics().clone(),
         };
         let max_providers = settings.max_provider_connections;
         tracker.spawn(gateway::run(

@@ -23,7 +23,7 @@ pub const EVENT_LOG_LEN: usize = 10_000;
 pub const EVENT_CHANNEL: usize = 16_384;
 
 /// Which provider API a notification came through (for the log and for per-API rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
     /// The legacy binary gateway (commands 0, 1, 2).
@@ -33,8 +33,8 @@ pub enum Api {
 }
 
 impl Api {
-    /// The API's name in a log line's `api` field.
-    fn as_str(self) -> &'static str {
+    /// The API's name in a log line's `api` field and a metric's `api` label.
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Api::Binary => "binary",
             Api::Http2 => "http2",
@@ -51,7 +51,7 @@ impl Api {
 }
 
 /// What happened to a notification, as recorded in the delivery log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Written to the device's session queue; an `Acknowledged` or `NotInstalled` follows.
@@ -76,6 +76,25 @@ pub enum Outcome {
     Throttled,
     /// The device disconnected before acknowledging; the notification was routed again.
     Requeued,
+}
+
+impl Outcome {
+    /// Its name as serialised, and as a metric's `outcome` label.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Acknowledged => "acknowledged",
+            Outcome::Stored => "stored",
+            Outcome::Superseded => "superseded",
+            Outcome::Expired => "expired",
+            Outcome::Discarded => "discarded",
+            Outcome::NotInstalled => "not_installed",
+            Outcome::Unregistered => "unregistered",
+            Outcome::Rejected => "rejected",
+            Outcome::Throttled => "throttled",
+            Outcome::Requeued => "requeued",
+        }
+    }
 }
 
 /// One entry of the delivery log; also broadcast live to subscribers.

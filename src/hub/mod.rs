@@ -12,6 +12,8 @@
 //!   given the time and returning outcomes plus events, so they are tested without tokio;
 //! - `events.rs`: [`Event`], [`Outcome`], the bounded log, the live broadcast and the one
 //!   info line per notification;
+//! - `metrics.rs`: the Prometheus metrics ([`Metrics`]), counted in `Hub::apply` from the
+//!   events every rule returns, so each notification event is counted exactly once;
 //! - `rate.rs`: the opt-in per-token push limit.
 //!
 //! # What happens to a notification
@@ -49,11 +51,12 @@
 //!    while the lock is held.
 
 mod events;
+mod metrics;
 mod rate;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use tracing::info;
@@ -66,13 +69,14 @@ use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 
 pub use events::{Api, Event, LogRead, Logged, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
+pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
     DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,
     MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
 };
 
 use events::{Broadcast, EventLog, Subject};
-use state::{Queued, State};
+use state::{Answered, Queued, State};
 
 /// The routing core. Clone it freely.
 #[derive(Debug, Clone)]
@@ -90,6 +94,8 @@ struct Shared {
     events: Broadcast,
     /// Where every rule's time comes from; shared with the endpoints, advanced by tests.
     clock: Clock,
+    /// The Prometheus metrics, updated by every rule and by the endpoints.
+    metrics: Metrics,
 }
 
 /// What the lock guards.
@@ -125,6 +131,7 @@ impl Hub {
                 }),
                 events: Broadcast::new(),
                 clock,
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -132,6 +139,12 @@ impl Hub {
     /// The clock the hub reads (shared with the endpoints).
     pub fn clock(&self) -> &Clock {
         &self.shared.clock
+    }
+
+    /// The simulator's metrics: the hub counts what it decides, the endpoints count their
+    /// connections and the feedback they deliver.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Live events from now on. Tests wait on these instead of sleeping.
@@ -170,12 +183,18 @@ impl Hub {
             // 2. Under the lock: the rule changes the state …
             let mut guard = self.lock();
             let (outcome, events) = rule(&mut guard.state, now_ms);
-            // 3. … and its events join the log before anyone else can change the state.
+            // 3. … and its events join the log before anyone else can change the state. The
+            //    gauges are set here too, so they follow the state's order.
             guard.log.append(&events);
+            let metrics = &self.shared.metrics;
+            metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
+            metrics.feedback_recorded(guard.state.take_feedback_recorded());
             (outcome, events)
             // 4. The guard drops here, releasing the lock.
         };
-        // 5. Subscribers hear of it with the lock released.
+        // 5. Every notification event is counted once (atomics, no lock), and subscribers
+        //    hear of it, with the lock released.
+        self.shared.metrics.observe(&events);
         self.shared.events.send(events);
         outcome
     }
@@ -253,7 +272,15 @@ impl Hub {
     /// The device answered a delivery. Returns false for a delivery id this session does not
     /// own (a confused or hostile device), which the caller reports.
     pub fn device_reply(&self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
-        self.apply(|st, now_ms| st.device_reply(session, delivery, reply, now_ms))
+        let answered = self.apply(|st, now_ms| st.device_reply(session, delivery, reply, now_ms));
+        if let Some(Answered {
+            reply: DeviceReply::Ack,
+            accepted,
+        }) = answered
+        {
+            self.shared.metrics.delivered(accepted.elapsed());
+        }
+        answered.is_some()
     }
 
     // ----- providers -----------------------------------------------------------------
@@ -262,9 +289,14 @@ impl Hub {
     /// under the same lock as the routing decision, so the answer and the outcome agree.
     pub fn push(&self, req: PushRequest) -> Result<PushOutcome, PushError> {
         let environment = req.environment;
+        let api = req.api;
         // The hub's own copy of the payload is made before the lock is taken.
-        let queued = Queued::from_request(req);
-        self.apply(|st, now_ms| st.push(queued, environment, now_ms))
+        let queued = Queued::from_request(req, Instant::now());
+        let result = self.apply(|st, now_ms| st.push(queued, environment, now_ms));
+        if let Err(err) = &result {
+            self.shared.metrics.hub_rejected(api, err);
+        }
+        result
     }
 
     /// Records a notification that the gateway refused before it reached the hub (bad frame,
@@ -287,6 +319,7 @@ impl Hub {
             warning: None,
         };
         events::log_rejection(about, &reason);
+        self.shared.metrics.gateway_rejected(api, &reason);
         // The state does not change; the event still goes through the log and the broadcast.
         self.apply(|_, now_ms| ((), vec![about.event(now_ms, Outcome::Rejected, reason)]));
     }

@@ -8,7 +8,7 @@
 //! `try_send` and `try_recv` need no runtime.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngCore;
@@ -189,6 +189,12 @@ pub(super) struct State {
     /// Unread feedback tuples per (topic, environment), oldest first, one per token; at most
     /// [`MAX_FEEDBACK_PER_TOPIC`] each.
     feedback: HashMap<(String, Environment), VecDeque<FeedbackTuple>>,
+    /// How many notifications `devices` hold in their stores, kept with every insert and
+    /// drain so that the stored gauge costs no walk over the devices.
+    stored_len: usize,
+    /// Feedback tuples appended since the hub last collected the count
+    /// ([`State::take_feedback_recorded`]) for its metrics.
+    feedback_recorded: u64,
     /// The last delivery number handed out. Numbers only grow, so a session's pending
     /// deliveries in number order are in the order they were sent.
     next_delivery: u64,
@@ -295,6 +301,15 @@ impl SessionRecord {
     }
 }
 
+/// A delivery a device answered: what it said, and when the hub accepted the notification.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answered {
+    /// Ack or NotInstalled.
+    pub(super) reply: DeviceReply,
+    /// When the push reached the hub.
+    pub(super) accepted: Instant,
+}
+
 /// A notification the hub holds: queued to a session, stored, or awaiting its answer.
 #[derive(Debug, Clone)]
 pub(super) struct Queued {
@@ -321,13 +336,16 @@ pub(super) struct Queued {
     collapse_id: Option<String>,
     /// The payload, in its own allocation.
     payload: Bytes,
+    /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
+    /// its delivery latency, measured when the device acknowledges.
+    accepted: Instant,
 }
 
 impl Queued {
     /// The hub's own copy of a request. The payload is copied out of the connection's read
     /// buffer: a stored slice would keep the whole buffer alive for as long as the
     /// notification waits.
-    pub(super) fn from_request(req: PushRequest) -> Self {
+    pub(super) fn from_request(req: PushRequest, accepted: Instant) -> Self {
         Queued {
             api: req.api,
             token: req.token,
@@ -340,6 +358,7 @@ impl Queued {
             push_type: req.push_type,
             collapse_id: req.collapse_id,
             payload: Bytes::copy_from_slice(&req.payload),
+            accepted,
         }
     }
 
@@ -430,6 +449,8 @@ impl State {
             devices: HashMap::new(),
             sessions: HashMap::new(),
             feedback: HashMap::new(),
+            stored_len: 0,
+            feedback_recorded: 0,
             next_delivery: 0,
             next_session: 0,
             rate: RateLimiter::new(rate_limit),
@@ -479,6 +500,7 @@ impl State {
             return;
         }
         let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
+        self.stored_len -= stored.len();
         for q in stored {
             if let Keep::Until(until) = q.keep {
                 if until <= now_ms / 1000 {
@@ -607,23 +629,27 @@ impl State {
         }
     }
 
-    /// The device answered a delivery. Returns false for a delivery this session does not
+    /// The device answered a delivery. Returns `None` for a delivery this session does not
     /// owe an answer for (another session's, one already answered, or a made-up number: a
-    /// confused or hostile device), which the caller reports.
+    /// confused or hostile device), which the caller reports; otherwise what was answered.
     pub(super) fn device_reply(
         &mut self,
         session: u64,
         delivery: u64,
         reply: DeviceReply,
         now_ms: u64,
-    ) -> (bool, Vec<Event>) {
+    ) -> (Option<Answered>, Vec<Event>) {
         let mut events = Vec::new();
         // 1. Find the delivery through the session that answers.
         let Some(owner) = self.sessions.get_mut(&session) else {
-            return (false, events);
+            return (None, events);
         };
         let Some(q) = owner.pending.remove(&delivery) else {
-            return (false, events);
+            return (None, events);
+        };
+        let answered = Answered {
+            reply,
+            accepted: q.accepted,
         };
         let device = owner.device.clone();
         // 2. Record the answer.
@@ -650,7 +676,22 @@ impl State {
         if self.has_room(&device, session) {
             self.flush_stored(&device, now_ms, &mut events);
         }
-        (true, events)
+        (Some(answered), events)
+    }
+
+    /// How many device sessions are open (not yet ended, live or replaced).
+    pub(super) fn sessions_open(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// How many notifications are stored for devices now.
+    pub(super) fn stored_len(&self) -> usize {
+        self.stored_len
+    }
+
+    /// The feedback tuples appended since the last call, and the count reset.
+    pub(super) fn take_feedback_recorded(&mut self) -> u64 {
+        std::mem::take(&mut self.feedback_recorded)
     }
 
     /// Whether `session` is the device's live session and could take one more delivery.
@@ -683,6 +724,7 @@ impl State {
                 timestamp: (at_ms / 1000) as u32,
                 token,
             });
+            self.feedback_recorded += 1;
         }
         at_ms
     }
@@ -841,9 +883,12 @@ impl State {
             .tokens
             .get(&q.token)
             .map_or_else(|| q.topic.clone(), |r| r.app.clone());
-        if let Some(old) = record.stored.insert(app, q) {
-            let detail = "a newer notification for the same app replaced it".to_owned();
-            events.push(old.event(now_ms, Outcome::Superseded, detail));
+        match record.stored.insert(app, q) {
+            Some(old) => {
+                let detail = "a newer notification for the same app replaced it".to_owned();
+                events.push(old.event(now_ms, Outcome::Superseded, detail));
+            }
+            None => self.stored_len += 1,
         }
         PushOutcome::Stored
     }
@@ -992,7 +1037,7 @@ pub(super) mod tests {
 
         fn push(&mut self, req: PushRequest) -> Result<PushOutcome, PushError> {
             let environment = req.environment;
-            let queued = Queued::from_request(req);
+            let queued = Queued::from_request(req, Instant::now());
             let (outcome, events) = self.st.push(queued, environment, self.now_ms);
             self.log.extend(events);
             outcome
@@ -1001,7 +1046,7 @@ pub(super) mod tests {
         fn reply(&mut self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
             let (owned, events) = self.st.device_reply(session, delivery, reply, self.now_ms);
             self.log.extend(events);
-            owned
+            owned.is_some()
         }
 
         /// (identifier, outcome) of every notification event logged so far.
@@ -1018,7 +1063,7 @@ pub(super) mod tests {
                     identifier,
                     outcome,
                     ..
-                } => Some((*identifier, outcome.clone())),
+                } => Some((*identifier, *outcome)),
                 _ => None,
             })
             .collect()

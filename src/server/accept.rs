@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, warn, Instrument};
 
+use crate::hub::Metrics;
+
 /// How long to wait before accepting again after `accept` fails (for example when the
 /// process is out of file descriptors), so that a persistent error does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -43,6 +45,9 @@ pub struct Endpoint {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so that shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Where established connections are counted (`apns_sim_connections_total` and
+    /// `_open`, labelled with `name`).
+    pub metrics: Metrics,
 }
 
 /// Runs the accept loop until shutdown. `handle` gets each established TLS stream.
@@ -81,6 +86,8 @@ where
         let handle = handle.clone();
         let shutdown = endpoint.shutdown.clone();
         let deadline = endpoint.handshake_timeout;
+        let metrics = endpoint.metrics.clone();
+        let name = endpoint.name;
         let span = info_span!("conn", endpoint = endpoint.name, %peer);
         endpoint.tracker.spawn(
             async move {
@@ -90,7 +97,12 @@ where
                     r = tokio::time::timeout(deadline, acceptor.accept(tcp)) => r,
                 };
                 match tls {
-                    Ok(Ok(stream)) => handle(stream, peer).await,
+                    Ok(Ok(stream)) => {
+                        // Open until the guard drops: the handler returned, or the task
+                        // was dropped mid-way.
+                        let _open = metrics.connection_opened(name);
+                        handle(stream, peer).await;
+                    }
                     // The span names the endpoint and the peer.
                     Ok(Err(err)) => {
                         let cause = handshake_failure(&err);
@@ -271,6 +283,7 @@ mod tests {
             handshake_timeout,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            metrics: Metrics::new(),
         };
         tokio::spawn(serve(listener, endpoint, |_, _| async {}));
         addr

@@ -57,12 +57,15 @@ async fn handle(
     }
     .await;
     match written {
-        Ok(()) => info!(
+        Ok(()) => {
+            hub.metrics().feedback_read(tuples.len());
+            info!(
             topic = %provider.topic,
             environment = %provider.environment,
-            tuples = tuples.len(),
-            "feedback delivered"
-        ),
+                tuples = tuples.len(),
+                "feedback delivered"
+            );
+        }
         Err(err) => {
             // The provider went away before reading: keep the tuples for its next visit.
             warn!(%err, tuples = tuples.len(), "feedback write failed; tuples kept");

@@ -8,7 +8,8 @@
 //! - `GET /v1/notifications`: the delivery log, filtered, with a cursor ([`notifications`]);
 //! - `GET /v1/notifications/wait`: the same, answering once enough records match;
 //! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
-//! - `GET /v1/openapi.json`: the document itself.
+//! - `GET /v1/openapi.json`: the document itself;
+//! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]).
 //!
 //! Like every endpoint, [`run`] takes an already-bound listener and the simulator's shutdown
 //! token. The API has no authentication yet, so [`crate::sim::Simulator`] refuses to start it
@@ -18,6 +19,7 @@
 //! the parameter at fault; no input makes a handler panic.
 
 pub mod feedback;
+pub mod metrics;
 pub mod notifications;
 
 use std::collections::HashMap;
@@ -46,13 +48,14 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 5] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 6] {
     [
         ("/v1/health", get(health)),
         ("/v1/notifications", get(notifications::list)),
         ("/v1/notifications/wait", get(notifications::wait)),
         ("/v1/feedback", get(feedback::peek)),
         ("/v1/openapi.json", get(openapi_json)),
+        ("/metrics", get(metrics::scrape)),
     ]
 }
 
@@ -134,14 +137,15 @@ fn router(ctx: Ctx) -> Router {
     info(
         title = "apns-sim control API",
         description = "Inspect and drive a running APNs simulator: its endpoints, the delivery \
-                       log, the feedback lists."
+                       log, the feedback lists, the Prometheus metrics."
     ),
     paths(
         health,
         notifications::list,
         notifications::wait,
         feedback::peek,
-        openapi_json
+        openapi_json,
+        metrics::scrape
     )
 )]
 pub struct ApiDoc;
