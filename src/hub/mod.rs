@@ -272,15 +272,19 @@ impl Hub {
     /// The device answered a delivery. Returns false for a delivery id this session does not
     /// own (a confused or hostile device), which the caller reports.
     pub fn device_reply(&self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
-        let answered = self.apply(|st, now_ms| st.device_reply(session, delivery, reply, now_ms));
-        if let Some(Answered {
-            reply: DeviceReply::Ack,
-            accepted,
-        }) = answered
-        {
-            self.shared.metrics.delivered(accepted.elapsed());
-        }
-        answered.is_some()
+        self.apply(|st, now_ms| {
+            let (answered, events) = st.device_reply(session, delivery, reply, now_ms);
+            // Observed before the acknowledgement is broadcast, so whoever waits for it
+            // finds the sample.
+            if let Some(Answered {
+                reply: DeviceReply::Ack,
+                accepted,
+            }) = answered
+            {
+                self.shared.metrics.delivered(accepted.elapsed());
+            }
+            (answered.is_some(), events)
+        })
     }
 
     // ----- providers -----------------------------------------------------------------
@@ -292,11 +296,14 @@ impl Hub {
         let api = req.api;
         // The hub's own copy of the payload is made before the lock is taken.
         let queued = Queued::from_request(req, Instant::now());
-        let result = self.apply(|st, now_ms| st.push(queued, environment, now_ms));
-        if let Err(err) = &result {
-            self.shared.metrics.hub_rejected(api, err);
-        }
-        result
+        self.apply(|st, now_ms| {
+            let (result, events) = st.push(queued, environment, now_ms);
+            // Counted before the event is broadcast, like every other metric.
+            if let Err(err) = &result {
+                self.shared.metrics.hub_rejected(api, err);
+            }
+            (result, events)
+        })
     }
 
     /// Records a notification that the gateway refused before it reached the hub (bad frame,

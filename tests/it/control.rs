@@ -135,6 +135,12 @@ async fn the_openapi_document_lists_every_route_and_each_answers() {
     // Each listed route is served (feedback without its parameters is a 400, a wait on an
     // empty log that may not wait a 408, never a 404), and every other path is a JSON 404.
     for route in control::routes() {
+        if route == "/metrics" {
+            // Text, not JSON: tests/it/metrics.rs reads it.
+            let (status, _, text) = crate::metrics::get_text(t.sim.addrs().control, route).await;
+            assert_eq!(status, 200, "{route}: {text}");
+            continue;
+        }
         let path = if route.ends_with("/wait") {
             format!("{route}?timeout_ms=0")
         } else {

@@ -14,6 +14,7 @@ mod garbage;
 mod http2;
 mod kinds;
 mod limits;
+mod metrics;
 mod readme;
 mod store;
 mod token_auth;
