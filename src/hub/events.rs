@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{field, info};
 use uuid::Uuid;
@@ -23,7 +23,8 @@ pub const EVENT_LOG_LEN: usize = 10_000;
 pub const EVENT_CHANNEL: usize = 16_384;
 
 /// Which provider API a notification came through (for the log and for per-API rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// Also the control API's name for it (`ToSchema` documents it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
     /// The legacy binary gateway (commands 0, 1, 2).
@@ -50,8 +51,9 @@ impl Api {
     }
 }
 
-/// What happened to a notification, as recorded in the delivery log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// What happened to a notification, as recorded in the delivery log. Also the control API's
+/// name for it (`ToSchema` documents it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Written to the device's session queue; an `Acknowledged` or `NotInstalled` follows.

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use utoipa::{IntoParams, ToSchema};
 
@@ -55,10 +55,10 @@ pub struct Filters {
     serial: Option<String>,
     /// Only notifications that came through this API.
     #[param(inline)]
-    api: Option<ApiName>,
+    api: Option<hub::Api>,
     /// Only records with this outcome.
     #[param(inline)]
-    outcome: Option<OutcomeName>,
+    outcome: Option<hub::Outcome>,
     /// The cursor: only records with a sequence number above it (an answer's `next`).
     /// 0, the default, is the start of the log.
     since: Option<u64>,
@@ -87,74 +87,6 @@ pub struct Wait {
     timeout_ms: Option<u64>,
 }
 
-/// The provider API a notification came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiName {
-    /// The legacy binary gateway.
-    Binary,
-    /// The HTTP/2 provider API.
-    Http2,
-}
-
-impl ApiName {
-    /// The name of the hub's value.
-    fn of(api: hub::Api) -> Self {
-        match api {
-            hub::Api::Binary => ApiName::Binary,
-            hub::Api::Http2 => ApiName::Http2,
-        }
-    }
-}
-
-/// What happened to a notification (the hub's `Outcome`, by name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeName {
-    /// Written to the device's session queue.
-    Sent,
-    /// The device acknowledged it.
-    Acknowledged,
-    /// Kept for an offline device.
-    Stored,
-    /// A stored notification replaced by a newer one.
-    Superseded,
-    /// Its expiry passed before the device could take it.
-    Expired,
-    /// Expiry 0 and the device was offline.
-    Discarded,
-    /// The device reported the app as not installed.
-    NotInstalled,
-    /// Pushed to a token already unregistered.
-    Unregistered,
-    /// Refused by a gateway or the hub (the detail says why).
-    Rejected,
-    /// Over the per-token push limit.
-    Throttled,
-    /// The device disconnected before acknowledging; routed again.
-    Requeued,
-}
-
-impl OutcomeName {
-    /// The name of the hub's value.
-    fn of(outcome: &hub::Outcome) -> Self {
-        use hub::Outcome as O;
-        match outcome {
-            O::Sent => OutcomeName::Sent,
-            O::Acknowledged => OutcomeName::Acknowledged,
-            O::Stored => OutcomeName::Stored,
-            O::Superseded => OutcomeName::Superseded,
-            O::Expired => OutcomeName::Expired,
-            O::Discarded => OutcomeName::Discarded,
-            O::NotInstalled => OutcomeName::NotInstalled,
-            O::Unregistered => OutcomeName::Unregistered,
-            O::Rejected => OutcomeName::Rejected,
-            O::Throttled => OutcomeName::Throttled,
-            O::Requeued => OutcomeName::Requeued,
-        }
-    }
-}
-
 /// One record of the delivery log: one thing that happened to one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Record {
@@ -173,9 +105,9 @@ pub struct Record {
     /// The topic of the provider connection or request.
     pub topic: String,
     /// The API it came through.
-    pub api: ApiName,
+    pub api: hub::Api,
     /// What happened.
-    pub outcome: OutcomeName,
+    pub outcome: hub::Outcome,
     /// Extra words: a rejection's reason, the device, a warning.
     pub detail: String,
 }
@@ -205,8 +137,8 @@ fn filters(params: &HashMap<String, String>) -> Result<Filters, ApiError> {
     let api = params
         .get("api")
         .map(|a| match a.as_str() {
-            "binary" => Ok(ApiName::Binary),
-            "http2" => Ok(ApiName::Http2),
+            "binary" => Ok(hub::Api::Binary),
+            "http2" => Ok(hub::Api::Http2),
             other => Err(ApiError::field(
                 "api",
                 format!("{other:?} is not binary or http2"),
@@ -216,7 +148,7 @@ fn filters(params: &HashMap<String, String>) -> Result<Filters, ApiError> {
     let outcome = params
         .get("outcome")
         .map(|o| {
-            serde_json::from_value::<OutcomeName>(serde_json::Value::String(o.clone())).map_err(
+            serde_json::from_value::<hub::Outcome>(serde_json::Value::String(o.clone())).map_err(
                 |_| {
                     ApiError::field(
                         "outcome",
@@ -295,8 +227,6 @@ impl Matcher<'_> {
             return None;
         };
         let f = &self.filters;
-        let api = ApiName::of(api);
-        let outcome = OutcomeName::of(&outcome);
         if f.token.is_some_and(|t| token != Some(t))
             || f.topic.as_ref().is_some_and(|t| *t != topic)
             || f.api.is_some_and(|a| a != api)
