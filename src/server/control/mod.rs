@@ -9,7 +9,10 @@
 //! - `GET /v1/notifications/wait`: the same, answering once enough records match;
 //! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
 //! - `GET /v1/openapi.json`: the document itself;
-//! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]).
+//! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]);
+//! - `GET /`, `GET /dashboard/app.js`, `GET /dashboard/style.css`: the dashboard, a page
+//!   that shows all of the above live and drives the simulator through these routes
+//!   ([`dashboard`]).
 //!
 //! Like every endpoint, [`run`] takes an already-bound listener and the simulator's shutdown
 //! token. The API has no authentication yet, so [`crate::sim::Simulator`] refuses to start it
@@ -18,6 +21,7 @@
 //! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
 //! the parameter at fault; no input makes a handler panic.
 
+pub mod dashboard;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
@@ -48,7 +52,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 6] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 9] {
     [
         ("/v1/health", get(health)),
         ("/v1/notifications", get(notifications::list)),
@@ -56,6 +60,9 @@ fn table() -> [(&'static str, MethodRouter<Ctx>); 6] {
         ("/v1/feedback", get(feedback::peek)),
         ("/v1/openapi.json", get(openapi_json)),
         ("/metrics", get(metrics::scrape)),
+        ("/", get(dashboard::index)),
+        (dashboard::APP_JS_PATH, get(dashboard::app_js)),
+        (dashboard::STYLE_CSS_PATH, get(dashboard::style_css)),
     ]
 }
 
@@ -145,7 +152,10 @@ fn router(ctx: Ctx) -> Router {
         notifications::wait,
         feedback::peek,
         openapi_json,
-        metrics::scrape
+        metrics::scrape,
+        dashboard::index,
+        dashboard::app_js,
+        dashboard::style_css
     )
 )]
 pub struct ApiDoc;
