@@ -1,0 +1,300 @@
+#!/usr/bin/env node
+// Browser test of the dashboard: Debian's Chromium driven by playwright-core.
+//
+// Run by .ci/run after `npm ci --prefix interop` (which installs playwright-core; its own
+// browser download is never used: Chromium comes from Debian, /usr/bin/chromium):
+//     node interop/dashboard_test.mjs
+//
+// What it does:
+//  1. Starts `apns-sim serve` with every port 0 on 127.0.0.1, fresh certificates in a temp
+//     folder and one demo device, and reads the control API's address from its banner (as
+//     interop/run.py does).
+//  2. Launches Chromium headless with a new empty user data dir and opens the dashboard.
+//  3. Waits for the event stream to be live and the demo device to be listed online with its
+//     app and token.
+//  4. Sends a push from the page (HTTP/2), and sees it reach the device on the page: its lane
+//     ends "delivered" and the device's inbox lists it.
+//  5. Sends one through the binary gateway, opens it, and sees its bytes with each field
+//     labelled.
+//  6. Saves a screenshot of the whole page to target/dashboard.png.
+//
+// One line per check, then `N passed, M failed`; exit status 1 on any failure (and on a page
+// error or an API error shown on the page), 2 when the whole run exceeds its time box. Only
+// 127.0.0.1 is contacted; the simulator and the browser are stopped on every exit.
+//
+// Environment: APNS_SIM_BIN (default target/debug/apns-sim, built with `cargo build` if
+// missing), CHROMIUM (default /usr/bin/chromium), DASHBOARD_SCREENSHOT (default
+// target/dashboard.png), DASHBOARD_URL (test a dashboard already running there instead of
+// starting a simulator), DASHBOARD_KEEP=1 keeps the temp folder with the simulator's log.
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.dirname(HERE);
+const HOST = '127.0.0.1';
+// Any single wait (the simulator's banner, an element on the page); a healthy run needs
+// far less, but the CI machine is shared and slow.
+const WAIT_MS = 30_000;
+// The whole run, browser start included: past this it is killed and fails.
+const TOTAL_MS = 180_000;
+// Chromium as the machine's notes say it runs here: headless, as root (no sandbox), no GPU,
+// and nothing that reaches out to the network (this machine's network is closed).
+const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const VIEWPORT = { width: 1400, height: 1000 };
+
+const children = [];
+let browserContext = null;
+let tmp = null;
+let passed = 0;
+let failed = 0;
+
+function report(ok, name, text) {
+  if (ok) passed += 1;
+  else failed += 1;
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}: ${text}`);
+}
+
+async function cleanUp() {
+  if (browserContext) {
+    const context = browserContext;
+    browserContext = null;
+    await context.close().catch(() => {});
+  }
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+  }
+  if (tmp && !process.env.DASHBOARD_KEEP) fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+class Failure extends Error {}
+
+function simulatorBinary() {
+  const bin = process.env.APNS_SIM_BIN || path.join(ROOT, 'target', 'debug', 'apns-sim');
+  if (!fs.existsSync(bin)) {
+    const built = spawnSync('cargo', ['build', '--quiet'], { cwd: ROOT, stdio: 'inherit', timeout: 1_800_000 });
+    if (built.status !== 0 || !fs.existsSync(bin)) throw new Failure(`no simulator binary at ${bin}`);
+  }
+  return bin;
+}
+
+/** Starts `apns-sim serve` on port 0 everywhere; resolves to the dashboard's URL. */
+function startSimulator(bin) {
+  const log = fs.openSync(path.join(tmp, 'serve.log'), 'a');
+  const sim = spawn(bin, [
+    'serve', '--certs', path.join(tmp, 'certs'), '--bind', HOST,
+    '--gateway-port', '0', '--feedback-port', '0', '--http2-port', '0',
+    '--device-port', '0', '--control-port', '0', '--devices', '1',
+  ], { cwd: tmp, stdio: ['ignore', 'pipe', log] });
+  children.push(sim);
+  // The banner of `serve` (src/cli/serve.rs): "  control API      ADDR", …, then the demo
+  // devices and "push to the first one …" once they are online.
+  const seen = [];
+  return new Promise((resolve, reject) => {
+    let control = null;
+    const timer = setTimeout(() => reject(new Failure(
+      `apns-sim serve: no banner within ${WAIT_MS / 1000} s; its output: ${seen.slice(-8).join(' | ')}`)), WAIT_MS);
+    const lines = readline.createInterface({ input: sim.stdout });
+    lines.on('line', (line) => {
+      seen.push(line);
+      const m = /^\s+control API\s+(\S+)$/.exec(line);
+      if (m) control = m[1];
+      if (line.startsWith('push to the first one')) {
+        clearTimeout(timer);
+        if (!control) reject(new Failure('serve printed no control API address'));
+        else if (!control.startsWith(`${HOST}:`)) reject(new Failure(`the control API is on ${control}, not ${HOST}`));
+        else resolve(`http://${control}/`);
+      }
+    });
+    sim.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Failure(`apns-sim serve exited (${signal || code}) before its banner; its output: ${seen.slice(-8).join(' | ')}`));
+    });
+  });
+}
+
+async function launchBrowser() {
+  let chromium;
+  try {
+    ({ chromium } = await import('playwright-core'));
+  } catch (e) {
+    throw new Failure(`playwright-core is not installed (run \`npm ci --prefix interop\`): ${e.message}`);
+  }
+  const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+  if (!fs.existsSync(executablePath)) {
+    throw new Failure(`no Chromium at ${executablePath} (apt-get install -y chromium)`);
+  }
+  // A persistent context on a new, empty folder: the user data dir is ours and starts blank.
+  const userDataDir = fs.mkdtempSync(path.join(tmp, 'chromium-profile-'));
+  browserContext = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    args: CHROMIUM_FLAGS,
+    viewport: VIEWPORT,
+    timeout: WAIT_MS,
+  });
+  return browserContext;
+}
+
+async function main() {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'apns-sim-dashboard-'));
+  if (process.env.DASHBOARD_KEEP) console.log(`dashboard test: keeping ${tmp}`);
+  const screenshot = process.env.DASHBOARD_SCREENSHOT || path.join(ROOT, 'target', 'dashboard.png');
+
+  let dashboard;
+  let page;
+  const problems = []; // page errors and failed API calls, reported at the end
+  try {
+    dashboard = process.env.DASHBOARD_URL || await startSimulator(simulatorBinary());
+    const context = await launchBrowser();
+    page = context.pages()[0] || await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    page.on('response', (r) => {
+      if (r.status() >= 400) problems.push(`${r.request().method()} ${r.url()} answered ${r.status()}`);
+    });
+    const loaded = await page.goto(dashboard, { waitUntil: 'domcontentloaded' });
+    if (!loaded || loaded.status() !== 200) throw new Failure(`GET ${dashboard} answered ${loaded && loaded.status()}`);
+  } catch (e) {
+    report(false, 'dashboard loads', `setup failed: ${e.message}`);
+    return;
+  }
+  report(true, 'dashboard loads', dashboard);
+
+  const check = async (name, fn) => {
+    try {
+      report(true, name, await fn());
+      return true;
+    } catch (e) {
+      report(false, name, e.message.split('\n')[0]);
+      return false;
+    }
+  };
+
+  await check('the event stream is live', async () => {
+    await page.locator('[data-testid=stream-status][data-state=ok]').waitFor();
+    return await page.locator('[data-testid=stream-status]').textContent();
+  });
+
+  const ready = await check('the demo device is listed online with its app and token', async () => {
+    const device = page.locator('[data-testid=device][data-online=true]').first();
+    await device.waitFor();
+    const app = device.locator('[data-testid=app]').first();
+    await app.waitFor();
+    const serial = await device.getAttribute('data-serial');
+    const token = (await app.locator('code.token').textContent()).trim();
+    if (!/^[0-9a-f]{64}$/.test(token)) throw new Error(`the app's token is ${JSON.stringify(token)}`);
+    return `${serial}, ${await app.getAttribute('data-app')} ${token.slice(0, 8)}…`;
+  });
+
+  /** Sends a push from the page's form through `api`; resolves to its apns-id. */
+  const pushFromPage = async (api) => {
+    await page.locator('[data-testid=push-api]').selectOption(api);
+    const result = page.locator('[data-testid=push-result]');
+    const before = await result.getAttribute('data-apns-id');
+    await page.locator('[data-testid=push-send]').click();
+    await page.waitForFunction(
+      ([prev]) => {
+        const r = document.querySelector('[data-testid=push-result]');
+        return r.dataset.apnsId && r.dataset.apnsId !== prev;
+      },
+      [before],
+      { timeout: WAIT_MS },
+    ).catch(async () => {
+      const errors = await page.locator('[data-testid=error]').allTextContents();
+      throw new Error(`no answer on the page; it says: ${(await result.textContent()) || '(nothing)'}`
+        + `${errors.length ? `; errors: ${errors.join(' / ')}` : ''}`);
+    });
+    const text = await result.textContent();
+    if (!(await result.getAttribute('class')).includes('ok')) throw new Error(`not accepted: ${text}`);
+    return { apnsId: await result.getAttribute('data-apns-id'), text };
+  };
+
+  /** Waits until the lane of `apnsId` ends delivered, and the device's inbox lists it. */
+  const delivered = async (apnsId) => {
+    const lane = page.locator(`[data-testid=notification][data-apns-id="${apnsId}"]`);
+    await lane.waitFor().catch(() => { throw new Error(`no lane for ${apnsId} on the page`); });
+    await page.locator(`[data-testid=notification][data-apns-id="${apnsId}"][data-outcome=acknowledged]`)
+      .waitFor()
+      .catch(async () => {
+        throw new Error(`the lane of ${apnsId} ends ${await lane.getAttribute('data-outcome')}: `
+          + `${await lane.locator('[data-testid=notification-outcome]').textContent()}`);
+      });
+    const end = await lane.locator('[data-testid=step-end]').getAttribute('data-state');
+    if (end !== 'ok') throw new Error(`the lane's last step is ${end}, not ok`);
+    await page.locator(`[data-testid=inbox-entry][data-apns-id="${apnsId}"]`).waitFor()
+      .catch(() => { throw new Error(`the device's inbox on the page does not list ${apnsId}`); });
+    return `${apnsId}: ${await lane.locator('[data-testid=notification-outcome]').textContent()}; in the inbox`;
+  };
+
+  if (ready) {
+    let http2 = null;
+    await check('a push sent from the page (HTTP/2) is answered 200', async () => {
+      http2 = await pushFromPage('http2');
+      if (!http2.text.includes('HTTP 200')) throw new Error(http2.text);
+      return http2.text;
+    });
+    if (http2) await check('it reaches the device on the page (lane delivered, inbox lists it)', () => delivered(http2.apnsId));
+
+    let binary = null;
+    await check('a push sent from the page through the binary gateway is accepted', async () => {
+      binary = await pushFromPage('binary');
+      return binary.text;
+    });
+    if (binary) {
+      await check('it reaches the device on the page too', () => delivered(binary.apnsId));
+      await check('clicking it shows its bytes with each field labelled', async () => {
+        await page.locator(`[data-testid=notification][data-apns-id="${binary.apnsId}"] button.lane`).click();
+        const detail = page.locator('[data-testid=notification-detail]');
+        await detail.locator('[data-field=apns_id]').waitFor();
+        const frame = detail.locator('[data-testid=frame]');
+        await frame.waitFor().catch(() => { throw new Error('the detail shows no bytes'); });
+        const names = await frame.locator('[data-testid=frame-fields] tbody tr td:nth-child(4)').allTextContents();
+        if (names.length < 3) throw new Error(`only ${names.length} labelled fields: ${names.join(', ')}`);
+        return `${await frame.locator('.byte').count()} bytes; fields ${names.join(', ')}`;
+      });
+    }
+  }
+
+  await check(`a screenshot is saved to ${path.relative(ROOT, screenshot)}`, async () => {
+    fs.mkdirSync(path.dirname(screenshot), { recursive: true });
+    await page.screenshot({ path: screenshot, fullPage: true });
+    return `${fs.statSync(screenshot).size} bytes`;
+  });
+
+  const shown = await page.locator('[data-testid=error]').allTextContents().catch(() => []);
+  report(problems.length === 0 && shown.length === 0, 'no page error, no failed API call',
+    [...problems, ...shown.map((s) => `shown: ${s}`)].join(' | ') || 'none');
+}
+
+const deadline = setTimeout(async () => {
+  report(false, 'time box', `the test did not finish within ${TOTAL_MS / 1000} s`);
+  await cleanUp();
+  process.exit(2);
+}, TOTAL_MS);
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, async () => {
+    await cleanUp();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
+
+try {
+  await main();
+} catch (e) {
+  report(false, 'dashboard test', `unexpected error: ${e.stack || e}`);
+} finally {
+  clearTimeout(deadline);
+  await cleanUp();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
