@@ -257,6 +257,8 @@ async function main() {
         await detail.locator('[data-field=apns_id]').waitFor();
         const frame = detail.locator('[data-testid=frame]');
         await frame.waitFor().catch(() => { throw new Error('the detail shows no bytes'); });
+        await frame.locator('[data-testid=frame-fields] tbody tr:nth-child(3)').waitFor()
+          .catch(() => { throw new Error('the bytes are shown without their fields labelled'); });
         const names = await frame.locator('[data-testid=frame-fields] tbody tr td:nth-child(4)').allTextContents();
         if (names.length < 3) throw new Error(`only ${names.length} labelled fields: ${names.join(', ')}`);
         return `${await frame.locator('.byte').count()} bytes; fields ${names.join(', ')}`;

@@ -41,6 +41,9 @@ const EVENT_TAGS = [
 // How many notifications the page keeps (newest first); older ones drop off the page, the
 // delivery log still has them. Bounds the page's memory and redraw time.
 const MAX_NOTIFICATIONS = 300;
+// How many log records after a notification's first event the page reads to find that
+// notification's own record (its labelled bytes): its first few events are among them.
+const LOG_LOOKAHEAD = 50;
 // How many error messages stay on screen at once (the oldest goes first).
 const MAX_ERRORS = 5;
 // Wait this long after an event before re-reading a list from the API, so a burst of events
@@ -464,7 +467,7 @@ function onNotification(ev) {
   if (!id) return;
   let note = state.notes.get(id);
   if (!note) {
-    note = { apns_id: id, fields: {}, events: [] };
+    note = { apns_id: id, fields: {}, events: [], firstSeq: Number(ev.seq) || 0 };
     state.notes.set(id, note);
     if (state.notes.size > MAX_NOTIFICATIONS) {
       const oldest = state.notes.keys().next().value;
@@ -479,6 +482,7 @@ function onNotification(ev) {
   const serial = ev.serial || (deviceOfToken(ev.token) || {}).serial;
   if (serial && ['acknowledged', 'superseded', 'sent'].includes(ev.outcome)) refreshInboxSoon(serial);
   if (['not_installed', 'unregistered'].includes(ev.outcome)) refreshFeedbackSoon();
+  if (ev.fault) refreshFaultsSoon(); // its hits and what remains changed
   redraw('notifications');
   if (state.selected === id) redraw('detail');
 }
@@ -546,11 +550,12 @@ async function select(apnsId) {
   $('detail-panel').hidden = false;
   redraw('detail', 'notifications');
   const note = state.notes.get(apnsId);
-  // The binary API's bytes come with the events; if these did not carry them, ask the log.
-  if (note && note.fields.api === 'binary' && !note.fields.frame && !note.askedLog) {
+  // The events carry a binary notification's bytes; their labels come with the log's record
+  // (GET API.notifications), read from just before the notification's first event.
+  if (note && note.fields.api === 'binary' && !note.fields.frame_fields && !note.askedLog) {
     note.askedLog = true;
     await act(null, async () => {
-      const query = { api: 'binary', limit: 1000 };
+      const query = { api: 'binary', since: Math.max(0, note.firstSeq - 1), limit: LOG_LOOKAHEAD };
       if (note.fields.token) query.token = note.fields.token;
       const body = await call('GET', API.notifications, { query });
       for (const record of body.notifications || []) {
@@ -763,6 +768,12 @@ function streamStatus(text, kind) {
 }
 
 function onEvent(message) {
+  if (message.type === 'truncated') {
+    // Whatever its data: the events before the first one now coming had left the log.
+    streamStatus('live — some older events had already left the log and are not shown', 'ok');
+    refreshDevicesSoon();
+    return;
+  }
   let ev;
   try {
     ev = JSON.parse(message.data);
@@ -772,7 +783,7 @@ function onEvent(message) {
   }
   const tag = ev.event || message.type;
   const seq = Number(ev.seq ?? message.lastEventId);
-  if (tag !== 'truncated' && Number.isFinite(seq) && seq > 0) {
+  if (Number.isFinite(seq) && seq > 0) {
     if (seq <= state.lastSeq) return; // replayed: already applied
     state.lastSeq = seq;
   }
@@ -818,10 +829,6 @@ function onEvent(message) {
       refreshDevicesSoon();
       refreshFaultsSoon();
       refreshFeedbackSoon();
-      break;
-    case 'truncated':
-      streamStatus('live — some older events had already left the log and are not shown', 'ok');
-      refreshDevicesSoon();
       break;
     default:
       break; // a tag this page does not know yet
