@@ -17,6 +17,9 @@
 //  5. Sends one through the binary gateway, opens it, and sees its bytes with each field
 //     labelled.
 //  6. Saves a screenshot of the whole page to target/dashboard.png.
+//  7. Adds a bad fault from the page and sees the API's refusal shown in words.
+//  8. Starts a second simulator with --control-token and sees /?access_token=T work (assets,
+//     requests and event stream) and / alone refused.
 //
 // One line per check, then `N passed, M failed`; exit status 1 on any failure (and on a page
 // error or an API error shown on the page), 2 when the whole run exceeds its time box. Only
@@ -85,13 +88,16 @@ function simulatorBinary() {
   return bin;
 }
 
-/** Starts `apns-sim serve` on port 0 everywhere; resolves to the dashboard's URL. */
-function startSimulator(bin) {
-  const log = fs.openSync(path.join(tmp, 'serve.log'), 'a');
+/**
+ * Starts `apns-sim serve` on port 0 everywhere, with its certificates and log under
+ * `name` in the temp folder and `extra` arguments; resolves to the dashboard's URL.
+ */
+function startSimulator(bin, name = 'serve', extra = []) {
+  const log = fs.openSync(path.join(tmp, `${name}.log`), 'a');
   const sim = spawn(bin, [
-    'serve', '--certs', path.join(tmp, 'certs'), '--bind', HOST,
+    'serve', '--certs', path.join(tmp, `${name}-certs`), '--bind', HOST,
     '--gateway-port', '0', '--feedback-port', '0', '--http2-port', '0',
-    '--device-port', '0', '--control-port', '0', '--devices', '1',
+    '--device-port', '0', '--control-port', '0', '--devices', '1', ...extra,
   ], { cwd: tmp, stdio: ['ignore', 'pipe', log] });
   children.push(sim);
   // The banner of `serve` (src/cli/serve.rs): "  control API      ADDR", …, then the demo
@@ -150,10 +156,13 @@ async function main() {
 
   let dashboard;
   let page;
+  let bin;
+  let context;
   const problems = []; // page errors and failed API calls, reported at the end
   try {
-    dashboard = process.env.DASHBOARD_URL || await startSimulator(simulatorBinary());
-    const context = await launchBrowser();
+    bin = process.env.DASHBOARD_URL ? null : simulatorBinary();
+    dashboard = process.env.DASHBOARD_URL || await startSimulator(bin);
+    context = await launchBrowser();
     page = context.pages()[0] || await context.newPage();
     page.setDefaultTimeout(WAIT_MS);
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -272,9 +281,49 @@ async function main() {
     return `${fs.statSync(screenshot).size} bytes`;
   });
 
+  // An API refusal is shown on the page in the API's own words (a 400 naming the field).
+  const refused = await check('an API error is shown on the page in words', async () => {
+    const before = problems.length;
+    await page.locator('[data-testid=fault-spec]').fill('{"on": "nowhere"}');
+    await page.locator('[data-testid=fault-add]').click();
+    const error = page.locator('[data-testid=error]').last();
+    await error.waitFor().catch(() => { throw new Error('POST /v1/faults with a bad "on" showed no error'); });
+    const text = (await error.locator('span').textContent()).trim();
+    if (!/answered 4\d\d: \S/.test(text)) throw new Error(`the error does not say why: ${text}`);
+    // That refusal was the point: not a problem of the page.
+    problems.splice(before, problems.length - before,
+      ...problems.slice(before).filter((p) => !/\/v1\/faults answered 4\d\d|status of 4\d\d/.test(p)));
+    await error.getByRole('button', { name: 'Dismiss' }).click();
+    return text;
+  });
+  if (!refused) problems.length = 0; // reported already; keep the last check about the rest
+
   const shown = await page.locator('[data-testid=error]').allTextContents().catch(() => []);
   report(problems.length === 0 && shown.length === 0, 'no page error, no failed API call',
     [...problems, ...shown.map((s) => `shown: ${s}`)].join(' | ') || 'none');
+
+  // With --control-token, the page opened as /?access_token=T works: its assets load, its
+  // requests carry the token, its event stream goes live. Without the token, no page.
+  if (bin) {
+    await check('with --control-token, /?access_token= opens a working page (and / alone does not)', async () => {
+      const token = `dash-${process.pid}-${Date.now()}`;
+      const guarded = await startSimulator(bin, 'serve-token', ['--control-token', token]);
+      const bare = await fetch(guarded);
+      if (bare.status !== 401) throw new Error(`GET / without the token answered ${bare.status}, not 401`);
+      const second = await context.newPage();
+      const errors = [];
+      second.on('pageerror', (e) => errors.push(e.message));
+      second.on('response', (r) => { if (r.status() >= 400) errors.push(`${r.url()} answered ${r.status()}`); });
+      await second.goto(`${guarded}?access_token=${encodeURIComponent(token)}`);
+      await second.locator('[data-testid=stream-status][data-state=ok]').waitFor({ timeout: WAIT_MS })
+        .catch(() => { throw new Error(`the event stream did not go live (${errors.join('; ') || 'no error seen'})`); });
+      await second.locator('[data-testid=device][data-online=true] [data-testid=app]').first().waitFor({ timeout: WAIT_MS })
+        .catch(() => { throw new Error(`no device listed (${errors.join('; ') || 'no error seen'})`); });
+      if (errors.length) throw new Error(errors.join('; '));
+      await second.close();
+      return 'stream live, devices listed, no refusal';
+    });
+  }
 }
 
 const deadline = setTimeout(async () => {
