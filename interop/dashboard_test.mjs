@@ -110,7 +110,7 @@ function startSimulator(bin, name = 'serve', extra = []) {
     const lines = readline.createInterface({ input: sim.stdout });
     lines.on('line', (line) => {
       seen.push(line);
-      const m = /^\s+control API\s+(\S+)$/.exec(line);
+      const m = /^\s+control API\s+(\S+)/.exec(line); // " (bearer token required)" may follow
       if (m) control = m[1];
       if (line.startsWith('push to the first one')) {
         clearTimeout(timer);
