@@ -71,8 +71,8 @@ use crate::settings::{RateLimit, Settings};
 pub use events::{Api, Event, LogRead, Logged, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
-    DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,
-    MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
+    DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest, RegisterError,
+    TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
 };
 
 use events::{Broadcast, EventLog, Subject};
@@ -366,6 +366,19 @@ impl Hub {
     pub fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.lock().state.unregistered_at(token)
     }
+
+    /// Who holds a token the hub minted: device, environment, app and kind (the control
+    /// API's test push picks its topic and credentials from it).
+    pub fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
+        self.lock().state.token_owner(token)
+    }
+
+    /// Every device that ever said hello (kept after it leaves, for store-and-forward),
+    /// sorted by serial, at most `max`: online or not, and its live tokens (for
+    /// `GET /v1/devices`). One walk over the devices and registrations under the lock.
+    pub fn devices(&self, max: usize) -> Vec<KnownDevice> {
+        self.lock().state.devices(max)
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +450,29 @@ mod tests {
         let mut back = hub.connect_device("D1", Environment::Sandbox);
         assert!(back.rx.try_recv().is_err(), "expired while stored");
         assert!(hub.recent_events().iter().any(|e| kind(e) == "Expired"));
+    }
+
+    #[test]
+    fn devices_and_token_owners_are_read_back() {
+        let hub = Hub::new(Clock::system());
+        let session = hub.connect_device("D2", Environment::Production);
+        let _other = hub.connect_device("D1", Environment::Sandbox);
+        let token = hub
+            .register("D2", Environment::Production, APP, false)
+            .unwrap();
+        let listed = hub.devices(10);
+        let serials: Vec<&str> = listed.iter().map(|d| d.serial.as_str()).collect();
+        assert_eq!(serials, ["D1", "D2"]);
+        assert!(listed[1].online);
+        assert_eq!(listed[1].tokens, [(AppToken::from(APP), token)]);
+        assert_eq!(hub.devices(1).len(), 1, "bounded");
+        let owner = hub.token_owner(&token).unwrap();
+        assert_eq!(
+            (owner.serial.as_str(), owner.environment, owner.unregistered),
+            ("D2", Environment::Production, false)
+        );
+        hub.disconnect_device("D2", Environment::Production, session.id);
+        assert!(!hub.devices(10)[1].online, "kept, offline");
     }
 
     #[test]

@@ -949,6 +949,77 @@ impl State {
     pub(super) fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.tokens.get(token).and_then(|r| r.unregistered_at_ms)
     }
+
+    /// Who holds `token`: its device, app and kind, and whether it is still registered.
+    pub(super) fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
+        self.tokens.get(token).map(|r| TokenOwner {
+            serial: r.device.serial.clone(),
+            environment: r.device.environment,
+            held: AppToken::new(r.app.clone(), r.kind.clone()),
+            unregistered: r.unregistered_at_ms.is_some(),
+        })
+    }
+
+    /// Every device that said hello, sorted by serial then environment, at most `max`:
+    /// whether it is online and its current tokens that were not reported as not installed.
+    pub(super) fn devices(&self, max: usize) -> Vec<KnownDevice> {
+        let mut keys: Vec<&DeviceKey> = self.devices.keys().collect();
+        keys.sort_by(|a, b| {
+            (&a.serial, a.environment.as_str()).cmp(&(&b.serial, b.environment.as_str()))
+        });
+        keys.truncate(max);
+        let mut out: Vec<KnownDevice> = keys
+            .iter()
+            .map(|key| KnownDevice {
+                serial: key.serial.clone(),
+                environment: key.environment,
+                online: self.devices[*key].session.is_some(),
+                tokens: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<&DeviceKey, usize> =
+            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        for ((key, held), token) in &self.registrations {
+            let Some(&i) = index.get(key) else { continue };
+            let live = self
+                .tokens
+                .get(token)
+                .is_some_and(|r| r.unregistered_at_ms.is_none());
+            if live {
+                out[i].tokens.push((held.clone(), *token));
+            }
+        }
+        for device in &mut out {
+            device.tokens.sort();
+        }
+        out
+    }
+}
+
+/// Who holds a token, as `Hub::token_owner` reads it (for the control API's test push).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The serial of the device it was minted for.
+    pub serial: String,
+    /// Its environment.
+    pub environment: Environment,
+    /// The app and kind it was minted for.
+    pub held: AppToken,
+    /// True once the device reported the app as not installed.
+    pub unregistered: bool,
+}
+
+/// A device the hub knows, as `Hub::devices` lists it (for `GET /v1/devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDevice {
+    /// The serial it said hello with.
+    pub serial: String,
+    /// The environment of its connection.
+    pub environment: Environment,
+    /// Whether it has a live session now.
+    pub online: bool,
+    /// Its current tokens, by app and kind, minus those reported as not installed.
+    pub tokens: Vec<(AppToken, DeviceToken)>,
 }
 
 #[cfg(test)]
