@@ -8,6 +8,7 @@ mod binary;
 mod cli;
 mod common;
 mod control;
+mod control_devices;
 mod devices;
 mod feedback;
 mod garbage;

@@ -8,6 +8,9 @@
 //! - `GET /v1/notifications`: the delivery log, filtered, with a cursor ([`notifications`]);
 //! - `GET /v1/notifications/wait`: the same, answering once enough records match;
 //! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
+//! - `GET/POST /v1/devices`, `DELETE /v1/devices/{serial}`, the apps, offline/online, inbox
+//!   and `.apns` routes under it ([`devices`]), and `POST /v1/push` ([`push`]): the
+//!   in-process devices and the test provider, reached through [`devices::Actors`];
 //! - `GET /v1/openapi.json`: the document itself;
 //! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]).
 //!
@@ -18,9 +21,11 @@
 //! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
 //! the parameter at fault; no input makes a handler panic.
 
+pub mod devices;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
+pub mod push;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +35,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -41,19 +46,34 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::hub::Hub;
 
-/// The largest request body any route reads. No route of this version takes a body; the
-/// ones to come (devices, faults) take small JSON objects, and a client must not be able to
-/// make the simulator buffer megabytes for them.
+/// The largest request body any route reads. The routes that take one (devices, push) take
+/// small JSON objects (a push's payload is at most 5 KiB on APNs), and a client must not be
+/// able to make the simulator buffer megabytes for them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 6] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 15] {
     [
         ("/v1/health", get(health)),
         ("/v1/notifications", get(notifications::list)),
         ("/v1/notifications/wait", get(notifications::wait)),
         ("/v1/feedback", get(feedback::peek)),
+        ("/v1/devices", get(devices::list).post(devices::create)),
+        ("/v1/devices/{serial}", delete(devices::remove)),
+        ("/v1/devices/{serial}/apps", post(devices::install)),
+        (
+            "/v1/devices/{serial}/apps/{app}",
+            delete(devices::uninstall),
+        ),
+        ("/v1/devices/{serial}/offline", post(devices::offline)),
+        ("/v1/devices/{serial}/online", post(devices::online)),
+        ("/v1/devices/{serial}/inbox", get(devices::inbox)),
+        (
+            "/v1/devices/{serial}/inbox/{index}/apns",
+            get(devices::apns),
+        ),
+        ("/v1/push", post(push::send)),
         ("/v1/openapi.json", get(openapi_json)),
         ("/metrics", get(metrics::scrape)),
     ]
@@ -93,14 +113,19 @@ struct Ctx {
     shutdown: CancellationToken,
     /// One permit per pending wait, [`notifications::MAX_PENDING_WAITS`] in all.
     waits: Arc<Semaphore>,
+    /// The in-process devices and the test provider; `None` for a control API built
+    /// alone, whose device and push routes then answer 503.
+    actors: Option<Arc<dyn devices::Actors>>,
 }
 
 /// Serves the control API on `listener` until `shutdown` fires, then lets requests in flight
-/// finish (a `wait` ends at once with 503).
+/// finish (a `wait` ends at once with 503). `actors` drive the device and push routes
+/// (`None`: they answer 503).
 pub async fn run(
     listener: TcpListener,
     hub: Hub,
     endpoints: Endpoints,
+    actors: Option<Arc<dyn devices::Actors>>,
     shutdown: CancellationToken,
 ) {
     let ctx = Ctx {
@@ -108,6 +133,7 @@ pub async fn run(
         endpoints,
         shutdown: shutdown.clone(),
         waits: Arc::new(Semaphore::new(notifications::MAX_PENDING_WAITS)),
+        actors,
     };
     info!(addr = %endpoints.control, "control API listening");
     let served = axum::serve(listener, router(ctx))
@@ -137,13 +163,24 @@ fn router(ctx: Ctx) -> Router {
     info(
         title = "apns-sim control API",
         description = "Inspect and drive a running APNs simulator: its endpoints, the delivery \
-                       log, the feedback lists, the Prometheus metrics."
+                       log, the feedback lists, in-process devices and their inboxes, test \
+                       pushes, the Prometheus metrics."
     ),
     paths(
         health,
         notifications::list,
         notifications::wait,
         feedback::peek,
+        devices::list,
+        devices::create,
+        devices::remove,
+        devices::install,
+        devices::uninstall,
+        devices::offline,
+        devices::online,
+        devices::inbox,
+        devices::apns,
+        push::send,
         openapi_json,
         metrics::scrape
     )
@@ -308,11 +345,11 @@ async fn no_route() -> ApiError {
     )
 }
 
-/// A route asked with a method it does not serve (all of this version's are GET).
+/// A route asked with a method it does not serve.
 async fn wrong_method() -> ApiError {
     ApiError::general(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this route answers GET only",
+        "this route does not answer this method; GET /v1/openapi.json lists each route's methods",
     )
 }
 

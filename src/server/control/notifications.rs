@@ -446,6 +446,7 @@ mod tests {
             },
             shutdown: CancellationToken::new(),
             waits: Arc::new(Semaphore::new(MAX_PENDING_WAITS)),
+            actors: None,
         }
     }
 
