@@ -124,6 +124,9 @@ struct DeviceState {
     environment: Environment,
     /// Online (between its `online` event and the next `offline`/`disconnected`).
     online: bool,
+    /// Told to stay offline (`POST …/offline`): unlike a lost connection, the device does
+    /// not reconnect by itself.
+    parked: bool,
     /// Installed apps and kinds, with the current token once registered.
     apps: BTreeMap<AppToken, Option<DeviceToken>>,
     /// Why it last lost or failed its connection, cleared when a caller starts waiting.
@@ -160,8 +163,12 @@ impl DeviceState {
         match event {
             DeviceEvent::Online { .. } => {
                 self.online = true;
+                self.parked = false;
             }
-            DeviceEvent::Offline { .. } => self.online = false,
+            DeviceEvent::Offline { .. } => {
+                self.online = false;
+                self.parked = true;
+            }
             DeviceEvent::Disconnected { reason, .. } => {
                 self.online = false;
                 self.last_error = Some(reason.clone());
@@ -317,6 +324,7 @@ impl Actors {
             serial: spec.serial,
             environment: spec.environment,
             online: false,
+            parked: false,
             apps: spec.apps.into_iter().map(|a| (a, None)).collect(),
             last_error: None,
             stopped: false,
@@ -452,10 +460,18 @@ impl Actors {
         let held = self.held(serial)?;
         {
             let mut state = lock(&held.state);
-            if state.online == online && (!online || state.ready()) {
+            let done = if online {
+                state.ready() && !state.parked
+            } else {
+                state.parked && !state.online
+            };
+            if done {
                 return Ok(state.device());
             }
             state.last_error = None;
+            // Set before the command goes: a device whose connection was lost and that is
+            // retrying stops retrying on `Offline` without an `offline` event.
+            state.parked = !online;
         }
         let command = if online {
             DeviceCommand::Online
@@ -584,6 +600,10 @@ impl api::Actors for Actors {
 
     fn push(&self, push: TestPush) -> BoxFuture<'_, Result<PushAnswer, Refusal>> {
         Box::pin(provider::push(self, push))
+    }
+
+    fn remove_all(&self) -> BoxFuture<'_, usize> {
+        Box::pin(Actors::remove_all(self))
     }
 }
 

@@ -188,9 +188,24 @@ async fn http2(actors: &Actors, push: &TestPush, to: Resolved) -> Result<PushAns
         apns_id: None,
         payload: Bytes::from(push.payload.clone()),
     };
-    let answers = h2client::push(&options)
-        .await
-        .map_err(|e| Refusal::Provider(format!("HTTP/2 push: {e}")))?;
+    let answers = match h2client::push(&options).await {
+        Ok(answers) => answers,
+        // A GOAWAY is Apple's answer too (a certificate for the other environment, a
+        // fault): no status came back, the reason did.
+        Err(h2client::Http2ClientError::GoAway(goaway)) => {
+            return Ok(PushAnswer {
+                api: PushApi::Http2,
+                apns_id: String::new(),
+                status: 0,
+                reason: Some(
+                    goaway
+                        .reason()
+                        .unwrap_or_else(|| format!("GOAWAY with code {}", goaway.error_code)),
+                ),
+            })
+        }
+        Err(e) => return Err(Refusal::Provider(format!("HTTP/2 push: {e}"))),
+    };
     let answer = answers
         .into_iter()
         .next()
@@ -298,8 +313,11 @@ async fn binary(actors: &Actors, push: &TestPush, to: Resolved) -> Result<PushAn
                 u32::from_be_bytes(resp.identifier)
             )),
         )),
-        Heard::Gateway(Ok(GatewayAnswer::Closed)) => Err(Refusal::Provider(
-            "the binary gateway closed the connection without an error response".to_owned(),
+        // Apple's answer to a refused command-0 frame, or a fault's: no status, no bytes.
+        Heard::Gateway(Ok(GatewayAnswer::Closed)) => Ok(answer(
+            String::new(),
+            0,
+            Some("the gateway closed the connection without an error response".to_owned()),
         )),
         Heard::Gateway(Ok(GatewayAnswer::Silent)) | Heard::Nothing => Err(Refusal::Provider(
             format!("no record of the notification within {BINARY_ANSWER_TIMEOUT:?}"),

@@ -317,6 +317,8 @@ async fn offline_stores_online_delivers_uninstall_reports_and_delete_removes() {
     let (status, off) = call(api(&t), Method::POST, "/v1/devices/ROAM/offline", None).await;
     assert_eq!(status, 200, "{off}");
     assert_eq!(off["online"], false);
+    let (status, again) = call(api(&t), Method::POST, "/v1/devices/ROAM/offline", None).await;
+    assert_eq!((status, &again["online"]), (200, &json!(false)), "{again}");
     let stored = push(
         &t,
         json!({ "token": token, "payload": {"aps": {"alert": "later"}} }),
@@ -642,6 +644,15 @@ async fn bad_inputs_are_refused_naming_the_field() {
         .await,
         400,
         Some("collapse_id"),
+    );
+    refused(
+        &post(
+            "/v1/push",
+            json!({"token": token, "payload": payload, "topic": "a\nb"}),
+        )
+        .await,
+        400,
+        Some("topic"),
     );
     refused(
         &post("/v1/push", json!({"serial": "STRICT", "payload": payload})).await,

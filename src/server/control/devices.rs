@@ -77,6 +77,9 @@ pub trait Actors: Send + Sync + fmt::Debug + 'static {
     fn inbox(&self, serial: &str) -> Result<Vec<Shown>, Refusal>;
     /// Sends one push as a provider through the real gateway or HTTP/2 endpoint.
     fn push(&self, push: TestPush) -> BoxFuture<'_, Result<PushAnswer, Refusal>>;
+    /// Stops and forgets every managed device (the demo fleet's too) and answers how many:
+    /// what `POST /v1/reset` with `"devices": "remove"` does to the in-process devices.
+    fn remove_all(&self) -> BoxFuture<'_, usize>;
 }
 
 /// Why an [`Actors`] call did not do what was asked; each maps to one answer.

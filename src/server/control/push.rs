@@ -116,6 +116,20 @@ pub(super) async fn send(
             format!("over {MAX_COLLAPSE_ID_LEN} bytes"),
         ));
     }
+    for (field, value) in [
+        ("topic", &body.topic),
+        ("push_type", &body.push_type),
+        ("collapse_id", &body.collapse_id),
+    ] {
+        if let Some(value) = value {
+            if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(ApiError::field(
+                    field,
+                    "an HTTP/2 header value: printable ASCII only",
+                ));
+            }
+        }
+    }
     let api = body.api.unwrap_or(PushApi::Http2);
     if api == PushApi::Binary {
         for (field, given) in [
