@@ -778,3 +778,82 @@ async fn a_control_api_without_actors_answers_503() {
     shutdown.cancel();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_production_device_gets_pushes_through_the_production_environment() {
+    let t = common::start().await;
+    let mut events = t.sim.actors().subscribe();
+    let (status, device) = call(
+        api(&t),
+        Method::POST,
+        "/v1/devices",
+        Some(json!({"serial": "PROD", "environment": "production",
+                    "apps": [DEFAULT_TOPIC, format!("{DEFAULT_TOPIC}:voip")]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{device}");
+    assert_eq!(device["environment"], "production");
+    assert_eq!(device["apps"].as_array().unwrap().len(), 2, "{device}");
+    for api_name in ["http2", "binary"] {
+        let answer = push(
+            &t,
+            json!({"serial": "PROD", "app": DEFAULT_TOPIC, "api": api_name, "payload": {"aps": {}}}),
+        )
+        .await;
+        assert!(
+            [0, 200].contains(&answer["status"].as_u64().unwrap()),
+            "{answer}"
+        );
+        shown(&mut events, answer["apns_id"].as_str().unwrap()).await;
+    }
+    let voip = push(
+        &t,
+        json!({"serial": "PROD", "app": format!("{DEFAULT_TOPIC}:voip"), "payload": {"call": 1}}),
+    )
+    .await;
+    assert_eq!(voip["status"], 200, "{voip}");
+    shown(&mut events, voip["apns_id"].as_str().unwrap()).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn remove_all_stops_every_managed_device() {
+    let t = common::start().await;
+    create(&t, "ALL-1", &[DEFAULT_TOPIC]).await;
+    create(&t, "ALL-2", &[]).await;
+    assert_eq!(t.sim.actors().remove_all().await, 2);
+    assert!(t.sim.actors().list().is_empty());
+    let (_, list) = call(api(&t), Method::GET, "/v1/devices", None).await;
+    let managed: Vec<&Value> = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["managed"] == true)
+        .collect();
+    assert!(managed.is_empty(), "{list}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_that_cannot_get_online_is_answered_with_its_reason() {
+    // No connection slot on the device endpoint: the handshake never completes.
+    let t = common::start_with(|c| c.settings.max_device_connections = 0).await;
+    let (status, body) = call(
+        api(&t),
+        Method::POST,
+        "/v1/devices",
+        Some(json!({"serial": "STUCK"})),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("STUCK") && error.contains("Welcome"),
+        "{error}"
+    );
+    assert!(
+        t.sim.actors().list().is_empty(),
+        "the failed device is removed"
+    );
+    t.stop().await;
+}
