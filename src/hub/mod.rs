@@ -51,10 +51,13 @@
 //!    while the lock is held.
 
 mod events;
+mod faults;
 mod metrics;
 mod rate;
 mod state;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -68,7 +71,13 @@ use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 
-pub use events::{Api, Event, LogRead, Logged, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
+pub use events::{
+    Api, Event, LogRead, Logged, Outcome, ProviderEndpoint, EVENT_CHANNEL, EVENT_LOG_LEN,
+};
+pub use faults::{
+    check as check_fault, effects_of, BinaryError, Effect, Fault, FaultMatch, FaultOn, FaultSpec,
+    Goaway, Hit, Phase, Probe, Removed, Respond, SpecError, MAX_DELAY_MS, MAX_FAULTS,
+};
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
     DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,
@@ -96,6 +105,11 @@ struct Shared {
     clock: Clock,
     /// The Prometheus metrics, updated by every rule and by the endpoints.
     metrics: Metrics,
+    /// Whether the fault table holds any fault: set and cleared under the lock with the
+    /// table, read without it, so that a probe with no faults costs one load.
+    faults_any: AtomicBool,
+    /// The last provider connection number handed out.
+    next_connection: AtomicU64,
 }
 
 /// What the lock guards.
@@ -132,6 +146,8 @@ impl Hub {
                 events: Broadcast::new(),
                 clock,
                 metrics: Metrics::new(),
+                faults_any: AtomicBool::new(false),
+                next_connection: AtomicU64::new(0),
             }),
         }
     }
@@ -189,6 +205,9 @@ impl Hub {
             let metrics = &self.shared.metrics;
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
             metrics.feedback_recorded(guard.state.take_feedback_recorded());
+            self.shared
+                .faults_any
+                .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
             (outcome, events)
             // 4. The guard drops here, releasing the lock.
         };
@@ -317,6 +336,37 @@ impl Hub {
         token: Option<DeviceToken>,
         reason: String,
     ) {
+        self.record_refusal(api, topic, identifier, apns_id, token, reason, None);
+    }
+
+    /// Records a notification a fault (`fault`, its id) refused in place of the endpoint's
+    /// ordinary answer: `rejected`, with the fault's words as the detail.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_faulted(
+        &self,
+        api: Api,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        token: Option<DeviceToken>,
+        detail: String,
+        fault: &str,
+    ) {
+        self.record_refusal(api, topic, identifier, apns_id, token, detail, Some(fault));
+    }
+
+    /// [`Hub::record_rejection`] and [`Hub::record_faulted`].
+    #[allow(clippy::too_many_arguments)]
+    fn record_refusal(
+        &self,
+        api: Api,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        token: Option<DeviceToken>,
+        reason: String,
+        fault: Option<&str>,
+    ) {
         let about = Subject {
             api,
             apns_id,
@@ -324,6 +374,7 @@ impl Hub {
             token,
             topic,
             warning: None,
+            fault,
         };
         events::log_rejection(about, &reason);
         self.shared.metrics.gateway_rejected(api, &reason);
@@ -366,6 +417,147 @@ impl Hub {
     pub fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.lock().state.unregistered_at(token)
     }
+
+    // ----- provider connections ------------------------------------------------------
+
+    /// A provider connection was accepted and identified: its number (never reused), logged
+    /// as `ProviderConnected`. Every number handed out gets its
+    /// [`Hub::provider_disconnected`] when the connection ends.
+    pub fn provider_connected(
+        &self,
+        endpoint: ProviderEndpoint,
+        peer: SocketAddr,
+        identity: String,
+    ) -> u64 {
+        let connection = self.shared.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
+        self.apply(|_, at_ms| {
+            let event = Event::ProviderConnected {
+                at_ms,
+                connection,
+                endpoint,
+                peer: peer.to_string(),
+                identity,
+            };
+            ((), vec![event])
+        });
+        connection
+    }
+
+    /// A provider connection ended.
+    pub fn provider_disconnected(&self, connection: u64, endpoint: ProviderEndpoint) {
+        self.apply(|_, at_ms| {
+            let event = Event::ProviderDisconnected {
+                at_ms,
+                connection,
+                endpoint,
+            };
+            ((), vec![event])
+        });
+    }
+
+    // ----- faults --------------------------------------------------------------------
+
+    /// Adds a fault (the control API's `POST /v1/faults`), logged as `FaultAdded`; or why
+    /// the spec is refused, naming its field.
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<Fault, SpecError> {
+        self.apply(|st, at_ms| match st.faults.add(spec, at_ms) {
+            Ok(fault) => {
+                let event = Event::FaultAdded {
+                    at_ms,
+                    fault: fault.clone(),
+                };
+                (Ok(fault), vec![event])
+            }
+            Err(err) => (Err(err), Vec::new()),
+        })
+    }
+
+    /// Removes the fault `id`, logged as `FaultRemoved`; false if there is none.
+    pub fn remove_fault(&self, id: &str) -> bool {
+        self.apply(|st, at_ms| {
+            let mut events = expired(st, at_ms);
+            let removed = st.faults.remove(id);
+            if removed {
+                events.push(Event::FaultRemoved {
+                    at_ms,
+                    id: id.to_owned(),
+                    reason: Removed::Removed,
+                });
+            }
+            (removed, events)
+        })
+    }
+
+    /// Removes every fault (`DELETE /v1/faults`, `POST /v1/reset`), each logged as
+    /// `FaultRemoved`.
+    pub fn clear_faults(&self) {
+        self.apply(|st, at_ms| {
+            let events = st
+                .faults
+                .clear()
+                .into_iter()
+                .map(|id| Event::FaultRemoved {
+                    at_ms,
+                    id,
+                    reason: Removed::Removed,
+                })
+                .collect();
+            ((), events)
+        });
+    }
+
+    /// Every fault, oldest first (those whose deadline passed are removed first, logged as
+    /// expired).
+    pub fn faults(&self) -> Vec<Fault> {
+        self.apply(|st, at_ms| {
+            let events = expired(st, at_ms);
+            (st.faults.list(), events)
+        })
+    }
+
+    /// The fault that hits what `probe` describes, if one does: counted, and logged as
+    /// `FaultRemoved` when the hit used it up. With no fault set this is one atomic load.
+    pub fn fault(&self, probe: &Probe<'_>) -> Option<Hit> {
+        if !self.shared.faults_any.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.apply(|st, at_ms| {
+            let mut events = expired(st, at_ms);
+            let hit = st.faults.hit(probe).map(|(hit, used_up)| {
+                if used_up {
+                    events.push(Event::FaultRemoved {
+                        at_ms,
+                        id: hit.id.clone(),
+                        reason: Removed::UsedUp,
+                    });
+                }
+                hit
+            });
+            if let Some(hit) = &hit {
+                info!(fault = %hit.id, on = probe.on.as_str(), effect = ?hit.effect, "fault hit");
+            }
+            (hit, events)
+        })
+    }
+
+    /// Marks a delivery that session `session` has not answered yet as hit by fault `id`:
+    /// its later events (acknowledged, requeued, stored) name the fault.
+    pub fn mark_delivery_fault(&self, session: u64, delivery: u64, id: &str) -> bool {
+        self.apply(|st, _| (st.mark_fault(session, delivery, id), Vec::new()))
+    }
+}
+
+/// Removes the faults whose deadline passed and returns their `FaultRemoved` events.
+fn expired(st: &mut State, at_ms: u64) -> Vec<Event> {
+    st.faults
+        .expire(at_ms)
+        .into_iter()
+        .map(|id| Event::FaultRemoved {
+            at_ms,
+            id,
+            reason: Removed::Expired,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -382,6 +574,7 @@ mod tests {
             Event::DeviceOffline { .. } => "DeviceOffline".to_owned(),
             Event::Registered { .. } => "Registered".to_owned(),
             Event::Notification { outcome, .. } => format!("{outcome:?}"),
+            other => format!("{other:?}"),
         }
     }
 

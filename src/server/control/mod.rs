@@ -8,6 +8,8 @@
 //! - `GET /v1/notifications`: the delivery log, filtered, with a cursor ([`notifications`]);
 //! - `GET /v1/notifications/wait`: the same, answering once enough records match;
 //! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
+//! - `GET`, `POST`, `DELETE /v1/faults` and `DELETE /v1/faults/{id}`: list, add and remove
+//!   faults ([`faults`]);
 //! - `GET /v1/openapi.json`: the document itself;
 //! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]).
 //!
@@ -18,6 +20,7 @@
 //! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
 //! the parameter at fault; no input makes a handler panic.
 
+pub mod faults;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
@@ -30,7 +33,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{delete, get, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -41,16 +44,21 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::hub::Hub;
 
-/// The largest request body any route reads. No route of this version takes a body; the
-/// ones to come (devices, faults) take small JSON objects, and a client must not be able to
-/// make the simulator buffer megabytes for them.
+/// The largest request body any route reads. The routes that take one (faults, …) take small
+/// JSON objects, and a client must not be able to make the simulator buffer megabytes for
+/// them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 6] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 8] {
     [
         ("/v1/health", get(health)),
+        (
+            "/v1/faults",
+            get(faults::list).post(faults::add).delete(faults::clear),
+        ),
+        ("/v1/faults/{id}", delete(faults::remove)),
         ("/v1/notifications", get(notifications::list)),
         ("/v1/notifications/wait", get(notifications::wait)),
         ("/v1/feedback", get(feedback::peek)),
@@ -144,6 +152,10 @@ fn router(ctx: Ctx) -> Router {
         notifications::list,
         notifications::wait,
         feedback::peek,
+        faults::list,
+        faults::add,
+        faults::clear,
+        faults::remove,
         openapi_json,
         metrics::scrape
     )
@@ -161,7 +173,7 @@ pub struct ErrorBody {
 
 /// A refusal with its status; the handlers' error type.
 #[derive(Debug, Clone)]
-struct ApiError {
+pub(crate) struct ApiError {
     /// 400 for bad input, 404 for an unknown route, 405, 503 on shutdown.
     status: StatusCode,
     /// The body.
@@ -308,12 +320,103 @@ async fn no_route() -> ApiError {
     )
 }
 
-/// A route asked with a method it does not serve (all of this version's are GET).
-async fn wrong_method() -> ApiError {
+/// A route asked with a method it does not serve. axum's `Allow` header (which it adds to
+/// this answer) lists the ones it does.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    let allowed = table()
+        .into_iter()
+        .find(|(route, _)| route_matches(route, path))
+        .map_or("", |(route, _)| methods_of(route));
     ApiError::general(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this route answers GET only",
+        format!("{path} does not answer {method}; it answers {allowed}"),
     )
+}
+
+/// Whether a route of the table (`/v1/faults/{id}`) matches a request path.
+fn route_matches(route: &str, path: &str) -> bool {
+    let (mut r, mut p) = (route.split('/'), path.split('/'));
+    loop {
+        match (r.next(), p.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The methods a route of the table answers, in words.
+fn methods_of(route: &str) -> &'static str {
+    match route {
+        "/v1/faults" => "GET, POST and DELETE",
+        "/v1/faults/{id}" => "DELETE",
+        _ => "GET",
+    }
+}
+
+/// A JSON request body, as [`axum::Json`] reads it but refused the control API's way: 400
+/// `{"error", "field"}` naming the field (with its path, `match.token`) that is missing, of
+/// the wrong type or unknown; `field` null when the body is not JSON at all; 413 past
+/// [`MAX_BODY_BYTES`]. The content type is not insisted on (`curl -d` sends a form type).
+#[derive(Debug, Clone)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::general(e.status(), e.body_text()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body, naming the field at fault when it is refused.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::general(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::general(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let text = inner.to_string();
+        let parent = if path == "." { None } else { Some(path) };
+        // serde names an unknown or missing field in its message, not in the path (which
+        // stops at the object that has it).
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (parent, named) {
+            // An unknown field's path already ends in it; a missing one's stops above it.
+            (Some(parent), Some(name))
+                if parent == name || parent.ends_with(&format!(".{name}")) =>
+            {
+                parent
+            }
+            (Some(parent), Some(name)) => format!("{parent}.{name}"),
+            (None, Some(name)) => name,
+            (Some(parent), None) => parent,
+            (None, None) => "body".to_owned(),
+        };
+        ApiError::field(&field, text)
+    })
 }
 
 #[cfg(test)]
