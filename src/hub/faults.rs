@@ -335,7 +335,9 @@ impl Entry {
         self.token.map_or(true, |t| probe.token == Some(&t))
             && m.topic.as_deref().map_or(true, |t| probe.topic == Some(t))
             && m.connection.map_or(true, |c| probe.connection == Some(c))
-            && m.serial.as_deref().map_or(true, |s| probe.serial == Some(s))
+            && m.serial
+                .as_deref()
+                .map_or(true, |s| probe.serial == Some(s))
     }
 
     /// Counts a matching event and says whether `every` and `rate` let it be hit.

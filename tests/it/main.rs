@@ -8,6 +8,7 @@ mod binary;
 mod cli;
 mod common;
 mod control;
+mod control_faults;
 mod devices;
 mod feedback;
 mod garbage;

@@ -265,7 +265,7 @@ impl ConnectionContext {
     async fn handle(self, mut stream: TlsStream<TcpStream>, peer: SocketAddr) {
         let authenticated = self.authenticate(&stream);
         let identity = match &authenticated {
-            Ok((Auth::Certificate(topics), _)) => topics.join(" "),
+            Ok((Auth::Certificate(topics), _)) => topics.join(", "),
             Ok((Auth::Token(_), _)) => "token auth".to_owned(),
             Err(_) => "refused certificate".to_owned(),
         };
