@@ -34,7 +34,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 
 /// Apple's HTTP/2 reasons a rejection may be counted under; a reason outside this list is
 /// counted as `Other`, so that the label set stays bounded whatever a detail says.
-const HTTP2_REASONS: [&str; 27] = [
+const HTTP2_REASONS: [&str; 31] = [
     "BadCollapseId",
     "BadDeviceToken",
     "BadExpirationDate",
@@ -62,6 +62,11 @@ const HTTP2_REASONS: [&str; 27] = [
     "TooManyProviderTokenUpdates",
     "TooManyRequests",
     "Shutdown",
+    // Answered only by a fault (`POST /v1/faults`).
+    "Forbidden",
+    "ExpiredToken",
+    "InternalServerError",
+    "ServiceUnavailable",
 ];
 
 impl EncodeLabelValue for Api {

@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - `mod.rs` (this file): the handle, its lock, and publishing what an operation caused;
+//! - `faults.rs`: the fault table the control API fills and the endpoints probe;
 //! - `state.rs`: plain data and its rules (routing, store-and-forward, tokens, feedback),
 //!   given the time and returning outcomes plus events, so they are tested without tokio;
 //! - `events.rs`: [`Event`], [`Outcome`], the bounded log, the live broadcast and the one

@@ -318,13 +318,14 @@ async fn provider_connections_are_numbered_and_a_fault_can_match_one() {
     assert_eq!(common::next_id(&mut dev).await, 1);
     let mut after_first = t.sim.hub().subscribe();
     let mut second = t.gateway().await;
-    let two = match next_hub_event(&mut after_first, |e| {
+    let Event::ProviderConnected {
+        connection: two, ..
+    } = next_hub_event(&mut after_first, |e| {
         matches!(e, Event::ProviderConnected { .. })
     })
     .await
-    {
-        Event::ProviderConnected { connection, .. } => connection,
-        _ => unreachable!(),
+    else {
+        unreachable!()
     };
     assert!(two > one);
     add(
