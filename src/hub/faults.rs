@@ -514,13 +514,15 @@ pub fn check(spec: &FaultSpec) -> Result<(Effect, Option<DeviceToken>), SpecErro
             }
         };
         use FaultOn::*;
-        let notifications = !matches!(effect.phase(), Phase::Connection);
-        applies(
-            "match.token",
-            m.token.is_some() && notifications,
-            &[Http2, Binary, Devices],
-        )?;
-        applies("match.token", m.token.is_some() && !notifications, &[])?;
+        if m.token.is_some() && effect.phase() == Phase::Connection {
+            return Err(SpecError::new(
+                "match.token",
+                format!(
+                    "{field} acts on a connection as it opens, before any notification has a token"
+                ),
+            ));
+        }
+        applies("match.token", m.token.is_some(), &[Http2, Binary, Devices])?;
         applies("match.topic", m.topic.is_some(), &[Http2, Binary, Feedback])?;
         applies(
             "match.connection",

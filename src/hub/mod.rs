@@ -532,12 +532,14 @@ impl Hub {
                         reason: Removed::UsedUp,
                     });
                 }
+                // Counted before the events are broadcast, like every other metric.
+                self.shared.metrics.fault_hit(probe.on);
                 hit
             });
-            if let Some(hit) = &hit {
-                info!(fault = %hit.id, on = probe.on.as_str(), effect = ?hit.effect, "fault hit");
-            }
             (hit, events)
+        })
+        .inspect(|hit| {
+            info!(fault = %hit.id, on = probe.on.as_str(), effect = ?hit.effect, "fault hit");
         })
     }
 
@@ -631,6 +633,99 @@ mod tests {
         let mut back = hub.connect_device("D1", Environment::Sandbox);
         assert!(back.rx.try_recv().is_err(), "expired while stored");
         assert!(hub.recent_events().iter().any(|e| kind(e) == "Expired"));
+    }
+
+    #[test]
+    fn faults_are_added_hit_used_up_and_logged_and_cost_nothing_when_none_is_set() {
+        let hub = Hub::new(Clock::system());
+        let probe = Probe {
+            on: FaultOn::Binary,
+            phase: Phase::Notification,
+            token: None,
+            topic: Some(APP),
+            connection: Some(1),
+            serial: None,
+        };
+        assert_eq!(hub.fault(&probe), None);
+        assert!(
+            hub.recent_events().is_empty(),
+            "a probe with no faults logs nothing"
+        );
+        let spec: FaultSpec =
+            serde_json::from_value(serde_json::json!({"on": "binary", "close": true, "count": 1}))
+                .unwrap();
+        let fault = hub.add_fault(spec).unwrap();
+        assert!(hub.shared.faults_any.load(Ordering::Relaxed));
+        let hit = hub.fault(&probe).expect("hit");
+        assert_eq!((hit.id.as_str(), hit.effect), ("f1", Effect::Close));
+        assert!(
+            !hub.shared.faults_any.load(Ordering::Relaxed),
+            "used up: the table is empty"
+        );
+        assert_eq!(hub.fault(&probe), None);
+        let logged = hub.recent_events();
+        assert_eq!(
+            logged,
+            [
+                Event::FaultAdded {
+                    at_ms: logged_at(&logged[0]),
+                    fault
+                },
+                Event::FaultRemoved {
+                    at_ms: logged_at(&logged[1]),
+                    id: "f1".to_owned(),
+                    reason: Removed::UsedUp
+                }
+            ]
+        );
+        // As the event stream and the log serialise them.
+        let json = serde_json::to_value(&logged[0]).unwrap();
+        assert_eq!(json["event"], "fault_added");
+        assert_eq!(json["fault"]["id"], "f1");
+        assert_eq!(json["fault"]["on"], "binary");
+        assert_eq!(json["fault"]["close"], true);
+        let json = serde_json::to_value(&logged[1]).unwrap();
+        assert_eq!(
+            (json["event"].as_str(), json["reason"].as_str()),
+            (Some("fault_removed"), Some("used_up"))
+        );
+
+        assert!(!hub.remove_fault("f1"));
+        hub.add_fault(
+            serde_json::from_value(serde_json::json!({"on": "feedback", "hold_ms": 1})).unwrap(),
+        )
+        .unwrap();
+        hub.clear_faults();
+        assert!(hub.faults().is_empty());
+        assert!(!hub.shared.faults_any.load(Ordering::Relaxed));
+    }
+
+    fn logged_at(e: &Event) -> u64 {
+        match e {
+            Event::FaultAdded { at_ms, .. } | Event::FaultRemoved { at_ms, .. } => *at_ms,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn provider_connections_are_numbered_and_logged_in_and_out() {
+        let hub = Hub::new(Clock::system());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let one = hub.provider_connected(ProviderEndpoint::Gateway, peer, APP.to_owned());
+        let two = hub.provider_connected(ProviderEndpoint::Http2, peer, "token auth".to_owned());
+        assert_eq!((one, two), (1, 2));
+        hub.provider_disconnected(one, ProviderEndpoint::Gateway);
+        let json: Vec<serde_json::Value> = hub
+            .recent_events()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(json[0]["event"], "provider_connected");
+        assert_eq!(json[0]["peer"], "127.0.0.1:9");
+        assert_eq!(json[1]["identity"], "token auth");
+        assert_eq!(json[1]["endpoint"], "http2");
+        assert_eq!(json[2]["event"], "provider_disconnected");
+        assert_eq!(json[2]["connection"], 1);
     }
 
     #[test]

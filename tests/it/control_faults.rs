@@ -168,6 +168,16 @@ async fn the_issues_example_fails_two_http2_pushes_with_500_and_lets_the_third_t
     );
     let (_, list) = get_at(control, "/v1/faults").await;
     assert_eq!(list["faults"], json!([]), "used up");
+    let (_, _, metrics) = crate::metrics::get_text(control, "/metrics").await;
+    assert!(
+        metrics.contains(r#"apns_sim_fault_hits_total{on="http2"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"apns_sim_rejections_total{api="http2",reason="InternalServerError"} 2"#),
+        "{metrics}"
+    );
     t.stop().await;
 }
 
