@@ -551,8 +551,12 @@ impl FaultTable {
     }
 
     /// Adds a checked spec at `now_ms`: the fault as listed, or why it was refused.
-    pub(super) fn add(&mut self, spec: FaultSpec, now_ms: u64) -> Result<Fault, SpecError> {
+    pub(super) fn add(&mut self, mut spec: FaultSpec, now_ms: u64) -> Result<Fault, SpecError> {
         let (effect, token) = check(&spec)?;
+        // Listed as the log writes tokens: lowercase hex.
+        if let (Some(m), Some(t)) = (spec.matches.as_mut(), token) {
+            m.token = Some(t.to_hex());
+        }
         if self.entries.len() >= MAX_FAULTS {
             return Err(SpecError::new(
                 "on",
@@ -689,6 +693,15 @@ mod tests {
         // Serialised back, the spec round-trips beside its id and counters.
         let json = serde_json::to_value(&fault).unwrap();
         assert_eq!(json["match"]["token"], TOKEN);
+        let upper = spec(
+            serde_json::json!({"on": "devices", "drop": true, "match": {"token": "AB".repeat(32)}}),
+        );
+        let listed = table.add(upper, 0).unwrap();
+        assert_eq!(
+            listed.spec.matches.unwrap().token.unwrap(),
+            "ab".repeat(32),
+            "tokens are listed in lowercase"
+        );
         assert_eq!(json["respond"]["status"], 500);
         assert_eq!(json["id"], "f1");
         assert!(json.get("delay_ms").is_none());

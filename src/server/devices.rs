@@ -14,6 +14,11 @@
 //!      `Settings::token_len` bytes), `Ack` / `NotInstalled` → the hub, `Ping` → `Pong`;
 //!      silence for three heartbeats ends the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
+//!
+//! A fault on `devices` (`POST /v1/faults`) is looked up for each notification about to be
+//! written (`SessionFaults`): `drop` ends the connection instead (so step 4 routes it again),
+//! `withhold_ack` never passes the device's answer on, `delay_ms` passes it on late. The
+//! hub marks the delivery with the fault, so its later events name it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

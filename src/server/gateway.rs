@@ -18,6 +18,11 @@
 //! Every refusal is logged at info level with its cause in words, the answer given, and
 //! the connection's identity (peer, topic, environment): the wire says as little as
 //! Apple's did, the log says everything.
+//!
+//! Each connection is numbered by the hub (`provider_connected`, through `provider::Connected`). A fault on
+//! `binary` (`POST /v1/faults`) is looked up for each decoded notification: `error` refuses
+//! it with that status exactly as in step 4, `close` takes it and then closes without a byte,
+//! `delay_ms` waits before taking it (and so before reading on).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -826,7 +826,7 @@ async fn every_bad_fault_is_a_400_naming_its_field() {
         answer["error"]
             .as_str()
             .unwrap()
-            .contains("GET, POST and DELETE"),
+            .contains("it answers GET, POST, DELETE"),
         "{answer}"
     );
     let (status, answer) = call(control, "POST", "/v1/health", None).await;
