@@ -23,6 +23,7 @@ use crate::protocol::Environment;
 use crate::settings::RateLimit;
 
 use super::events::{decided, Api, Event, Outcome, Subject};
+use super::faults::FaultTable;
 use super::rate::RateLimiter;
 
 /// Capacity of each device session's delivery queue. A device that falls this far behind
@@ -75,6 +76,9 @@ pub struct PushRequest {
     pub collapse_id: Option<String>,
     /// The JSON payload, already checked.
     pub payload: Bytes,
+    /// The id of the fault that hit it on its way in (a delayed answer, …), if one did: its
+    /// events in the delivery log name it.
+    pub fault: Option<String>,
 }
 
 /// Why the hub refused a notification. The APIs map these onto their own answers.
@@ -206,6 +210,8 @@ pub(super) struct State {
     /// How long a notification may wait for its device, in seconds: the default for one
     /// without an expiry and the cap on any expiry (`Settings::storage`).
     storage_secs: u64,
+    /// The faults the control API added (`hub/faults.rs`).
+    pub(super) faults: FaultTable,
 }
 
 /// How long the hub may hold a notification its device cannot take now, decided once when
@@ -336,6 +342,8 @@ pub(super) struct Queued {
     collapse_id: Option<String>,
     /// The payload, in its own allocation.
     payload: Bytes,
+    /// The id of the fault that hit it, if one did: every later event of it names the fault.
+    fault: Option<String>,
     /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
     /// its delivery latency, measured when the device acknowledges.
     accepted: Instant,
@@ -358,6 +366,7 @@ impl Queued {
             push_type: req.push_type,
             collapse_id: req.collapse_id,
             payload: Bytes::copy_from_slice(&req.payload),
+            fault: req.fault,
             accepted,
         }
     }
@@ -392,6 +401,7 @@ impl Queued {
                 self.push_type.as_deref(),
                 self.priority,
             ),
+            fault: self.fault.as_deref(),
         }
     }
 
@@ -455,6 +465,7 @@ impl State {
             next_session: 0,
             rate: RateLimiter::new(rate_limit),
             storage_secs: storage.as_secs(),
+            faults: FaultTable::default(),
         }
     }
 
@@ -677,6 +688,21 @@ impl State {
             self.flush_stored(&device, now_ms, &mut events);
         }
         (Some(answered), events)
+    }
+
+    /// Marks a delivery a session has not answered yet as hit by fault `id`, so that its later
+    /// events (acknowledged, requeued, stored …) name the fault. False if the session owes no
+    /// answer for it.
+    pub(super) fn mark_fault(&mut self, session: u64, delivery: u64, id: &str) -> bool {
+        let Some(q) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.pending.get_mut(&delivery))
+        else {
+            return false;
+        };
+        q.fault = Some(id.to_owned());
+        true
     }
 
     /// How many device sessions are open (not yet ended, live or replaced).
@@ -1154,6 +1180,7 @@ pub(super) mod tests {
             push_type: None,
             collapse_id: None,
             payload: Bytes::from_static(b"{}"),
+            fault: None,
         }
     }
 

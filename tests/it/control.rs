@@ -133,7 +133,8 @@ async fn the_openapi_document_lists_every_route_and_each_answers() {
     routes.sort_unstable();
     assert_eq!(documented, routes);
     // Each listed route is served (feedback without its parameters is a 400, a wait on an
-    // empty log that may not wait a 408, never a 404), and every other path is a JSON 404.
+    // empty log that may not wait a 408, a route without GET such as `DELETE
+    // /v1/faults/{id}` a 405, never a 404), and every other path is a JSON 404.
     for route in control::routes() {
         if route == "/metrics" {
             // Text, not JSON: tests/it/metrics.rs reads it.

@@ -11,6 +11,8 @@
 //! - `GET/POST /v1/devices`, `DELETE /v1/devices/{serial}`, the apps, offline/online, inbox
 //!   and `.apns` routes under it ([`devices`]), and `POST /v1/push` ([`push`]): the
 //!   in-process devices and the test provider, reached through [`devices::Actors`];
+//! - `GET`, `POST`, `DELETE /v1/faults` and `DELETE /v1/faults/{id}`: list, add and remove
+//!   faults ([`faults`]);
 //! - `GET /v1/openapi.json`: the document itself;
 //! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]).
 //!
@@ -22,6 +24,7 @@
 //! the parameter at fault; no input makes a handler panic.
 
 pub mod devices;
+pub mod faults;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
@@ -46,16 +49,21 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::hub::Hub;
 
-/// The largest request body any route reads. The routes that take one (devices, push) take
-/// small JSON objects (a push's payload is at most 5 KiB on APNs), and a client must not be
-/// able to make the simulator buffer megabytes for them.
+/// The largest request body any route reads. The routes that take one (devices, push,
+/// faults) take small JSON objects (a push's payload is at most 5 KiB on APNs), and a
+/// client must not be able to make the simulator buffer megabytes for them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 15] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 17] {
     [
         ("/v1/health", get(health)),
+        (
+            "/v1/faults",
+            get(faults::list).post(faults::add).delete(faults::clear),
+        ),
+        ("/v1/faults/{id}", delete(faults::remove)),
         ("/v1/notifications", get(notifications::list)),
         ("/v1/notifications/wait", get(notifications::wait)),
         ("/v1/feedback", get(feedback::peek)),
@@ -145,8 +153,10 @@ pub async fn run(
 }
 
 /// The router: [`routes`], a JSON 404 for any other path and a JSON 405 for another method.
+/// The routes sit inside an outer router so that [`explain_405`] sees their answers after
+/// axum has added the `Allow` header.
 fn router(ctx: Ctx) -> Router {
-    table()
+    let routes = table()
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| {
             router.route(path, handlers)
@@ -154,7 +164,10 @@ fn router(ctx: Ctx) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(ctx)
+        .with_state(ctx);
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(explain_405))
 }
 
 /// The OpenAPI 3 document of every route, generated from the handlers' annotations.
@@ -181,6 +194,10 @@ fn router(ctx: Ctx) -> Router {
         devices::inbox,
         devices::apns,
         push::send,
+        faults::list,
+        faults::add,
+        faults::clear,
+        faults::remove,
         openapi_json,
         metrics::scrape
     )
@@ -198,7 +215,7 @@ pub struct ErrorBody {
 
 /// A refusal with its status; the handlers' error type.
 #[derive(Debug, Clone)]
-struct ApiError {
+pub(crate) struct ApiError {
     /// 400 for bad input, 404 for an unknown route, 405, 503 on shutdown.
     status: StatusCode,
     /// The body.
@@ -345,12 +362,114 @@ async fn no_route() -> ApiError {
     )
 }
 
-/// A route asked with a method it does not serve.
+/// A route asked with a method it does not serve; [`explain_405`] adds the ones it does.
 async fn wrong_method() -> ApiError {
     ApiError::general(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this route does not answer this method; GET /v1/openapi.json lists each route's methods",
+        "this route does not answer this method",
     )
+}
+
+/// Words every 405 with the methods the route does answer, read from the `Allow` header axum
+/// sets from the route table (`HEAD` left out: it is GET's), so the answer stays true
+/// whatever routes are added.
+async fn explain_405(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    response: Response,
+) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let methods: Vec<String> = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "HEAD")
+        .map(str::to_owned)
+        .collect();
+    let mut answer = ApiError::general(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not answer {method}; it answers {}",
+            uri.path(),
+            methods.join(", ")
+        ),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    answer
+}
+
+/// A JSON request body, as [`axum::Json`] reads it but refused the control API's way: 400
+/// `{"error", "field"}` naming the field (with its path, `match.token`) that is missing, of
+/// the wrong type or unknown; `field` null when the body is not JSON at all; 413 past
+/// [`MAX_BODY_BYTES`]. The content type is not insisted on (`curl -d` sends a form type).
+#[derive(Debug, Clone)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::general(e.status(), e.body_text()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body, naming the field at fault when it is refused.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::general(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::general(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let text = inner.to_string();
+        let parent = if path == "." { None } else { Some(path) };
+        // serde names an unknown or missing field in its message, not in the path (which
+        // stops at the object that has it).
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (parent, named) {
+            // An unknown field's path already ends in it; a missing one's stops above it.
+            (Some(parent), Some(name))
+                if parent == name || parent.ends_with(&format!(".{name}")) =>
+            {
+                parent
+            }
+            (Some(parent), Some(name)) => format!("{parent}.{name}"),
+            (None, Some(name)) => name,
+            (Some(parent), None) => parent,
+            (None, None) => "body".to_owned(),
+        };
+        ApiError::field(&field, text)
+    })
 }
 
 #[cfg(test)]
