@@ -35,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actors;
 pub mod client;
 pub mod clock;
 pub mod connection;

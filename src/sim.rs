@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::actors::{Actors, ActorsConfig};
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::pki::jwt;
@@ -139,6 +140,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Simulator {
     hub: Hub,
+    actors: Actors,
     addrs: Addrs,
     pki: Arc<Pki>,
     shutdown: CancellationToken,
@@ -213,6 +215,16 @@ impl Simulator {
             hub.clone(),
             settings.clone(),
         ));
+        let actors = Actors::new(ActorsConfig {
+            devices: addrs.devices,
+            gateway: addrs.gateway,
+            http2: addrs.http2,
+            pki: config.pki.clone(),
+            hub: hub.clone(),
+            shutdown: shutdown.clone(),
+        })
+        .map_err(StartError::Tls)?;
+        let control_actors: Arc<dyn control::devices::Actors> = Arc::new(actors.clone());
         tracker.spawn(control::run(
             listeners.control,
             hub.clone(),
@@ -223,6 +235,7 @@ impl Simulator {
                 devices: addrs.devices,
                 control: addrs.control,
             },
+            Some(control_actors),
             shutdown.clone(),
         ));
         info!(
@@ -235,6 +248,7 @@ impl Simulator {
         );
         Ok(Simulator {
             hub,
+            actors,
             addrs,
             pki: config.pki,
             shutdown,
@@ -245,6 +259,12 @@ impl Simulator {
     /// The routing core (subscribe to its events, inspect feedback and tokens).
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// The in-process devices the control API drives, and its test provider (the demo
+    /// fleet of `serve` is created through them).
+    pub fn actors(&self) -> &Actors {
+        &self.actors
     }
 
     /// Where each endpoint listens.

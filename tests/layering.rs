@@ -59,8 +59,26 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hub",
         ],
     ),
-    // Builds the hub and starts the servers; it may start clients too (demo devices,
-    // webhooks), which is why it sits above both.
+    // The simulator's own actors: in-process devices (clients, over the wire like any
+    // other) that the control API drives through a trait `server` defines, and a test
+    // provider. Above both, because it is a client that implements a server's trait; it
+    // reads the hub (a token's owner, the binary API's outcome) but never writes to it.
+    (
+        "actors",
+        &[
+            "protocol",
+            "clock",
+            "settings",
+            "pki",
+            "tls",
+            "connection",
+            "hub",
+            "client",
+            "server",
+        ],
+    ),
+    // Builds the hub and starts the servers and the actors; it may start clients too
+    // (webhooks), which is why it sits above them all.
     (
         "sim",
         &[
@@ -73,6 +91,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hub",
             "client",
             "server",
+            "actors",
         ],
     ),
     // Declarative device fleets, run against a simulator.
@@ -88,6 +107,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "hub",
             "client",
             "server",
+            "actors",
             "sim",
         ],
     ),

@@ -20,6 +20,55 @@ use clap::{ArgMatches, Args, ValueEnum};
 
 use super::{given_on_command_line, Outcome, ProviderTlsArgs};
 
+/// The largest `.apns` file `--file` reads: a payload is at most 5 KiB on APNs, and the
+/// file adds one key.
+const MAX_APNS_FILE: u64 = 64 * 1024;
+
+/// The key of an `.apns` file naming the app (what `xcrun simctl push` reads).
+const APNS_BUNDLE_KEY: &str = "Simulator Target Bundle";
+
+/// An `.apns` file, read: the bundle it names, if any, and the payload without that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ApnsFile {
+    bundle: Option<String>,
+    payload: String,
+}
+
+/// Reads an `.apns` file: a JSON object, optionally with a string "Simulator Target
+/// Bundle", whose other keys are the payload. Every refusal names the file and the problem.
+fn read_apns_file(path: &std::path::Path) -> Result<ApnsFile> {
+    let shown = path.display();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("--file {shown}"))?
+        .len();
+    if size > MAX_APNS_FILE {
+        anyhow::bail!("--file {shown}: {size} bytes; an .apns file is at most {MAX_APNS_FILE}");
+    }
+    let text = std::fs::read(path).with_context(|| format!("--file {shown}"))?;
+    parse_apns_file(&text).with_context(|| format!("--file {shown}"))
+}
+
+/// The inside of [`read_apns_file`].
+fn parse_apns_file(text: &[u8]) -> Result<ApnsFile> {
+    let value: serde_json::Value =
+        serde_json::from_slice(text).context("not an .apns file: not JSON")?;
+    let serde_json::Value::Object(mut map) = value else {
+        anyhow::bail!("not an .apns file: the JSON is not an object");
+    };
+    let bundle = match map.remove(APNS_BUNDLE_KEY) {
+        None => None,
+        Some(serde_json::Value::String(b)) if !b.is_empty() => Some(b),
+        Some(other) => anyhow::bail!("{APNS_BUNDLE_KEY:?} must be a bundle id, not {other}"),
+    };
+    if map.is_empty() {
+        anyhow::bail!("the payload is empty: the file holds no key besides {APNS_BUNDLE_KEY:?}");
+    }
+    Ok(ApnsFile {
+        bundle,
+        payload: serde_json::Value::Object(map).to_string(),
+    })
+}
+
 /// How far ahead the default expiry lies: an hour, long enough to survive a device being
 /// briefly offline in a demo.
 const DEFAULT_EXPIRY: Duration = Duration::from_secs(3600);
@@ -33,6 +82,11 @@ pub(crate) struct PushArgs {
     /// JSON payload.
     #[arg(long, default_value = r#"{"aps":{"alert":"Hello from apns-sim"}}"#)]
     payload: String,
+    /// Send the payload of an .apns file (the format `xcrun simctl push` reads, and the
+    /// control API's inbox downloads): its "Simulator Target Bundle" is the HTTP/2 topic
+    /// unless --topic is given, the rest is the payload.
+    #[arg(long, value_name = "X.apns", conflicts_with = "payload")]
+    file: Option<std::path::PathBuf>,
     /// Expiry in UNIX seconds (0 = deliver now or never; not in --format simple). Default:
     /// one hour from now for --format enhanced and frame; none for HTTP/2 (no
     /// apns-expiration) and --format simple, which APNs keeps for an offline device under its
@@ -91,9 +145,9 @@ struct Http2Args {
     /// Team id for --auth token (the JWT's iss).
     #[arg(long, default_value = DEFAULT_TEAM_ID, env = "APNS_SIM_TEAM_ID")]
     team_id: String,
-    /// apns-topic.
-    #[arg(long, default_value = DEFAULT_TOPIC, env = "APNS_SIM_TOPIC")]
-    topic: String,
+    /// apns-topic [default: the --file's "Simulator Target Bundle", else com.example.app].
+    #[arg(long, env = "APNS_SIM_TOPIC")]
+    topic: Option<String>,
     /// apns-push-type: alert, background, voip, …
     #[arg(long)]
     push_type: Option<String>,
@@ -245,7 +299,14 @@ impl PushArgs {
     }
 
     /// Sends the notifications through the chosen API.
-    pub(crate) async fn run(self) -> Result<Outcome> {
+    pub(crate) async fn run(mut self) -> Result<Outcome> {
+        if let Some(path) = &self.file {
+            let file = read_apns_file(path)?;
+            self.payload = file.payload;
+            if self.h2.topic.is_none() {
+                self.h2.topic = file.bundle;
+            }
+        }
         if self.http2 {
             self.run_http2().await
         } else {
@@ -345,7 +406,7 @@ impl PushArgs {
             tls: config,
             auth,
             tokens: self.tokens.clone(),
-            topic: Some(h2.topic),
+            topic: Some(h2.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_owned())),
             push_type: h2.push_type,
             priority: Some(self.priority),
             expiration: self.expiry,
@@ -362,5 +423,28 @@ impl PushArgs {
             }
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_apns_file;
+
+    #[test]
+    fn an_apns_file_gives_its_bundle_and_the_rest_as_payload() {
+        let file =
+            parse_apns_file(br#"{"Simulator Target Bundle": "com.a", "aps": {"alert": "hi"}}"#)
+                .unwrap();
+        assert_eq!(file.bundle.as_deref(), Some("com.a"));
+        assert_eq!(file.payload, r#"{"aps":{"alert":"hi"}}"#);
+        let bare = parse_apns_file(br#"{"aps": {}}"#).unwrap();
+        assert_eq!(bare.bundle, None);
+        let err = |text: &[u8]| format!("{:#}", parse_apns_file(text).unwrap_err());
+        assert!(err(b"nope").contains("not JSON"), "{}", err(b"nope"));
+        assert!(err(b"[1]").contains("not an object"));
+        assert!(
+            err(br#"{"Simulator Target Bundle": 5, "aps": {}}"#).contains("must be a bundle id")
+        );
+        assert!(err(br#"{"Simulator Target Bundle": "com.a"}"#).contains("payload is empty"));
     }
 }

@@ -5,13 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use apns_sim::client::device::{self, DeviceConfig, DeviceEvent};
+use anyhow::{Context, Result};
+use apns_sim::client::device::DeviceEvent;
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
 use apns_sim::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
+use apns_sim::server::control::devices::DeviceSpec;
 use apns_sim::settings::{
     RateLimit, Settings, UnknownCommand, DEFAULT_STORAGE_DAYS, DEFAULT_TOKEN_LEN, MAX_STORAGE_DAYS,
     TOKEN_LEN_RANGE,
@@ -20,7 +21,7 @@ use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig, StartError};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast;
 use tracing::info;
 
 use super::{given_on_command_line, Outcome, DEFAULT_CERTS_DIR};
@@ -241,7 +242,7 @@ impl ServeArgs {
         println!("  control API      {}", addrs.control);
         println!("  certificates     {}", self.certs.display());
 
-        let registered = start_fleet(&sim, &fleet, sim.shutdown_token()).await?;
+        let registered = start_fleet(&sim, &fleet).await?;
         if !registered.is_empty() {
             println!("demo devices:");
             let width = registered
@@ -357,77 +358,65 @@ async fn stop_signal() -> Result<()> {
     Ok(())
 }
 
-/// Starts the fleet's devices in-process, waits until each has registered its apps, and
+/// Starts the fleet's devices in-process through the simulator's actors (so the control
+/// API and the dashboard can drive them), waits until each has registered its apps, and
 /// prints what they receive from then on.
-async fn start_fleet(
-    sim: &Simulator,
-    fleet: &Scenario,
-    stop: CancellationToken,
-) -> Result<Vec<Registered>> {
-    let tls = apns_sim::tls::client_config(sim.pki().ca_cert_pem().as_bytes(), None, Vec::new())?;
+async fn start_fleet(sim: &Simulator, fleet: &Scenario) -> Result<Vec<Registered>> {
+    let actors = sim.actors();
+    // Subscribed before the first device starts, so nothing it shows is missed.
+    let mut events = actors.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            if let DeviceEvent::Notification {
+                serial,
+                app,
+                kind,
+                payload,
+                ..
+            } = &event
+            {
+                match kind {
+                    TokenKind::Remote => {
+                        println!("device {serial} shows a notification for {app}: {payload}")
+                    }
+                    other => println!(
+                        "device {serial} receives a push to {app}'s {}: {payload}",
+                        other.describe()
+                    ),
+                }
+            }
+            info!(target: "apns_sim::demo", event = %serde_json::to_string(&event).unwrap_or_default());
+        }
+    });
     let mut registered = Vec::new();
     for spec in &fleet.devices {
-        let mut handle = device::spawn(
-            DeviceConfig {
-                server: sim.addrs().devices.to_string(),
-                server_name: "localhost".to_owned(),
-                tls: tls.clone(),
+        let created = tokio::time::timeout(
+            DEMO_READY_TIMEOUT,
+            actors.create(DeviceSpec {
                 serial: spec.serial.clone(),
                 environment: spec.environment,
                 apps: spec.apps.clone(),
-                register_url: None,
-            },
-            stop.clone(),
-        );
-        let mut missing = spec.apps.len();
-        let deadline = tokio::time::Instant::now() + DEMO_READY_TIMEOUT;
-        while missing > 0 {
-            match tokio::time::timeout_at(deadline, handle.events.recv()).await {
-                Ok(Some(DeviceEvent::Registered {
-                    serial,
-                    app,
-                    kind,
-                    token,
-                    environment,
-                })) => {
-                    registered.push(Registered {
-                        serial,
-                        held: AppToken { app, kind },
-                        environment,
-                        token,
-                    });
-                    missing -= 1;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("demo device {} stopped", spec.serial),
-                Err(_) => bail!("demo device {} did not register in time", spec.serial),
-            }
+            }),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("demo device {} did not register in time", spec.serial))?
+        .map_err(|e| anyhow::anyhow!("demo device {}: {e}", spec.serial))?;
+        for app in created.apps {
+            registered.push(Registered {
+                serial: created.serial.clone(),
+                held: AppToken {
+                    app: app.app,
+                    kind: app.kind.parse().context("a token kind")?,
+                },
+                environment: spec.environment,
+                token: DeviceToken::from_hex(&app.token).context("a device token")?,
+            });
         }
-        // From now on, show what the device sees.
-        tokio::spawn(async move {
-            let _commands = handle.commands;
-            while let Some(event) = handle.events.recv().await {
-                if let DeviceEvent::Notification {
-                    serial,
-                    app,
-                    kind,
-                    payload,
-                    ..
-                } = &event
-                {
-                    match kind {
-                        TokenKind::Remote => {
-                            println!("device {serial} shows a notification for {app}: {payload}")
-                        }
-                        other => println!(
-                            "device {serial} receives a push to {app}'s {}: {payload}",
-                            other.describe()
-                        ),
-                    }
-                }
-                info!(target: "apns_sim::demo", event = %serde_json::to_string(&event).unwrap_or_default());
-            }
-        });
     }
     Ok(registered)
 }

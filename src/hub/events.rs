@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use tracing::{field, info};
 use uuid::Uuid;
 
+use super::faults::{Fault, Removed};
 use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
 
@@ -154,7 +155,71 @@ pub enum Event {
         outcome: Outcome,
         /// Extra words (rejection reason, device serial, …).
         detail: String,
+        /// The id of the fault that hit it (`POST /v1/faults`), if one did.
+        fault: Option<String>,
     },
+    /// A provider connection (binary gateway, HTTP/2 API, feedback service) was accepted and
+    /// identified.
+    ProviderConnected {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Its number, unique in this simulator: faults can match it (`match.connection`).
+        connection: u64,
+        /// Which endpoint.
+        endpoint: ProviderEndpoint,
+        /// The provider's address.
+        peer: String,
+        /// Who it is: the certificate's topics, or `token auth` / `no certificate`.
+        identity: String,
+    },
+    /// A provider connection ended.
+    ProviderDisconnected {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Its number (as in its `ProviderConnected`).
+        connection: u64,
+        /// Which endpoint.
+        endpoint: ProviderEndpoint,
+    },
+    /// A fault was added to the table.
+    FaultAdded {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The fault as listed.
+        fault: Fault,
+    },
+    /// A fault left the table.
+    FaultRemoved {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Its id.
+        id: String,
+        /// Why: removed, used up, expired.
+        reason: Removed,
+    },
+}
+
+/// The provider endpoints, as `ProviderConnected` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderEndpoint {
+    /// The binary gateway.
+    Gateway,
+    /// The HTTP/2 provider API.
+    Http2,
+    /// The feedback service.
+    Feedback,
+}
+
+impl ProviderEndpoint {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderEndpoint::Gateway => "gateway",
+            ProviderEndpoint::Http2 => "http2",
+            ProviderEndpoint::Feedback => "feedback",
+        }
+    }
 }
 
 /// The notification an event or a log line is about: borrowed from the hub's copy of it, or
@@ -174,6 +239,8 @@ pub(super) struct Subject<'a> {
     /// A warning every event and log line of the notification carries (e.g. a background
     /// push with priority 10: [`crate::protocol::http2::priority_warning`]).
     pub(super) warning: Option<&'static str>,
+    /// The id of the fault that hit it, if one did.
+    pub(super) fault: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -202,6 +269,7 @@ impl Subject<'_> {
             api: self.api,
             outcome,
             detail,
+            fault: self.fault.map(str::to_owned),
         }
     }
 }
@@ -439,6 +507,7 @@ mod tests {
             token: None,
             topic: "com.example.app",
             warning: None,
+            fault: None,
         };
         let mut events = Vec::new();
         decided(
@@ -460,6 +529,7 @@ mod tests {
                 api: Api::Http2,
                 outcome: Outcome::Rejected,
                 detail: "bad".to_owned(),
+                fault: None,
             }]
         );
         // A warning follows the detail in every event of the notification.

@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::events::{Api, Event, Outcome};
+use super::faults::FaultOn;
 use super::state::PushError;
 
 /// The content type of [`Metrics::encode`]'s text: prometheus-client writes the OpenMetrics
@@ -34,7 +35,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 
 /// Apple's HTTP/2 reasons a rejection may be counted under; a reason outside this list is
 /// counted as `Other`, so that the label set stays bounded whatever a detail says.
-const HTTP2_REASONS: [&str; 27] = [
+const HTTP2_REASONS: [&str; 31] = [
     "BadCollapseId",
     "BadDeviceToken",
     "BadExpirationDate",
@@ -62,6 +63,11 @@ const HTTP2_REASONS: [&str; 27] = [
     "TooManyProviderTokenUpdates",
     "TooManyRequests",
     "Shutdown",
+    // Answered only by a fault (`POST /v1/faults`).
+    "Forbidden",
+    "ExpiredToken",
+    "InternalServerError",
+    "ServiceUnavailable",
 ];
 
 impl EncodeLabelValue for Api {
@@ -120,6 +126,19 @@ impl EncodeLabelValue for Direction {
     }
 }
 
+impl EncodeLabelValue for FaultOn {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Labels of `apns_sim_fault_hits_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FaultLabels {
+    /// The endpoint the fault acts on (four values).
+    on: FaultOn,
+}
+
 /// Labels of `apns_sim_feedback_tuples_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct FeedbackLabels {
@@ -148,6 +167,8 @@ struct Inner {
     stored: Gauge,
     /// `apns_sim_delivery_latency_seconds`.
     latency: Histogram,
+    /// `apns_sim_fault_hits_total`.
+    fault_hits: Family<FaultLabels, Counter>,
 }
 
 /// The simulator's metrics. A cheap-to-clone handle (an `Arc` inside): the hub owns one and
@@ -216,8 +237,15 @@ impl Metrics {
             "From a push accepted by the hub to the device's acknowledgement",
             latency.clone(),
         );
+        let fault_hits = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "fault_hits",
+            "Events a fault (POST /v1/faults) hit, by the endpoint it acts on",
+            fault_hits.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                fault_hits,
                 registry,
                 notifications,
                 rejections,
@@ -229,6 +257,14 @@ impl Metrics {
                 latency,
             }),
         }
+    }
+
+    /// Counts an event a fault on `on` hit.
+    pub(super) fn fault_hit(&self, on: FaultOn) {
+        self.inner
+            .fault_hits
+            .get_or_create(&FaultLabels { on })
+            .inc();
     }
 
     /// Every metric in the text format of [`CONTENT_TYPE`].

@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - `mod.rs` (this file): the handle, its lock, and publishing what an operation caused;
+//! - `faults.rs`: the fault table the control API fills and the endpoints probe;
 //! - `state.rs`: plain data and its rules (routing, store-and-forward, tokens, feedback),
 //!   given the time and returning outcomes plus events, so they are tested without tokio;
 //! - `events.rs`: [`Event`], [`Outcome`], the bounded log, the live broadcast and the one
@@ -51,10 +52,13 @@
 //!    while the lock is held.
 
 mod events;
+mod faults;
 mod metrics;
 mod rate;
 mod state;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -68,11 +72,17 @@ use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 
-pub use events::{Api, Event, LogRead, Logged, Outcome, EVENT_CHANNEL, EVENT_LOG_LEN};
+pub use events::{
+    Api, Event, LogRead, Logged, Outcome, ProviderEndpoint, EVENT_CHANNEL, EVENT_LOG_LEN,
+};
+pub use faults::{
+    check as check_fault, effects_of, BinaryError, Effect, Fault, FaultMatch, FaultOn, FaultSpec,
+    Goaway, Hit, Phase, Probe, Removed, Respond, SpecError, MAX_DELAY_MS, MAX_FAULTS,
+};
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
-    DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,
-    MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
+    DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest, RegisterError,
+    TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
 };
 
 use events::{Broadcast, EventLog, Subject};
@@ -96,6 +106,11 @@ struct Shared {
     clock: Clock,
     /// The Prometheus metrics, updated by every rule and by the endpoints.
     metrics: Metrics,
+    /// Whether the fault table holds any fault: set and cleared under the lock with the
+    /// table, read without it, so that a probe with no faults costs one load.
+    faults_any: AtomicBool,
+    /// The last provider connection number handed out.
+    next_connection: AtomicU64,
 }
 
 /// What the lock guards.
@@ -132,6 +147,8 @@ impl Hub {
                 events: Broadcast::new(),
                 clock,
                 metrics: Metrics::new(),
+                faults_any: AtomicBool::new(false),
+                next_connection: AtomicU64::new(0),
             }),
         }
     }
@@ -189,6 +206,9 @@ impl Hub {
             let metrics = &self.shared.metrics;
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
             metrics.feedback_recorded(guard.state.take_feedback_recorded());
+            self.shared
+                .faults_any
+                .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
             (outcome, events)
             // 4. The guard drops here, releasing the lock.
         };
@@ -317,6 +337,37 @@ impl Hub {
         token: Option<DeviceToken>,
         reason: String,
     ) {
+        self.record_refusal(api, topic, identifier, apns_id, token, reason, None);
+    }
+
+    /// Records a notification a fault (`fault`, its id) refused in place of the endpoint's
+    /// ordinary answer: `rejected`, with the fault's words as the detail.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_faulted(
+        &self,
+        api: Api,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        token: Option<DeviceToken>,
+        detail: String,
+        fault: &str,
+    ) {
+        self.record_refusal(api, topic, identifier, apns_id, token, detail, Some(fault));
+    }
+
+    /// [`Hub::record_rejection`] and [`Hub::record_faulted`].
+    #[allow(clippy::too_many_arguments)]
+    fn record_refusal(
+        &self,
+        api: Api,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        token: Option<DeviceToken>,
+        reason: String,
+        fault: Option<&str>,
+    ) {
         let about = Subject {
             api,
             apns_id,
@@ -324,6 +375,7 @@ impl Hub {
             token,
             topic,
             warning: None,
+            fault,
         };
         events::log_rejection(about, &reason);
         self.shared.metrics.gateway_rejected(api, &reason);
@@ -366,6 +418,161 @@ impl Hub {
     pub fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.lock().state.unregistered_at(token)
     }
+
+    /// Who holds a token the hub minted: device, environment, app and kind (the control
+    /// API's test push picks its topic and credentials from it).
+    pub fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
+        self.lock().state.token_owner(token)
+    }
+
+    /// Every device that ever said hello (kept after it leaves, for store-and-forward),
+    /// sorted by serial, at most `max`: online or not, and its live tokens (for
+    /// `GET /v1/devices`). One walk over the devices and registrations under the lock.
+    pub fn devices(&self, max: usize) -> Vec<KnownDevice> {
+        self.lock().state.devices(max)
+    }
+    // ----- provider connections ------------------------------------------------------
+
+    /// A provider connection was accepted and identified: its number (never reused), logged
+    /// as `ProviderConnected`. Every number handed out gets its
+    /// [`Hub::provider_disconnected`] when the connection ends.
+    pub fn provider_connected(
+        &self,
+        endpoint: ProviderEndpoint,
+        peer: SocketAddr,
+        identity: String,
+    ) -> u64 {
+        let connection = self.shared.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
+        self.apply(|_, at_ms| {
+            let event = Event::ProviderConnected {
+                at_ms,
+                connection,
+                endpoint,
+                peer: peer.to_string(),
+                identity,
+            };
+            ((), vec![event])
+        });
+        connection
+    }
+
+    /// A provider connection ended.
+    pub fn provider_disconnected(&self, connection: u64, endpoint: ProviderEndpoint) {
+        self.apply(|_, at_ms| {
+            let event = Event::ProviderDisconnected {
+                at_ms,
+                connection,
+                endpoint,
+            };
+            ((), vec![event])
+        });
+    }
+
+    // ----- faults --------------------------------------------------------------------
+
+    /// Adds a fault (the control API's `POST /v1/faults`), logged as `FaultAdded`; or why
+    /// the spec is refused, naming its field.
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<Fault, SpecError> {
+        self.apply(|st, at_ms| match st.faults.add(spec, at_ms) {
+            Ok(fault) => {
+                let event = Event::FaultAdded {
+                    at_ms,
+                    fault: fault.clone(),
+                };
+                (Ok(fault), vec![event])
+            }
+            Err(err) => (Err(err), Vec::new()),
+        })
+    }
+
+    /// Removes the fault `id`, logged as `FaultRemoved`; false if there is none.
+    pub fn remove_fault(&self, id: &str) -> bool {
+        self.apply(|st, at_ms| {
+            let mut events = expired(st, at_ms);
+            let removed = st.faults.remove(id);
+            if removed {
+                events.push(Event::FaultRemoved {
+                    at_ms,
+                    id: id.to_owned(),
+                    reason: Removed::Removed,
+                });
+            }
+            (removed, events)
+        })
+    }
+
+    /// Removes every fault (`DELETE /v1/faults`, `POST /v1/reset`), each logged as
+    /// `FaultRemoved`.
+    pub fn clear_faults(&self) {
+        self.apply(|st, at_ms| {
+            let events = st
+                .faults
+                .clear()
+                .into_iter()
+                .map(|id| Event::FaultRemoved {
+                    at_ms,
+                    id,
+                    reason: Removed::Removed,
+                })
+                .collect();
+            ((), events)
+        });
+    }
+
+    /// Every fault, oldest first (those whose deadline passed are removed first, logged as
+    /// expired).
+    pub fn faults(&self) -> Vec<Fault> {
+        self.apply(|st, at_ms| {
+            let events = expired(st, at_ms);
+            (st.faults.list(), events)
+        })
+    }
+
+    /// The fault that hits what `probe` describes, if one does: counted, and logged as
+    /// `FaultRemoved` when the hit used it up. With no fault set this is one atomic load.
+    pub fn fault(&self, probe: &Probe<'_>) -> Option<Hit> {
+        if !self.shared.faults_any.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.apply(|st, at_ms| {
+            let mut events = expired(st, at_ms);
+            let hit = st.faults.hit(probe).map(|(hit, used_up)| {
+                if used_up {
+                    events.push(Event::FaultRemoved {
+                        at_ms,
+                        id: hit.id.clone(),
+                        reason: Removed::UsedUp,
+                    });
+                }
+                // Counted before the events are broadcast, like every other metric.
+                self.shared.metrics.fault_hit(probe.on);
+                hit
+            });
+            (hit, events)
+        })
+        .inspect(|hit| {
+            info!(fault = %hit.id, on = probe.on.as_str(), effect = ?hit.effect, "fault hit");
+        })
+    }
+
+    /// Marks a delivery that session `session` has not answered yet as hit by fault `id`:
+    /// its later events (acknowledged, requeued, stored) name the fault.
+    pub fn mark_delivery_fault(&self, session: u64, delivery: u64, id: &str) -> bool {
+        self.apply(|st, _| (st.mark_fault(session, delivery, id), Vec::new()))
+    }
+}
+
+/// Removes the faults whose deadline passed and returns their `FaultRemoved` events.
+fn expired(st: &mut State, at_ms: u64) -> Vec<Event> {
+    st.faults
+        .expire(at_ms)
+        .into_iter()
+        .map(|id| Event::FaultRemoved {
+            at_ms,
+            id,
+            reason: Removed::Expired,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -382,6 +589,7 @@ mod tests {
             Event::DeviceOffline { .. } => "DeviceOffline".to_owned(),
             Event::Registered { .. } => "Registered".to_owned(),
             Event::Notification { outcome, .. } => format!("{outcome:?}"),
+            other => format!("{other:?}"),
         }
     }
 
@@ -437,6 +645,122 @@ mod tests {
         let mut back = hub.connect_device("D1", Environment::Sandbox);
         assert!(back.rx.try_recv().is_err(), "expired while stored");
         assert!(hub.recent_events().iter().any(|e| kind(e) == "Expired"));
+    }
+
+    #[test]
+    fn devices_and_token_owners_are_read_back() {
+        let hub = Hub::new(Clock::system());
+        let session = hub.connect_device("D2", Environment::Production);
+        let _other = hub.connect_device("D1", Environment::Sandbox);
+        let token = hub
+            .register("D2", Environment::Production, APP, false)
+            .unwrap();
+        let listed = hub.devices(10);
+        let serials: Vec<&str> = listed.iter().map(|d| d.serial.as_str()).collect();
+        assert_eq!(serials, ["D1", "D2"]);
+        assert!(listed[1].online);
+        assert_eq!(listed[1].tokens, [(AppToken::from(APP), token)]);
+        assert_eq!(hub.devices(1).len(), 1, "bounded");
+        let owner = hub.token_owner(&token).unwrap();
+        assert_eq!(
+            (owner.serial.as_str(), owner.environment, owner.unregistered),
+            ("D2", Environment::Production, false)
+        );
+        hub.disconnect_device("D2", Environment::Production, session.id);
+        assert!(!hub.devices(10)[1].online, "kept, offline");
+    }
+
+    #[test]
+    fn faults_are_added_hit_used_up_and_logged_and_cost_nothing_when_none_is_set() {
+        let hub = Hub::new(Clock::system());
+        let probe = Probe {
+            on: FaultOn::Binary,
+            phase: Phase::Notification,
+            token: None,
+            topic: Some(APP),
+            connection: Some(1),
+            serial: None,
+        };
+        assert_eq!(hub.fault(&probe), None);
+        assert!(
+            hub.recent_events().is_empty(),
+            "a probe with no faults logs nothing"
+        );
+        let spec: FaultSpec =
+            serde_json::from_value(serde_json::json!({"on": "binary", "close": true, "count": 1}))
+                .unwrap();
+        let fault = hub.add_fault(spec).unwrap();
+        assert!(hub.shared.faults_any.load(Ordering::Relaxed));
+        let hit = hub.fault(&probe).expect("hit");
+        assert_eq!((hit.id.as_str(), hit.effect), ("f1", Effect::Close));
+        assert!(
+            !hub.shared.faults_any.load(Ordering::Relaxed),
+            "used up: the table is empty"
+        );
+        assert_eq!(hub.fault(&probe), None);
+        let logged = hub.recent_events();
+        assert_eq!(
+            logged,
+            [
+                Event::FaultAdded {
+                    at_ms: logged_at(&logged[0]),
+                    fault
+                },
+                Event::FaultRemoved {
+                    at_ms: logged_at(&logged[1]),
+                    id: "f1".to_owned(),
+                    reason: Removed::UsedUp
+                }
+            ]
+        );
+        // As the event stream and the log serialise them.
+        let json = serde_json::to_value(&logged[0]).unwrap();
+        assert_eq!(json["event"], "fault_added");
+        assert_eq!(json["fault"]["id"], "f1");
+        assert_eq!(json["fault"]["on"], "binary");
+        assert_eq!(json["fault"]["close"], true);
+        let json = serde_json::to_value(&logged[1]).unwrap();
+        assert_eq!(
+            (json["event"].as_str(), json["reason"].as_str()),
+            (Some("fault_removed"), Some("used_up"))
+        );
+
+        assert!(!hub.remove_fault("f1"));
+        hub.add_fault(
+            serde_json::from_value(serde_json::json!({"on": "feedback", "hold_ms": 1})).unwrap(),
+        )
+        .unwrap();
+        hub.clear_faults();
+        assert!(hub.faults().is_empty());
+        assert!(!hub.shared.faults_any.load(Ordering::Relaxed));
+    }
+
+    fn logged_at(e: &Event) -> u64 {
+        match e {
+            Event::FaultAdded { at_ms, .. } | Event::FaultRemoved { at_ms, .. } => *at_ms,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn provider_connections_are_numbered_and_logged_in_and_out() {
+        let hub = Hub::new(Clock::system());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let one = hub.provider_connected(ProviderEndpoint::Gateway, peer, APP.to_owned());
+        let two = hub.provider_connected(ProviderEndpoint::Http2, peer, "token auth".to_owned());
+        assert_eq!((one, two), (1, 2));
+        hub.provider_disconnected(one, ProviderEndpoint::Gateway);
+        let json: Vec<serde_json::Value> = hub
+            .recent_events()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(json[0]["event"], "provider_connected");
+        assert_eq!(json[0]["peer"], "127.0.0.1:9");
+        assert_eq!(json[1]["identity"], "token auth");
+        assert_eq!(json[1]["endpoint"], "http2");
+        assert_eq!(json[2]["event"], "provider_disconnected");
+        assert_eq!(json[2]["connection"], 1);
     }
 
     #[test]

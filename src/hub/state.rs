@@ -23,6 +23,7 @@ use crate::protocol::Environment;
 use crate::settings::RateLimit;
 
 use super::events::{decided, Api, Event, Outcome, Subject};
+use super::faults::FaultTable;
 use super::rate::RateLimiter;
 
 /// Capacity of each device session's delivery queue. A device that falls this far behind
@@ -75,6 +76,9 @@ pub struct PushRequest {
     pub collapse_id: Option<String>,
     /// The JSON payload, already checked.
     pub payload: Bytes,
+    /// The id of the fault that hit it on its way in (a delayed answer, …), if one did: its
+    /// events in the delivery log name it.
+    pub fault: Option<String>,
 }
 
 /// Why the hub refused a notification. The APIs map these onto their own answers.
@@ -206,6 +210,8 @@ pub(super) struct State {
     /// How long a notification may wait for its device, in seconds: the default for one
     /// without an expiry and the cap on any expiry (`Settings::storage`).
     storage_secs: u64,
+    /// The faults the control API added (`hub/faults.rs`).
+    pub(super) faults: FaultTable,
 }
 
 /// How long the hub may hold a notification its device cannot take now, decided once when
@@ -336,6 +342,8 @@ pub(super) struct Queued {
     collapse_id: Option<String>,
     /// The payload, in its own allocation.
     payload: Bytes,
+    /// The id of the fault that hit it, if one did: every later event of it names the fault.
+    fault: Option<String>,
     /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
     /// its delivery latency, measured when the device acknowledges.
     accepted: Instant,
@@ -358,6 +366,7 @@ impl Queued {
             push_type: req.push_type,
             collapse_id: req.collapse_id,
             payload: Bytes::copy_from_slice(&req.payload),
+            fault: req.fault,
             accepted,
         }
     }
@@ -392,6 +401,7 @@ impl Queued {
                 self.push_type.as_deref(),
                 self.priority,
             ),
+            fault: self.fault.as_deref(),
         }
     }
 
@@ -455,6 +465,7 @@ impl State {
             next_session: 0,
             rate: RateLimiter::new(rate_limit),
             storage_secs: storage.as_secs(),
+            faults: FaultTable::default(),
         }
     }
 
@@ -677,6 +688,21 @@ impl State {
             self.flush_stored(&device, now_ms, &mut events);
         }
         (Some(answered), events)
+    }
+
+    /// Marks a delivery a session has not answered yet as hit by fault `id`, so that its later
+    /// events (acknowledged, requeued, stored …) name the fault. False if the session owes no
+    /// answer for it.
+    pub(super) fn mark_fault(&mut self, session: u64, delivery: u64, id: &str) -> bool {
+        let Some(q) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.pending.get_mut(&delivery))
+        else {
+            return false;
+        };
+        q.fault = Some(id.to_owned());
+        true
     }
 
     /// How many device sessions are open (not yet ended, live or replaced).
@@ -949,6 +975,77 @@ impl State {
     pub(super) fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.tokens.get(token).and_then(|r| r.unregistered_at_ms)
     }
+
+    /// Who holds `token`: its device, app and kind, and whether it is still registered.
+    pub(super) fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
+        self.tokens.get(token).map(|r| TokenOwner {
+            serial: r.device.serial.clone(),
+            environment: r.device.environment,
+            held: AppToken::new(r.app.clone(), r.kind.clone()),
+            unregistered: r.unregistered_at_ms.is_some(),
+        })
+    }
+
+    /// Every device that said hello, sorted by serial then environment, at most `max`:
+    /// whether it is online and its current tokens that were not reported as not installed.
+    pub(super) fn devices(&self, max: usize) -> Vec<KnownDevice> {
+        let mut keys: Vec<&DeviceKey> = self.devices.keys().collect();
+        keys.sort_by(|a, b| {
+            (&a.serial, a.environment.as_str()).cmp(&(&b.serial, b.environment.as_str()))
+        });
+        keys.truncate(max);
+        let mut out: Vec<KnownDevice> = keys
+            .iter()
+            .map(|key| KnownDevice {
+                serial: key.serial.clone(),
+                environment: key.environment,
+                online: self.devices[*key].session.is_some(),
+                tokens: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<&DeviceKey, usize> =
+            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        for ((key, held), token) in &self.registrations {
+            let Some(&i) = index.get(key) else { continue };
+            let live = self
+                .tokens
+                .get(token)
+                .is_some_and(|r| r.unregistered_at_ms.is_none());
+            if live {
+                out[i].tokens.push((held.clone(), *token));
+            }
+        }
+        for device in &mut out {
+            device.tokens.sort();
+        }
+        out
+    }
+}
+
+/// Who holds a token, as `Hub::token_owner` reads it (for the control API's test push).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The serial of the device it was minted for.
+    pub serial: String,
+    /// Its environment.
+    pub environment: Environment,
+    /// The app and kind it was minted for.
+    pub held: AppToken,
+    /// True once the device reported the app as not installed.
+    pub unregistered: bool,
+}
+
+/// A device the hub knows, as `Hub::devices` lists it (for `GET /v1/devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownDevice {
+    /// The serial it said hello with.
+    pub serial: String,
+    /// The environment of its connection.
+    pub environment: Environment,
+    /// Whether it has a live session now.
+    pub online: bool,
+    /// Its current tokens, by app and kind, minus those reported as not installed.
+    pub tokens: Vec<(AppToken, DeviceToken)>,
 }
 
 #[cfg(test)]
@@ -1083,6 +1180,7 @@ pub(super) mod tests {
             push_type: None,
             collapse_id: None,
             payload: Bytes::from_static(b"{}"),
+            fault: None,
         }
     }
 

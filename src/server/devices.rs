@@ -14,7 +14,13 @@
 //!      `Settings::token_len` bytes), `Ack` / `NotInstalled` → the hub, `Ping` → `Pong`;
 //!      silence for three heartbeats ends the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
+//!
+//! A fault on `devices` (`POST /v1/faults`) is looked up for each notification about to be
+//! written (`SessionFaults`): `drop` ends the connection instead (so step 4 routes it again),
+//! `withhold_ack` never passes the device's answer on, `delay_ms` passes it on late. The
+//! hub marks the delivery with the fault, so its later events name it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, ReadError};
-use crate::hub::{DeviceReply, Hub, RegisterError};
+use crate::hub::{DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
 use crate::protocol::device::{
-    decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceProtocolError,
-    ServerMessage, PROTOCOL_VERSION,
+    decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceNotification,
+    DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
@@ -205,23 +211,48 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     // 3. Serve until something ends the session.
     let idle = settings.device_idle_timeout();
     let mut deadline = Instant::now() + idle;
+    let mut faults = SessionFaults::default();
     let ended: Option<SessionError> = loop {
+        let next_late = faults.late.keys().next().map(|(at, _)| *at);
         tokio::select! {
             _ = shutdown.cancelled() => break Some(SessionError::Shutdown),
             next = session.rx.recv() => {
                 let Some(first) = next else {
                     break Some(SessionError::Replaced(serial.clone()));
                 };
-                conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*first), b));
-                for _ in 1..MAX_BATCH {
+                let mut dropped = false;
+                let mut n = first;
+                let mut batched = 0;
+                loop {
+                    if faults.deliver(hub, &serial, session.id, &n) {
+                        dropped = true;
+                        break;
+                    }
+                    conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*n), b));
+                    batched += 1;
+                    if batched == MAX_BATCH {
+                        break;
+                    }
                     match session.rx.try_recv() {
-                        Ok(n) => conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*n), b)),
+                        Ok(more) => n = more,
                         Err(_) => break,
                     }
                 }
                 if let Err(err) = conn.flush().await {
                     debug!(%err, "device write failed");
                     break None;
+                }
+                if dropped {
+                    // Dropped without a word, as a network failure would; the hub routes what
+                    // the session had not acknowledged again.
+                    break None;
+                }
+            }
+            _ = tokio::time::sleep_until(next_late.unwrap_or_else(Instant::now)), if next_late.is_some() => {
+                if let Some(((_, delivery), reply)) = faults.late.pop_first() {
+                    if !hub.device_reply(session.id, delivery, reply) {
+                        debug!(delivery, "a delayed answer found its delivery gone");
+                    }
                 }
             }
             read = tokio::time::timeout_at(deadline, conn.read_frame(decode_device_message)) => {
@@ -236,6 +267,9 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(Ok(Some(msg))) => msg,
                 };
                 deadline = Instant::now() + idle;
+                if faults.intercept(&msg) {
+                    continue;
+                }
                 let who = Who { serial: &serial, environment, session: session.id, token_len: settings.token_len };
                 if let Err(problem) = answer(conn, hub, &who, msg).await {
                     break Some(problem);
@@ -251,6 +285,70 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     }
     // 4. Hand back what was not acknowledged.
     hub.disconnect_device(&serial, environment, session.id);
+}
+
+/// What faults on `devices` made of a session's deliveries: answers to withhold or delay.
+#[derive(Debug, Default)]
+struct SessionFaults {
+    /// Deliveries whose answer is never passed on (`withhold_ack`), with the fault's id.
+    withheld: HashMap<u64, String>,
+    /// Deliveries whose answer is passed on late (`delay_ms`), and by how much.
+    delayed: HashMap<u64, Duration>,
+    /// Answers held back until their time, by (time, delivery). Only deliveries in `delayed`
+    /// get here, and those are pending in the hub, so this is bounded like them
+    /// (`MAX_UNACKED_PER_SESSION`).
+    late: BTreeMap<(Instant, u64), DeviceReply>,
+}
+
+impl SessionFaults {
+    /// Asks the hub for a fault on a notification about to be written. True: drop the
+    /// connection instead (the notification stays pending and is routed again).
+    fn deliver(&mut self, hub: &Hub, serial: &str, session: u64, n: &DeviceNotification) -> bool {
+        let Some(hit) = hub.fault(&Probe {
+            on: FaultOn::Devices,
+            phase: Phase::Notification,
+            token: Some(&n.token),
+            topic: None,
+            connection: None,
+            serial: Some(serial),
+        }) else {
+            return false;
+        };
+        hub.mark_delivery_fault(session, n.delivery, &hit.id);
+        match hit.effect {
+            Effect::Drop => {
+                info!(serial, fault = %hit.id, delivery = n.delivery, "fault: device connection dropped");
+                return true;
+            }
+            Effect::WithholdAck => {
+                self.withheld.insert(n.delivery, hit.id);
+            }
+            Effect::Delay(ms) => {
+                self.delayed.insert(n.delivery, Duration::from_millis(ms));
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Takes the device's answer to a delivery a fault withholds or delays. True: handled
+    /// here (the hub hears of it late, or never).
+    fn intercept(&mut self, msg: &DeviceMessage) -> bool {
+        let (delivery, reply) = match msg {
+            DeviceMessage::Ack { delivery } => (*delivery, DeviceReply::Ack),
+            DeviceMessage::NotInstalled { delivery } => (*delivery, DeviceReply::NotInstalled),
+            _ => return false,
+        };
+        if let Some(fault) = self.withheld.remove(&delivery) {
+            info!(delivery, %fault, "fault: the device's answer is withheld");
+            return true;
+        }
+        if let Some(delay) = self.delayed.remove(&delivery) {
+            self.late.insert((Instant::now() + delay, delivery), reply);
+            return true;
+        }
+        false
+    }
 }
 
 /// The session a message arrived on, and the length of the tokens it is given.
@@ -422,6 +520,7 @@ mod tests {
             push_type: None,
             collapse_id: None,
             payload: Bytes::from_static(br#"{"aps":{}}"#),
+            fault: None,
         })
         .unwrap();
     }

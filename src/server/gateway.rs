@@ -18,6 +18,11 @@
 //! Every refusal is logged at info level with its cause in words, the answer given, and
 //! the connection's identity (peer, topic, environment): the wire says as little as
 //! Apple's did, the log says everything.
+//!
+//! Each connection is numbered by the hub (`provider_connected`, through `provider::Connected`). A fault on
+//! `binary` (`POST /v1/faults`) is looked up for each decoded notification: `error` refuses
+//! it with that status exactly as in step 4, `close` takes it and then closes without a byte,
+//! `delay_ms` waits before taking it (and so before reading on).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,11 +36,13 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::connection::{Connection, ReadError};
-use crate::hub::{Api, Hub, PushError, PushRequest};
+use crate::hub::{
+    Api, Effect, FaultOn, Hub, Phase, Probe, ProviderEndpoint, PushError, PushRequest,
+};
 use crate::protocol::error_response::{ErrorResponse, Status};
 use crate::protocol::notification::{self, Command, Notification, RejectReason};
 use crate::server::accept::{self, Endpoint};
-use crate::server::provider::{identify, Provider};
+use crate::server::provider::{identify, Connected, IdentifyError, Provider};
 use crate::settings::{Settings, UnknownCommand};
 
 /// Most bytes read and thrown away after an error response before the socket is closed.
@@ -62,6 +69,13 @@ async fn handle(
 ) {
     let provider = identify(stream.get_ref().1, &settings);
     let mut conn = Connection::new(stream);
+    let identity = match &provider {
+        Ok(p) => p.topic.clone(),
+        Err(IdentifyError::NoCertificate) => "no certificate".to_owned(),
+        Err(_) => "unreadable certificate".to_owned(),
+    };
+    // Logs `provider_connected` now and `provider_disconnected` on every way out.
+    let connected = Connected::new(&hub, ProviderEndpoint::Gateway, peer, identity);
     let provider = match provider {
         Ok(p) => p,
         Err(reason) => {
@@ -71,8 +85,16 @@ async fn handle(
             return;
         }
     };
-    info!(topic = %provider.topic, environment = %provider.environment, "provider connected");
-    serve_provider(&mut conn, peer, &provider, &hub, &settings, &shutdown).await;
+    info!(topic = %provider.topic, environment = %provider.environment, connection = connected.id, "provider connected");
+    let ctx = Ctx {
+        peer,
+        provider: &provider,
+        connection: connected.id,
+        hub: &hub,
+        settings: &settings,
+        shutdown: &shutdown,
+    };
+    serve_provider(&mut conn, &ctx).await;
 }
 
 /// What the gateway sends back for a refused notification.
@@ -97,15 +119,35 @@ fn answer(command: Option<Command>, status: Status, settings: &Settings) -> Answ
     }
 }
 
+/// What a provider connection's loop works with.
+pub(crate) struct Ctx<'a> {
+    /// The provider's address.
+    pub(crate) peer: SocketAddr,
+    /// Its topic and environment.
+    pub(crate) provider: &'a Provider,
+    /// The connection's number (faults match it).
+    pub(crate) connection: u64,
+    /// The routing core.
+    pub(crate) hub: &'a Hub,
+    /// The simulator's settings.
+    pub(crate) settings: &'a Settings,
+    /// The simulator's shutdown.
+    pub(crate) shutdown: &'a tokio_util::sync::CancellationToken,
+}
+
 /// The per-connection loop, generic over the stream so the tests below drive it over `duplex`.
 pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
-    provider: &Provider,
-    hub: &Hub,
-    settings: &Settings,
-    shutdown: &tokio_util::sync::CancellationToken,
+    ctx: &Ctx<'_>,
 ) {
+    let Ctx {
+        peer,
+        provider,
+        connection,
+        hub,
+        settings,
+        shutdown,
+    } = *ctx;
     // Identifier of the last notification accepted, for status 10 on shutdown.
     let mut last_accepted = [0u8; 4];
     let legacy_max = settings.legacy_payload_max();
@@ -167,7 +209,54 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(Some(n))) => {
                 let identifier = n.identifier;
                 let command = n.command;
-                let error = hub.push(request(n, provider)).err();
+                let hit = hub.fault(&Probe {
+                    on: FaultOn::Binary,
+                    phase: Phase::Notification,
+                    token: Some(&n.token),
+                    topic: Some(&provider.topic),
+                    connection: Some(connection),
+                    serial: None,
+                });
+                let mut request = request(n, provider);
+                let mut close_after = None;
+                if let Some(hit) = hit {
+                    request.fault = Some(hit.id.clone());
+                    match hit.effect {
+                        Effect::Error(code) => {
+                            // Apple's answer to a notification it failed: the error
+                            // response (none for command 0), close, the rest discarded.
+                            let status = Status::from_code(code).unwrap_or(Status::Unknown);
+                            let detail =
+                                format!("fault {}: error response status {status}", hit.id);
+                            hub.record_faulted(
+                                Api::Binary,
+                                &provider.topic,
+                                identifier,
+                                request.apns_id,
+                                Some(request.token),
+                                detail.clone(),
+                                &hit.id,
+                            );
+                            let answer = answer(Some(command), status, settings);
+                            refused.log(identifier, answer, &detail);
+                            send(conn, answer, identifier, settings).await;
+                            return;
+                        }
+                        Effect::Delay(ms) => {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => {
+                                    info!(last = u32::from_be_bytes(last_accepted), "shutdown: status 10");
+                                    refuse(conn, Status::Shutdown, last_accepted, settings).await;
+                                    return;
+                                }
+                                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                            }
+                        }
+                        Effect::Close => close_after = Some(hit.id),
+                        _ => {}
+                    }
+                }
+                let error = hub.push(request).err();
                 match error.as_ref().and_then(|e| push_status(e).map(|s| (e, s))) {
                     None => last_accepted = identifier,
                     Some((error, status)) => {
@@ -176,6 +265,12 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                         send(conn, answer, identifier, settings).await;
                         return;
                     }
+                }
+                if let Some(fault) = close_after {
+                    info!(%fault, id = u32::from_be_bytes(identifier), "fault: notification taken, then the connection closed");
+                    let _ = conn.shutdown().await;
+                    linger(conn, settings.linger).await;
+                    return;
                 }
             }
         }
@@ -263,6 +358,7 @@ fn request(n: Notification, provider: &Provider) -> PushRequest {
         push_type: None,
         collapse_id: None,
         payload: Bytes::clone(&n.payload),
+        fault: None,
     }
 }
 
@@ -364,8 +460,15 @@ mod tests {
             };
             tokio::spawn(async move {
                 let mut conn = Connection::new(server);
-                let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-                serve_provider(&mut conn, peer, &provider, &hub, &settings, &shutdown).await;
+                let ctx = Ctx {
+                    peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                    provider: &provider,
+                    connection: 1,
+                    hub: &hub,
+                    settings: &settings,
+                    shutdown: &shutdown,
+                };
+                serve_provider(&mut conn, &ctx).await;
             })
         };
         Rig {

@@ -5,7 +5,11 @@
 //! (the HTTP/2 API reads the same certificate fields but also serves token auth, so it
 //! keeps its own rules in [`crate::server::http2`]).
 
+use std::net::SocketAddr;
+
 use rustls::ServerConnection;
+
+use crate::hub::{Hub, ProviderEndpoint};
 
 use crate::pki::profile::{self, EnvMismatch, IdentityError};
 use crate::protocol::error_response::Status;
@@ -71,6 +75,41 @@ pub(crate) fn identify(
         topic: identity.topic,
         environment,
     })
+}
+
+/// A provider connection the hub knows of: created when the connection is accepted (the
+/// hub logs `provider_connected` and hands out its number), dropped on every way out of the
+/// connection task (the hub logs `provider_disconnected`).
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The hub that numbered it.
+    hub: Hub,
+    /// Its number: faults match it (`match.connection`).
+    pub(crate) id: u64,
+    /// Its endpoint.
+    endpoint: ProviderEndpoint,
+}
+
+impl Connected {
+    /// Tells the hub of a new connection from `peer`, identified as `identity`.
+    pub(crate) fn new(
+        hub: &Hub,
+        endpoint: ProviderEndpoint,
+        peer: SocketAddr,
+        identity: String,
+    ) -> Self {
+        Connected {
+            hub: hub.clone(),
+            id: hub.provider_connected(endpoint, peer, identity),
+            endpoint,
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.hub.provider_disconnected(self.id, self.endpoint);
+    }
 }
 
 #[cfg(test)]

@@ -749,3 +749,119 @@ async fn serve_banner_names_the_control_api() {
     assert_eq!(health["endpoints"]["control"], addr.to_string());
     serve.kill().await.unwrap();
 }
+
+/// The demo fleet of `serve` is driven through the control API: a test push reaches a demo
+/// device, its inbox entry downloads as an `.apns` file, and `apns-sim push --file` sends
+/// that file again (the bundle in the file as the topic), which the device shows as well.
+#[tokio::test]
+async fn an_inbox_download_is_sent_again_by_push_file() {
+    use crate::control_devices::{call, call_raw};
+    use http::Method;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = spawn_serve(dir.path(), &["--devices", "1"]);
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let addr_after = |line: &str, label: &str| -> std::net::SocketAddr {
+        line.trim_start_matches(label)
+            .trim()
+            .parse()
+            .expect("an address")
+    };
+    let http2 = line_where(&mut lines, |l| l.starts_with("  HTTP/2 API       ")).await;
+    let http2 = addr_after(&http2, "  HTTP/2 API       ");
+    let control = line_where(&mut lines, |l| l.starts_with("  control API      ")).await;
+    let control = addr_after(&control, "  control API      ");
+    line_where(&mut lines, |l| l.starts_with("demo devices:")).await;
+
+    let (status, list) = call(control, Method::GET, "/v1/devices", None).await;
+    assert_eq!(status, 200, "{list}");
+    let device = &list["devices"][0];
+    assert_eq!(device["managed"], true, "{list}");
+    let serial = device["serial"].as_str().unwrap().to_owned();
+    let token = device["apps"][0]["token"].as_str().unwrap().to_owned();
+
+    let payload = json!({"aps": {"alert": "again"}, "id": 7});
+    let (status, answer) = call(
+        control,
+        Method::POST,
+        "/v1/push",
+        Some(json!({"token": token, "payload": payload})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["status"].as_u64()),
+        (200, Some(200)),
+        "{answer}"
+    );
+    let wait = format!("/v1/notifications/wait?token={token}&outcome=acknowledged&count=1");
+    let (status, _) = call(control, Method::GET, &wait, None).await;
+    assert_eq!(status, 200);
+    line_where(&mut lines, |l| {
+        l.contains("shows a notification") && l.contains("again")
+    })
+    .await;
+    let (_, inbox) = call(
+        control,
+        Method::GET,
+        &format!("/v1/devices/{serial}/inbox"),
+        None,
+    )
+    .await;
+    let index = inbox["notifications"][0]["index"]
+        .as_u64()
+        .expect("an index");
+    let (status, _, file) = call_raw(
+        control,
+        Method::GET,
+        &format!("/v1/devices/{serial}/inbox/{index}/apns"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let path = dir.path().join("again.apns");
+    std::fs::write(&path, &file).unwrap();
+
+    let (ok, out, err) = run(apns_sim(dir.path()).args([
+        "push",
+        "--http2",
+        "--api",
+        &http2.to_string(),
+        "--token",
+        &token,
+        "--file",
+        path.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(": 200 "), "{out}");
+    let wait = format!("/v1/notifications/wait?token={token}&outcome=acknowledged&count=2");
+    let (status, _) = call(control, Method::GET, &wait, None).await;
+    assert_eq!(status, 200);
+    // The device saw the same payload twice.
+    line_where(&mut lines, |l| {
+        l.contains("shows a notification") && l.contains("again")
+    })
+    .await;
+
+    // A bad file is refused with the reason, naming the file.
+    let bad = dir.path().join("bad.apns");
+    std::fs::write(&bad, "[1, 2]").unwrap();
+    let (ok, _, err) = run(apns_sim(dir.path()).args([
+        "push",
+        "--http2",
+        "--api",
+        &http2.to_string(),
+        "--token",
+        &token,
+        "--file",
+        bad.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("bad.apns") && err.contains("not an object"),
+        "{err}"
+    );
+    serve.kill().await.unwrap();
+}

@@ -8,6 +8,8 @@ mod binary;
 mod cli;
 mod common;
 mod control;
+mod control_devices;
+mod control_faults;
 mod dashboard;
 mod devices;
 mod feedback;

@@ -8,6 +8,11 @@
 //! - `GET /v1/notifications`: the delivery log, filtered, with a cursor ([`notifications`]);
 //! - `GET /v1/notifications/wait`: the same, answering once enough records match;
 //! - `GET /v1/feedback`: the unread feedback tuples of a topic, without draining them;
+//! - `GET/POST /v1/devices`, `DELETE /v1/devices/{serial}`, the apps, offline/online, inbox
+//!   and `.apns` routes under it ([`devices`]), and `POST /v1/push` ([`push`]): the
+//!   in-process devices and the test provider, reached through [`devices::Actors`];
+//! - `GET`, `POST`, `DELETE /v1/faults` and `DELETE /v1/faults/{id}`: list, add and remove
+//!   faults ([`faults`]);
 //! - `GET /v1/openapi.json`: the document itself;
 //! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]);
 //! - `GET /`, `GET /dashboard/app.js`, `GET /dashboard/style.css`: the dashboard, a page
@@ -22,9 +27,12 @@
 //! the parameter at fault; no input makes a handler panic.
 
 pub mod dashboard;
+pub mod devices;
+pub mod faults;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
+pub mod push;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,7 +42,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -45,19 +53,39 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::hub::Hub;
 
-/// The largest request body any route reads. No route of this version takes a body; the
-/// ones to come (devices, faults) take small JSON objects, and a client must not be able to
-/// make the simulator buffer megabytes for them.
+/// The largest request body any route reads. The routes that take one (devices, push,
+/// faults) take small JSON objects (a push's payload is at most 5 KiB on APNs), and a
+/// client must not be able to make the simulator buffer megabytes for them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 9] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 20] {
     [
         ("/v1/health", get(health)),
+        (
+            "/v1/faults",
+            get(faults::list).post(faults::add).delete(faults::clear),
+        ),
+        ("/v1/faults/{id}", delete(faults::remove)),
         ("/v1/notifications", get(notifications::list)),
         ("/v1/notifications/wait", get(notifications::wait)),
         ("/v1/feedback", get(feedback::peek)),
+        ("/v1/devices", get(devices::list).post(devices::create)),
+        ("/v1/devices/{serial}", delete(devices::remove)),
+        ("/v1/devices/{serial}/apps", post(devices::install)),
+        (
+            "/v1/devices/{serial}/apps/{app}",
+            delete(devices::uninstall),
+        ),
+        ("/v1/devices/{serial}/offline", post(devices::offline)),
+        ("/v1/devices/{serial}/online", post(devices::online)),
+        ("/v1/devices/{serial}/inbox", get(devices::inbox)),
+        (
+            "/v1/devices/{serial}/inbox/{index}/apns",
+            get(devices::apns),
+        ),
+        ("/v1/push", post(push::send)),
         ("/v1/openapi.json", get(openapi_json)),
         ("/metrics", get(metrics::scrape)),
         ("/", get(dashboard::index)),
@@ -100,14 +128,19 @@ struct Ctx {
     shutdown: CancellationToken,
     /// One permit per pending wait, [`notifications::MAX_PENDING_WAITS`] in all.
     waits: Arc<Semaphore>,
+    /// The in-process devices and the test provider; `None` for a control API built
+    /// alone, whose device and push routes then answer 503.
+    actors: Option<Arc<dyn devices::Actors>>,
 }
 
 /// Serves the control API on `listener` until `shutdown` fires, then lets requests in flight
-/// finish (a `wait` ends at once with 503).
+/// finish (a `wait` ends at once with 503). `actors` drive the device and push routes
+/// (`None`: they answer 503).
 pub async fn run(
     listener: TcpListener,
     hub: Hub,
     endpoints: Endpoints,
+    actors: Option<Arc<dyn devices::Actors>>,
     shutdown: CancellationToken,
 ) {
     let ctx = Ctx {
@@ -115,6 +148,7 @@ pub async fn run(
         endpoints,
         shutdown: shutdown.clone(),
         waits: Arc::new(Semaphore::new(notifications::MAX_PENDING_WAITS)),
+        actors,
     };
     info!(addr = %endpoints.control, "control API listening");
     let served = axum::serve(listener, router(ctx))
@@ -126,8 +160,10 @@ pub async fn run(
 }
 
 /// The router: [`routes`], a JSON 404 for any other path and a JSON 405 for another method.
+/// The routes sit inside an outer router so that [`explain_405`] sees their answers after
+/// axum has added the `Allow` header.
 fn router(ctx: Ctx) -> Router {
-    table()
+    let routes = table()
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| {
             router.route(path, handlers)
@@ -135,7 +171,10 @@ fn router(ctx: Ctx) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(ctx)
+        .with_state(ctx);
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(explain_405))
 }
 
 /// The OpenAPI 3 document of every route, generated from the handlers' annotations.
@@ -144,13 +183,28 @@ fn router(ctx: Ctx) -> Router {
     info(
         title = "apns-sim control API",
         description = "Inspect and drive a running APNs simulator: its endpoints, the delivery \
-                       log, the feedback lists, the Prometheus metrics."
+                       log, the feedback lists, in-process devices and their inboxes, test \
+                       pushes, the Prometheus metrics."
     ),
     paths(
         health,
         notifications::list,
         notifications::wait,
         feedback::peek,
+        devices::list,
+        devices::create,
+        devices::remove,
+        devices::install,
+        devices::uninstall,
+        devices::offline,
+        devices::online,
+        devices::inbox,
+        devices::apns,
+        push::send,
+        faults::list,
+        faults::add,
+        faults::clear,
+        faults::remove,
         openapi_json,
         metrics::scrape,
         dashboard::index,
@@ -171,7 +225,7 @@ pub struct ErrorBody {
 
 /// A refusal with its status; the handlers' error type.
 #[derive(Debug, Clone)]
-struct ApiError {
+pub(crate) struct ApiError {
     /// 400 for bad input, 404 for an unknown route, 405, 503 on shutdown.
     status: StatusCode,
     /// The body.
@@ -318,12 +372,114 @@ async fn no_route() -> ApiError {
     )
 }
 
-/// A route asked with a method it does not serve (all of this version's are GET).
+/// A route asked with a method it does not serve; [`explain_405`] adds the ones it does.
 async fn wrong_method() -> ApiError {
     ApiError::general(
         StatusCode::METHOD_NOT_ALLOWED,
-        "this route answers GET only",
+        "this route does not answer this method",
     )
+}
+
+/// Words every 405 with the methods the route does answer, read from the `Allow` header axum
+/// sets from the route table (`HEAD` left out: it is GET's), so the answer stays true
+/// whatever routes are added.
+async fn explain_405(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    response: Response,
+) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let methods: Vec<String> = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "HEAD")
+        .map(str::to_owned)
+        .collect();
+    let mut answer = ApiError::general(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not answer {method}; it answers {}",
+            uri.path(),
+            methods.join(", ")
+        ),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    answer
+}
+
+/// A JSON request body, as [`axum::Json`] reads it but refused the control API's way: 400
+/// `{"error", "field"}` naming the field (with its path, `match.token`) that is missing, of
+/// the wrong type or unknown; `field` null when the body is not JSON at all; 413 past
+/// [`MAX_BODY_BYTES`]. The content type is not insisted on (`curl -d` sends a form type).
+#[derive(Debug, Clone)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::general(e.status(), e.body_text()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body, naming the field at fault when it is refused.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::general(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::general(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let text = inner.to_string();
+        let parent = if path == "." { None } else { Some(path) };
+        // serde names an unknown or missing field in its message, not in the path (which
+        // stops at the object that has it).
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (parent, named) {
+            // An unknown field's path already ends in it; a missing one's stops above it.
+            (Some(parent), Some(name))
+                if parent == name || parent.ends_with(&format!(".{name}")) =>
+            {
+                parent
+            }
+            (Some(parent), Some(name)) => format!("{parent}.{name}"),
+            (None, Some(name)) => name,
+            (Some(parent), None) => parent,
+            (None, None) => "body".to_owned(),
+        };
+        ApiError::field(&field, text)
+    })
 }
 
 #[cfg(test)]

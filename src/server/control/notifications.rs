@@ -110,6 +110,8 @@ pub struct Record {
     pub outcome: hub::Outcome,
     /// Extra words: a rejection's reason, the device, a warning.
     pub detail: String,
+    /// The id of the fault that hit it (`POST /v1/faults`), if one did.
+    pub fault: Option<String>,
 }
 
 /// An answer of either route.
@@ -222,6 +224,7 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            fault,
         } = logged.event
         else {
             return None;
@@ -251,6 +254,7 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            fault,
         })
     }
 
@@ -446,6 +450,7 @@ mod tests {
             },
             shutdown: CancellationToken::new(),
             waits: Arc::new(Semaphore::new(MAX_PENDING_WAITS)),
+            actors: None,
         }
     }
 

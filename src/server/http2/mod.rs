@@ -60,9 +60,18 @@
 //! - `TooManyRequests` (429) only when a per-token limit is configured
 //!   ([`Settings::token_rate_limit`], `serve --token-rate-limit`): Apple throttles without
 //!   publishing numbers, so the simulator does not invent a default.
-//! - Reasons never produced: `Forbidden`, `ExpiredToken`, `InternalServerError` and
-//!   `ServiceUnavailable` (Apple documents no trigger the simulator could reproduce
-//!   faithfully).
+//! - Reasons produced only by a fault (`POST /v1/faults`, `"respond"`): `Forbidden`,
+//!   `ExpiredToken`, `InternalServerError` and `ServiceUnavailable` (Apple documents no
+//!   trigger the simulator could reproduce faithfully).
+//!
+//! # Faults
+//!
+//! A fault on `http2` ([`crate::hub::FaultSpec`]) is looked up when a connection is accepted
+//! (`refuse`: closed right after the TLS handshake, before any HTTP/2 frame) and when a
+//! stream's request passed its checks (`respond`: that status and reason instead of routing;
+//! `delay_ms`: routed, answered that much later; `goaway`: routed and answered, then the
+//! connection ends with GOAWAY as at shutdown). Every notification a fault hit names it in
+//! the delivery log.
 
 pub mod auth;
 pub mod io;
@@ -80,19 +89,23 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::hub::{Api, Hub, PushError, PushRequest};
+use crate::hub::{
+    Api, Effect, FaultOn, Hub, Phase, Probe, ProviderEndpoint, PushError, PushRequest,
+};
 use crate::pki::profile;
 use crate::protocol::http2 as frames;
 use crate::protocol::payload::{self, PayloadError};
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
 use crate::server::accept::{self, Endpoint};
+use crate::server::provider::Connected;
 use crate::settings::Settings;
 use crate::tls;
 
@@ -244,11 +257,21 @@ enum End {
     Idle,
     /// The simulator is shutting down.
     Shutdown,
+    /// A `goaway` fault hit a stream: end as at shutdown, with this reason.
+    Fault(Reason),
 }
 
 impl ConnectionContext {
-    async fn handle(self, stream: TlsStream<TcpStream>, peer: SocketAddr) {
-        let (auth, environment) = match self.authenticate(&stream) {
+    async fn handle(self, mut stream: TlsStream<TcpStream>, peer: SocketAddr) {
+        let authenticated = self.authenticate(&stream);
+        let identity = match &authenticated {
+            Ok((Auth::Certificate(topics), _)) => topics.join(", "),
+            Ok((Auth::Token(_), _)) => "token auth".to_owned(),
+            Err(_) => "refused certificate".to_owned(),
+        };
+        // Logs `provider_connected` now and `provider_disconnected` on every way out.
+        let connected = Connected::new(&self.hub, ProviderEndpoint::Http2, peer, identity);
+        let (auth, environment) = match authenticated {
             Ok(found) => found,
             Err(why) => {
                 let reason = why.reason();
@@ -257,13 +280,32 @@ impl ConnectionContext {
                 return;
             }
         };
+        let hit = self.hub.fault(&Probe {
+            on: FaultOn::Http2,
+            phase: Phase::Connection,
+            token: None,
+            topic: match &auth {
+                Auth::Certificate(topics) => topics.first().map(String::as_str),
+                Auth::Token(_) => None,
+            },
+            connection: Some(connected.id),
+            serial: None,
+        });
+        if let Some(hit) = hit {
+            if hit.effect == Effect::Refuse {
+                info!(%peer, fault = %hit.id, "fault: http2 connection refused before any HTTP/2 frame");
+                let _ = tokio::time::timeout(self.settings.linger, stream.shutdown()).await;
+                return;
+            }
+        }
         match &auth {
             Auth::Certificate(topics) => {
                 info!(%peer, %environment, topic = %topics[0], "http2 provider connected (certificate)")
             }
             Auth::Token(_) => info!(%peer, %environment, "http2 provider connected (token)"),
         }
-        self.serve(stream, auth, environment, peer).await;
+        self.serve(stream, auth, environment, peer, connected.id)
+            .await;
     }
 
     /// Reads the auth mode and environment from the TLS session; an `Err` says why the
@@ -303,6 +345,7 @@ impl ConnectionContext {
         mut auth: Auth,
         environment: Environment,
         peer: SocketAddr,
+        connection: u64,
     ) {
         let io = SharedIo::new(stream);
         let control = io.handle();
@@ -337,6 +380,8 @@ impl ConnectionContext {
 
         let in_flight = InFlight::default();
         let mut streams: JoinSet<()> = JoinSet::new();
+        // A stream a `goaway` fault hit asks for the connection's end here, once answered.
+        let (goaway_tx, mut goaway_rx) = mpsc::channel::<Reason>(1);
         let mut last_stream_id = 0u32;
         let idle = self.settings.http2_idle_timeout;
         let mut who = Who::new(peer, &auth);
@@ -348,6 +393,7 @@ impl ConnectionContext {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break End::Shutdown,
+                Some(reason) = goaway_rx.recv() => break End::Fault(reason),
                 written = std::future::poll_fn(|cx| control.poll_write_queued(cx)), if queued => {
                     if let Err(err) = written {
                         debug!(%err, "injected SETTINGS not written");
@@ -379,6 +425,7 @@ impl ConnectionContext {
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
                         let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
+                        let job = StreamJob { connection, goaway: Some(goaway_tx.clone()), ..job };
                         who.refresh(&auth);
                         if !raised && matches!(&auth, Auth::Token(state) if state.has_valid_token()) {
                             raised = true;
@@ -402,7 +449,7 @@ impl ConnectionContext {
         let reason = match end {
             End::Closed => return,
             End::Idle => Reason::IdleTimeout,
-            End::Shutdown => {
+            End::Shutdown | End::Fault(_) => {
                 // Let in-flight requests finish (refusing new ones) for a bounded time.
                 let grace = tokio::time::sleep(SHUTDOWN_GRACE);
                 tokio::pin!(grace);
@@ -418,7 +465,10 @@ impl ConnectionContext {
                         },
                     }
                 }
-                Reason::Shutdown
+                match end {
+                    End::Fault(reason) => reason,
+                    _ => Reason::Shutdown,
+                }
             }
         };
         streams.abort_all();
@@ -523,6 +573,9 @@ impl ConnectionContext {
             body_deadline: self.settings.request_body_timeout,
             guard: in_flight.enter(),
             who: who.text.clone(),
+            connection: 0,
+            goaway: None,
+            delay: None,
         }
     }
 }
@@ -585,6 +638,12 @@ struct StreamJob {
     guard: InFlightGuard,
     /// The connection, for the log line of a refusal.
     who: Arc<str>,
+    /// The connection's number (faults match it).
+    connection: u64,
+    /// Where a `goaway` fault asks for the connection's end.
+    goaway: Option<mpsc::Sender<Reason>>,
+    /// A `delay_ms` fault's wait before the answer.
+    delay: Option<Duration>,
 }
 
 /// How reading a request body ended.
@@ -658,6 +717,9 @@ impl StreamJob {
                 self.push(checked, payload)
             }
         };
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
         match result {
             Ok(()) => {
                 let unique = (self.environment == Environment::Sandbox).then(Uuid::new_v4);
@@ -693,7 +755,60 @@ impl StreamJob {
 
     /// Checks the payload and hands the notification to the hub. A rejection before the hub
     /// is recorded here; the hub records its own outcomes.
-    fn push(&self, checked: Checked, payload: Bytes) -> Result<(), Rejection> {
+    fn push(&mut self, checked: Checked, payload: Bytes) -> Result<(), Rejection> {
+        let hit = self.hub.fault(&Probe {
+            on: FaultOn::Http2,
+            phase: Phase::Notification,
+            token: Some(&checked.token),
+            topic: Some(&checked.bundle),
+            connection: Some(self.connection),
+            serial: None,
+        });
+        let mut fault = None;
+        if let Some(hit) = hit {
+            match hit.effect {
+                Effect::Respond {
+                    status,
+                    reason,
+                    timestamp_ms,
+                } => {
+                    // The control API checked the pair; a stale one still answers Apple's way.
+                    let reason = reason
+                        .as_deref()
+                        .and_then(Reason::from_name)
+                        .or_else(|| Reason::usual(status))
+                        .unwrap_or(Reason::InternalServerError);
+                    let mut rejection = Rejection::new(reason, format!("fault {}", hit.id));
+                    if reason.status() == http::StatusCode::GONE {
+                        rejection.timestamp_ms =
+                            Some(timestamp_ms.unwrap_or_else(|| self.hub.clock().now_ms()));
+                    }
+                    self.hub.record_faulted(
+                        Api::Http2,
+                        &self.topic_hint,
+                        [0; 4],
+                        self.apns_id.uuid,
+                        Some(checked.token),
+                        rejection.to_string(),
+                        &hit.id,
+                    );
+                    return Err(rejection);
+                }
+                Effect::Delay(ms) => self.delay = Some(Duration::from_millis(ms)),
+                Effect::Goaway(reason) => {
+                    let reason = reason
+                        .as_deref()
+                        .and_then(Reason::from_name)
+                        .unwrap_or(Reason::Shutdown);
+                    if let Some(tx) = &self.goaway {
+                        // Full: a GOAWAY is already on its way.
+                        let _ = tx.try_send(reason);
+                    }
+                }
+                _ => {}
+            }
+            fault = Some(hit.id);
+        }
         if let Err(err) = payload::check(&payload, checked.push_type.payload_limit()) {
             let reason = match err {
                 PayloadError::Empty | PayloadError::InvalidJson(_) | PayloadError::NotAnObject => {
@@ -718,6 +833,7 @@ impl StreamJob {
             push_type: Some(checked.push_type.as_str().to_owned()),
             collapse_id: checked.collapse_id,
             payload,
+            fault,
         };
         match self.hub.push(request) {
             Ok(_) => Ok(()),

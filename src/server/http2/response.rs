@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 /// Every reason string the simulator can send, with its HTTP status (spec §4.5).
 ///
-/// Reasons Apple documents that the simulator never produces are left out on purpose (see the
-/// module docs of [`crate::server::http2`] for the list and why): an unused variant would promise a
-/// behaviour nobody implements.
+/// `Forbidden`, `ExpiredToken`, `InternalServerError` and `ServiceUnavailable` are produced
+/// only by a fault (`POST /v1/faults`): Apple documents no trigger the simulator could
+/// reproduce faithfully (see the module docs of [`crate::server::http2`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// 400: `apns-collapse-id` is empty or longer than 64 bytes.
@@ -54,6 +54,8 @@ pub enum Reason {
     TopicDisallowed,
     /// 403: the client certificate cannot be read as an APNs provider certificate.
     BadCertificate,
+    /// 403: the action is not allowed (fault injection only).
+    Forbidden,
     /// 403: the certificate is for the other environment (sent as a GOAWAY).
     BadCertificateEnvironment,
     /// 403: the provider token's `iat` is more than an hour old.
@@ -71,12 +73,18 @@ pub enum Reason {
     MethodNotAllowed,
     /// 410: the app was uninstalled and the device reported it; carries a timestamp.
     Unregistered,
+    /// 410: the device token has expired (fault injection only); carries a timestamp.
+    ExpiredToken,
     /// 413: the payload is over 4096 bytes (5120 for VoIP).
     PayloadTooLarge,
     /// 429: a new provider token less than 20 minutes after the previous one.
     TooManyProviderTokenUpdates,
     /// 429: over the per-token push limit (`--token-rate-limit`; off by default).
     TooManyRequests,
+    /// 500: an internal server error (fault injection only).
+    InternalServerError,
+    /// 503: the service is unavailable (fault injection only).
+    ServiceUnavailable,
     /// 503: the simulator is shutting down (sent as the GOAWAY reason).
     Shutdown,
 }
@@ -112,6 +120,10 @@ impl Reason {
             Reason::TooManyProviderTokenUpdates => "TooManyProviderTokenUpdates",
             Reason::TooManyRequests => "TooManyRequests",
             Reason::Shutdown => "Shutdown",
+            Reason::Forbidden => "Forbidden",
+            Reason::ExpiredToken => "ExpiredToken",
+            Reason::InternalServerError => "InternalServerError",
+            Reason::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 
@@ -134,18 +146,20 @@ impl Reason {
             | Reason::TopicDisallowed => StatusCode::BAD_REQUEST,
             Reason::BadCertificate
             | Reason::BadCertificateEnvironment
+            | Reason::Forbidden
             | Reason::ExpiredProviderToken
             | Reason::InvalidProviderToken
             | Reason::MissingProviderToken
             | Reason::UnrelatedKeyIdInToken => StatusCode::FORBIDDEN,
             Reason::BadPath => StatusCode::NOT_FOUND,
             Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reason::Unregistered => StatusCode::GONE,
+            Reason::Unregistered | Reason::ExpiredToken => StatusCode::GONE,
             Reason::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::TooManyProviderTokenUpdates | Reason::TooManyRequests => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Reason::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::ServiceUnavailable | Reason::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -157,6 +171,72 @@ impl Reason {
             None => format!(r#"{{"reason":"{}"}}"#, self.as_str()),
         };
         Bytes::from(text)
+    }
+}
+
+impl Reason {
+    /// Every reason, in the order Apple's table lists them.
+    pub const ALL: [Reason; 31] = [
+        Reason::BadCollapseId,
+        Reason::BadDeviceToken,
+        Reason::BadExpirationDate,
+        Reason::BadMessageId,
+        Reason::BadPriority,
+        Reason::BadTopic,
+        Reason::DeviceTokenNotForTopic,
+        Reason::DuplicateHeaders,
+        Reason::IdleTimeout,
+        Reason::InvalidPushType,
+        Reason::MissingDeviceToken,
+        Reason::MissingTopic,
+        Reason::PayloadEmpty,
+        Reason::TopicDisallowed,
+        Reason::BadCertificate,
+        Reason::BadCertificateEnvironment,
+        Reason::ExpiredProviderToken,
+        Reason::Forbidden,
+        Reason::InvalidProviderToken,
+        Reason::MissingProviderToken,
+        Reason::UnrelatedKeyIdInToken,
+        Reason::BadPath,
+        Reason::MethodNotAllowed,
+        Reason::ExpiredToken,
+        Reason::Unregistered,
+        Reason::PayloadTooLarge,
+        Reason::TooManyProviderTokenUpdates,
+        Reason::TooManyRequests,
+        Reason::InternalServerError,
+        Reason::ServiceUnavailable,
+        Reason::Shutdown,
+    ];
+
+    /// The reason spelled `name` (exactly as Apple spells it), if there is one.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// The reasons Apple answers `status` with.
+    pub fn of_status(status: u16) -> Vec<Reason> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| r.status().as_u16() == status)
+            .collect()
+    }
+
+    /// The reason a fault answering `status` sends when it names none.
+    pub fn usual(status: u16) -> Option<Reason> {
+        Some(match status {
+            400 => Reason::BadDeviceToken,
+            403 => Reason::Forbidden,
+            404 => Reason::BadPath,
+            405 => Reason::MethodNotAllowed,
+            410 => Reason::Unregistered,
+            413 => Reason::PayloadTooLarge,
+            429 => Reason::TooManyRequests,
+            500 => Reason::InternalServerError,
+            503 => Reason::ServiceUnavailable,
+            _ => return None,
+        })
     }
 }
 
@@ -198,6 +278,10 @@ impl Reason {
             Reason::TooManyProviderTokenUpdates => "a new provider token less than 20 minutes after the previous one",
             Reason::TooManyRequests => "over the per-token push limit",
             Reason::Shutdown => "the simulator is shutting down",
+            Reason::Forbidden => "the action is not allowed",
+            Reason::ExpiredToken => "the device token has expired",
+            Reason::InternalServerError => "an internal server error occurred",
+            Reason::ServiceUnavailable => "the service is unavailable",
         }
     }
 }
@@ -217,7 +301,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// Why, in words: sent as [`DETAIL_HEADER`] and logged.
     pub detail: String,
-    /// Milliseconds since the epoch; only `Unregistered` carries one.
+    /// Milliseconds since the epoch; only the 410s (`Unregistered`, `ExpiredToken`) carry
+    /// one.
     pub timestamp_ms: Option<u64>,
 }
 
