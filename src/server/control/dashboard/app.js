@@ -723,10 +723,12 @@ const refreshFaultsSoon = debounced(loadFaults);
 function renderFaults() {
   $('faults-empty').hidden = state.faults.length > 0;
   $('faults').replaceChildren(...state.faults.map((f) => {
-    const { id, hits, remaining, ...spec } = f;
+    const { id, hits, remaining, expires_at_ms: until, ...spec } = f;
+    const left = remaining !== undefined && remaining !== null ? `, ${remaining} left` : '';
     return el('li', { 'data-testid': 'fault', 'data-fault-id': id },
+      el('span', { class: 'badge', text: id }), ' ',
       el('code', { class: 'spec', text: JSON.stringify(spec) }),
-      el('span', { class: 'when', text: ` hits ${hits ?? 0}${remaining !== undefined && remaining !== null ? `, ${remaining} left` : ''} ` }),
+      el('span', { class: 'when', text: ` hits ${hits ?? 0}${left}${until ? `, until ${time(until)}` : ''} ` }),
       el('button', { type: 'button', class: 'small', text: 'Remove', 'aria-label': `Remove fault ${id}`,
         onclick: (e) => act(e.target, async () => {
           await call('DELETE', API.fault, { params: { id } });
