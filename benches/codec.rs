@@ -291,6 +291,7 @@ fn hub(c: &mut Criterion) {
                 push_type: None,
                 collapse_id: None,
                 payload: typical.clone(),
+                frame: None,
             };
             hub.push(request).expect("accepted");
             let sent = session.rx.try_recv().expect("queued to the session");

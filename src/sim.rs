@@ -170,11 +170,7 @@ impl Simulator {
             .with_folder(config.pki_dir.clone())
             .with_bundle_owners(config.bundle_owners.clone());
 
-        let hub = Hub::with_policy(
-            config.clock.clone(),
-            config.settings.token_rate_limit,
-            config.settings.storage(),
-        );
+        let hub = Hub::with_settings(config.clock.clone(), &config.settings);
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -1798,12 +1798,11 @@ impl Annotator<'_> {
             "1 (enhanced)"
         };
         self.field(1, "command", |_| label.to_owned());
-        if command == Command::Enhanced {
-            if self.field(4, "identifier", identifier_value).is_none()
-                || self.field(4, "expiry", expiry_value).is_none()
-            {
-                return;
-            }
+        if command == Command::Enhanced
+            && (self.field(4, "identifier", identifier_value).is_none()
+                || self.field(4, "expiry", expiry_value).is_none())
+        {
+            return;
         }
         let Some(token_len) = self.length::<2>("token length") else {
             return;

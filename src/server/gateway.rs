@@ -115,7 +115,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
         let mut command_byte = None;
         let decode = |buf: &mut bytes::BytesMut| {
             command_byte = buf.first().copied();
-            notification::decode_with(buf, legacy_max)
+            notification::decode_with_frame(buf, legacy_max)
         };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -164,10 +164,10 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%err, "connection ended");
                 return;
             }
-            Ok(Ok(Some(n))) => {
+            Ok(Ok(Some((n, frame)))) => {
                 let identifier = n.identifier;
                 let command = n.command;
-                let error = hub.push(request(n, provider)).err();
+                let error = hub.push(request(n, frame, provider)).err();
                 match error.as_ref().and_then(|e| push_status(e).map(|s| (e, s))) {
                     None => last_accepted = identifier,
                     Some((error, status)) => {
@@ -250,7 +250,8 @@ fn push_status(error: &PushError) -> Option<Status> {
     }
 }
 
-fn request(n: Notification, provider: &Provider) -> PushRequest {
+/// The hub's request for a decoded notification; `frame` is its bytes as received.
+fn request(n: Notification, frame: Bytes, provider: &Provider) -> PushRequest {
     PushRequest {
         api: Api::Binary,
         token: n.token,
@@ -263,6 +264,7 @@ fn request(n: Notification, provider: &Provider) -> PushRequest {
         push_type: None,
         collapse_id: None,
         payload: Bytes::clone(&n.payload),
+        frame: Some(frame),
     }
 }
 

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{number, params, ApiError, Ctx, RawQuery};
 use crate::hub::{self, Event, Hub, Logged};
+use crate::protocol::notification;
 use crate::protocol::token::DeviceToken;
 
 /// The most records one answer returns (`limit`'s maximum, and `count`'s): an answer is built
@@ -110,6 +111,52 @@ pub struct Record {
     pub outcome: hub::Outcome,
     /// Extra words: a rejection's reason, the device, a warning.
     pub detail: String,
+    /// `apns-push-type` (HTTP/2), when the request named one.
+    pub push_type: Option<String>,
+    /// The priority (10, 5 or 1), when the notification got far enough to have one.
+    pub priority: Option<u8>,
+    /// The expiry as the provider gave it, UNIX seconds (0: now or never; null: none given).
+    pub expiry: Option<u32>,
+    /// `apns-collapse-id` (HTTP/2), when given.
+    pub collapse_id: Option<String>,
+    /// The JSON payload as sent, when it got far enough to have a checked one.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// Binary API: the command's bytes exactly as received, in hex.
+    pub frame: Option<String>,
+    /// Binary API: every field of `frame`, labelled.
+    pub frame_fields: Option<Vec<FrameField>>,
+}
+
+/// One field of a binary command's bytes (`frame`), labelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FrameField {
+    /// Offset of its first byte in `frame`.
+    pub offset: usize,
+    /// Its length in bytes.
+    pub length: usize,
+    /// What it is: `command`, `frame length`, `item id`, `item length`, `device token`,
+    /// `payload`, `identifier`, `expiry`, `priority`, `token length`, `payload length`,
+    /// `item data`, or `unparsed`.
+    pub name: String,
+    /// Its value in words (numbers, hex, the payload's text); a field the bytes end inside
+    /// says `cut short`.
+    pub value: String,
+}
+
+impl FrameField {
+    /// Every field of `frame`, labelled by [`notification::annotate`].
+    pub fn all(frame: &[u8]) -> Vec<FrameField> {
+        notification::annotate(frame)
+            .into_iter()
+            .map(|f| FrameField {
+                offset: f.offset,
+                length: f.length,
+                name: f.name.to_owned(),
+                value: f.value,
+            })
+            .collect()
+    }
 }
 
 /// An answer of either route.
@@ -222,6 +269,13 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            push_type,
+            priority,
+            expiry,
+            collapse_id,
+            payload,
+            serial,
+            frame,
         } = logged.event
         else {
             return None;
@@ -234,7 +288,7 @@ impl Matcher<'_> {
         {
             return None;
         }
-        let serial = token.and_then(|t| self.serial(&t));
+        let serial = serial.or_else(|| token.and_then(|t| self.serial(&t)));
         if let Some(wanted) = &self.filters.serial {
             if serial.as_ref() != Some(wanted) {
                 return None;
@@ -251,6 +305,17 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            push_type,
+            priority,
+            expiry,
+            collapse_id,
+            payload: payload.map(|p| {
+                serde_json::from_slice(&p).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&p).into_owned())
+                })
+            }),
+            frame_fields: frame.as_deref().map(FrameField::all),
+            frame: frame.map(hex::encode),
         })
     }
 
@@ -375,10 +440,16 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
     let mut notifications = Vec::new();
     let mut cursor = since;
     let mut truncated = false;
+    // Whether the log must be read after `cursor`: at first, and whenever the broadcast
+    // skipped ahead (a lagged receiver, or two events heard out of order).
+    let mut reread = true;
     loop {
-        let (next, missed) = matcher.read(cursor, &mut notifications, count);
-        cursor = next;
-        truncated |= missed;
+        if reread {
+            let (next, missed) = matcher.read(cursor, &mut notifications, count);
+            cursor = next;
+            truncated |= missed;
+            reread = false;
+        }
         let answer = |status| {
             let records = Records {
                 notifications: notifications.clone(),
@@ -390,8 +461,8 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
         if notifications.len() == count {
             return Ok(answer(StatusCode::OK));
         }
-        // The broadcast only says "the log grew"; the log itself is read again by cursor, so
-        // a lagged receiver loses nothing the ring still holds.
+        // Each broadcast event carries its sequence number: the one right after the cursor
+        // is taken as it is, one already seen is skipped, and a gap is filled from the log.
         tokio::select! {
             () = ctx.shutdown.cancelled() => {
                 return Err(ApiError::general(
@@ -403,9 +474,17 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
                 return Ok(answer(StatusCode::REQUEST_TIMEOUT));
             }
             heard = live.recv() => match heard {
+                Ok(logged) if logged.seq <= cursor => {}
+                Ok(logged) if logged.seq == cursor + 1 => {
+                    cursor = logged.seq;
+                    if let Some(record) = matcher.record(logged) {
+                        notifications.push(record);
+                    }
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {
                     // Whatever else is already queued is in the log too: one read for all.
                     while !matches!(live.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+                    reread = true;
                 }
                 Err(RecvError::Closed) => {
                     return Err(ApiError::general(

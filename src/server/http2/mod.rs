@@ -718,6 +718,7 @@ impl StreamJob {
             push_type: Some(checked.push_type.as_str().to_owned()),
             collapse_id: checked.collapse_id,
             payload,
+            frame: None,
         };
         match self.hub.push(request) {
             Ok(_) => Ok(()),
