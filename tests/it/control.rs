@@ -442,5 +442,5 @@ async fn the_control_api_refuses_a_listener_off_loopback() {
         matches!(err, StartError::ControlNotLoopback(addr) if addr.ip().is_unspecified()),
         "{err:?}"
     );
-    assert!(err.to_string().contains("unauthenticated"), "{err}");
+    assert!(err.to_string().contains("--control-token"), "{err}");
 }

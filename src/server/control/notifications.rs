@@ -343,7 +343,7 @@ impl Matcher<'_> {
 
 /// Checks that a cursor is not ahead of the log (a cursor from an earlier run of the
 /// simulator would otherwise match nothing, silently, until the log caught up).
-fn check_since(hub: &Hub, since: u64) -> Result<(), ApiError> {
+pub(super) fn check_since(hub: &Hub, since: u64) -> Result<(), ApiError> {
     let last = hub.events_after(u64::MAX).last_seq;
     if since > last {
         return Err(ApiError::field(
@@ -499,33 +499,14 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
     use axum::extract::Query;
-    use tokio::sync::Semaphore;
-    use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
     use super::*;
-    use crate::clock::Clock;
     use crate::hub::EVENT_CHANNEL;
-    use crate::server::control::Endpoints;
 
     fn ctx() -> Ctx {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        Ctx {
-            hub: Hub::new(Clock::system()),
-            endpoints: Endpoints {
-                gateway: addr,
-                feedback: addr,
-                http2: addr,
-                devices: addr,
-                control: addr,
-            },
-            shutdown: CancellationToken::new(),
-            waits: Arc::new(Semaphore::new(MAX_PENDING_WAITS)),
-        }
+        super::super::tests::ctx()
     }
 
     fn query(pairs: &[(&str, &str)]) -> RawQuery {
