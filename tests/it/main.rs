@@ -8,6 +8,7 @@ mod binary;
 mod cli;
 mod common;
 mod control;
+mod control_events;
 mod devices;
 mod feedback;
 mod garbage;
