@@ -258,6 +258,8 @@ pub(super) struct Subject<'a> {
     /// What the notification carries, for its events; `None` for one refused before the
     /// hub read it.
     pub(super) fields: Option<Fields<'a>>,
+    /// Binary API: the command's bytes, as received (for a refused one, what had arrived).
+    pub(super) frame: Option<&'a Bytes>,
 }
 
 /// The fields of a notification the hub holds, borrowed for its events.
@@ -275,8 +277,6 @@ pub(super) struct Fields<'a> {
     pub(super) payload: &'a Bytes,
     /// The serial of the token's device, when the hub knows it.
     pub(super) serial: Option<&'a str>,
-    /// The binary command's bytes, if it came through the gateway.
-    pub(super) frame: Option<&'a Bytes>,
 }
 
 impl Subject<'_> {
@@ -312,7 +312,7 @@ impl Subject<'_> {
             collapse_id: f.and_then(|f| f.collapse_id).map(str::to_owned),
             payload: f.map(|f| f.payload.clone()),
             serial: f.and_then(|f| f.serial).map(str::to_owned),
-            frame: f.and_then(|f| f.frame).cloned(),
+            frame: self.frame.cloned(),
         }
     }
 }
@@ -613,6 +613,7 @@ mod tests {
             topic: "com.example.app",
             warning: None,
             fields: None,
+            frame: None,
         };
         let mut events = Vec::new();
         decided(
@@ -654,8 +655,8 @@ mod tests {
                 collapse_id: Some("c1"),
                 payload: &payload,
                 serial: Some("D1"),
-                frame: Some(&frame),
             }),
+            frame: Some(&frame),
             ..about
         };
         let json = serde_json::to_value(Logged {

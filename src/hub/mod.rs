@@ -76,6 +76,12 @@ pub use state::{
 };
 
 use events::{Broadcast, EventLog, Subject};
+
+/// The most bytes of a refused binary command the delivery log keeps
+/// ([`Hub::record_refused_frame`]): a whole valid command 2 (header and the largest frame),
+/// so any refusal of a well-sized one shows entire, while a 64 KiB garbage prefix does not
+/// sit in the log 10,000 times.
+pub const MAX_REFUSED_FRAME: usize = 5 + crate::protocol::notification::MAX_FRAME_LEN as usize;
 use state::{Answered, Queued, State};
 
 /// The routing core. Clone it freely.
@@ -225,7 +231,9 @@ impl Hub {
 
     /// Back to an empty world without a restart (`POST /v1/reset`): stored notifications,
     /// feedback lists, unregistered tokens, the rate limit's history and offline devices
-    /// with their tokens are cleared ([`State::reset`] says exactly what stays), and the
+    /// with their tokens are cleared (online devices keep their sessions, their deliveries
+    /// awaiting an answer and the tokens they registered; a forgotten token is unknown from
+    /// then on: `BadDeviceToken`, binary status 8), and the
     /// delivery log is emptied, so the [`Event::Reset`] it returns is the log's first event.
     /// Sequence numbers keep growing across a reset: a cursor from before it reads on from
     /// the reset event, told `truncated` if it had not seen everything before it.
@@ -367,6 +375,45 @@ impl Hub {
         token: Option<DeviceToken>,
         reason: String,
     ) {
+        self.record_refusal(api, topic, identifier, apns_id, token, reason, None);
+    }
+
+    /// [`Hub::record_rejection`] for a binary command the gateway could not decode, with
+    /// `frame`, what had arrived of its bytes in their own allocation (at most
+    /// [`MAX_REFUSED_FRAME`] are kept), so the delivery log can show it labelled.
+    pub fn record_refused_frame(
+        &self,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        reason: String,
+        mut frame: bytes::Bytes,
+    ) {
+        frame.truncate(MAX_REFUSED_FRAME);
+        self.record_refusal(
+            Api::Binary,
+            topic,
+            identifier,
+            apns_id,
+            None,
+            reason,
+            Some(&frame),
+        );
+    }
+
+    /// Logs and records a refusal from before the hub.
+    #[allow(clippy::too_many_arguments)]
+    fn record_refusal(
+        &self,
+        api: Api,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        token: Option<DeviceToken>,
+        reason: String,
+        frame: Option<&bytes::Bytes>,
+    ) {
+        let serial = token.and_then(|t| self.token_serial(&t));
         let about = Subject {
             api,
             apns_id,
@@ -375,11 +422,18 @@ impl Hub {
             topic,
             warning: None,
             fields: None,
+            frame,
         };
         events::log_rejection(about, &reason);
         self.shared.metrics.gateway_rejected(api, &reason);
         // The state does not change; the event still goes through the log and the broadcast.
-        self.apply(|_, now_ms| ((), vec![about.event(now_ms, Outcome::Rejected, reason)]));
+        self.apply(|_, now_ms| {
+            let mut event = about.event(now_ms, Outcome::Rejected, reason);
+            if let Event::Notification { serial: s, .. } = &mut event {
+                *s = serial;
+            }
+            ((), vec![event])
+        });
     }
 
     // ----- feedback ------------------------------------------------------------------

@@ -422,8 +422,8 @@ impl Queued {
                 collapse_id: self.collapse_id.as_deref(),
                 payload: &self.payload,
                 serial: self.serial.as_deref(),
-                frame: self.frame.as_ref(),
             }),
+            frame: self.frame.as_ref(),
         }
     }
 

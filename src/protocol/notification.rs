@@ -394,11 +394,13 @@ fn decode_legacy(
         return Ok(None);
     }
 
-    // The whole notification is buffered: take it off the stream, then judge the payload.
+    // The whole notification is buffered: judge the payload in place (so a refused one's
+    // bytes stay in `buf` for the caller to log), then take it off the stream.
     let total = buf.len() - r.remaining();
+    let payload = buf.get(total - payload_len..total).unwrap_or_default();
+    payload::check(payload, legacy_max).map_err(|e| reject(e.into()))?;
     let packet = buf.split_to(total).freeze();
     let payload = packet.slice(total - payload_len..);
-    payload::check(&payload, legacy_max).map_err(|e| reject(e.into()))?;
 
     let n = Notification {
         command,
@@ -434,13 +436,16 @@ fn decode_frame(buf: &mut BytesMut) -> Result<Option<(Notification, Bytes)>, Rej
     if buf.len() < total {
         return Ok(None);
     }
+    // Judged in place, so a refused frame's bytes stay in `buf` for the caller to log.
+    let (mut n, payload) = parse_items(buf.get(FRAME_HEADER_LEN..total).unwrap_or_default())?;
     let frame = buf.split_to(total).freeze();
-    let items = frame.slice(FRAME_HEADER_LEN..);
-    parse_items(&items).map(|n| Some((n, frame)))
+    n.payload = frame.slice(FRAME_HEADER_LEN + payload.start..FRAME_HEADER_LEN + payload.end);
+    Ok(Some((n, frame)))
 }
 
-/// Parses the items of a complete command-2 frame (the `items` bytes, header removed).
-fn parse_items(items: &Bytes) -> Result<Notification, Rejection> {
+/// Parses the items of a complete command-2 frame (the `items` bytes, header removed): the
+/// notification with an empty payload, and where the payload lies in `items`.
+fn parse_items(items: &[u8]) -> Result<(Notification, std::ops::Range<usize>), Rejection> {
     // slots[i] holds the data of item id i + 1.
     let mut slots: [Option<&[u8]>; 5] = [None; 5];
     let mut identifier = [0u8; 4];
@@ -504,14 +509,18 @@ fn parse_items(items: &Bytes) -> Result<Notification, Rejection> {
     let payload = payload.unwrap_or_default();
     payload::check(payload, MAX_PAYLOAD_FRAME).map_err(|e| reject(e.into()))?;
 
-    Ok(Notification {
+    // The payload is a subslice of `items`, so its offset is the distance between them.
+    let start = (payload.as_ptr() as usize).wrapping_sub(items.as_ptr() as usize);
+    let range = start.min(items.len())..start.saturating_add(payload.len()).min(items.len());
+    let n = Notification {
         command: Command::Frame,
         identifier,
         expiry,
         priority,
         token,
-        payload: items.slice_ref(payload),
-    })
+        payload: Bytes::new(),
+    };
+    Ok((n, range))
 }
 
 /// Requires a fixed-size item to have exactly `N` bytes of data.
@@ -1952,6 +1961,19 @@ mod annotate_tests {
         let (_, second) = decode_with_frame(&mut dst, 256).unwrap().unwrap();
         assert_eq!(second.len(), 47);
         assert!(dst.is_empty());
+    }
+
+    #[test]
+    fn a_refused_command_leaves_its_bytes_in_the_buffer() {
+        let mut frame = BytesMut::new();
+        encode_frame_raw(&TOKEN, PAYLOAD, [0; 4], 0, 7, &mut frame);
+        let mut simple = BytesMut::new();
+        encode_simple_raw(&TOKEN, b"nope", &mut simple);
+        for mut buf in [frame, simple] {
+            let before = buf.clone();
+            assert!(decode_with_frame(&mut buf, 256).is_err());
+            assert_eq!(buf, before, "the caller can log what was refused");
+        }
     }
 
     #[test]

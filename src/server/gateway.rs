@@ -113,9 +113,16 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
         // The command byte of the notification at the front of the buffer when the decoder
         // last ran: the format of the one it refused, if it refuses.
         let mut command_byte = None;
+        // What had arrived of a command the decoder refused, for the delivery log.
+        let mut refused_bytes = Bytes::new();
         let decode = |buf: &mut bytes::BytesMut| {
             command_byte = buf.first().copied();
-            notification::decode_with_frame(buf, legacy_max)
+            let decoded = notification::decode_with_frame(buf, legacy_max);
+            if decoded.is_err() {
+                let kept = buf.get(..crate::hub::MAX_REFUSED_FRAME).unwrap_or(buf);
+                refused_bytes = Bytes::copy_from_slice(kept);
+            }
+            decoded
         };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -142,13 +149,12 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Err(ReadError::Decode(rejection))) => {
                 let reason = rejection.reason.to_string();
-                hub.record_rejection(
-                    Api::Binary,
+                hub.record_refused_frame(
                     &provider.topic,
                     rejection.identifier,
                     Uuid::new_v4(),
-                    None,
                     reason.clone(),
+                    refused_bytes,
                 );
                 let command = match rejection.reason {
                     RejectReason::UnknownCommand(_) => None,

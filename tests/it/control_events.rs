@@ -547,5 +547,34 @@ async fn a_record_carries_the_payload_push_type_and_labelled_frame() {
     assert_eq!(record["priority"], 5);
     assert_eq!(record["frame"], Value::Null);
     assert_eq!(record["frame_fields"], Value::Null);
+
+    // A command the gateway refused shows its bytes labelled too: priority 7 is no priority.
+    let bad = common::frame(token.as_bytes(), &common::alert("bad"), 6, 0, 7);
+    let mut gw = t.gateway().await;
+    gw.send(&bad).await.expect("sent");
+    let answer = gw.finish(TIMEOUT).await.expect("an answer");
+    assert!(
+        matches!(answer, apns_sim::client::GatewayAnswer::Error(e) if e.status.code() == 128),
+        "{answer:?}"
+    );
+    let (status, _, answer) = request(
+        addr,
+        "GET",
+        "/v1/notifications/wait?api=binary&outcome=rejected",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let record = &answer["notifications"][0];
+    assert_eq!(record["identifier"], 6);
+    assert_eq!(record["frame"], hex::encode(&bad));
+    assert_eq!(record["payload"], Value::Null, "never checked");
+    let fields = record["frame_fields"].as_array().expect("frame_fields");
+    let priority = fields
+        .iter()
+        .find(|f| f["name"] == "priority")
+        .expect("labelled");
+    assert_eq!(priority["value"], "7");
     t.stop().await;
 }
