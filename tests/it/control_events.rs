@@ -473,6 +473,31 @@ async fn with_a_token_the_control_api_may_listen_off_loopback() {
 }
 
 #[tokio::test]
+async fn control_connections_beyond_the_limit_wait_for_a_slot() {
+    let t = common::start_with(|c| c.settings.max_control_connections = 1).await;
+    let addr = t.sim.addrs().control;
+    // A client that connects and says nothing holds the one slot (it was first in the
+    // backlog, so it was accepted first).
+    let idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let health = tokio::spawn(async move { request(addr, "GET", "/v1/health", &[], "").await });
+    tokio::pin!(health);
+    // (A slow machine can only make this pass wrongly, never fail wrongly.)
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut health)
+            .await
+            .is_err(),
+        "the second connection waits"
+    );
+    drop(idle);
+    let (status, _, _) = tokio::time::timeout(TIMEOUT, health)
+        .await
+        .expect("served once the slot is free")
+        .expect("the task");
+    assert_eq!(status, 200);
+    t.stop().await;
+}
+
+#[tokio::test]
 async fn a_record_carries_the_payload_push_type_and_labelled_frame() {
     let t = common::start().await;
     let addr = t.sim.addrs().control;

@@ -311,6 +311,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streams_beyond_the_bound_are_503() {
+        let ctx = super::super::tests::ctx();
+        let held = ctx
+            .streams
+            .clone()
+            .acquire_many_owned(MAX_EVENT_STREAMS as u32)
+            .await
+            .unwrap();
+        let none: RawQuery = Ok(axum::extract::Query(Vec::new()));
+        let err = stream(State(ctx.clone()), HeaderMap::new(), none)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        drop(held);
+        let none: RawQuery = Ok(axum::extract::Query(Vec::new()));
+        let ok = stream(State(ctx), HeaderMap::new(), none).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn a_cursor_out_of_the_ring_hears_truncated_first() {
         let hub = Hub::new(crate::clock::Clock::system());
         reject(&hub, 1);
