@@ -168,10 +168,12 @@ pub enum Event {
         payload: Option<Bytes>,
         /// The serial of the device the token was minted for, when the hub knows it.
         serial: Option<String>,
-        /// Binary API: the command's bytes exactly as received (serialised in hex; label them
-        /// with [`crate::protocol::notification::annotate`]). Shared like `payload`.
-        #[serde(serialize_with = "hex_frame")]
-        frame: Option<Bytes>,
+        /// Binary API: the command's bytes exactly as received (for a refused one, what had
+        /// arrived). Shared like `payload`. Serialised as two keys: `frame` (hex) and
+        /// `frame_fields` (each field labelled by
+        /// [`crate::protocol::notification::annotate`], computed only when serialised).
+        #[serde(flatten)]
+        frame: Frame,
     },
     /// The world was reset (`POST /v1/reset`): the log was cleared, so this is its first
     /// event, and the counts say what went.
@@ -216,11 +218,48 @@ fn json_payload<S: Serializer>(payload: &Option<Bytes>, s: S) -> Result<S::Ok, S
     }
 }
 
-/// Serialises a binary command's bytes in hex.
-fn hex_frame<S: Serializer>(frame: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
-    match frame {
-        None => s.serialize_none(),
-        Some(bytes) => s.serialize_some(&hex::encode(bytes)),
+/// A binary command's bytes as received, or none (HTTP/2). Serialised as `"frame"` (hex, or
+/// null) and `"frame_fields"` (`[{"offset","length","name","value"}]`, or null).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame(pub Option<Bytes>);
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        match &self.0 {
+            None => {
+                map.serialize_entry("frame", &None::<String>)?;
+                map.serialize_entry("frame_fields", &None::<Vec<()>>)?;
+            }
+            Some(bytes) => {
+                map.serialize_entry("frame", &hex::encode(bytes))?;
+                let labelled = crate::protocol::notification::annotate(bytes);
+                let fields: Vec<FieldJson<'_>> = labelled.iter().map(FieldJson::from).collect();
+                map.serialize_entry("frame_fields", &fields)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// A labelled field as serialised in `frame_fields`.
+#[derive(Serialize)]
+struct FieldJson<'a> {
+    offset: usize,
+    length: usize,
+    name: &'a str,
+    value: &'a str,
+}
+
+impl<'a> From<&'a crate::protocol::notification::Field> for FieldJson<'a> {
+    fn from(f: &'a crate::protocol::notification::Field) -> Self {
+        FieldJson {
+            offset: f.offset,
+            length: f.length,
+            name: f.name,
+            value: &f.value,
+        }
     }
 }
 
@@ -312,7 +351,7 @@ impl Subject<'_> {
             collapse_id: f.and_then(|f| f.collapse_id).map(str::to_owned),
             payload: f.map(|f| f.payload.clone()),
             serial: f.and_then(|f| f.serial).map(str::to_owned),
-            frame: self.frame.cloned(),
+            frame: Frame(self.frame.cloned()),
         }
     }
 }
@@ -641,7 +680,7 @@ mod tests {
                 collapse_id: None,
                 payload: None,
                 serial: None,
-                frame: None,
+                frame: Frame(None),
             }]
         );
         // The event's JSON: its tag, and the payload as the JSON object it is.
@@ -668,6 +707,11 @@ mod tests {
         assert_eq!(json["event"], "notification");
         assert_eq!(json["payload"]["aps"]["alert"], "hi");
         assert_eq!(json["frame"], "0200");
+        assert_eq!(json["frame_fields"][0]["name"], "command");
+        assert_eq!(
+            json["frame_fields"][1]["value"],
+            "cut short: 1 of 4 bytes (00)"
+        );
         assert_eq!(
             (
                 &json["push_type"],

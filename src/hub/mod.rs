@@ -68,7 +68,7 @@ use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings, DEFAULT_DELIVERY_LOG_LEN};
 
-pub use events::{Api, Event, LogRead, Logged, Outcome, ResetCounts, EVENT_CHANNEL};
+pub use events::{Api, Event, Frame, LogRead, Logged, Outcome, ResetCounts, EVENT_CHANNEL};
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
     DeviceReply, DeviceSession, PushError, PushOutcome, PushRequest, RegisterError, DEVICE_QUEUE,

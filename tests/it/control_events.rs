@@ -196,7 +196,7 @@ async fn the_stream_carries_a_push_in_order_with_ids_and_resumes_exactly() {
         .device("ev-1", Environment::Sandbox, &[DEFAULT_TOPIC])
         .await;
     let token = tokens[DEFAULT_TOPIC];
-    push(&t, token, 7).await;
+    let sent = push(&t, token, 7).await;
     common::next_id(&mut dev).await;
     let seen = stream.until(|m| is(m, 7, "acknowledged")).await;
     // Every event since the start, numbered 1, 2, 3 … with the id in the data too.
@@ -222,6 +222,10 @@ async fn the_stream_carries_a_push_in_order_with_ids_and_resumes_exactly() {
     );
     assert!(is(ours[2], 7, "sent"));
     assert_eq!(ours[3].data["serial"], "ev-1");
+    // A notification event carries the record's fields, the binary bytes labelled too.
+    assert_eq!(ours[2].data["payload"]["aps"]["alert"], "hi");
+    assert_eq!(ours[2].data["frame"], hex::encode(&sent));
+    assert_eq!(ours[2].data["frame_fields"][0]["value"], "2 (frame)");
 
     // Two more pushes while a reader is away; it resumes after what it saw.
     let resume = seen.last().and_then(|m| m.id).expect("an id");

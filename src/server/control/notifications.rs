@@ -314,8 +314,8 @@ impl Matcher<'_> {
                     serde_json::Value::String(String::from_utf8_lossy(&p).into_owned())
                 })
             }),
-            frame_fields: frame.as_deref().map(FrameField::all),
-            frame: frame.map(hex::encode),
+            frame_fields: frame.0.as_deref().map(FrameField::all),
+            frame: frame.0.map(hex::encode),
         })
     }
 
