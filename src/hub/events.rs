@@ -246,9 +246,13 @@ impl Serialize for Frame {
 /// A labelled field as serialised in `frame_fields`.
 #[derive(Serialize)]
 struct FieldJson<'a> {
+    /// Offset of its first byte in the frame.
     offset: usize,
+    /// Its length in bytes.
     length: usize,
+    /// What it is (`command`, `payload`, …).
     name: &'a str,
+    /// Its value in words.
     value: &'a str,
 }
 

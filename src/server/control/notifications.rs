@@ -4,7 +4,9 @@
 //!
 //! Every event of the ring has a sequence number; a record carries its number as `seq`, and
 //! an answer's `next` is the cursor to pass as `since` to read on. When events after the
-//! cursor have already fallen out of the ring the answer says `"truncated": true`.
+//! cursor have already fallen out of the ring the answer says `"truncated": true`. The
+//! broadcast carries the numbers too: a wait takes the event right after its cursor as it
+//! comes, skips one it has seen, and reads the ring again across a gap.
 
 use std::collections::HashMap;
 use std::time::Duration;
