@@ -291,6 +291,7 @@ fn hub(c: &mut Criterion) {
                 push_type: None,
                 collapse_id: None,
                 payload: typical.clone(),
+                frame: None,
                 fault: None,
             };
             hub.push(request).expect("accepted");

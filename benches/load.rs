@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use apns_sim::client::device::{self, DeviceConfig, DeviceEvent, DeviceHandle};
 use apns_sim::client::BinaryClient;
-use apns_sim::hub::{Event, Outcome};
+use apns_sim::hub::{Event, Logged, Outcome};
 use apns_sim::pki::Pki;
 use apns_sim::protocol::notification::{self, encode_frame_raw};
 use apns_sim::protocol::token::DeviceToken;
@@ -248,7 +248,7 @@ struct HubCount {
 }
 
 fn count_hub_events(
-    mut rx: broadcast::Receiver<Event>,
+    mut rx: broadcast::Receiver<Logged>,
     base: Instant,
     stop: CancellationToken,
 ) -> (Arc<HubCount>, tokio::task::JoinHandle<()>) {
@@ -258,7 +258,7 @@ fn count_hub_events(
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
-                next = rx.recv() => next,
+                next = rx.recv() => next.map(|l| l.event),
             };
             match next {
                 Ok(Event::Notification { outcome, .. }) => {

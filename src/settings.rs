@@ -134,6 +134,16 @@ pub struct Settings {
     /// token; set it (e.g. 80) to catch a provider that hard-codes 64 hex digits. The
     /// binary API keeps its 32-byte rule, so longer tokens are reachable over HTTP/2 only.
     pub token_len: usize,
+    /// How many events the delivery log keeps (`GET /v1/notifications`, `GET /v1/events`
+    /// replay from it); older ones fall out, and a cursor before them is told `truncated`.
+    /// 10,000 is a long test suite's pushes several times over (each notification logs two
+    /// or three events) at a few MB; at most [`MAX_DELIVERY_LOG_LEN`].
+    pub delivery_log_len: usize,
+    /// Control API connections served at once; further clients wait in the listen backlog
+    /// until one closes. The API is for a test suite and a dashboard or two, and each
+    /// connection (an event stream above all) holds a task and buffers, so a runaway client
+    /// must not open thousands: 64.
+    pub max_control_connections: usize,
 }
 
 /// How the binary gateway answers an unknown command byte (see
@@ -152,6 +162,15 @@ pub enum UnknownCommand {
 /// the u32 seconds of an expiry (which run out in 2106) for decades to come, and the
 /// deadline a device is shown is the real one.
 pub const MAX_STORAGE_DAYS: u32 = 3_650;
+
+/// The delivery log's length unless [`Settings::delivery_log_len`] says otherwise.
+pub const DEFAULT_DELIVERY_LOG_LEN: usize = 10_000;
+
+/// Largest [`Settings::delivery_log_len`]: an event costs a few hundred bytes besides the
+/// payload and frame it shares with its notification's other events, so a million is a
+/// few hundred MB to a GB at worst, the most a simulator on a developer's machine should
+/// hold; `GET /v1/notifications` pages through it either way.
+pub const MAX_DELIVERY_LOG_LEN: usize = 1_000_000;
 
 /// Apple's storage policy: "up to 30 days" (spec §3, \[A7\]).
 pub const DEFAULT_STORAGE_DAYS: u32 = 30;
@@ -177,6 +196,8 @@ impl Default for Settings {
             legacy_payload_limit: MAX_PAYLOAD_LEGACY,
             unknown_command: UnknownCommand::Close,
             token_len: DEFAULT_TOKEN_LEN,
+            delivery_log_len: DEFAULT_DELIVERY_LOG_LEN,
+            max_control_connections: 64,
         }
     }
 }
@@ -192,6 +213,12 @@ impl Settings {
     pub fn storage(&self) -> Duration {
         let days = self.default_storage_days.min(MAX_STORAGE_DAYS);
         Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
+    }
+
+    /// The delivery log's length: [`Settings::delivery_log_len`], within
+    /// 1..=[`MAX_DELIVERY_LOG_LEN`].
+    pub fn delivery_log_max(&self) -> usize {
+        self.delivery_log_len.clamp(1, MAX_DELIVERY_LOG_LEN)
     }
 
     /// The payload limit of commands 0 and 1: [`Settings::legacy_payload_limit`], at most
@@ -233,9 +260,17 @@ mod tests {
         let s = Settings {
             default_storage_days: u32::MAX,
             legacy_payload_limit: usize::MAX,
+            delivery_log_len: usize::MAX,
             ..Settings::default()
         };
         assert_eq!(s.storage(), Duration::from_secs(3_650 * 86_400));
         assert_eq!(s.legacy_payload_max(), 2048);
+        assert_eq!(s.delivery_log_max(), MAX_DELIVERY_LOG_LEN);
+        let s = Settings {
+            delivery_log_len: 0,
+            ..Settings::default()
+        };
+        assert_eq!(s.delivery_log_max(), 1);
+        assert_eq!(Settings::default().delivery_log_max(), 10_000);
     }
 }

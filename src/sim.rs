@@ -51,6 +51,10 @@ pub struct SimulatorConfig {
     /// `(bundle, team)` pairs beyond what the PKI says (a scenario file's `[teams]`): a
     /// token-auth push to a bundle of another team is refused with `TopicDisallowed`.
     pub bundle_owners: Vec<(String, String)>,
+    /// The control API's bearer token (`serve --control-token`): with one, every control
+    /// request must carry it, and the API may listen on any address; without one it must
+    /// listen on a loopback address ([`StartError::ControlNotLoopback`]).
+    pub control_token: Option<String>,
 }
 
 impl SimulatorConfig {
@@ -62,6 +66,7 @@ impl SimulatorConfig {
             clock: Clock::system(),
             pki_dir: None,
             bundle_owners: Vec::new(),
+            control_token: None,
         }
     }
 }
@@ -77,8 +82,8 @@ pub struct Listeners {
     pub http2: TcpListener,
     /// Device endpoint (5223).
     pub devices: TcpListener,
-    /// Control API (8080). It has no authentication yet, so it must be on a loopback
-    /// address: [`Simulator::start`] refuses any other.
+    /// Control API (8080). Without [`SimulatorConfig::control_token`] it must be on a
+    /// loopback address: [`Simulator::start`] refuses any other.
     pub control: TcpListener,
 }
 
@@ -123,14 +128,18 @@ pub enum StartError {
     /// its `.p8` file, which has to be replaced.
     #[error("HTTP/2 token auth: {0}")]
     AuthKey(jwt::JwtError),
-    /// The control API's listener is not on a loopback address. The API is unauthenticated
-    /// (a token option comes later), so anyone who could reach it could read every token
-    /// and notification.
+    /// The control API's listener is not on a loopback address and no control token is
+    /// set. Unauthenticated, anyone who could reach it could read every token and
+    /// notification and reset the simulator.
     #[error(
-        "the control API is unauthenticated and binds only to a loopback address; \
-         {0} is not one (bind to 127.0.0.1 or ::1)"
+        "the control API binds to a non-loopback address only with a token; {0} is not \
+         loopback: set --control-token (or APNS_SIM_CONTROL_TOKEN), or bind to 127.0.0.1 or ::1"
     )]
     ControlNotLoopback(SocketAddr),
+    /// The control token is empty or has characters an `Authorization` header cannot
+    /// carry.
+    #[error("the control token must be 1 to 256 visible ASCII characters (no spaces)")]
+    BadControlToken,
     /// A listener has no local address.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -157,7 +166,11 @@ impl Simulator {
             devices: listeners.devices.local_addr()?,
             control: listeners.control.local_addr()?,
         };
-        if !addrs.control.ip().is_loopback() {
+        if let Some(token) = &config.control_token {
+            if !valid_control_token(token) {
+                return Err(StartError::BadControlToken);
+            }
+        } else if !addrs.control.ip().is_loopback() {
             return Err(StartError::ControlNotLoopback(addrs.control));
         }
         let provider_tls = TlsAcceptor::from(
@@ -172,11 +185,7 @@ impl Simulator {
             .with_folder(config.pki_dir.clone())
             .with_bundle_owners(config.bundle_owners.clone());
 
-        let hub = Hub::with_policy(
-            config.clock.clone(),
-            config.settings.token_rate_limit,
-            config.settings.storage(),
-        );
+        let hub = Hub::with_settings(config.clock.clone(), &config.settings);
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -235,8 +244,12 @@ impl Simulator {
                 devices: addrs.devices,
                 control: addrs.control,
             },
-            Some(control_actors),
             shutdown.clone(),
+            control::ControlConfig {
+                token: config.control_token.clone(),
+                max_connections: settings.max_control_connections,
+                actors: Some(control_actors),
+            },
         ));
         info!(
             gateway = %addrs.gateway,
@@ -290,6 +303,16 @@ impl Simulator {
         self.tracker.wait().await;
         info!("simulator stopped");
     }
+}
+
+/// The longest control token accepted: a generous password, short enough for any header.
+pub const MAX_CONTROL_TOKEN_LEN: usize = 256;
+
+/// Whether `token` can be a control token: 1 to [`MAX_CONTROL_TOKEN_LEN`] visible ASCII
+/// characters, which an `Authorization: Bearer` header and a query string both carry.
+pub fn valid_control_token(token: &str) -> bool {
+    (1..=MAX_CONTROL_TOKEN_LEN).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]

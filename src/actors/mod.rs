@@ -383,17 +383,15 @@ impl Actors {
 
     /// Stops and forgets every managed device, the demo fleet's too: what `POST /v1/reset`
     /// with `"devices": "remove"` does to the in-process devices (the hub's own records of
-    /// them are the reset's to clear). Returns how many were removed.
-    pub async fn remove_all(&self) -> usize {
-        let all: Vec<Managed> = std::mem::take(&mut *lock(&self.inner.devices))
-            .into_values()
-            .collect();
-        let n = all.len();
-        for managed in all {
+    /// them are the reset's to clear). Returns their serials.
+    pub async fn remove_all(&self) -> Vec<String> {
+        let all = std::mem::take(&mut *lock(&self.inner.devices));
+        let serials: Vec<String> = all.keys().cloned().collect();
+        for managed in all.into_values() {
             stop(managed).await;
         }
-        info!(removed = n, "every managed device removed");
-        n
+        info!(removed = serials.len(), "every managed device removed");
+        serials
     }
 
     /// Installs `app` (or reinstalls it) and waits for its new token.
@@ -602,7 +600,7 @@ impl api::Actors for Actors {
         Box::pin(provider::push(self, push))
     }
 
-    fn remove_all(&self) -> BoxFuture<'_, usize> {
+    fn remove_all(&self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(Actors::remove_all(self))
     }
 }

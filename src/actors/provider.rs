@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::Actors;
 use crate::client::http2::{self as h2client, PushAuth, PushOptions};
 use crate::client::{BinaryClient, GatewayAnswer};
-use crate::hub::{Api, Event, Outcome};
+use crate::hub::{Api, Event, Logged, Outcome};
 use crate::pki::{AuthKey, ProviderCert};
 use crate::protocol::notification;
 use crate::protocol::token::DeviceToken;
@@ -329,13 +329,13 @@ async fn binary(actors: &Actors, push: &TestPush, to: Resolved) -> Result<PushAn
 /// The hub's first record of the binary notification `identifier` (to `token`, or to no
 /// valid token), within [`BINARY_ANSWER_TIMEOUT`].
 async fn recorded(
-    events: &mut broadcast::Receiver<Event>,
+    events: &mut broadcast::Receiver<Logged>,
     identifier: u32,
     token: DeviceToken,
 ) -> Option<(uuid::Uuid, Outcome, String)> {
     let work = async {
         loop {
-            match events.recv().await {
+            match events.recv().await.map(|logged| logged.event) {
                 Ok(Event::Notification {
                     api: Api::Binary,
                     identifier: id,

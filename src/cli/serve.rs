@@ -14,8 +14,8 @@ use apns_sim::protocol::Environment;
 use apns_sim::scenario::{self, Scenario};
 use apns_sim::server::control::devices::DeviceSpec;
 use apns_sim::settings::{
-    RateLimit, Settings, UnknownCommand, DEFAULT_STORAGE_DAYS, DEFAULT_TOKEN_LEN, MAX_STORAGE_DAYS,
-    TOKEN_LEN_RANGE,
+    RateLimit, Settings, UnknownCommand, DEFAULT_DELIVERY_LOG_LEN, DEFAULT_STORAGE_DAYS,
+    DEFAULT_TOKEN_LEN, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS, TOKEN_LEN_RANGE,
 };
 use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig, StartError};
 use clap::error::ErrorKind;
@@ -50,10 +50,20 @@ pub(crate) struct ServeArgs {
     /// Device endpoint port (0 = any free port).
     #[arg(long, default_value_t = apns_sim::DEFAULT_DEVICE_PORT, env = "APNS_SIM_DEVICE_PORT")]
     device_port: u16,
-    /// Control API port (HTTP and JSON; 0 = any free port). Unauthenticated, so `--bind`
-    /// must be a loopback address.
+    /// Control API port (HTTP and JSON; 0 = any free port). Without --control-token,
+    /// `--bind` must be a loopback address.
     #[arg(long, default_value_t = apns_sim::DEFAULT_CONTROL_PORT, env = "APNS_SIM_CONTROL_PORT")]
     control_port: u16,
+    /// Require this bearer token on every control API request (Authorization: Bearer T;
+    /// the dashboard and /v1/events also take ?access_token=T). Needed to bind off loopback.
+    #[arg(long, env = "APNS_SIM_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// Events the delivery log keeps (GET /v1/notifications, /v1/events replay from it);
+    /// a cursor older than that is told it missed some.
+    #[arg(long, default_value_t = DEFAULT_DELIVERY_LOG_LEN, env = "APNS_SIM_DELIVERY_LOG_LEN",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=MAX_DELIVERY_LOG_LEN as u64))]
+    delivery_log_len: usize,
     /// Start N plain demo devices (sandbox, com.example.app) instead of the demo fleet;
     /// 0 starts none.
     #[arg(long, env = "APNS_SIM_DEVICES")]
@@ -181,6 +191,7 @@ impl ServeArgs {
             unknown_command: self.unknown_command.into(),
             accept_uppercase_apns_id: !self.strict_apns_id,
             max_iat_ahead: Duration::from_secs(self.max_iat_ahead_secs),
+            delivery_log_len: self.delivery_log_len,
             ..Settings::default()
         }
     }
@@ -219,10 +230,17 @@ impl ServeArgs {
 
     /// Runs the simulator until Ctrl-C or SIGTERM.
     pub(crate) async fn run(self) -> Result<Outcome> {
-        // Refused before anything is minted or bound: the control API has no authentication.
-        if !self.bind.is_loopback() {
-            let addr = SocketAddr::new(self.bind, self.control_port);
-            return Err(StartError::ControlNotLoopback(addr).into());
+        // Refused before anything is minted or bound: without a token the control API is
+        // open to whoever reaches it.
+        match &self.control_token {
+            Some(token) if !apns_sim::sim::valid_control_token(token) => {
+                return Err(StartError::BadControlToken.into());
+            }
+            None if !self.bind.is_loopback() => {
+                let addr = SocketAddr::new(self.bind, self.control_port);
+                return Err(StartError::ControlNotLoopback(addr).into());
+            }
+            _ => {}
         }
         let pki = Pki::load_or_create(&self.certs)
             .with_context(|| format!("certificates in {}", self.certs.display()))?;
@@ -231,6 +249,7 @@ impl ServeArgs {
         config.settings = self.settings();
         config.pki_dir = Some(self.certs.clone());
         config.bundle_owners = fleet.bundle_owners();
+        config.control_token = self.control_token.clone();
         let sim = Simulator::start(config, self.listeners().await?)?;
         let addrs = *sim.addrs();
 
@@ -239,7 +258,12 @@ impl ServeArgs {
         println!("  feedback service {}", addrs.feedback);
         println!("  HTTP/2 API       {}", addrs.http2);
         println!("  device endpoint  {}", addrs.devices);
-        println!("  control API      {}", addrs.control);
+        let token_note = if self.control_token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        };
+        println!("  control API      {}{token_note}", addrs.control);
         println!("  certificates     {}", self.certs.display());
 
         let registered = start_fleet(&sim, &fleet).await?;
@@ -457,6 +481,8 @@ mod tests {
             default.accept_uppercase_apns_id
         );
         assert_eq!(plain.max_iat_ahead, default.max_iat_ahead);
+        assert_eq!(plain.delivery_log_len, default.delivery_log_len);
+        assert_eq!(settings(&["--delivery-log-len", "50"]).delivery_log_len, 50);
         let chosen = settings(&[
             "--storage-days",
             "7",
@@ -487,6 +513,8 @@ mod tests {
         assert!(parse(&["--legacy-payload-limit", "255"]));
         assert!(parse(&["--legacy-payload-limit", "2049"]));
         assert!(parse(&["--unknown-command", "shrug"]));
+        assert!(parse(&["--delivery-log-len", "0"]));
+        assert!(parse(&["--delivery-log-len", "1000001"]));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::broadcast;
 use tracing::{field, info};
 use uuid::Uuid;
@@ -15,9 +16,6 @@ use uuid::Uuid;
 use super::faults::{Fault, Removed};
 use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
-
-/// How many recent events the in-memory delivery log keeps for inspection.
-pub const EVENT_LOG_LEN: usize = 10_000;
 
 /// Capacity of the live event channel; a subscriber that lags this far behind misses events
 /// (and is told so by `broadcast::error::RecvError::Lagged`).
@@ -155,6 +153,28 @@ pub enum Event {
         outcome: Outcome,
         /// Extra words (rejection reason, device serial, …).
         detail: String,
+        /// `apns-push-type` (HTTP/2), when the request named one.
+        push_type: Option<String>,
+        /// The priority (10, 5 or 1), when the notification got far enough to have one.
+        priority: Option<u8>,
+        /// The expiry as the provider gave it, UNIX seconds (0: now or never; `None`: none
+        /// given, or refused before it was read).
+        expiry: Option<u32>,
+        /// `apns-collapse-id` (HTTP/2), when given.
+        collapse_id: Option<String>,
+        /// The JSON payload as sent, when it got far enough to have a checked one; serialised
+        /// as the JSON object itself. Shared with the hub's copy (a reference count, not a
+        /// copy per event).
+        #[serde(serialize_with = "json_payload")]
+        payload: Option<Bytes>,
+        /// The serial of the device the token was minted for, when the hub knows it.
+        serial: Option<String>,
+        /// Binary API: the command's bytes exactly as received (for a refused one, what had
+        /// arrived). Shared like `payload`. Serialised as two keys: `frame` (hex) and
+        /// `frame_fields` (each field labelled by
+        /// [`crate::protocol::notification::annotate`], computed only when serialised).
+        #[serde(flatten)]
+        frame: Frame,
         /// The id of the fault that hit it (`POST /v1/faults`), if one did.
         fault: Option<String>,
     },
@@ -197,6 +217,14 @@ pub enum Event {
         /// Why: removed, used up, expired.
         reason: Removed,
     },
+    /// The world was reset (`POST /v1/reset`): the log was cleared, so this is its first
+    /// event, and the counts say what went.
+    Reset {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// What the hub cleared.
+        cleared: ResetCounts,
+    },
 }
 
 /// The provider endpoints, as `ProviderConnected` names them.
@@ -222,6 +250,108 @@ impl ProviderEndpoint {
     }
 }
 
+/// What [`super::Hub::reset`] cleared, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResetCounts {
+    /// Events dropped from the delivery log (the reset event is the first after them).
+    pub events: u64,
+    /// Notifications that were stored for offline devices.
+    pub stored: u64,
+    /// Unread feedback tuples.
+    pub feedback: u64,
+    /// Unregistered tokens forgotten: a push to one is now refused as unknown
+    /// (`BadDeviceToken`, binary status 8), as for a token no device ever held.
+    pub unregistered: u64,
+    /// Devices forgotten because they were offline, with their tokens (an online device
+    /// keeps its session and its registered tokens).
+    pub offline_devices: u64,
+    /// Tokens forgotten with those offline devices.
+    pub tokens: u64,
+    /// Tokens whose per-token rate-limit history was cleared.
+    pub rate_limited: u64,
+    /// Faults removed (`POST /v1/faults`): a reset leaves none.
+    pub faults: u64,
+}
+
+/// Serialises a checked payload as the JSON value it is (a payload that somehow is not JSON
+/// is shown as a string rather than failing the whole event).
+fn json_payload<S: Serializer>(payload: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+    match payload {
+        None => s.serialize_none(),
+        Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => s.serialize_some(&value),
+            Err(_) => s.serialize_some(&String::from_utf8_lossy(bytes)),
+        },
+    }
+}
+
+/// A binary command's bytes as received, or none (HTTP/2). Serialised as `"frame"` (hex, or
+/// null) and `"frame_fields"` (`[{"offset","length","name","value"}]`, or null).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame(pub Option<Bytes>);
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        match &self.0 {
+            None => {
+                map.serialize_entry("frame", &None::<String>)?;
+                map.serialize_entry("frame_fields", &None::<Vec<()>>)?;
+            }
+            Some(bytes) => {
+                map.serialize_entry("frame", &hex::encode(bytes))?;
+                let labelled = crate::protocol::notification::annotate(bytes);
+                let fields: Vec<FieldJson<'_>> = labelled.iter().map(FieldJson::from).collect();
+                map.serialize_entry("frame_fields", &fields)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// A labelled field as serialised in `frame_fields`.
+#[derive(Serialize)]
+struct FieldJson<'a> {
+    /// Offset of its first byte in the frame.
+    offset: usize,
+    /// Its length in bytes.
+    length: usize,
+    /// What it is (`command`, `payload`, …).
+    name: &'a str,
+    /// Its value in words.
+    value: &'a str,
+}
+
+impl<'a> From<&'a crate::protocol::notification::Field> for FieldJson<'a> {
+    fn from(f: &'a crate::protocol::notification::Field) -> Self {
+        FieldJson {
+            offset: f.offset,
+            length: f.length,
+            name: f.name,
+            value: &f.value,
+        }
+    }
+}
+
+impl Event {
+    /// The event's tag as serialised (`"event"`): `notification`, `device_online`, …; the
+    /// event stream's `event:` name.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Event::DeviceOnline { .. } => "device_online",
+            Event::DeviceOffline { .. } => "device_offline",
+            Event::Registered { .. } => "registered",
+            Event::Notification { .. } => "notification",
+            Event::Reset { .. } => "reset",
+            Event::ProviderConnected { .. } => "provider_connected",
+            Event::ProviderDisconnected { .. } => "provider_disconnected",
+            Event::FaultAdded { .. } => "fault_added",
+            Event::FaultRemoved { .. } => "fault_removed",
+        }
+    }
+}
+
 /// The notification an event or a log line is about: borrowed from the hub's copy of it, or
 /// made from what a gateway knew when it refused one before it reached the hub.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +371,28 @@ pub(super) struct Subject<'a> {
     pub(super) warning: Option<&'static str>,
     /// The id of the fault that hit it, if one did.
     pub(super) fault: Option<&'a str>,
+    /// What the notification carries, for its events; `None` for one refused before the
+    /// hub read it.
+    pub(super) fields: Option<Fields<'a>>,
+    /// Binary API: the command's bytes, as received (for a refused one, what had arrived).
+    pub(super) frame: Option<&'a Bytes>,
+}
+
+/// The fields of a notification the hub holds, borrowed for its events.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fields<'a> {
+    /// `apns-push-type`, if any.
+    pub(super) push_type: Option<&'a str>,
+    /// The priority as sent.
+    pub(super) priority: u8,
+    /// The expiry as given.
+    pub(super) expiry: Option<u32>,
+    /// `apns-collapse-id`, if any.
+    pub(super) collapse_id: Option<&'a str>,
+    /// The payload (cloned into an event as a reference count).
+    pub(super) payload: &'a Bytes,
+    /// The serial of the token's device, when the hub knows it.
+    pub(super) serial: Option<&'a str>,
 }
 
 impl Subject<'_> {
@@ -260,6 +412,7 @@ impl Subject<'_> {
 
     /// The entry with `detail` as given.
     fn entry(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
+        let f = self.fields;
         Event::Notification {
             at_ms,
             apns_id: self.apns_id,
@@ -269,6 +422,13 @@ impl Subject<'_> {
             api: self.api,
             outcome,
             detail,
+            push_type: f.and_then(|f| f.push_type).map(str::to_owned),
+            priority: f.map(|f| f.priority),
+            expiry: f.and_then(|f| f.expiry),
+            collapse_id: f.and_then(|f| f.collapse_id).map(str::to_owned),
+            payload: f.map(|f| f.payload.clone()),
+            serial: f.and_then(|f| f.serial).map(str::to_owned),
+            frame: Frame(self.frame.cloned()),
             fault: self.fault.map(str::to_owned),
         }
     }
@@ -309,26 +469,32 @@ pub(super) fn log_rejection(about: Subject<'_>, reason: &str) {
     );
 }
 
-/// The delivery log: the most recent [`EVENT_LOG_LEN`] events, oldest first, each with its
-/// sequence number. It lives under the hub's lock beside the state, so that the log's order is
-/// the order the state changed in.
-#[derive(Debug, Default)]
+/// The delivery log: the most recent events, at most its capacity
+/// ([`crate::settings::Settings::delivery_log_len`]), oldest first, each with its sequence
+/// number. It lives under the hub's lock beside the state, so that the log's order is the
+/// order the state changed in.
+#[derive(Debug)]
 pub(super) struct EventLog {
-    /// The events, oldest at the front; never longer than [`EVENT_LOG_LEN`]. The one at the
-    /// back has sequence number `last_seq`, the one before it `last_seq - 1`, and so on.
+    /// The events, oldest at the front; never longer than `capacity`. The one at the back
+    /// has sequence number `last_seq`, the one before it `last_seq - 1`, and so on.
     ring: VecDeque<Event>,
+    /// How many events the ring keeps (at least 1).
+    capacity: usize,
     /// The sequence number of the newest event ever appended (0: none yet). Numbers start at
-    /// 1 and only grow, so a reader's cursor survives events falling out of the ring.
+    /// 1 and only grow, across resets too, so a reader's cursor survives events falling out
+    /// of the ring or being cleared.
     last_seq: u64,
 }
 
-/// One event of the delivery log with its place in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event of the delivery log with its place in it; what the broadcast carries too, so a
+/// live reader knows exactly where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Logged {
     /// Its sequence number: 1 for the first event the hub ever logged, one more for each
     /// after it. A cursor is the number of the last event a reader has seen.
     pub seq: u64,
     /// The event.
+    #[serde(flatten)]
     pub event: Event,
 }
 
@@ -340,21 +506,44 @@ pub struct LogRead {
     /// The sequence number of the newest event ever logged (0: none yet): the cursor to
     /// read on from once `events` are handled.
     pub last_seq: u64,
-    /// True when events after the cursor have already fallen out of the ring, so the reader
-    /// missed some: the ring keeps [`EVENT_LOG_LEN`].
+    /// True when events after the cursor have already left the ring (it keeps
+    /// `Settings::delivery_log_len`, and a reset clears it), so the reader missed some.
     pub truncated: bool,
 }
 
 impl EventLog {
-    /// Appends events, dropping the oldest ones past [`EVENT_LOG_LEN`].
-    pub(super) fn append(&mut self, events: &[Event]) {
-        for e in events {
-            if self.ring.len() == EVENT_LOG_LEN {
+    /// An empty log keeping the newest `capacity` events (at least 1).
+    pub(super) fn new(capacity: usize) -> Self {
+        EventLog {
+            ring: VecDeque::new(),
+            capacity: capacity.max(1),
+            last_seq: 0,
+        }
+    }
+
+    /// Appends events, dropping the oldest ones past the capacity, and returns them with
+    /// their sequence numbers, for the broadcast.
+    pub(super) fn append(&mut self, events: Vec<Event>) -> Vec<Logged> {
+        let mut logged = Vec::with_capacity(events.len());
+        for event in events {
+            if self.ring.len() >= self.capacity {
                 self.ring.pop_front();
             }
-            self.ring.push_back(e.clone());
+            self.ring.push_back(event.clone());
             self.last_seq += 1;
+            logged.push(Logged {
+                seq: self.last_seq,
+                event,
+            });
         }
+        logged
+    }
+
+    /// Drops every event kept, and says how many; numbering goes on from the last.
+    pub(super) fn clear(&mut self) -> u64 {
+        let dropped = self.ring.len() as u64;
+        self.ring.clear();
+        dropped
     }
 
     /// A copy of the events kept, oldest first.
@@ -364,8 +553,8 @@ impl EventLog {
 
     /// The events with a sequence number above `cursor`, oldest first; copies only those.
     pub(super) fn after(&self, cursor: u64) -> LogRead {
-        // The oldest kept event's number; the ring is never longer than `last_seq`, so it is
-        // at least 1.
+        // The oldest kept event's number (one past the last when the ring is empty); the
+        // ring is never longer than `last_seq`, so it is at least 1.
         let first_seq = self.last_seq + 1 - self.ring.len() as u64;
         let skip = cursor
             .saturating_sub(first_seq - 1)
@@ -388,12 +577,15 @@ impl EventLog {
     }
 }
 
-/// The live event stream. Sending never waits: a subscriber that lags more than
-/// [`EVENT_CHANNEL`] events behind is told it missed some, and the log still has them.
+/// The live event stream, each event with its sequence number. Sending never waits: a
+/// subscriber that lags more than [`EVENT_CHANNEL`] events behind is told it missed some,
+/// and the log still has them. Events are sent after the hub's lock is released, so two
+/// operations racing may be heard out of order; a reader that tracks `seq` re-reads the log
+/// when it sees a gap.
 #[derive(Debug)]
 pub(super) struct Broadcast {
     /// The sending half; receivers come from [`Broadcast::subscribe`].
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Logged>,
 }
 
 impl Broadcast {
@@ -404,12 +596,12 @@ impl Broadcast {
     }
 
     /// Live events from now on.
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Logged> {
         self.tx.subscribe()
     }
 
     /// Sends events to every live subscriber, in order.
-    pub(super) fn send(&self, events: Vec<Event>) {
+    pub(super) fn send(&self, events: Vec<Logged>) {
         for e in events {
             // No subscriber is fine: the log still has it.
             let _ = self.tx.send(e);
@@ -429,26 +621,31 @@ mod tests {
         }
     }
 
+    /// The capacity the tests give the log.
+    const LEN: usize = 100;
+
     #[test]
     fn the_log_keeps_the_newest_events_in_order() {
-        let mut log = EventLog::default();
-        let events: Vec<Event> = (0..EVENT_LOG_LEN as u64 + 5).map(online).collect();
-        log.append(&events);
+        let mut log = EventLog::new(LEN);
+        let events: Vec<Event> = (0..LEN as u64 + 5).map(online).collect();
+        let logged = log.append(events.clone());
+        assert_eq!(logged.last().map(|l| l.seq), Some(LEN as u64 + 5));
+        assert_eq!(logged[0].event, online(0));
         let kept = log.recent();
-        assert_eq!(kept.len(), EVENT_LOG_LEN);
+        assert_eq!(kept.len(), LEN);
         assert_eq!(kept.first(), Some(&online(5)), "the oldest are dropped");
         assert_eq!(kept.last(), events.last());
     }
 
     #[test]
     fn a_cursor_reads_what_came_after_it_and_hears_what_it_missed() {
-        let mut log = EventLog::default();
+        let mut log = EventLog::new(LEN);
         let empty = log.after(0);
         assert_eq!(
             (empty.events.len(), empty.last_seq, empty.truncated),
             (0, 0, false)
         );
-        log.append(&[online(1), online(2), online(3)]);
+        log.append(vec![online(1), online(2), online(3)]);
         let all = log.after(0);
         assert_eq!(
             all.events.iter().map(|l| l.seq).collect::<Vec<_>>(),
@@ -470,30 +667,55 @@ mod tests {
             "a cursor from the future reads nothing"
         );
 
-        let more: Vec<Event> = (4..EVENT_LOG_LEN as u64 + 6).map(online).collect();
-        log.append(&more);
+        let more: Vec<Event> = (4..LEN as u64 + 6).map(online).collect();
+        log.append(more);
         // Events 1..=5 fell out of the ring: a cursor before 5 missed some.
         let old = log.after(3);
         assert!(old.truncated);
         assert_eq!(old.events.first().map(|l| l.seq), Some(6));
-        assert_eq!(old.last_seq, EVENT_LOG_LEN as u64 + 5);
+        assert_eq!(old.last_seq, LEN as u64 + 5);
         let exact = log.after(5);
         assert!(!exact.truncated, "the cursor's next event is still kept");
-        assert_eq!(exact.events.len(), EVENT_LOG_LEN);
+        assert_eq!(exact.events.len(), LEN);
+    }
+
+    #[test]
+    fn a_cleared_log_numbers_on_and_tells_old_cursors() {
+        let mut log = EventLog::new(LEN);
+        log.append(vec![online(1), online(2)]);
+        assert_eq!(log.clear(), 2);
+        let read = log.after(0);
+        assert!(read.truncated && read.events.is_empty() && read.last_seq == 2);
+        assert!(
+            !log.after(2).truncated,
+            "an up-to-date cursor missed nothing"
+        );
+        let logged = log.append(vec![online(3)]);
+        assert_eq!(logged[0].seq, 3, "numbers keep growing");
+        let read = log.after(1);
+        assert!(read.truncated);
+        assert_eq!(read.events.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            EventLog::new(0).capacity,
+            1,
+            "a log keeps one event at least"
+        );
     }
 
     #[test]
     fn broadcast_reaches_subscribers_and_needs_none() {
         let broadcast = Broadcast::new();
-        broadcast.send(vec![online(1)]);
+        let mut log = EventLog::new(LEN);
+        broadcast.send(log.append(vec![online(1)]));
         let mut rx = broadcast.subscribe();
-        broadcast.send(vec![online(2), online(3)]);
+        broadcast.send(log.append(vec![online(2), online(3)]));
+        let heard = rx.try_recv().unwrap();
         assert_eq!(
-            rx.try_recv(),
-            Ok(online(2)),
+            (heard.seq, heard.event),
+            (2, online(2)),
             "only events from subscribing on"
         );
-        assert_eq!(rx.try_recv(), Ok(online(3)));
+        assert_eq!(rx.try_recv().map(|l| l.seq), Ok(3));
         assert!(rx.try_recv().is_err());
     }
 
@@ -507,6 +729,8 @@ mod tests {
             token: None,
             topic: "com.example.app",
             warning: None,
+            fields: None,
+            frame: None,
             fault: None,
         };
         let mut events = Vec::new();
@@ -529,8 +753,60 @@ mod tests {
                 api: Api::Http2,
                 outcome: Outcome::Rejected,
                 detail: "bad".to_owned(),
+                push_type: None,
+                priority: None,
+                expiry: None,
+                collapse_id: None,
+                payload: None,
+                serial: None,
+                frame: Frame(None),
                 fault: None,
             }]
+        );
+        // The event's JSON: its tag, and the payload as the JSON object it is.
+        let payload = Bytes::from_static(br#"{"aps":{"alert":"hi"}}"#);
+        let frame = Bytes::from_static(&[0x02, 0x00]);
+        let full = Subject {
+            fields: Some(Fields {
+                push_type: Some("alert"),
+                priority: 5,
+                expiry: Some(0),
+                collapse_id: Some("c1"),
+                payload: &payload,
+                serial: Some("D1"),
+            }),
+            frame: Some(&frame),
+            ..about
+        };
+        let json = serde_json::to_value(Logged {
+            seq: 9,
+            event: full.event(1, Outcome::Sent, String::new()),
+        })
+        .unwrap();
+        assert_eq!(json["seq"], 9);
+        assert_eq!(json["event"], "notification");
+        assert_eq!(json["payload"]["aps"]["alert"], "hi");
+        assert_eq!(json["frame"], "0200");
+        assert_eq!(json["frame_fields"][0]["name"], "command");
+        assert_eq!(
+            json["frame_fields"][1]["value"],
+            "cut short: 1 of 4 bytes (00)"
+        );
+        assert_eq!(
+            (
+                &json["push_type"],
+                &json["priority"],
+                &json["expiry"],
+                &json["collapse_id"],
+                &json["serial"]
+            ),
+            (
+                &"alert".into(),
+                &5.into(),
+                &0.into(),
+                &"c1".into(),
+                &"D1".into()
+            )
         );
         // A warning follows the detail in every event of the notification.
         let warned = Subject {

@@ -277,7 +277,7 @@ impl Metrics {
 
     /// Counts the notification events among `events`: each once, by API and outcome, and a
     /// rejection recorded for a gateway (`Hub::record_rejection`) by its reason.
-    pub(super) fn observe(&self, events: &[Event]) {
+    pub(super) fn observe<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         for event in events {
             if let Event::Notification { api, outcome, .. } = event {
                 let labels = NotificationLabels {

@@ -70,10 +70,10 @@ use crate::clock::Clock;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
-use crate::settings::{RateLimit, Settings};
+use crate::settings::{RateLimit, Settings, DEFAULT_DELIVERY_LOG_LEN};
 
 pub use events::{
-    Api, Event, LogRead, Logged, Outcome, ProviderEndpoint, EVENT_CHANNEL, EVENT_LOG_LEN,
+    Api, Event, Frame, LogRead, Logged, Outcome, ProviderEndpoint, ResetCounts, EVENT_CHANNEL,
 };
 pub use faults::{
     check as check_fault, effects_of, BinaryError, Effect, Fault, FaultMatch, FaultOn, FaultSpec,
@@ -86,6 +86,12 @@ pub use state::{
 };
 
 use events::{Broadcast, EventLog, Subject};
+
+/// The most bytes of a refused binary command the delivery log keeps
+/// ([`Hub::record_refused_frame`]): a whole valid command 2 (header and the largest frame),
+/// so any refusal of a well-sized one shows entire, while a 64 KiB garbage prefix does not
+/// sit in the log 10,000 times.
+pub const MAX_REFUSED_FRAME: usize = 5 + crate::protocol::notification::MAX_FRAME_LEN as usize;
 use state::{Answered, Queued, State};
 
 /// The routing core. Clone it freely.
@@ -136,13 +142,34 @@ impl Hub {
 
     /// A hub that refuses pushes to one token beyond `rate_limit` and keeps a notification
     /// for an offline device at most `storage`: that long when it has no expiry, and never
-    /// past its expiry (0: not at all). The simulator passes `Settings::storage`.
+    /// past its expiry (0: not at all). The delivery log keeps the default length.
     pub fn with_policy(clock: Clock, rate_limit: Option<RateLimit>, storage: Duration) -> Self {
+        Self::build(clock, rate_limit, storage, DEFAULT_DELIVERY_LOG_LEN)
+    }
+
+    /// The hub the simulator runs: the rate limit, storage policy and delivery log length
+    /// of `settings` ([`Settings::token_rate_limit`], [`Settings::storage`],
+    /// [`Settings::delivery_log_len`]).
+    pub fn with_settings(clock: Clock, settings: &Settings) -> Self {
+        Self::build(
+            clock,
+            settings.token_rate_limit,
+            settings.storage(),
+            settings.delivery_log_max(),
+        )
+    }
+
+    fn build(
+        clock: Clock,
+        rate_limit: Option<RateLimit>,
+        storage: Duration,
+        log_len: usize,
+    ) -> Self {
         Hub {
             shared: Arc::new(Shared {
                 locked: Mutex::new(Locked {
                     state: State::new(rate_limit, storage),
-                    log: EventLog::default(),
+                    log: EventLog::new(log_len),
                 }),
                 events: Broadcast::new(),
                 clock,
@@ -164,12 +191,15 @@ impl Hub {
         &self.shared.metrics
     }
 
-    /// Live events from now on. Tests wait on these instead of sleeping.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Live events from now on, each with its sequence number in the log. Tests wait on
+    /// these instead of sleeping. Two operations racing may be heard out of order (they are
+    /// broadcast after the lock is released); a reader that must see every event in order
+    /// follows `seq` and reads the log ([`Hub::events_after`]) across a gap.
+    pub fn subscribe(&self) -> broadcast::Receiver<Logged> {
         self.shared.events.subscribe()
     }
 
-    /// The most recent events (up to [`EVENT_LOG_LEN`]), oldest first.
+    /// The most recent events (up to [`Settings::delivery_log_len`]), oldest first.
     pub fn recent_events(&self) -> Vec<Event> {
         self.lock().log.recent()
     }
@@ -200,23 +230,54 @@ impl Hub {
             // 2. Under the lock: the rule changes the state …
             let mut guard = self.lock();
             let (outcome, events) = rule(&mut guard.state, now_ms);
-            // 3. … and its events join the log before anyone else can change the state. The
-            //    gauges are set here too, so they follow the state's order.
-            guard.log.append(&events);
+            // 3. … and its events join the log, numbered, before anyone else can change the
+            //    state. The gauges are set here too, so they follow the state's order.
+            let logged = guard.log.append(events);
             let metrics = &self.shared.metrics;
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
             metrics.feedback_recorded(guard.state.take_feedback_recorded());
             self.shared
                 .faults_any
                 .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
-            (outcome, events)
+            (outcome, logged)
             // 4. The guard drops here, releasing the lock.
         };
         // 5. Every notification event is counted once (atomics, no lock), and subscribers
         //    hear of it, with the lock released.
-        self.shared.metrics.observe(&events);
+        self.shared.metrics.observe(events.iter().map(|l| &l.event));
         self.shared.events.send(events);
         outcome
+    }
+
+    /// Back to an empty world without a restart (`POST /v1/reset`): stored notifications,
+    /// feedback lists, unregistered tokens, the rate limit's history and offline devices
+    /// with their tokens are cleared (online devices keep their sessions, their deliveries
+    /// awaiting an answer and the tokens they registered; a forgotten token is unknown from
+    /// then on: `BadDeviceToken`, binary status 8), and the
+    /// delivery log is emptied, so the [`Event::Reset`] it returns is the log's first event.
+    /// Sequence numbers keep growing across a reset: a cursor from before it reads on from
+    /// the reset event, told `truncated` if it had not seen everything before it.
+    pub fn reset(&self) -> ResetCounts {
+        // Like `apply`, except that the log is emptied before the event joins it.
+        let now_ms = self.shared.clock.now_ms();
+        let (cleared, logged) = {
+            let mut guard = self.lock();
+            let mut cleared = guard.state.reset();
+            cleared.events = guard.log.clear();
+            self.shared
+                .faults_any
+                .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
+            let logged = guard.log.append(vec![Event::Reset {
+                at_ms: now_ms,
+                cleared,
+            }]);
+            let metrics = &self.shared.metrics;
+            metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
+            (cleared, logged)
+        };
+        info!(?cleared, "reset");
+        self.shared.events.send(logged);
+        cleared
     }
 
     // ----- devices -------------------------------------------------------------------
@@ -337,7 +398,7 @@ impl Hub {
         token: Option<DeviceToken>,
         reason: String,
     ) {
-        self.record_refusal(api, topic, identifier, apns_id, token, reason, None);
+        self.record_refusal(api, topic, identifier, apns_id, token, reason, None, None);
     }
 
     /// Records a notification a fault (`fault`, its id) refused in place of the endpoint's
@@ -353,10 +414,43 @@ impl Hub {
         detail: String,
         fault: &str,
     ) {
-        self.record_refusal(api, topic, identifier, apns_id, token, detail, Some(fault));
+        self.record_refusal(
+            api,
+            topic,
+            identifier,
+            apns_id,
+            token,
+            detail,
+            Some(fault),
+            None,
+        );
     }
 
-    /// [`Hub::record_rejection`] and [`Hub::record_faulted`].
+    /// [`Hub::record_rejection`] for a binary command the gateway could not decode, with
+    /// `frame`, what had arrived of its bytes in their own allocation (at most
+    /// [`MAX_REFUSED_FRAME`] are kept), so the delivery log can show it labelled.
+    pub fn record_refused_frame(
+        &self,
+        topic: &str,
+        identifier: [u8; 4],
+        apns_id: Uuid,
+        reason: String,
+        mut frame: bytes::Bytes,
+    ) {
+        frame.truncate(MAX_REFUSED_FRAME);
+        self.record_refusal(
+            Api::Binary,
+            topic,
+            identifier,
+            apns_id,
+            None,
+            reason,
+            None,
+            Some(&frame),
+        );
+    }
+
+    /// Logs and records a refusal from before the hub.
     #[allow(clippy::too_many_arguments)]
     fn record_refusal(
         &self,
@@ -367,7 +461,9 @@ impl Hub {
         token: Option<DeviceToken>,
         reason: String,
         fault: Option<&str>,
+        frame: Option<&bytes::Bytes>,
     ) {
+        let serial = token.and_then(|t| self.token_serial(&t));
         let about = Subject {
             api,
             apns_id,
@@ -376,11 +472,19 @@ impl Hub {
             topic,
             warning: None,
             fault,
+            fields: None,
+            frame,
         };
         events::log_rejection(about, &reason);
         self.shared.metrics.gateway_rejected(api, &reason);
         // The state does not change; the event still goes through the log and the broadcast.
-        self.apply(|_, now_ms| ((), vec![about.event(now_ms, Outcome::Rejected, reason)]));
+        self.apply(|_, now_ms| {
+            let mut event = about.event(now_ms, Outcome::Rejected, reason);
+            if let Event::Notification { serial: s, .. } = &mut event {
+                *s = serial;
+            }
+            ((), vec![event])
+        });
     }
 
     // ----- feedback ------------------------------------------------------------------
@@ -417,6 +521,12 @@ impl Hub {
     /// When a token became unregistered, if it did (for tests and the control surface).
     pub fn unregistered_at(&self, token: &DeviceToken) -> Option<u64> {
         self.lock().state.unregistered_at(token)
+    }
+
+    /// Whether any device with one of these serials is online (`POST /v1/reset` waits for
+    /// the devices it removed to leave).
+    pub fn any_online(&self, serials: &std::collections::HashSet<String>) -> bool {
+        self.lock().state.any_online(serials)
     }
 
     /// Who holds a token the hub minted: device, environment, app and kind (the control
@@ -627,7 +737,12 @@ mod tests {
                 "DeviceOffline"
             ]
         );
-        let heard: Vec<Event> = std::iter::from_fn(|| live.try_recv().ok()).collect();
+        let heard: Vec<Logged> = std::iter::from_fn(|| live.try_recv().ok()).collect();
+        assert_eq!(
+            heard.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            (1..=logged.len() as u64).collect::<Vec<_>>()
+        );
+        let heard: Vec<Event> = heard.into_iter().map(|l| l.event).collect();
         assert_eq!(heard, logged);
     }
 
@@ -761,6 +876,88 @@ mod tests {
         assert_eq!(json[1]["endpoint"], "http2");
         assert_eq!(json[2]["event"], "provider_disconnected");
         assert_eq!(json[2]["connection"], 1);
+    }
+
+    #[test]
+    fn a_reset_keeps_online_devices_and_forgets_the_rest() {
+        let hub = Hub::new(Clock::system());
+        let mut d1 = hub.connect_device("D1", Environment::Sandbox);
+        let kept = hub
+            .register("D1", Environment::Sandbox, APP, false)
+            .unwrap();
+        let gone = hub
+            .register("D1", Environment::Sandbox, "com.example.gone", false)
+            .unwrap();
+        let d2 = hub.connect_device("D2", Environment::Sandbox);
+        let offline = hub
+            .register("D2", Environment::Sandbox, APP, false)
+            .unwrap();
+        hub.disconnect_device("D2", Environment::Sandbox, d2.id);
+        let far = (hub.clock().now_secs() + 3600) as u32;
+        assert_eq!(hub.push(request(offline, 1, far)), Ok(PushOutcome::Stored));
+        let to_gone = PushRequest {
+            topic: "com.example.gone".to_owned(),
+            ..request(gone, 2, 0)
+        };
+        assert_eq!(hub.push(to_gone.clone()), Ok(PushOutcome::Sent));
+        let sent = d1.rx.try_recv().unwrap();
+        assert!(hub.device_reply(d1.id, sent.delivery, DeviceReply::NotInstalled));
+        assert_eq!(
+            hub.peek_feedback("com.example.gone", Environment::Sandbox)
+                .len(),
+            1
+        );
+        hub.add_fault(
+            serde_json::from_value(serde_json::json!({"on": "feedback", "hold_ms": 1})).unwrap(),
+        )
+        .unwrap();
+        let before = hub.events_after(0).last_seq;
+
+        let mut live = hub.subscribe();
+        let cleared = hub.reset();
+        assert_eq!(
+            cleared,
+            ResetCounts {
+                events: before,
+                stored: 1,
+                feedback: 1,
+                unregistered: 1,
+                offline_devices: 1,
+                tokens: 1,
+                rate_limited: 0,
+                faults: 1,
+            }
+        );
+        assert!(hub.faults().is_empty(), "a reset leaves no fault");
+        assert!(!hub.shared.faults_any.load(Ordering::Relaxed));
+        let heard = live.try_recv().unwrap();
+        assert_eq!(heard.seq, before + 1, "numbers keep growing");
+        assert!(matches!(heard.event, Event::Reset { .. }));
+        assert_eq!(
+            hub.recent_events(),
+            std::slice::from_ref(&heard.event),
+            "the reset is the first event"
+        );
+        assert!(hub.events_after(0).truncated, "an old cursor is told");
+        assert!(!hub.events_after(before).truncated);
+        assert!(hub
+            .peek_feedback("com.example.gone", Environment::Sandbox)
+            .is_empty());
+        // The online device and its token stay; the rest is unknown now.
+        assert_eq!(hub.push(request(kept, 3, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(
+            hub.push(request(offline, 4, 0)),
+            Err(PushError::UnknownToken)
+        );
+        assert_eq!(hub.push(to_gone), Err(PushError::UnknownToken));
+        // D2 comes back: it was forgotten, so nothing is stored for it and it registers anew.
+        let mut back = hub.connect_device("D2", Environment::Sandbox);
+        assert!(back.rx.try_recv().is_err());
+        assert_ne!(
+            hub.register("D2", Environment::Sandbox, APP, false)
+                .unwrap(),
+            offline
+        );
     }
 
     #[test]

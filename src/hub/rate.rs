@@ -30,6 +30,13 @@ impl RateLimiter {
         }
     }
 
+    /// Forgets every token's recent pushes (a reset); returns how many tokens had some.
+    pub(super) fn clear(&mut self) -> u64 {
+        let tokens = self.recent.len() as u64;
+        self.recent.clear();
+        tokens
+    }
+
     /// Counts a push to `token` at `now_ms`, or refuses it when the token had its limit's
     /// worth of pushes within the window already (a refused push is not counted).
     pub(super) fn check(&mut self, token: &DeviceToken, now_ms: u64) -> Result<(), PushError> {

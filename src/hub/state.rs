@@ -22,7 +22,7 @@ use crate::protocol::token::{push_type_of_topic, topic_suffix, AppToken, DeviceT
 use crate::protocol::Environment;
 use crate::settings::RateLimit;
 
-use super::events::{decided, Api, Event, Outcome, Subject};
+use super::events::{decided, Api, Event, Fields, Outcome, ResetCounts, Subject};
 use super::faults::FaultTable;
 use super::rate::RateLimiter;
 
@@ -76,6 +76,9 @@ pub struct PushRequest {
     pub collapse_id: Option<String>,
     /// The JSON payload, already checked.
     pub payload: Bytes,
+    /// Binary API: the command's bytes exactly as received, for the delivery log (which
+    /// shows them labelled); `None` on HTTP/2. The hub copies them once, with the payload.
+    pub frame: Option<Bytes>,
     /// The id of the fault that hit it on its way in (a delayed answer, …), if one did: its
     /// events in the delivery log name it.
     pub fault: Option<String>,
@@ -340,8 +343,12 @@ pub(super) struct Queued {
     push_type: Option<String>,
     /// `apns-collapse-id`, if any.
     collapse_id: Option<String>,
-    /// The payload, in its own allocation.
+    /// The payload, in its own allocation (a slice of `frame`'s when there is one).
     payload: Bytes,
+    /// Binary API: the command's bytes as received, in their own allocation.
+    frame: Option<Bytes>,
+    /// The serial of the token's device, once [`State::push`] has looked the token up.
+    serial: Option<String>,
     /// The id of the fault that hit it, if one did: every later event of it names the fault.
     fault: Option<String>,
     /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
@@ -354,6 +361,20 @@ impl Queued {
     /// buffer: a stored slice would keep the whole buffer alive for as long as the
     /// notification waits.
     pub(super) fn from_request(req: PushRequest, accepted: Instant) -> Self {
+        // One copy for both when the payload lies inside the frame (as the gateway's does):
+        // the payload becomes a slice of the frame's copy.
+        let (frame, payload) = match req.frame {
+            Some(frame) => {
+                let copy = Bytes::copy_from_slice(&frame);
+                let offset = (req.payload.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+                let payload = match offset.checked_add(req.payload.len()) {
+                    Some(end) if end <= frame.len() => copy.slice(offset..end),
+                    _ => Bytes::copy_from_slice(&req.payload),
+                };
+                (Some(copy), payload)
+            }
+            None => (None, Bytes::copy_from_slice(&req.payload)),
+        };
         Queued {
             api: req.api,
             token: req.token,
@@ -365,7 +386,9 @@ impl Queued {
             priority: req.priority,
             push_type: req.push_type,
             collapse_id: req.collapse_id,
-            payload: Bytes::copy_from_slice(&req.payload),
+            payload,
+            frame,
+            serial: None,
             fault: req.fault,
             accepted,
         }
@@ -401,6 +424,15 @@ impl Queued {
                 self.push_type.as_deref(),
                 self.priority,
             ),
+            fields: Some(Fields {
+                push_type: self.push_type.as_deref(),
+                priority: self.priority,
+                expiry: self.expiry,
+                collapse_id: self.collapse_id.as_deref(),
+                payload: &self.payload,
+                serial: self.serial.as_deref(),
+            }),
+            frame: self.frame.as_ref(),
             fault: self.fault.as_deref(),
         }
     }
@@ -767,6 +799,7 @@ impl State {
         now_ms: u64,
     ) -> (Result<PushOutcome, PushError>, Vec<Event>) {
         q.keep = Keep::decide(q.expiry, now_ms / 1000, self.storage_secs);
+        q.serial = self.token_serial(&q.token);
         let mut events = Vec::new();
         let checked = self
             .check_token(&q, environment)
@@ -966,6 +999,46 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Back to an empty world, except for the devices online now: stored notifications,
+    /// feedback lists, unregistered tokens and the rate limit's history are cleared, and
+    /// devices that are offline are forgotten with their tokens. An online device keeps its
+    /// session, its deliveries awaiting an answer, and the tokens it registered (those not
+    /// unregistered). A forgotten token is unknown from now on: a push to it is refused like
+    /// one to a token no device ever held (`BadDeviceToken`, binary status 8). The caller
+    /// clears the log.
+    pub(super) fn reset(&mut self) -> ResetCounts {
+        let mut counts = ResetCounts {
+            stored: self.stored_len as u64,
+            feedback: self.feedback.values().map(|l| l.len() as u64).sum(),
+            rate_limited: self.rate.clear(),
+            faults: self.faults.clear().len() as u64,
+            ..ResetCounts::default()
+        };
+        self.feedback.clear();
+        self.stored_len = 0;
+        let before = self.devices.len();
+        self.devices.retain(|_, d| d.session.is_some());
+        for record in self.devices.values_mut() {
+            record.stored.clear();
+        }
+        counts.offline_devices = (before - self.devices.len()) as u64;
+        let devices = &self.devices;
+        let mut unregistered = 0;
+        let tokens_before = self.tokens.len();
+        self.tokens.retain(|_, r| {
+            if r.unregistered_at_ms.is_some() {
+                unregistered += 1;
+                return false;
+            }
+            devices.contains_key(&r.device)
+        });
+        counts.unregistered = unregistered;
+        counts.tokens = (tokens_before - self.tokens.len()) as u64 - unregistered;
+        let tokens = &self.tokens;
+        self.registrations.retain(|_, t| tokens.contains_key(t));
+        counts
+    }
+
     /// The serial of the device `token` was minted for.
     pub(super) fn token_serial(&self, token: &DeviceToken) -> Option<String> {
         self.tokens.get(token).map(|r| r.device.serial.clone())
@@ -977,6 +1050,13 @@ impl State {
     }
 
     /// Who holds `token`: its device, app and kind, and whether it is still registered.
+    /// Whether any device with one of these serials has a live session.
+    pub(super) fn any_online(&self, serials: &std::collections::HashSet<String>) -> bool {
+        self.devices
+            .iter()
+            .any(|(key, d)| d.session.is_some() && serials.contains(&key.serial))
+    }
+
     pub(super) fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
         self.tokens.get(token).map(|r| TokenOwner {
             serial: r.device.serial.clone(),
@@ -1180,6 +1260,7 @@ pub(super) mod tests {
             push_type: None,
             collapse_id: None,
             payload: Bytes::from_static(b"{}"),
+            frame: None,
             fault: None,
         }
     }

@@ -316,6 +316,16 @@ pub fn decode_with(
     buf: &mut BytesMut,
     legacy_max: usize,
 ) -> Result<Option<Notification>, Rejection> {
+    decode_with_frame(buf, legacy_max).map(|decoded| decoded.map(|(n, _)| n))
+}
+
+/// [`decode_with`], also returning the command's bytes exactly as received (a zero-copy
+/// slice of `buf`, which the notification's payload is a slice of too): the delivery log
+/// shows them, labelled by [`annotate`].
+pub fn decode_with_frame(
+    buf: &mut BytesMut,
+    legacy_max: usize,
+) -> Result<Option<(Notification, Bytes)>, Rejection> {
     let Some(&command) = buf.first() else {
         return Ok(None);
     };
@@ -335,7 +345,7 @@ fn decode_legacy(
     buf: &mut BytesMut,
     command: Command,
     legacy_max: usize,
-) -> Result<Option<Notification>, Rejection> {
+) -> Result<Option<(Notification, Bytes)>, Rejection> {
     let mut r = Reader::new(buf);
     // Offset 0: the command byte, already inspected by `decode`.
     if r.u8().is_none() {
@@ -384,24 +394,27 @@ fn decode_legacy(
         return Ok(None);
     }
 
-    // The whole notification is buffered: take it off the stream, then judge the payload.
+    // The whole notification is buffered: judge the payload in place (so a refused one's
+    // bytes stay in `buf` for the caller to log), then take it off the stream.
     let total = buf.len() - r.remaining();
+    let payload = buf.get(total - payload_len..total).unwrap_or_default();
+    payload::check(payload, legacy_max).map_err(|e| reject(e.into()))?;
     let packet = buf.split_to(total).freeze();
     let payload = packet.slice(total - payload_len..);
-    payload::check(&payload, legacy_max).map_err(|e| reject(e.into()))?;
 
-    Ok(Some(Notification {
+    let n = Notification {
         command,
         identifier,
         expiry,
         priority: DEFAULT_PRIORITY,
         token,
         payload,
-    }))
+    };
+    Ok(Some((n, packet)))
 }
 
 /// Decodes command 2: header checks, then waits for the whole frame, then parses its items.
-fn decode_frame(buf: &mut BytesMut) -> Result<Option<Notification>, Rejection> {
+fn decode_frame(buf: &mut BytesMut) -> Result<Option<(Notification, Bytes)>, Rejection> {
     let Some(&[_, a, b, c, d]) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
         return Ok(None);
     };
@@ -423,13 +436,16 @@ fn decode_frame(buf: &mut BytesMut) -> Result<Option<Notification>, Rejection> {
     if buf.len() < total {
         return Ok(None);
     }
-    let mut frame = buf.split_to(total).freeze();
-    let items = frame.split_off(FRAME_HEADER_LEN);
-    parse_items(&items).map(Some)
+    // Judged in place, so a refused frame's bytes stay in `buf` for the caller to log.
+    let (mut n, payload) = parse_items(buf.get(FRAME_HEADER_LEN..total).unwrap_or_default())?;
+    let frame = buf.split_to(total).freeze();
+    n.payload = frame.slice(FRAME_HEADER_LEN + payload.start..FRAME_HEADER_LEN + payload.end);
+    Ok(Some((n, frame)))
 }
 
-/// Parses the items of a complete command-2 frame (the `items` bytes, header removed).
-fn parse_items(items: &Bytes) -> Result<Notification, Rejection> {
+/// Parses the items of a complete command-2 frame (the `items` bytes, header removed): the
+/// notification with an empty payload, and where the payload lies in `items`.
+fn parse_items(items: &[u8]) -> Result<(Notification, std::ops::Range<usize>), Rejection> {
     // slots[i] holds the data of item id i + 1.
     let mut slots: [Option<&[u8]>; 5] = [None; 5];
     let mut identifier = [0u8; 4];
@@ -493,14 +509,18 @@ fn parse_items(items: &Bytes) -> Result<Notification, Rejection> {
     let payload = payload.unwrap_or_default();
     payload::check(payload, MAX_PAYLOAD_FRAME).map_err(|e| reject(e.into()))?;
 
-    Ok(Notification {
+    // The payload is a subslice of `items`, so its offset is the distance between them.
+    let start = (payload.as_ptr() as usize).wrapping_sub(items.as_ptr() as usize);
+    let range = start.min(items.len())..start.saturating_add(payload.len()).min(items.len());
+    let n = Notification {
         command: Command::Frame,
         identifier,
         expiry,
         priority,
         token,
-        payload: items.slice_ref(payload),
-    })
+        payload: Bytes::new(),
+    };
+    Ok((n, range))
 }
 
 /// Requires a fixed-size item to have exactly `N` bytes of data.
@@ -1673,6 +1693,446 @@ mod tests {
                 match decode(&mut b) {
                     Ok(Some(_)) => continue,
                     Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+/// One labelled field of a binary command, as [`annotate`] finds it: where it sits in the
+/// command's bytes, how long it is, what it is, and its value in words. What the dashboard
+/// and the delivery log show for "the bytes with each field labelled".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Offset of its first byte from the command byte.
+    pub offset: usize,
+    /// Its length in bytes (fewer than its length field promised when the input ends early).
+    pub length: usize,
+    /// What it is: `command`, `frame length`, `item id`, `device token`, `payload`, …;
+    /// `unparsed` for bytes no field claims.
+    pub name: &'static str,
+    /// Its value in words: a number, hex for tokens and identifiers, the payload's text
+    /// (lossy UTF-8); a field cut short says so.
+    pub value: String,
+}
+
+/// The most bytes of an `unparsed` field shown in hex: enough to recognise what followed,
+/// short enough that a 64 KiB garbage frame is not a 128 KiB string.
+const UNPARSED_SHOWN: usize = 64;
+
+/// Labels every field of one binary command (0, 1 or 2), exactly as sent: offsets, lengths,
+/// names and values, without judging them (that is [`decode`]'s job). Malformed input is
+/// labelled as far as it goes: a field the input ends inside is shown cut short, an unknown
+/// command byte or bytes after the command are `unparsed`. Pure, and total: it never
+/// panics, whatever the bytes.
+pub fn annotate(bytes: &[u8]) -> Vec<Field> {
+    let mut a = Annotator {
+        bytes,
+        at: 0,
+        end: bytes.len(),
+        fields: Vec::new(),
+    };
+    match bytes.first() {
+        None => {}
+        Some(&0) => a.legacy(Command::Simple),
+        Some(&1) => a.legacy(Command::Enhanced),
+        Some(&2) => a.frame(),
+        Some(&other) => {
+            a.field(1, "command", |_| format!("{other} (unknown command)"));
+        }
+    }
+    a.end = bytes.len();
+    a.unparsed();
+    a.fields
+}
+
+/// [`annotate`]'s cursor over the bytes.
+struct Annotator<'a> {
+    /// The command's bytes.
+    bytes: &'a [u8],
+    /// The next unlabelled byte.
+    at: usize,
+    /// Where the current region ends (a command-2 frame's items stop at its frame length).
+    end: usize,
+    /// What has been labelled so far.
+    fields: Vec<Field>,
+}
+
+impl Annotator<'_> {
+    /// Labels the next `len` bytes as `name` with `value` of its bytes; when the region ends
+    /// first, labels what there is as cut short and returns `None`.
+    fn field(
+        &mut self,
+        len: usize,
+        name: &'static str,
+        value: impl FnOnce(&[u8]) -> String,
+    ) -> Option<&[u8]> {
+        let start = self.at.min(self.end);
+        let have = self.end - start;
+        let bytes = self.bytes.get(start..self.end).unwrap_or_default();
+        if have < len {
+            if have > 0 {
+                self.fields.push(Field {
+                    offset: start,
+                    length: have,
+                    name,
+                    value: format!("cut short: {have} of {len} bytes ({})", shown_hex(bytes)),
+                });
+                self.at = self.end;
+            }
+            return None;
+        }
+        let data = bytes.get(..len).unwrap_or_default();
+        self.fields.push(Field {
+            offset: start,
+            length: len,
+            name,
+            value: value(data),
+        });
+        self.at = start + len;
+        Some(data)
+    }
+
+    /// A big-endian length field of `N` bytes (2 or 4), labelled with its value.
+    fn length<const N: usize>(&mut self, name: &'static str) -> Option<usize> {
+        let data = self.field(N, name, |d| be_number(d).to_string())?;
+        usize::try_from(be_number(data)).ok()
+    }
+
+    /// Commands 0 and 1.
+    fn legacy(&mut self, command: Command) {
+        let label = if command == Command::Simple {
+            "0 (simple)"
+        } else {
+            "1 (enhanced)"
+        };
+        self.field(1, "command", |_| label.to_owned());
+        if command == Command::Enhanced
+            && (self.field(4, "identifier", identifier_value).is_none()
+                || self.field(4, "expiry", expiry_value).is_none())
+        {
+            return;
+        }
+        let Some(token_len) = self.length::<2>("token length") else {
+            return;
+        };
+        if self.field(token_len, "device token", hex_value).is_none() {
+            return;
+        }
+        let Some(payload_len) = self.length::<2>("payload length") else {
+            return;
+        };
+        self.field(payload_len, "payload", payload_value);
+    }
+
+    /// Command 2: the header, then each item within the frame length.
+    fn frame(&mut self) {
+        self.field(1, "command", |_| "2 (frame)".to_owned());
+        let Some(frame_len) = self.length::<4>("frame length") else {
+            return;
+        };
+        self.end = self.at.saturating_add(frame_len).min(self.bytes.len());
+        while self.at < self.end {
+            let Some(&[id]) = self.field(1, "item id", item_id_value) else {
+                return;
+            };
+            let Some(len) = self.length::<2>("item length") else {
+                return;
+            };
+            let (name, value): (&'static str, fn(&[u8]) -> String) = match id {
+                ITEM_TOKEN => ("device token", hex_value),
+                ITEM_PAYLOAD => ("payload", payload_value),
+                ITEM_IDENTIFIER => ("identifier", identifier_value),
+                ITEM_EXPIRY => ("expiry", expiry_value),
+                ITEM_PRIORITY => ("priority", priority_value),
+                _ => ("item data", shown_hex),
+            };
+            if self.field(len, name, value).is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Whatever no field claimed, up to the end of the input.
+    fn unparsed(&mut self) {
+        let Some(rest) = self.bytes.get(self.at..).filter(|r| !r.is_empty()) else {
+            return;
+        };
+        self.fields.push(Field {
+            offset: self.at,
+            length: rest.len(),
+            name: "unparsed",
+            value: shown_hex(rest),
+        });
+        self.at = self.bytes.len();
+    }
+}
+
+/// Bytes in hex (a device token).
+fn hex_value(data: &[u8]) -> String {
+    hex::encode(data)
+}
+
+/// Bytes in hex, the first [`UNPARSED_SHOWN`] of them, `…` marking that more followed.
+fn shown_hex(data: &[u8]) -> String {
+    let shown = data.get(..UNPARSED_SHOWN).unwrap_or(data);
+    let more = if data.len() > shown.len() { "…" } else { "" };
+    format!("{}{more}", hex::encode(shown))
+}
+
+/// A big-endian unsigned number of up to 8 bytes (only 1, 2 and 4 are asked for).
+fn be_number(data: &[u8]) -> u64 {
+    data.iter().fold(0, |n, &b| (n << 8) | u64::from(b))
+}
+
+/// An identifier: its hex bytes and the number they make.
+fn identifier_value(data: &[u8]) -> String {
+    format!("{} ({})", hex::encode(data), be_number(data))
+}
+
+/// An expiry: UNIX seconds, and what 0 means.
+fn expiry_value(data: &[u8]) -> String {
+    match be_number(data) {
+        0 => "0 (do not store)".to_owned(),
+        n => n.to_string(),
+    }
+}
+
+/// A priority: its number, or hex when it is not one byte.
+fn priority_value(data: &[u8]) -> String {
+    match data {
+        [p] => p.to_string(),
+        other => hex::encode(other),
+    }
+}
+
+/// A payload: its text (lossy UTF-8).
+fn payload_value(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// An item id and the item it names.
+fn item_id_value(data: &[u8]) -> String {
+    let id = data.first().copied().unwrap_or_default();
+    let name = match id {
+        ITEM_TOKEN => "device token",
+        ITEM_PAYLOAD => "payload",
+        ITEM_IDENTIFIER => "identifier",
+        ITEM_EXPIRY => "expiry",
+        ITEM_PRIORITY => "priority",
+        _ => "unknown item",
+    };
+    format!("{id} ({name})")
+}
+
+#[cfg(test)]
+mod annotate_tests {
+    use super::*;
+
+    const TOKEN: [u8; 32] = [0xAB; 32];
+    const PAYLOAD: &[u8] = br#"{"aps":{}}"#; // 10 bytes
+
+    /// (offset, length, name, value) of each field.
+    fn labels(bytes: &[u8]) -> Vec<(usize, usize, &'static str, String)> {
+        annotate(bytes)
+            .into_iter()
+            .map(|f| (f.offset, f.length, f.name, f.value))
+            .collect()
+    }
+
+    fn l(
+        offset: usize,
+        length: usize,
+        name: &'static str,
+        value: &str,
+    ) -> (usize, usize, &'static str, String) {
+        (offset, length, name, value.to_owned())
+    }
+
+    #[test]
+    fn the_decoder_hands_over_each_commands_bytes() {
+        let mut dst = BytesMut::new();
+        encode_frame_raw(&TOKEN, PAYLOAD, [0, 0, 0, 1], 0, 10, &mut dst);
+        encode_simple_raw(&TOKEN, PAYLOAD, &mut dst);
+        let first = dst[..dst.len() - 47].to_vec();
+        let (n, frame) = decode_with_frame(&mut dst, 256).unwrap().unwrap();
+        assert_eq!(&frame[..], &first[..]);
+        assert_eq!(&n.payload[..], PAYLOAD);
+        let (_, second) = decode_with_frame(&mut dst, 256).unwrap().unwrap();
+        assert_eq!(second.len(), 47);
+        assert!(dst.is_empty());
+    }
+
+    #[test]
+    fn a_refused_command_leaves_its_bytes_in_the_buffer() {
+        let mut frame = BytesMut::new();
+        encode_frame_raw(&TOKEN, PAYLOAD, [0; 4], 0, 7, &mut frame);
+        let mut simple = BytesMut::new();
+        encode_simple_raw(&TOKEN, b"nope", &mut simple);
+        for mut buf in [frame, simple] {
+            let before = buf.clone();
+            assert!(decode_with_frame(&mut buf, 256).is_err());
+            assert_eq!(buf, before, "the caller can log what was refused");
+        }
+    }
+
+    #[test]
+    fn command_0_fields() {
+        let bytes = [
+            &[0x00][..],   // 0: command 0
+            &[0x00, 0x20], // 1: token length 32
+            &TOKEN,        // 3: token
+            &[0x00, 0x0A], // 35: payload length 10
+            PAYLOAD,       // 37: payload
+        ]
+        .concat();
+        assert_eq!(
+            labels(&bytes),
+            [
+                l(0, 1, "command", "0 (simple)"),
+                l(1, 2, "token length", "32"),
+                l(3, 32, "device token", &"ab".repeat(32)),
+                l(35, 2, "payload length", "10"),
+                l(37, 10, "payload", r#"{"aps":{}}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn command_1_fields() {
+        let bytes = [
+            &[0x01][..],               // 0: command 1
+            &[0x00, 0x00, 0x00, 0x07], // 1: identifier 7
+            &[0x00, 0x00, 0x00, 0x00], // 5: expiry 0
+            &[0x00, 0x20],             // 9: token length 32
+            &TOKEN,                    // 11: token
+            &[0x00, 0x0A],             // 43: payload length 10
+            PAYLOAD,                   // 45: payload
+        ]
+        .concat();
+        assert_eq!(
+            labels(&bytes),
+            [
+                l(0, 1, "command", "1 (enhanced)"),
+                l(1, 4, "identifier", "00000007 (7)"),
+                l(5, 4, "expiry", "0 (do not store)"),
+                l(9, 2, "token length", "32"),
+                l(11, 32, "device token", &"ab".repeat(32)),
+                l(43, 2, "payload length", "10"),
+                l(45, 10, "payload", r#"{"aps":{}}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn command_2_fields() {
+        let bytes = [
+            &[0x02][..],               // 0: command 2
+            &[0x00, 0x00, 0x00, 0x42], // 1: frame length 66
+            &[0x01, 0x00, 0x20],       // 5: item 1, length 32
+            &TOKEN,                    // 8: token
+            &[0x02, 0x00, 0x0A],       // 40: item 2, length 10
+            PAYLOAD,                   // 43: payload
+            &[0x03, 0x00, 0x04],       // 53: item 3, length 4
+            &[0xDE, 0xAD, 0xBE, 0xEF], // 56: identifier
+            &[0x04, 0x00, 0x04],       // 60: item 4, length 4
+            &[0x5F, 0x5E, 0x10, 0x00], // 63: expiry 1_600_000_000
+            &[0x05, 0x00, 0x01],       // 67: item 5, length 1
+            &[0x0A],                   // 70: priority 10
+        ]
+        .concat();
+        assert_eq!(
+            labels(&bytes),
+            [
+                l(0, 1, "command", "2 (frame)"),
+                l(1, 4, "frame length", "66"),
+                l(5, 1, "item id", "1 (device token)"),
+                l(6, 2, "item length", "32"),
+                l(8, 32, "device token", &"ab".repeat(32)),
+                l(40, 1, "item id", "2 (payload)"),
+                l(41, 2, "item length", "10"),
+                l(43, 10, "payload", r#"{"aps":{}}"#),
+                l(53, 1, "item id", "3 (identifier)"),
+                l(54, 2, "item length", "4"),
+                l(56, 4, "identifier", "deadbeef (3735928559)"),
+                l(60, 1, "item id", "4 (expiry)"),
+                l(61, 2, "item length", "4"),
+                l(63, 4, "expiry", "1600000000"),
+                l(67, 1, "item id", "5 (priority)"),
+                l(68, 2, "item length", "1"),
+                l(70, 1, "priority", "10"),
+            ]
+        );
+        // The encoder's frame labels the same way, field for field.
+        let mut dst = BytesMut::new();
+        encode_frame_raw(
+            &TOKEN,
+            PAYLOAD,
+            [0xDE, 0xAD, 0xBE, 0xEF],
+            1_600_000_000,
+            10,
+            &mut dst,
+        );
+        assert_eq!(labels(&dst), labels(&bytes));
+    }
+
+    #[test]
+    fn malformed_input_is_labelled_as_far_as_it_goes() {
+        assert!(annotate(&[]).is_empty());
+        assert_eq!(
+            labels(&[0x09, 0x01, 0x02]),
+            [
+                l(0, 1, "command", "9 (unknown command)"),
+                l(1, 2, "unparsed", "0102")
+            ]
+        );
+        // A token length promising more than there is.
+        assert_eq!(
+            labels(&[0x00, 0x00, 0x20, 0xAB, 0xCD]),
+            [
+                l(0, 1, "command", "0 (simple)"),
+                l(1, 2, "token length", "32"),
+                l(3, 2, "device token", "cut short: 2 of 32 bytes (abcd)"),
+            ]
+        );
+        // An item running past its frame, then bytes after the frame.
+        assert_eq!(
+            labels(&[0x02, 0x00, 0x00, 0x00, 0x04, 0x07, 0x00, 0x05, 0xFF, 0xEE]),
+            [
+                l(0, 1, "command", "2 (frame)"),
+                l(1, 4, "frame length", "4"),
+                l(5, 1, "item id", "7 (unknown item)"),
+                l(6, 2, "item length", "5"),
+                l(8, 1, "item data", "cut short: 1 of 5 bytes (ff)"),
+                l(9, 1, "unparsed", "ee"),
+            ]
+        );
+        // A frame length far past the input, and a header cut short.
+        assert_eq!(
+            labels(&[0x02, 0xFF, 0xFF]),
+            [
+                l(0, 1, "command", "2 (frame)"),
+                l(1, 2, "frame length", "cut short: 2 of 4 bytes (ffff)"),
+            ]
+        );
+        let huge = [
+            &[0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x02, 0xFF, 0xFF][..],
+            &[b'x'; 100],
+        ]
+        .concat();
+        let fields = annotate(&huge);
+        assert_eq!(
+            fields.last().map(|f| (f.name, f.length)),
+            Some(("payload", 100))
+        );
+        // Every byte sequence is labelled without a panic, each field inside the input.
+        for len in 0..80u8 {
+            for seed in 0..=255u8 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i: u8| seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) % 9)
+                    .collect();
+                for f in annotate(&bytes) {
+                    assert!(f.offset + f.length <= bytes.len(), "{bytes:?}: {f:?}");
                 }
             }
         }

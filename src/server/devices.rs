@@ -414,7 +414,7 @@ mod tests {
     use uuid::Uuid;
 
     use crate::clock::Clock;
-    use crate::hub::{Api, Event, Outcome, PushRequest};
+    use crate::hub::{Api, Event, Logged, Outcome, PushRequest};
     use crate::protocol::device::{decode_server_message, encode_device_message};
     use crate::protocol::token::{DeviceToken, TokenKind};
 
@@ -487,14 +487,14 @@ mod tests {
         }
     }
 
-    async fn acknowledged(events: &mut broadcast::Receiver<Event>, id: u32) {
+    async fn acknowledged(events: &mut broadcast::Receiver<Logged>, id: u32) {
         let wait = async {
             loop {
                 if let Event::Notification {
                     identifier,
                     outcome: Outcome::Acknowledged,
                     ..
-                } = events.recv().await.unwrap()
+                } = events.recv().await.unwrap().event
                 {
                     if identifier == id {
                         return;
@@ -520,6 +520,7 @@ mod tests {
             push_type: None,
             collapse_id: None,
             payload: Bytes::from_static(br#"{"aps":{}}"#),
+            frame: None,
             fault: None,
         })
         .unwrap();

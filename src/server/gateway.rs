@@ -155,9 +155,16 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
         // The command byte of the notification at the front of the buffer when the decoder
         // last ran: the format of the one it refused, if it refuses.
         let mut command_byte = None;
+        // What had arrived of a command the decoder refused, for the delivery log.
+        let mut refused_bytes = Bytes::new();
         let decode = |buf: &mut bytes::BytesMut| {
             command_byte = buf.first().copied();
-            notification::decode_with(buf, legacy_max)
+            let decoded = notification::decode_with_frame(buf, legacy_max);
+            if decoded.is_err() {
+                let kept = buf.get(..crate::hub::MAX_REFUSED_FRAME).unwrap_or(buf);
+                refused_bytes = Bytes::copy_from_slice(kept);
+            }
+            decoded
         };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -184,13 +191,12 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Err(ReadError::Decode(rejection))) => {
                 let reason = rejection.reason.to_string();
-                hub.record_rejection(
-                    Api::Binary,
+                hub.record_refused_frame(
                     &provider.topic,
                     rejection.identifier,
                     Uuid::new_v4(),
-                    None,
                     reason.clone(),
+                    refused_bytes,
                 );
                 let command = match rejection.reason {
                     RejectReason::UnknownCommand(_) => None,
@@ -206,7 +212,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%err, "connection ended");
                 return;
             }
-            Ok(Ok(Some(n))) => {
+            Ok(Ok(Some((n, frame)))) => {
                 let identifier = n.identifier;
                 let command = n.command;
                 let hit = hub.fault(&Probe {
@@ -217,7 +223,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                     connection: Some(connection),
                     serial: None,
                 });
-                let mut request = request(n, provider);
+                let mut request = request(n, frame, provider);
                 let mut close_after = None;
                 if let Some(hit) = hit {
                     request.fault = Some(hit.id.clone());
@@ -345,7 +351,8 @@ fn push_status(error: &PushError) -> Option<Status> {
     }
 }
 
-fn request(n: Notification, provider: &Provider) -> PushRequest {
+/// The hub's request for a decoded notification; `frame` is its bytes as received.
+fn request(n: Notification, frame: Bytes, provider: &Provider) -> PushRequest {
     PushRequest {
         api: Api::Binary,
         token: n.token,
@@ -358,6 +365,7 @@ fn request(n: Notification, provider: &Provider) -> PushRequest {
         push_type: None,
         collapse_id: None,
         payload: Bytes::clone(&n.payload),
+        frame: Some(frame),
         fault: None,
     }
 }

@@ -711,8 +711,8 @@ async fn serve_fleet_flag_wins_over_the_other_variable() {
     }
 }
 
-/// The control API is unauthenticated: `serve` refuses a `--bind` that is not loopback
-/// before it mints or binds anything, and says why.
+/// Without a control token, `serve` refuses a `--bind` that is not loopback before it
+/// mints or binds anything, and says why.
 #[tokio::test]
 async fn serve_refuses_a_non_loopback_bind_for_the_control_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -725,7 +725,7 @@ async fn serve_refuses_a_non_loopback_bind_for_the_control_api() {
     .await;
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(
-        err.contains("control API is unauthenticated") && err.contains("0.0.0.0"),
+        err.contains("--control-token") && err.contains("0.0.0.0"),
         "{err}"
     );
     assert!(!dir.path().join("certs").exists(), "nothing minted");

@@ -11,7 +11,7 @@ use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent, D
 use apns_sim::client::http2::Http2Client;
 use apns_sim::client::BinaryClient;
 use apns_sim::clock::Clock;
-use apns_sim::hub::Event;
+use apns_sim::hub::{Event, Logged};
 use apns_sim::pki::{jwt, CertEnvironment, Pki, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::protocol::token::{AppToken, DeviceToken};
 use apns_sim::protocol::Environment;
@@ -301,13 +301,13 @@ pub(crate) async fn command(handle: &DeviceHandle, cmd: DeviceCommand) {
 
 /// Waits for the first hub event matching `pred`.
 pub(crate) async fn next_hub_event(
-    rx: &mut broadcast::Receiver<Event>,
+    rx: &mut broadcast::Receiver<Logged>,
     pred: impl Fn(&Event) -> bool,
 ) -> Event {
     let wait = async {
         loop {
             match rx.recv().await {
-                Ok(e) if pred(&e) => return e,
+                Ok(l) if pred(&l.event) => return l.event,
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     panic!("test subscriber lagged by {n} events")

@@ -759,8 +759,8 @@ async fn a_control_api_without_actors_answers_503() {
         listener,
         hub,
         endpoints,
-        None,
         shutdown.clone(),
+        control::ControlConfig::default(),
     ));
     let answer = call(addr, Method::POST, "/v1/devices", Some(json!({}))).await;
     refused(&answer, 503, None);
@@ -821,7 +821,7 @@ async fn remove_all_stops_every_managed_device() {
     let t = common::start().await;
     create(&t, "ALL-1", &[DEFAULT_TOPIC]).await;
     create(&t, "ALL-2", &[]).await;
-    assert_eq!(t.sim.actors().remove_all().await, 2);
+    assert_eq!(t.sim.actors().remove_all().await.len(), 2);
     assert!(t.sim.actors().list().is_empty());
     let (_, list) = call(api(&t), Method::GET, "/v1/devices", None).await;
     let managed: Vec<&Value> = list["devices"]
@@ -831,6 +831,73 @@ async fn remove_all_stops_every_managed_device() {
         .filter(|d| d["managed"] == true)
         .collect();
     assert!(managed.is_empty(), "{list}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reset_removing_devices_forgets_them_and_their_faults() {
+    let t = common::start().await;
+    let kept = create(&t, "RESET-KEEP", &[DEFAULT_TOPIC]).await;
+    let (status, _) = call(
+        api(&t),
+        Method::POST,
+        "/v1/faults",
+        Some(json!({"on": "binary", "close": true})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // "keep": the device stays, online, with its token; the fault goes.
+    let (status, answer) = call(
+        api(&t),
+        Method::POST,
+        "/v1/reset",
+        Some(json!({"devices": "keep"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["removed_devices"], &answer["cleared"]["faults"]),
+        (&json!(0), &json!(1))
+    );
+    let (_, faults) = call(api(&t), Method::GET, "/v1/faults", None).await;
+    assert_eq!(faults["faults"], json!([]));
+    let (_, list) = call(api(&t), Method::GET, "/v1/devices", None).await;
+    let listed = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == "RESET-KEEP")
+        .cloned()
+        .unwrap_or_else(|| panic!("kept: {list}"));
+    assert_eq!(listed["online"], true);
+    assert_eq!(
+        token_of(&listed, DEFAULT_TOPIC),
+        token_of(&kept, DEFAULT_TOPIC)
+    );
+    // "remove": every in-process device stops, and the hub, which has seen them leave,
+    // forgets them: the list no longer has them, and their tokens are unknown.
+    let (status, answer) = call(
+        api(&t),
+        Method::POST,
+        "/v1/reset",
+        Some(json!({"devices": "remove"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["removed_devices"].as_u64().unwrap() >= 1, "{answer}");
+    assert!(
+        answer["cleared"]["offline_devices"].as_u64().unwrap() >= 1,
+        "{answer}"
+    );
+    let (_, list) = call(api(&t), Method::GET, "/v1/devices", None).await;
+    assert_eq!(list["devices"], json!([]), "{list}");
+    let gone = push(
+        &t,
+        json!({"token": token_of(&kept, DEFAULT_TOPIC), "topic": DEFAULT_TOPIC, "payload": {"aps": {}}}),
+    )
+    .await;
+    assert_eq!(gone["status"], 400, "{gone}");
+    assert_eq!(gone["reason"], "BadDeviceToken", "{gone}");
     t.stop().await;
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use apns_sim::client::http2::{read_response, Http2Request};
 use apns_sim::client::{self, GatewayAnswer};
-use apns_sim::hub::{Event, Outcome, ProviderEndpoint, Removed};
+use apns_sim::hub::{Event, Logged, Outcome, ProviderEndpoint, Removed};
 use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::error_response::Status;
 use apns_sim::protocol::token::DeviceToken;
@@ -93,7 +93,7 @@ fn push(token: &DeviceToken) -> Http2Request {
 }
 
 /// Waits for the `FaultRemoved` of `id` and returns its reason.
-async fn removed(events: &mut broadcast::Receiver<Event>, id: &str) -> Removed {
+async fn removed(events: &mut broadcast::Receiver<Logged>, id: &str) -> Removed {
     let id = id.to_owned();
     match next_hub_event(
         events,
@@ -287,7 +287,7 @@ async fn provider_connections_are_numbered_and_a_fault_can_match_one() {
     let t = common::start().await;
     let (mut dev, token) = phone(&t, "fault-conn").await;
     let mut events = t.sim.hub().subscribe();
-    let connected = |events: &mut broadcast::Receiver<Event>| {
+    let connected = |events: &mut broadcast::Receiver<Logged>| {
         let mut events = events.resubscribe();
         async move {
             match next_hub_event(&mut events, |e| {

@@ -16,7 +16,7 @@ use apns_sim::client::http2::{
     push, read_response, Http2Client, Http2ClientError, Http2Request, Http2Response, PushAuth,
     PushOptions,
 };
-use apns_sim::hub::{Event, Outcome};
+use apns_sim::hub::{Event, Logged, Outcome};
 use apns_sim::pki::jwt;
 use apns_sim::pki::{CertEnvironment, Pki, DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::protocol::http2 as frames;
@@ -1304,7 +1304,7 @@ async fn background_with_priority_10_is_accepted_with_a_warning() {
 }
 
 /// The detail of the `sent` event of notification `id`.
-async fn sent_detail(events: &mut tokio::sync::broadcast::Receiver<Event>, id: Uuid) -> String {
+async fn sent_detail(events: &mut tokio::sync::broadcast::Receiver<Logged>, id: Uuid) -> String {
     match common::next_hub_event(events, |e| {
         matches!(e, Event::Notification { apns_id, outcome: Outcome::Sent, .. } if *apns_id == id)
     })

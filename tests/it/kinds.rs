@@ -9,7 +9,7 @@ use std::sync::Arc;
 use apns_sim::client::device::{DeviceCommand, DeviceEvent, DeviceHandle};
 use apns_sim::client::http2::{Http2Client, Http2Request, Http2Response};
 use apns_sim::client::GatewayAnswer;
-use apns_sim::hub::{Event, Outcome};
+use apns_sim::hub::{Event, Logged, Outcome};
 use apns_sim::pki::{CertEnvironment, DEFAULT_KEY_ID, DEFAULT_TEAM_ID, DEFAULT_TOPIC};
 use apns_sim::protocol::error_response::{ErrorResponse, Status};
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
@@ -89,7 +89,7 @@ async fn next_kind(dev: &mut DeviceHandle) -> (TokenKind, DeviceToken) {
 
 /// The hub's reason for rejecting the notification with `apns_id`.
 async fn rejection_detail(
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    events: &mut tokio::sync::broadcast::Receiver<Logged>,
     answer: &Http2Response,
 ) -> String {
     let id: Uuid = answer

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod control;
 mod control_devices;
+mod control_events;
 mod control_faults;
 mod dashboard;
 mod devices;

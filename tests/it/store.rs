@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apns_sim::client::device::{DeviceCommand, DeviceEvent, DeviceHandle};
 use apns_sim::client::http2::Http2Request;
-use apns_sim::hub::{Event, Outcome};
+use apns_sim::hub::{Event, Logged, Outcome};
 use apns_sim::pki::{CertEnvironment, DEFAULT_TOPIC};
 use apns_sim::protocol::notification::{self, FrameItem};
 use apns_sim::protocol::Environment;
@@ -23,7 +23,7 @@ use crate::common::{
 const POLICY: Duration = Duration::from_secs(30 * 86_400);
 
 /// Waits for the next notification event with `outcome`, whatever its identifier.
-async fn next_outcome(events: &mut broadcast::Receiver<Event>, outcome: Outcome) -> Event {
+async fn next_outcome(events: &mut broadcast::Receiver<Logged>, outcome: Outcome) -> Event {
     next_hub_event(
         events,
         move |e| matches!(e, Event::Notification { outcome: o, .. } if *o == outcome),

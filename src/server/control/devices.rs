@@ -79,7 +79,7 @@ pub trait Actors: Send + Sync + fmt::Debug + 'static {
     fn push(&self, push: TestPush) -> BoxFuture<'_, Result<PushAnswer, Refusal>>;
     /// Stops and forgets every managed device (the demo fleet's too) and answers how many:
     /// what `POST /v1/reset` with `"devices": "remove"` does to the in-process devices.
-    fn remove_all(&self) -> BoxFuture<'_, usize>;
+    fn remove_all(&self) -> BoxFuture<'_, Vec<String>>;
 }
 
 /// Why an [`Actors`] call did not do what was asked; each maps to one answer.

@@ -13,6 +13,8 @@
 //!   in-process devices and the test provider, reached through [`devices::Actors`];
 //! - `GET`, `POST`, `DELETE /v1/faults` and `DELETE /v1/faults/{id}`: list, add and remove
 //!   faults ([`faults`]);
+//! - `GET /v1/events`: server-sent events of everything the hub logs, resumable ([`events`]);
+//! - `POST /v1/reset`: back to an empty world without a restart ([`reset`]);
 //! - `GET /v1/openapi.json`: the document itself;
 //! - `GET /metrics`: the Prometheus metrics, in OpenMetrics text ([`metrics`]);
 //! - `GET /`, `GET /dashboard/app.js`, `GET /dashboard/style.css`: the dashboard, a page
@@ -20,33 +22,46 @@
 //!   ([`dashboard`]).
 //!
 //! Like every endpoint, [`run`] takes an already-bound listener and the simulator's shutdown
-//! token. The API has no authentication yet, so [`crate::sim::Simulator`] refuses to start it
-//! on anything but a loopback address.
+//! token. With a token ([`ControlConfig::token`], `serve --control-token`) every request must
+//! carry it as `Authorization: Bearer …` (`GET /`, the dashboard's assets and
+//! `GET /v1/events` also take `?access_token=…`, since a browser loading a page's script or
+//! opening an `EventSource` cannot set headers); without one,
+//! [`crate::sim::Simulator`] refuses to start the API on anything but a loopback address.
+//! At most [`ControlConfig::max_connections`] connections are served at once
+//! ([`Settings::max_control_connections`](crate::settings::Settings::max_control_connections)).
 //!
 //! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
 //! the parameter at fault; no input makes a handler panic.
 
 pub mod dashboard;
 pub mod devices;
+pub mod events;
 pub mod faults;
 pub mod feedback;
 pub mod metrics;
 pub mod notifications;
 pub mod push;
+pub mod reset;
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utoipa::{OpenApi, ToSchema};
@@ -60,7 +75,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 20] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 22] {
     [
         ("/v1/health", get(health)),
         (
@@ -86,6 +101,8 @@ fn table() -> [(&'static str, MethodRouter<Ctx>); 20] {
             get(devices::apns),
         ),
         ("/v1/push", post(push::send)),
+        ("/v1/events", get(events::stream)),
+        ("/v1/reset", post(reset::reset)),
         ("/v1/openapi.json", get(openapi_json)),
         ("/metrics", get(metrics::scrape)),
         ("/", get(dashboard::index)),
@@ -116,6 +133,32 @@ pub struct Endpoints {
     pub control: SocketAddr,
 }
 
+/// How the control API is run, besides its listener, hub and endpoints.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The bearer token every request must carry (`serve --control-token`); `None`: no
+    /// authentication, which the simulator allows on a loopback address only.
+    pub token: Option<String>,
+    /// Connections served at once; the next client waits in the listen backlog
+    /// ([`crate::settings::Settings::max_control_connections`]).
+    pub max_connections: usize,
+    /// The in-process devices and the test provider, which the device and push routes drive
+    /// and `POST /v1/reset` with `"devices": "remove"` removes; `None` for a control API built
+    /// alone, whose device and push routes then answer 503.
+    pub actors: Option<Arc<dyn devices::Actors>>,
+}
+
+impl Default for ControlConfig {
+    /// No token, the default connection limit, no actors.
+    fn default() -> Self {
+        ControlConfig {
+            token: None,
+            max_connections: crate::settings::Settings::default().max_control_connections,
+            actors: None,
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 struct Ctx {
@@ -123,34 +166,59 @@ struct Ctx {
     hub: Hub,
     /// The addresses `GET /v1/health` reports.
     endpoints: Endpoints,
-    /// The simulator's shutdown: a pending `wait` answers at once when it fires, so that
-    /// graceful shutdown does not sit out its timeout.
+    /// The simulator's shutdown: a pending `wait` answers at once when it fires, and an
+    /// event stream ends, so that graceful shutdown does not sit out their timeouts.
     shutdown: CancellationToken,
     /// One permit per pending wait, [`notifications::MAX_PENDING_WAITS`] in all.
     waits: Arc<Semaphore>,
+    /// One permit per open event stream, [`events::MAX_EVENT_STREAMS`] in all.
+    streams: Arc<Semaphore>,
+    /// The bearer token, if one is required.
+    token: Option<Arc<str>>,
     /// The in-process devices and the test provider; `None` for a control API built
     /// alone, whose device and push routes then answer 503.
     actors: Option<Arc<dyn devices::Actors>>,
 }
 
+impl Ctx {
+    fn new(
+        hub: Hub,
+        endpoints: Endpoints,
+        shutdown: CancellationToken,
+        config: &ControlConfig,
+    ) -> Self {
+        Ctx {
+            hub,
+            endpoints,
+            shutdown,
+            waits: Arc::new(Semaphore::new(notifications::MAX_PENDING_WAITS)),
+            streams: Arc::new(Semaphore::new(events::MAX_EVENT_STREAMS)),
+            token: config.token.as_deref().map(Arc::from),
+            actors: config.actors.clone(),
+        }
+    }
+}
+
 /// Serves the control API on `listener` until `shutdown` fires, then lets requests in flight
-/// finish (a `wait` ends at once with 503). `actors` drive the device and push routes
-/// (`None`: they answer 503).
+/// finish (a `wait` ends at once with 503, an event stream ends).
 pub async fn run(
     listener: TcpListener,
     hub: Hub,
     endpoints: Endpoints,
-    actors: Option<Arc<dyn devices::Actors>>,
     shutdown: CancellationToken,
+    config: ControlConfig,
 ) {
-    let ctx = Ctx {
-        hub,
-        endpoints,
-        shutdown: shutdown.clone(),
-        waits: Arc::new(Semaphore::new(notifications::MAX_PENDING_WAITS)),
-        actors,
+    let ctx = Ctx::new(hub, endpoints, shutdown.clone(), &config);
+    info!(
+        addr = %endpoints.control,
+        token = config.token.is_some(),
+        max_connections = config.max_connections,
+        "control API listening"
+    );
+    let listener = Limited {
+        listener,
+        slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
     };
-    info!(addr = %endpoints.control, "control API listening");
     let served = axum::serve(listener, router(ctx))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -159,9 +227,9 @@ pub async fn run(
     }
 }
 
-/// The router: [`routes`], a JSON 404 for any other path and a JSON 405 for another method.
-/// The routes sit inside an outer router so that [`explain_405`] sees their answers after
-/// axum has added the `Allow` header.
+/// The router: [`routes`], a JSON 404 for any other path and a JSON 405 for another method,
+/// every request (the fallbacks too) through [`authorize`]. The routes sit inside an outer
+/// router so that [`explain_405`] sees their answers after axum has added the `Allow` header.
 fn router(ctx: Ctx) -> Router {
     let routes = table()
         .into_iter()
@@ -171,10 +239,159 @@ fn router(ctx: Ctx) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(ctx);
+        .with_state(ctx.clone());
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::map_response(explain_405))
+        .layer(middleware::from_fn_with_state(ctx, authorize))
+}
+
+/// The routes that also take the token as `?access_token=…`: the dashboard page, its script
+/// and style sheet (which the page names with the same query) and its event stream, which a
+/// browser loads or opens (`EventSource`) without a way to set headers.
+const QUERY_TOKEN_ROUTES: &[&str] = &[
+    "/",
+    dashboard::APP_JS_PATH,
+    dashboard::STYLE_CSS_PATH,
+    "/v1/events",
+];
+
+/// Lets a request through when no token is set or it carries the token: `Authorization:
+/// Bearer <token>`, or `?access_token=<token>` on [`QUERY_TOKEN_ROUTES`]. Otherwise 401 with
+/// a JSON body and `WWW-Authenticate: Bearer`. The comparison takes the same time however
+/// much of a guess is right.
+async fn authorize(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    let refusal = ctx
+        .token
+        .as_deref()
+        .and_then(|token| refusal(token, &request));
+    let Some(error) = refusal else {
+        return next.run(request).await;
+    };
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        body: ErrorBody {
+            error: error.to_owned(),
+            field: Some("Authorization".to_owned()),
+        },
+    }
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(r#"Bearer realm="apns-sim control API""#),
+    );
+    response
+}
+
+/// Why `request` does not carry `token`, or `None` when it does.
+fn refusal(token: &str, request: &Request) -> Option<&'static str> {
+    let matches = |given: &str| bool::from(given.as_bytes().ct_eq(token.as_bytes()));
+    let by_query = || {
+        QUERY_TOKEN_ROUTES.contains(&request.uri().path())
+            && Query::<Vec<(String, String)>>::try_from_uri(request.uri()).is_ok_and(
+                |Query(pairs)| {
+                    pairs
+                        .iter()
+                        .any(|(name, given)| name == "access_token" && matches(given))
+                },
+            )
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given.trim());
+    match bearer {
+        Some(given) if matches(given) => None,
+        _ if by_query() => None,
+        Some(_) => Some("the bearer token is not the control token"),
+        None => Some("this control API needs its token: Authorization: Bearer <token>"),
+    }
+}
+
+/// The control listener with a bound on connections served at once. `axum::serve` accepts
+/// without limit, so this wraps the listener: a connection slot is taken before each accept
+/// (a client beyond the bound waits in the kernel's backlog, as on the other endpoints)
+/// and travels with the connection, freed when axum drops it.
+struct Limited {
+    /// The bound listener.
+    listener: TcpListener,
+    /// One permit per connection being served.
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Held;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Held, SocketAddr) {
+        // The semaphore is never closed; should it be, no more connections are accepted.
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return std::future::pending().await;
+        };
+        let (stream, peer) = axum::serve::Listener::accept(&mut self.listener).await;
+        (
+            Held {
+                stream,
+                _slot: slot,
+            },
+            peer,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An accepted control connection holding its slot.
+struct Held {
+    /// The connection.
+    stream: TcpStream,
+    /// Its slot, released when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Held {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Held {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// The OpenAPI 3 document of every route, generated from the handlers' annotations.
@@ -184,7 +401,9 @@ fn router(ctx: Ctx) -> Router {
         title = "apns-sim control API",
         description = "Inspect and drive a running APNs simulator: its endpoints, the delivery \
                        log, the feedback lists, in-process devices and their inboxes, test \
-                       pushes, the Prometheus metrics."
+                       pushes, faults, the live event stream, a reset, the Prometheus \
+                       metrics. With `serve --control-token T` every request needs \
+                       `Authorization: Bearer T`."
     ),
     paths(
         health,
@@ -205,6 +424,8 @@ fn router(ctx: Ctx) -> Router {
         faults::add,
         faults::clear,
         faults::remove,
+        events::stream,
+        reset::reset,
         openapi_json,
         metrics::scrape,
         dashboard::index,
@@ -485,6 +706,24 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A context over a fresh hub, for handler tests.
+    pub(super) fn ctx() -> Ctx {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let endpoints = Endpoints {
+            gateway: addr,
+            feedback: addr,
+            http2: addr,
+            devices: addr,
+            control: addr,
+        };
+        Ctx::new(
+            Hub::new(crate::clock::Clock::system()),
+            endpoints,
+            CancellationToken::new(),
+            &ControlConfig::default(),
+        )
+    }
 
     #[test]
     fn the_document_lists_exactly_the_routes() {

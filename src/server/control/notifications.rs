@@ -4,7 +4,9 @@
 //!
 //! Every event of the ring has a sequence number; a record carries its number as `seq`, and
 //! an answer's `next` is the cursor to pass as `since` to read on. When events after the
-//! cursor have already fallen out of the ring the answer says `"truncated": true`.
+//! cursor have already fallen out of the ring the answer says `"truncated": true`. The
+//! broadcast carries the numbers too: a wait takes the event right after its cursor as it
+//! comes, skips one it has seen, and reads the ring again across a gap.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{number, params, ApiError, Ctx, RawQuery};
 use crate::hub::{self, Event, Hub, Logged};
+use crate::protocol::notification;
 use crate::protocol::token::DeviceToken;
 
 /// The most records one answer returns (`limit`'s maximum, and `count`'s): an answer is built
@@ -110,8 +113,54 @@ pub struct Record {
     pub outcome: hub::Outcome,
     /// Extra words: a rejection's reason, the device, a warning.
     pub detail: String,
+    /// `apns-push-type` (HTTP/2), when the request named one.
+    pub push_type: Option<String>,
+    /// The priority (10, 5 or 1), when the notification got far enough to have one.
+    pub priority: Option<u8>,
+    /// The expiry as the provider gave it, UNIX seconds (0: now or never; null: none given).
+    pub expiry: Option<u32>,
+    /// `apns-collapse-id` (HTTP/2), when given.
+    pub collapse_id: Option<String>,
+    /// The JSON payload as sent, when it got far enough to have a checked one.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// Binary API: the command's bytes exactly as received, in hex.
+    pub frame: Option<String>,
+    /// Binary API: every field of `frame`, labelled.
+    pub frame_fields: Option<Vec<FrameField>>,
     /// The id of the fault that hit it (`POST /v1/faults`), if one did.
     pub fault: Option<String>,
+}
+
+/// One field of a binary command's bytes (`frame`), labelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FrameField {
+    /// Offset of its first byte in `frame`.
+    pub offset: usize,
+    /// Its length in bytes.
+    pub length: usize,
+    /// What it is: `command`, `frame length`, `item id`, `item length`, `device token`,
+    /// `payload`, `identifier`, `expiry`, `priority`, `token length`, `payload length`,
+    /// `item data`, or `unparsed`.
+    pub name: String,
+    /// Its value in words (numbers, hex, the payload's text); a field the bytes end inside
+    /// says `cut short`.
+    pub value: String,
+}
+
+impl FrameField {
+    /// Every field of `frame`, labelled by [`notification::annotate`].
+    pub fn all(frame: &[u8]) -> Vec<FrameField> {
+        notification::annotate(frame)
+            .into_iter()
+            .map(|f| FrameField {
+                offset: f.offset,
+                length: f.length,
+                name: f.name.to_owned(),
+                value: f.value,
+            })
+            .collect()
+    }
 }
 
 /// An answer of either route.
@@ -224,6 +273,13 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            push_type,
+            priority,
+            expiry,
+            collapse_id,
+            payload,
+            serial,
+            frame,
             fault,
         } = logged.event
         else {
@@ -237,7 +293,7 @@ impl Matcher<'_> {
         {
             return None;
         }
-        let serial = token.and_then(|t| self.serial(&t));
+        let serial = serial.or_else(|| token.and_then(|t| self.serial(&t)));
         if let Some(wanted) = &self.filters.serial {
             if serial.as_ref() != Some(wanted) {
                 return None;
@@ -254,6 +310,17 @@ impl Matcher<'_> {
             api,
             outcome,
             detail,
+            push_type,
+            priority,
+            expiry,
+            collapse_id,
+            payload: payload.map(|p| {
+                serde_json::from_slice(&p).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&p).into_owned())
+                })
+            }),
+            frame_fields: frame.0.as_deref().map(FrameField::all),
+            frame: frame.0.map(hex::encode),
             fault,
         })
     }
@@ -282,7 +349,7 @@ impl Matcher<'_> {
 
 /// Checks that a cursor is not ahead of the log (a cursor from an earlier run of the
 /// simulator would otherwise match nothing, silently, until the log caught up).
-fn check_since(hub: &Hub, since: u64) -> Result<(), ApiError> {
+pub(super) fn check_since(hub: &Hub, since: u64) -> Result<(), ApiError> {
     let last = hub.events_after(u64::MAX).last_seq;
     if since > last {
         return Err(ApiError::field(
@@ -379,10 +446,16 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
     let mut notifications = Vec::new();
     let mut cursor = since;
     let mut truncated = false;
+    // Whether the log must be read after `cursor`: at first, and whenever the broadcast
+    // skipped ahead (a lagged receiver, or two events heard out of order).
+    let mut reread = true;
     loop {
-        let (next, missed) = matcher.read(cursor, &mut notifications, count);
-        cursor = next;
-        truncated |= missed;
+        if reread {
+            let (next, missed) = matcher.read(cursor, &mut notifications, count);
+            cursor = next;
+            truncated |= missed;
+            reread = false;
+        }
         let answer = |status| {
             let records = Records {
                 notifications: notifications.clone(),
@@ -394,8 +467,8 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
         if notifications.len() == count {
             return Ok(answer(StatusCode::OK));
         }
-        // The broadcast only says "the log grew"; the log itself is read again by cursor, so
-        // a lagged receiver loses nothing the ring still holds.
+        // Each broadcast event carries its sequence number: the one right after the cursor
+        // is taken as it is, one already seen is skipped, and a gap is filled from the log.
         tokio::select! {
             () = ctx.shutdown.cancelled() => {
                 return Err(ApiError::general(
@@ -407,9 +480,17 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
                 return Ok(answer(StatusCode::REQUEST_TIMEOUT));
             }
             heard = live.recv() => match heard {
+                Ok(logged) if logged.seq <= cursor => {}
+                Ok(logged) if logged.seq == cursor + 1 => {
+                    cursor = logged.seq;
+                    if let Some(record) = matcher.record(logged) {
+                        notifications.push(record);
+                    }
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {
                     // Whatever else is already queued is in the log too: one read for all.
                     while !matches!(live.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+                    reread = true;
                 }
                 Err(RecvError::Closed) => {
                     return Err(ApiError::general(
@@ -424,34 +505,14 @@ pub(super) async fn wait(State(ctx): State<Ctx>, query: RawQuery) -> Result<Resp
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
     use axum::extract::Query;
-    use tokio::sync::Semaphore;
-    use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
     use super::*;
-    use crate::clock::Clock;
     use crate::hub::EVENT_CHANNEL;
-    use crate::server::control::Endpoints;
 
     fn ctx() -> Ctx {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        Ctx {
-            hub: Hub::new(Clock::system()),
-            endpoints: Endpoints {
-                gateway: addr,
-                feedback: addr,
-                http2: addr,
-                devices: addr,
-                control: addr,
-            },
-            shutdown: CancellationToken::new(),
-            waits: Arc::new(Semaphore::new(MAX_PENDING_WAITS)),
-            actors: None,
-        }
+        super::super::tests::ctx()
     }
 
     fn query(pairs: &[(&str, &str)]) -> RawQuery {

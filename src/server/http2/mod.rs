@@ -833,6 +833,7 @@ impl StreamJob {
             push_type: Some(checked.push_type.as_str().to_owned()),
             collapse_id: checked.collapse_id,
             payload,
+            frame: None,
             fault,
         };
         match self.hub.push(request) {
