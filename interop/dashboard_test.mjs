@@ -17,7 +17,9 @@
 //  5. Sends one through the binary gateway, opens it, and sees its bytes with each field
 //     labelled.
 //  6. Saves a screenshot of the whole page to target/dashboard.png.
-//  7. Adds a bad fault from the page and sees the API's refusal shown in words.
+//  7. Adds the example fault from the page and removes it; takes the device offline, sees a
+//     push stored, brings it online and sees it delivered; adds a bad fault and sees the
+//     API's refusal shown in words; uninstalls the app and sees it gone.
 //  8. Starts a second simulator with --control-token and sees /?access_token=T work (assets,
 //     requests and event stream) and / alone refused.
 //
@@ -281,6 +283,35 @@ async function main() {
     return `${fs.statSync(screenshot).size} bytes`;
   });
 
+  if (ready) {
+    await check('a fault added from the page (the example as given) is listed, then removed', async () => {
+      await page.locator('[data-testid=fault-add]').click();
+      const fault = page.locator('[data-testid=fault]');
+      await fault.first().waitFor().catch(() => { throw new Error('the fault is not listed'); });
+      const id = await fault.first().getAttribute('data-fault-id');
+      await fault.first().getByRole('button', { name: /Remove fault/ }).click();
+      await page.locator('[data-testid=fault]').first().waitFor({ state: 'detached' })
+        .catch(() => { throw new Error(`fault ${id} is still listed after Remove`); });
+      return `${id} added and removed`;
+    });
+
+    await check('offline from the page: a push is stored, and delivered when back online', async () => {
+      const device = page.locator('[data-testid=device][data-online=true]').first();
+      const serial = await device.getAttribute('data-serial');
+      const card = page.locator(`[data-testid=device][data-serial="${serial}"]`);
+      await card.locator('[data-testid=device-offline]').click();
+      await page.locator(`[data-testid=device][data-serial="${serial}"][data-online=false]`).waitFor()
+        .catch(() => { throw new Error(`${serial} is not shown offline`); });
+      const { apnsId } = await pushFromPage('http2');
+      const lane = (outcome) => page.locator(
+        `[data-testid=notification][data-apns-id="${apnsId}"][data-outcome=${outcome}]`);
+      await lane('stored').waitFor().catch(() => { throw new Error(`${apnsId} is not shown stored`); });
+      await card.locator('[data-testid=device-online]').click();
+      await delivered(apnsId);
+      return `${serial}: ${apnsId} stored, then delivered`;
+    });
+  }
+
   // An API refusal is shown on the page in the API's own words (a 400 naming the field).
   const refused = await check('an API error is shown on the page in words', async () => {
     const before = problems.length;
@@ -297,6 +328,20 @@ async function main() {
     return text;
   });
   if (!refused) problems.length = 0; // reported already; keep the last check about the rest
+
+  if (ready) {
+    await check('an app uninstalled from the page leaves its device', async () => {
+      const app = page.locator('[data-testid=device][data-online=true] [data-testid=app]').first();
+      const name = await app.getAttribute('data-app');
+      const kind = await app.getAttribute('data-kind');
+      const serial = await page.locator('[data-testid=device][data-online=true]').first().getAttribute('data-serial');
+      await app.locator('[data-testid=app-uninstall]').click();
+      await page.locator(`[data-testid=device][data-serial="${serial}"] [data-testid=app][data-app="${name}"][data-kind="${kind}"]`)
+        .waitFor({ state: 'detached' })
+        .catch(() => { throw new Error(`${name} (${kind}) is still listed on ${serial}`); });
+      return `${name} (${kind}) uninstalled from ${serial}`;
+    });
+  }
 
   const shown = await page.locator('[data-testid=error]').allTextContents().catch(() => []);
   report(problems.length === 0 && shown.length === 0, 'no page error, no failed API call',

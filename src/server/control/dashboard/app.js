@@ -44,6 +44,8 @@ const MAX_NOTIFICATIONS = 300;
 // How many log records after a notification's first event the page reads to find that
 // notification's own record (its labelled bytes): its first few events are among them.
 const LOG_LOOKAHEAD = 50;
+// How many closed provider connections stay listed (greyed) after they end.
+const MAX_CLOSED_PROVIDERS = 8;
 // How many error messages stay on screen at once (the oldest goes first).
 const MAX_ERRORS = 5;
 // Wait this long after an event before re-reading a list from the API, so a burst of events
@@ -646,13 +648,18 @@ function frameView(hex, fields) {
 
 function renderProviders() {
   const list = $('providers');
-  const providers = [...state.providers.values()];
-  $('providers-empty').hidden = providers.length > 0;
-  list.replaceChildren(...providers.map((p) => el('li', { 'data-testid': 'provider', 'data-connection': p.connection },
+  // Open connections first, then the recently closed ones, newest first.
+  const providers = [...state.providers.values()].reverse()
+    .sort((a, b) => Number(Boolean(a.closed_at_ms)) - Number(Boolean(b.closed_at_ms)));
+  $('providers-empty').hidden = providers.some((p) => !p.closed_at_ms);
+  list.replaceChildren(...providers.map((p) => el('li', { 'data-testid': 'provider', 'data-connection': p.connection,
+    'data-open': String(!p.closed_at_ms), class: p.closed_at_ms ? 'closed' : '' },
     el('span', { class: 'badge', text: { gateway: 'binary gateway', http2: 'HTTP/2', feedback: 'feedback' }[p.endpoint] || p.endpoint }),
-    el('span', { text: ` #${p.connection} from ${p.peer || p.addr || '?'} ` }),
+    el('span', { text: ` #${p.connection} from ${p.peer || p.addr || '?'}: ` }),
     el('span', { class: 'identity', text: identity(p.identity) }),
-    el('span', { class: 'when', text: ` since ${time(p.at_ms)}` }))));
+    el('span', { class: 'when', text: p.closed_at_ms
+      ? ` ${time(p.at_ms)}–${time(p.closed_at_ms)}, closed`
+      : ` since ${time(p.at_ms)}` }))));
 }
 
 function identity(id) {
@@ -815,10 +822,17 @@ function onEvent(message) {
       state.providers.set(String(ev.connection), ev);
       redraw('providers');
       break;
-    case 'provider_disconnected':
-      state.providers.delete(String(ev.connection));
+    case 'provider_disconnected': {
+      // Kept a while, greyed: the test provider connects for one push and leaves.
+      const p = state.providers.get(String(ev.connection));
+      if (p) p.closed_at_ms = ev.at_ms || Date.now();
+      const closed = [...state.providers.values()].filter((q) => q.closed_at_ms);
+      for (const q of closed.slice(0, Math.max(0, closed.length - MAX_CLOSED_PROVIDERS))) {
+        state.providers.delete(String(q.connection));
+      }
       redraw('providers');
       break;
+    }
     case 'fault_added':
     case 'fault_removed':
       refreshFaultsSoon();
