@@ -18,8 +18,9 @@
 //     labelled.
 //  6. Saves a screenshot of the whole page to target/dashboard.png.
 //  7. Adds the example fault from the page and removes it; takes the device offline, sees a
-//     push stored, brings it online and sees it delivered; adds a bad fault and sees the
-//     API's refusal shown in words; uninstalls the app and sees it gone.
+//     push stored, brings it online and sees it delivered; downloads an inbox entry as an
+//     .apns file; adds a bad fault and sees the API's refusal shown in words; uninstalls the
+//     app and sees it gone.
 //  8. Starts a second simulator with --control-token and sees /?access_token=T work (assets,
 //     requests and event stream) and / alone refused.
 //
@@ -309,6 +310,23 @@ async function main() {
       await card.locator('[data-testid=device-online]').click();
       await delivered(apnsId);
       return `${serial}: ${apnsId} stored, then delivered`;
+    });
+  }
+
+  if (ready) {
+    await check('an inbox entry downloads as an .apns file with its Simulator Target Bundle', async () => {
+      const entry = page.locator('[data-testid=inbox-entry]').first();
+      const [download] = await Promise.all([
+        page.waitForEvent('download', { timeout: WAIT_MS }),
+        entry.locator('[data-testid=download-apns]').click(),
+      ]);
+      const saved = path.join(tmp, 'download.apns');
+      await download.saveAs(saved);
+      const file = JSON.parse(fs.readFileSync(saved, 'utf8'));
+      if (!file.aps || typeof file['Simulator Target Bundle'] !== 'string') {
+        throw new Error(`not an .apns file: ${JSON.stringify(file)}`);
+      }
+      return `${download.suggestedFilename()}: aps and "Simulator Target Bundle": "${file['Simulator Target Bundle']}"`;
     });
   }
 
