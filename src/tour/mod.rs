@@ -211,3 +211,73 @@ impl Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(serial: &str, seq: u64) -> Logged {
+        Logged {
+            seq,
+            event: Event::DeviceOnline {
+                at_ms: 0,
+                serial: serial.to_owned(),
+                environment: crate::protocol::Environment::Sandbox,
+            },
+        }
+    }
+
+    fn serial_of(e: &Event) -> Option<String> {
+        match e {
+            Event::DeviceOnline { serial, .. } => Some(serial.clone()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_whose_event_never_comes_fails_naming_it() {
+        let (tx, rx) = broadcast::channel(8);
+        let mut watch = Watch::new(rx);
+        let err = watch
+            .until("the device coming online", serial_of)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the hub did not report the device coming online within 10s"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn events_heard_while_waiting_for_another_are_kept() {
+        let (tx, rx) = broadcast::channel(8);
+        let mut watch = Watch::new(rx);
+        tx.send(online("A", 1)).unwrap();
+        tx.send(online("B", 2)).unwrap();
+        let b = watch
+            .until("B", |e| serial_of(e).filter(|s| s == "B"))
+            .await
+            .unwrap();
+        assert_eq!(b, "B");
+        let a = watch
+            .until("A", |e| serial_of(e).filter(|s| s == "A"))
+            .await
+            .unwrap();
+        assert_eq!(a, "A");
+        drop(tx);
+        let err = watch.until("C", serial_of).await.unwrap_err();
+        assert!(err.to_string().contains("stopped before reporting C"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn straight_pacing_never_reads_stdin() {
+        let mut out = Vec::new();
+        let mut n = Narrator::new(&mut out, Pacing::Straight);
+        n.heading(1, "title").unwrap();
+        n.pause().await.unwrap();
+        assert!(n.stdin.is_none());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "\nStep 1 of 5: title\n==================\n");
+    }
+}
