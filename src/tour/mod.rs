@@ -267,7 +267,10 @@ mod tests {
         assert_eq!(a, "A");
         drop(tx);
         let err = watch.until("C", serial_of).await.unwrap_err();
-        assert!(err.to_string().contains("stopped before reporting C"), "{err}");
+        assert!(
+            err.to_string().contains("stopped before reporting C"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

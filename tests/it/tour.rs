@@ -15,7 +15,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
 /// The tour's output, cut into its five steps (the text before step 1 is the preamble).
 fn steps(out: &str) -> Vec<&str> {
     let starts: Vec<usize> = (1..=5)
-        .filter_map(|n| out.find(&format!("\nStep {n} of 5: ")).map(|i| i + "\nStep ".len()))
+        .filter_map(|n| {
+            out.find(&format!("\nStep {n} of 5: "))
+                .map(|i| i + "\nStep ".len())
+        })
         .collect();
     let ends = starts.iter().skip(1).copied().chain([out.len()]);
     starts.iter().zip(ends).map(|(&a, b)| &out[a..b]).collect()
@@ -63,7 +66,10 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
         assert!(step.starts_with(&format!("{} of 5: ", i + 1)), "{step}");
         assert!(step.contains(&format!("\nStep {} done.", i + 1)), "{step}");
     }
-    assert!(out.ends_with("every step happened as described.\n"), "{out}");
+    assert!(
+        out.ends_with("every step happened as described.\n"),
+        "{out}"
+    );
 
     // 1. Registration: Hello, Welcome, Register, the minted token in Registered.
     let s = steps[0];
@@ -165,7 +171,11 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
         .nth(1)
         .and_then(|r| r.split('}').next())
         .expect("the 410's timestamp");
-    assert_eq!(&ms[..ms.len() - 3], secs, "410 timestamp {ms} vs feedback {secs}");
+    assert_eq!(
+        &ms[..ms.len() - 3],
+        secs,
+        "410 timestamp {ms} vs feedback {secs}"
+    );
 
     // 4. Offline: stored, discarded, delivered on return; stored, clock moved, expired.
     let s = steps[3];
@@ -215,11 +225,23 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
         .expect("frame 21");
     assert!(has_field(bad, "item length", "31"), "{bad}");
     assert!(has_field(bad, "identifier", "00000015 (21)"), "{bad}");
-    let response = s.split("error response, 6 bytes:").nth(1).expect("response");
+    let response = s
+        .split("error response, 6 bytes:")
+        .nth(1)
+        .expect("response");
     assert!(response.contains("08 05 00 00 00 15"), "{response}");
-    assert!(has_field(response, "command", "8 (error response)"), "{response}");
-    assert!(has_field(response, "status", "5 (Invalid token size)"), "{response}");
-    assert!(has_field(response, "identifier", "00000015 (21)"), "{response}");
+    assert!(
+        has_field(response, "command", "8 (error response)"),
+        "{response}"
+    );
+    assert!(
+        has_field(response, "status", "5 (Invalid token size)"),
+        "{response}"
+    );
+    assert!(
+        has_field(response, "identifier", "00000015 (21)"),
+        "{response}"
+    );
     assert!(!s.contains("Fourth of four\"}}, and acknowledges"), "{s}");
 }
 
