@@ -149,7 +149,8 @@ impl<'a> Tour<'a> {
             "apns-sim tour: the push flow, step by step, on a simulator running in this process.",
         )?;
         n.line(&format!(
-            "Watch it live on the dashboard: http://{}/",
+            "Watch it live on the dashboard: http://{0}/ (the same events as a stream: \
+             http://{0}/v1/events).",
             addrs.control
         ))?;
         n.line(&format!(
@@ -176,6 +177,8 @@ impl<'a> Tour<'a> {
 
     /// Runs every step, then stops the simulator.
     pub(super) async fn run(mut self) -> Result<(), TourError> {
+        // Time to open the dashboard before anything happens.
+        self.n.pause().await?;
         let mut result = Ok(());
         for (i, title) in TITLES.iter().enumerate() {
             let step = u8::try_from(i + 1).unwrap_or(u8::MAX);
@@ -286,13 +289,20 @@ impl<'a> Tour<'a> {
             ),
         )?;
         match self.device_recv().await? {
-            ServerMessage::Welcome { heartbeat_secs } => self.n.say(
-                "device endpoint",
-                &format!(
-                    "welcomed the device and asked it to ping at least every {heartbeat_secs} \
-                     seconds (an hour in the tour, so it can wait for you)."
-                ),
-            ),
+            ServerMessage::Welcome { heartbeat_secs } => {
+                let why = if u64::from(heartbeat_secs) == TOUR_HEARTBEAT.as_secs() {
+                    " (the tour's simulator asks for an hour, so the device can wait for you)"
+                } else {
+                    ""
+                };
+                self.n.say(
+                    "device endpoint",
+                    &format!(
+                        "welcomed the device and asked it to ping at least every \
+                         {heartbeat_secs} seconds{why}."
+                    ),
+                )
+            }
             other => Err(TourError::Failed(format!(
                 "the device expected Welcome, got {other:?}"
             ))),
@@ -400,7 +410,8 @@ impl<'a> Tour<'a> {
             &format!(
                 "checked the certificate against the simulator's CA and read who it is: \
                  {identity} (connection {connection}). The certificate fixes the app (topic) \
-                 this provider may push to; the server name chose {ENVIRONMENT}."
+                 this provider may push to; it is valid for both environments, so the server \
+                 name asked for picks one ({GATEWAY_SERVER_NAME}: {ENVIRONMENT})."
             ),
         )?;
         Ok((stream, connection))
@@ -686,12 +697,30 @@ impl<'a> Tour<'a> {
             "feedback service",
             &format!(
                 "handed over {} tuple(s) and closed: the token {} has been gone since {} \
-                 (UNIX seconds). It forgets what it has sent; the provider should stop using \
-                 the token unless the app registered it again after that time.",
+                 (UNIX seconds). The provider should stop using the token unless the app \
+                 registered it again after that time.",
                 tuples.len(),
                 short(&tuple.token),
                 tuple.timestamp
             ),
+        )?;
+        self.n
+            .say("provider", "reads the feedback service a second time.")?;
+        let again = self.read_feedback().await?;
+        self.n.bytes(
+            "feedback service → provider, then it closes",
+            &again,
+            &wire::feedback(&again),
+        )?;
+        if !again.is_empty() {
+            return Err(TourError::Failed(format!(
+                "the second feedback read was not empty ({} bytes)",
+                again.len()
+            )));
+        }
+        self.n.say(
+            "feedback service",
+            "sent nothing this time and closed: it forgets each tuple once it has handed it over.",
         )?;
 
         let addr = self.sim.addrs().http2.to_string();
