@@ -24,7 +24,10 @@
 //! before the tour starts: it shows the same events live.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Stdin};
@@ -51,6 +54,17 @@ pub enum Pacing {
     Enter,
 }
 
+/// What [`Pace::before_step`] returns: the wait, however it is done.
+pub type PauseFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + 'a>>;
+
+/// Pacing of one's own, for [`run_with`]: called before each step with the control API's
+/// address, so a program (a test) can act on the running simulator between steps, as a
+/// person at the dashboard could.
+pub trait Pace {
+    /// Waits, or acts, before step `next` (1 to 5) starts.
+    fn before_step(&mut self, next: u8, control: SocketAddr) -> PauseFuture<'_>;
+}
+
 /// What the tour needs from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct TourConfig {
@@ -66,9 +80,10 @@ pub enum TourError {
     /// The simulator could not start (a busy control port, most often).
     #[error("starting the tour's simulator: {0}")]
     Start(String),
-    /// The narration could not be written (or stdin read).
+    /// The narration could not be written (or stdin read). The message carries the cause
+    /// rather than chaining it as a `source`, so the CLI's `{:#}` says it once.
     #[error("writing the tour: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
     /// Something did not happen as the step describes; the message says what was seen.
     #[error("{0}")]
     Failed(String),
@@ -84,27 +99,56 @@ pub enum TourError {
     },
 }
 
+impl From<std::io::Error> for TourError {
+    fn from(e: std::io::Error) -> Self {
+        TourError::Output(e)
+    }
+}
+
 /// Runs the whole tour, writing the narration to `out`. Returns once every step has been
 /// seen to happen, or with the first that did not (after saying so in `out`).
 pub async fn run(config: TourConfig, out: &mut dyn Write) -> Result<(), TourError> {
-    let narrator = Narrator::new(out, config.pacing);
-    steps::Tour::start(config, narrator).await?.run().await
+    let pacer = match config.pacing {
+        Pacing::Straight => Pacer::Straight,
+        Pacing::Enter => Pacer::Enter(None),
+    };
+    steps::Tour::start(config, Narrator::new(out, pacer))
+        .await?
+        .run()
+        .await
+}
+
+/// [`run`] with `pace` called before each step instead of [`TourConfig::pacing`].
+pub async fn run_with(
+    config: TourConfig,
+    out: &mut dyn Write,
+    pace: &mut dyn Pace,
+) -> Result<(), TourError> {
+    steps::Tour::start(config, Narrator::new(out, Pacer::Hook(pace)))
+        .await?
+        .run()
+        .await
+}
+
+/// How the narrator waits between steps.
+enum Pacer<'a> {
+    /// Not at all.
+    Straight,
+    /// For Enter on stdin (opened at the first pause).
+    Enter(Option<BufReader<Stdin>>),
+    /// As the caller says.
+    Hook(&'a mut dyn Pace),
 }
 
 /// Writes the narration and paces it.
 struct Narrator<'a> {
     out: &'a mut dyn Write,
-    pacing: Pacing,
-    stdin: Option<BufReader<Stdin>>,
+    pacer: Pacer<'a>,
 }
 
 impl<'a> Narrator<'a> {
-    fn new(out: &'a mut dyn Write, pacing: Pacing) -> Self {
-        Narrator {
-            out,
-            pacing,
-            stdin: None,
-        }
+    fn new(out: &'a mut dyn Write, pacer: Pacer<'a>) -> Self {
+        Narrator { out, pacer }
     }
 
     /// A line as it is.
@@ -138,22 +182,24 @@ impl<'a> Narrator<'a> {
         Ok(())
     }
 
-    /// Waits for Enter when pacing for a person.
-    async fn pause(&mut self) -> Result<(), TourError> {
-        if self.pacing == Pacing::Straight {
-            return Ok(());
+    /// Waits before step `next`: for Enter when pacing for a person, for the caller's hook
+    /// when it has one.
+    async fn pause(&mut self, next: u8, control: SocketAddr) -> Result<(), TourError> {
+        match &mut self.pacer {
+            Pacer::Straight => Ok(()),
+            Pacer::Hook(pace) => Ok(pace.before_step(next, control).await?),
+            Pacer::Enter(stdin) => {
+                write!(self.out, "\nPress Enter to go on ")?;
+                self.out.flush()?;
+                let stdin = stdin.get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
+                let mut line = String::new();
+                if stdin.read_line(&mut line).await? == 0 {
+                    // End of input: nobody is there to press Enter any more.
+                    self.pacer = Pacer::Straight;
+                }
+                Ok(())
+            }
         }
-        write!(self.out, "\nPress Enter to go on ")?;
-        self.out.flush()?;
-        let stdin = self
-            .stdin
-            .get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
-        let mut line = String::new();
-        if stdin.read_line(&mut line).await? == 0 {
-            // End of input: nobody is there to press Enter any more.
-            self.pacing = Pacing::Straight;
-        }
-        Ok(())
     }
 }
 
@@ -276,10 +322,10 @@ mod tests {
     #[tokio::test]
     async fn straight_pacing_never_reads_stdin() {
         let mut out = Vec::new();
-        let mut n = Narrator::new(&mut out, Pacing::Straight);
+        let mut n = Narrator::new(&mut out, Pacer::Straight);
         n.heading(1, "title").unwrap();
-        n.pause().await.unwrap();
-        assert!(n.stdin.is_none());
+        n.pause(2, "127.0.0.1:1".parse().unwrap()).await.unwrap();
+        assert!(matches!(n.pacer, Pacer::Straight));
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "\nStep 1 of 5: title\n==================\n");
     }

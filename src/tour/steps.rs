@@ -177,8 +177,9 @@ impl<'a> Tour<'a> {
 
     /// Runs every step, then stops the simulator.
     pub(super) async fn run(mut self) -> Result<(), TourError> {
+        let control = self.sim.addrs().control;
         // Time to open the dashboard before anything happens.
-        self.n.pause().await?;
+        self.n.pause(1, control).await?;
         let mut result = Ok(());
         for (i, title) in TITLES.iter().enumerate() {
             let step = u8::try_from(i + 1).unwrap_or(u8::MAX);
@@ -201,7 +202,7 @@ impl<'a> Tour<'a> {
             }
             self.n.line(&format!("\nStep {step} done."))?;
             if step < STEPS {
-                self.n.pause().await?;
+                self.n.pause(step + 1, control).await?;
             }
         }
         if result.is_ok() {

@@ -6,6 +6,7 @@
 use std::process::Stdio;
 
 use apns_sim::tour::{self, Pacing, TourConfig};
+use http::Method;
 use tokio::process::Command;
 
 use crate::common::TIMEOUT;
@@ -281,4 +282,55 @@ async fn the_binary_runs_the_tour_and_fails_loudly() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains(&format!("binding 127.0.0.1:{port}")), "{err}");
+}
+
+/// Before step 2, sets a binary fault on the tour's simulator through its control API, as a
+/// person at the dashboard could.
+struct BreakTheGateway;
+
+impl tour::Pace for BreakTheGateway {
+    fn before_step(&mut self, next: u8, control: std::net::SocketAddr) -> tour::PauseFuture<'_> {
+        Box::pin(async move {
+            if next == 2 {
+                let fault = serde_json::json!({"on": "binary", "error": {"status": 1}});
+                let (status, body) =
+                    crate::control_devices::call(control, Method::POST, "/v1/faults", Some(fault))
+                        .await;
+                assert_eq!(status, 201, "{body}");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The narration comes from what happened: when the gateway refuses the push of step 2, the
+/// tour says so and fails that step, instead of printing the step as if it had worked.
+#[tokio::test]
+async fn a_step_that_does_not_happen_fails_the_tour() {
+    let mut out = Vec::new();
+    let config = TourConfig {
+        control_port: 0,
+        pacing: Pacing::Straight,
+    };
+    let err = tokio::time::timeout(
+        TIMEOUT,
+        tour::run_with(config, &mut out, &mut BreakTheGateway),
+    )
+    .await
+    .expect("the tour ended in time")
+    .unwrap_err();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        matches!(err, tour::TourError::Step { step: 2, .. }),
+        "{err}\n{out}"
+    );
+    assert!(err.to_string().contains("the hub says rejected"), "{err}");
+    assert!(out.contains("\nStep 1 done."), "{out}");
+    assert!(
+        out.contains("\nSTEP 2 FAILED: expected notification 1 to be sent"),
+        "{out}"
+    );
+    assert!(!out.contains("Step 2 done."), "{out}");
+    assert!(!out.contains("[device] shows the notification"), "{out}");
+    assert!(!out.contains("Step 3 of 5"), "{out}");
 }
