@@ -141,8 +141,8 @@ impl<'a> Tour<'a> {
             tls::client_config(&ca, Some(identity.clone()), Vec::new()).map_err(tls_err)?;
         let http2_tls = tls::client_config(&ca, Some(identity), vec![tls::ALPN_H2.to_vec()])
             .map_err(tls_err)?;
-        // Subscribed before anything starts, so no event of the tour can be missed.
         let sim = Simulator::start(sim_config, listeners).map_err(|e| start(e.to_string()))?;
+        // Subscribed before the tour does anything, so none of its events can be missed.
         let watch = Watch::new(sim.hub().subscribe());
         let addrs = *sim.addrs();
         n.line(
