@@ -28,6 +28,7 @@
 //!             simulated device, the webhook; depends only on the layers below the hub
 //! sim         [`sim::Simulator`]: builds the hub and starts the endpoints on given listeners
 //! scenario    declarative device fleets (the demo fleet of `apns-sim serve`)
+//! tour        `apns-sim tour`: the push flow narrated step by step on its own simulator
 //! ```
 //!
 //! The command line lives in the binary (`src/main.rs` and `src/cli/`), which parses
@@ -47,6 +48,7 @@ pub mod server;
 pub mod settings;
 pub mod sim;
 pub mod tls;
+pub mod tour;
 
 /// Default port of the binary gateway (Apple's `gateway.push.apple.com:2195`).
 pub const DEFAULT_GATEWAY_PORT: u16 = 2195;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
 
     let default_level = match cli.verbose {
-        0 => "info",
+        0 => cli.command.default_log_level(),
         1 => "debug",
         _ => "trace",
     };

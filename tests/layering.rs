@@ -111,6 +111,24 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sim",
         ],
     ),
+    // The guided tour (`apns-sim tour`): starts its own simulator and drives it through
+    // clients, narrating from the hub's events. Above sim; only the binary uses it.
+    (
+        "tour",
+        &[
+            "protocol",
+            "clock",
+            "settings",
+            "pki",
+            "tls",
+            "connection",
+            "hub",
+            "client",
+            "server",
+            "actors",
+            "sim",
+        ],
+    ),
     // The crate root declares every module, so it may use any. Its own items sit above every
     // module: no row lists `lib`, and a constant a layer needs belongs in that layer.
     ("lib", &[ANY]),

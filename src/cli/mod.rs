@@ -15,6 +15,7 @@ mod device;
 mod feedback;
 mod push;
 mod serve;
+mod tour;
 
 /// Folder `serve` and `certs` write to, and the client commands read from, when neither
 /// `--certs` nor `APNS_SIM_CERTS` says otherwise.
@@ -43,6 +44,9 @@ pub(crate) enum Command {
     /// Run one or more simulated devices: JSON events on stdout, commands on stdin
     /// (install APP, uninstall APP, offline, online, quit).
     Device(device::DeviceArgs),
+    /// A guided tour of the push flow on a simulator of its own: each step narrated, with
+    /// the bytes on the wire labelled.
+    Tour(tour::TourArgs),
 }
 
 impl Command {
@@ -68,6 +72,15 @@ impl Command {
         }
     }
 
+    /// The log level when no `-v` is given: the tour's narration is the output, so its
+    /// simulator logs only warnings; every other command logs at info.
+    pub(crate) fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Tour(_) => "warn",
+            _ => "info",
+        }
+    }
+
     /// Runs the command.
     pub(crate) async fn run(self) -> anyhow::Result<Outcome> {
         match self {
@@ -76,6 +89,7 @@ impl Command {
             Command::Push(args) => args.run().await,
             Command::Feedback(args) => args.run().await,
             Command::Device(args) => args.run().await,
+            Command::Tour(args) => args.run().await,
         }
     }
 }

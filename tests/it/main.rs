@@ -22,4 +22,5 @@ mod metrics;
 mod readme;
 mod store;
 mod token_auth;
+mod tour;
 mod webhook;
