@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod push;
 pub mod reset;
+pub mod schemas;
 
 use std::collections::HashMap;
 use std::io;
@@ -482,6 +483,10 @@ fn params(query: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, 
     Ok(out)
 }
 
+/// The largest cursor (`since`, `Last-Event-ID`) a route takes: `i64::MAX`. A sequence
+/// number never gets near it, and a JSON number above it is not safe for many clients.
+pub const MAX_CURSOR: u64 = i64::MAX as u64;
+
 /// An unsigned number parameter within `min..=max`, if given.
 fn number(
     params: &HashMap<String, String>,
@@ -564,8 +569,25 @@ async fn health(State(ctx): State<Ctx>) -> Json<Health> {
     responses((status = 200, description = "The OpenAPI 3 document of every route",
                content_type = "application/json"))
 )]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(document())
+}
+
+/// The OpenAPI document as served: [`ApiDoc`], with the request bodies whose rules a
+/// derived schema cannot say (exactly one effect of a fault, a push's token or serial and
+/// app) replaced by the hand-written schemas of [`schemas`].
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(components) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, schema) in schemas::overrides() {
+            components.insert(name.to_owned(), schema);
+        }
+        schemas::open_flattened(components);
+    }
+    doc
 }
 
 /// Any path outside [`routes`].
@@ -644,6 +666,18 @@ where
     }
 }
 
+/// Parses an optional JSON body: nothing (or only whitespace) and `null` are `T`'s default,
+/// anything else is read as by [`parse_json`].
+pub(crate) fn parse_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    let text = bytes.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    parse_json(bytes)
+}
+
 /// Parses a JSON body, naming the field at fault when it is refused.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -658,6 +692,14 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
             "the body must be a JSON object",
         ));
     }
+    from_value(value)
+}
+
+/// Reads an already parsed JSON body as `T`, naming the field at fault when it is refused
+/// (as [`parse_json`] does).
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
@@ -706,6 +748,89 @@ mod tests {
             CancellationToken::new(),
             &ControlConfig::default(),
         )
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u8,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        app: String,
+        inner: Option<Inner>,
+    }
+
+    fn field(json: &str) -> Option<String> {
+        parse_json::<Outer>(json.as_bytes()).unwrap_err().body.field
+    }
+
+    #[test]
+    fn a_bad_body_names_its_field() {
+        assert_eq!(field(r#"{"app": 1}"#).as_deref(), Some("app"));
+        assert_eq!(field(r#"{}"#).as_deref(), Some("app"));
+        assert_eq!(field(r#"{"app":"x","bogus":1}"#).as_deref(), Some("bogus"));
+        assert_eq!(
+            field(r#"{"app":"x","inner":{"a":"no"}}"#).as_deref(),
+            Some("inner.a")
+        );
+        assert_eq!(
+            field(r#"{"app":"x","inner":{}}"#).as_deref(),
+            Some("inner.a")
+        );
+        assert_eq!(field("not json"), None);
+        assert_eq!(field("[]"), None);
+        // Null is an optional field left out.
+        assert!(parse_json::<Outer>(br#"{"app":"x","inner":null}"#).is_ok());
+    }
+
+    #[test]
+    fn an_optional_body_may_be_empty() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Opt {
+            #[serde(default)]
+            n: u8,
+        }
+        assert_eq!(parse_json_or_default::<Opt>(b"").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(b" \n").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(b" null ").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(br#"{"n":3}"#).unwrap().n, 3);
+        assert!(parse_json_or_default::<Opt>(b"x").is_err());
+    }
+
+    #[test]
+    fn a_cursor_is_at_most_i64_max() {
+        let given = |v: &str| HashMap::from([("since".to_owned(), v.to_owned())]);
+        let max = i64::MAX.to_string();
+        assert_eq!(
+            number(&given(&max), "since", 0, MAX_CURSOR).unwrap(),
+            Some(MAX_CURSOR)
+        );
+        for bad in ["9223372036854775808", "18446744073709551615", "-1"] {
+            let err = number(&given(bad), "since", 0, MAX_CURSOR).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("since"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_hand_written_schemas_replace_derived_ones() {
+        let derived = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let served = document();
+        for (name, schema) in schemas::overrides() {
+            let path = format!("/components/schemas/{name}");
+            assert!(
+                derived.pointer(&path).is_some(),
+                "{name} is not in the document"
+            );
+            assert_eq!(served.pointer(&path), Some(&schema));
+        }
+        let body = "/paths/~1v1~1reset/post/requestBody/required";
+        assert_ne!(served.pointer(body), Some(&serde_json::Value::Bool(true)));
     }
 
     #[test]
