@@ -173,7 +173,7 @@ pub(super) async fn clear(State(ctx): State<Ctx>) -> StatusCode {
 #[utoipa::path(
     delete,
     path = "/v1/faults/{id}",
-    params(("id" = String, Path, description = "The fault's id (`f1`, …)")),
+    params(("id" = String, Path, description = "The fault's id (`f1`, …)", example = "f1")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No fault has this id (used up, expired or never set)",

@@ -692,7 +692,47 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
             "the body must be a JSON object",
         ));
     }
+    let mut value = value;
+    integral_floats(&mut value, true);
     from_value(value)
+}
+
+/// Fields of a body passed on as the client wrote them, whose numbers stay as they are: a
+/// push's payload.
+const VERBATIM_FIELDS: &[&str] = &["payload"];
+
+/// Turns every float with no fractional part (`95.0`) into the integer it is, as JSON
+/// Schema's `integer` counts it (so the document's integers are what a route takes), outside
+/// [`VERBATIM_FIELDS`] of the top-level object.
+fn integral_floats(value: &mut serde_json::Value, top: bool) {
+    use serde_json::{Number, Value};
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() == 0.0 {
+                // `as` saturates; the round trip says whether the float fit.
+                let integer = if f >= 0.0 && f <= u64::MAX as f64 && (f as u64) as f64 == f {
+                    Some(Number::from(f as u64))
+                } else if f < 0.0 && (f as i64) as f64 == f {
+                    Some(Number::from(f as i64))
+                } else {
+                    None
+                };
+                if let Some(integer) = integer {
+                    *n = integer;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| integral_floats(v, false)),
+        Value::Object(fields) => {
+            for (name, v) in fields.iter_mut() {
+                if !(top && VERBATIM_FIELDS.contains(&name.as_str())) {
+                    integral_floats(v, false);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Reads an already parsed JSON body as `T`, naming the field at fault when it is refused
@@ -786,6 +826,25 @@ mod tests {
         assert_eq!(field("[]"), None);
         // Null is an optional field left out.
         assert!(parse_json::<Outer>(br#"{"app":"x","inner":null}"#).is_ok());
+    }
+
+    #[test]
+    fn integral_floats_are_integers_outside_a_payload() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Numbers {
+            n: u64,
+            m: Option<Inner>,
+            payload: serde_json::Value,
+        }
+        let parsed: Numbers =
+            parse_json(br#"{"n": 95.0, "m": {"a": 7.0}, "payload": {"x": 1.0}}"#).unwrap();
+        assert_eq!(parsed.n, 95);
+        assert_eq!(parsed.payload.to_string(), r#"{"x":1.0}"#);
+        for bad in [r#"{"n": 95.5}"#, r#"{"n": -1.0}"#, r#"{"n": 1e300}"#] {
+            let err = parse_json::<Numbers>(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("n"), "{bad}");
+        }
     }
 
     #[test]
