@@ -710,10 +710,12 @@ fn integral_floats(value: &mut serde_json::Value, top: bool) {
         Value::Number(n) if n.is_f64() => {
             let Some(f) = n.as_f64() else { return };
             if f.fract() == 0.0 {
-                // `as` saturates; the round trip says whether the float fit.
-                let integer = if f >= 0.0 && f <= u64::MAX as f64 && (f as u64) as f64 == f {
+                // `u64::MAX as f64` is 2^64, one past the range (a literal too big for a u64,
+                // which serde_json reads as a float, must stay refused); below it, and from
+                // -2^63 up, `as` is exact for an integral float.
+                let integer = if (0.0..u64::MAX as f64).contains(&f) {
                     Some(Number::from(f as u64))
-                } else if f < 0.0 && (f as i64) as f64 == f {
+                } else if (i64::MIN as f64..0.0).contains(&f) {
                     Some(Number::from(f as i64))
                 } else {
                     None
@@ -841,7 +843,13 @@ mod tests {
             parse_json(br#"{"n": 95.0, "m": {"a": 7.0}, "payload": {"x": 1.0}}"#).unwrap();
         assert_eq!(parsed.n, 95);
         assert_eq!(parsed.payload.to_string(), r#"{"x":1.0}"#);
-        for bad in [r#"{"n": 95.5}"#, r#"{"n": -1.0}"#, r#"{"n": 1e300}"#] {
+        for bad in [
+            r#"{"n": 95.5}"#,
+            r#"{"n": -1.0}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": 18446744073709551616}"#,
+            r#"{"n": 18446744073709551615.0}"#,
+        ] {
             let err = parse_json::<Numbers>(bad.as_bytes()).unwrap_err();
             assert_eq!(err.body.field.as_deref(), Some("n"), "{bad}");
         }
