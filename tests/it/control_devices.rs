@@ -497,9 +497,22 @@ async fn bad_inputs_are_refused_naming_the_field() {
         Some("apps"),
     );
     refused(
-        &post("/v1/devices", json!({"apps": ["com.a", "com.a"]})).await,
+        &post("/v1/devices", json!({"apps": ["com.a", "com a"]})).await,
         400,
         Some("apps"),
+    );
+    // An app given twice (`com.a` is `com.a:remote`) is registered once.
+    let twice = post(
+        "/v1/devices",
+        json!({"serial": "TWICE", "apps": ["com.a", "com.a:remote"]}),
+    )
+    .await;
+    assert_eq!(twice.0, 201, "{}", twice.1);
+    assert_eq!(
+        twice.1["apps"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        twice.1
     );
     refused(
         &post("/v1/devices", json!({"apps": "com.a"})).await,

@@ -25,15 +25,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{params, ApiError, Ctx, RawQuery};
+use super::{params, ApiError, Ctx, JsonBody, RawQuery};
 use crate::hub::KnownDevice;
 use crate::protocol::token::{AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
@@ -251,23 +250,56 @@ pub struct DeviceList {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
-    /// Serial number, 1 to 64 bytes (default: a fresh `SIM-…`).
+    /// Serial number, 1 to 64 printable ASCII characters without spaces or `/` (default: a
+    /// fresh `SIM-…`).
+    #[schema(pattern = "^[!-.0-~]{1,64}$", example = "SIM-1")]
     pub serial: Option<String>,
-    /// `sandbox` (the default) or `production`.
+    /// `sandbox` (the default; `development` is its older name) or `production`.
+    #[schema(value_type = Option<EnvironmentName>)]
     pub environment: Option<String>,
-    /// Tokens to register: `APP` for an app's ordinary token, `APP:KIND` for another kind
-    /// (`com.example.app:voip`). Default: none.
+    /// Tokens to register, at most 64: `APP` for an app's ordinary token, `APP:KIND` for
+    /// another kind (`com.example.app:voip`); one given twice is registered once. Default: none.
+    #[schema(value_type = Option<Vec<AppSpec>>, max_items = 64)]
     pub apps: Option<Vec<String>>,
 }
+
+/// An environment's name, as the device routes take it.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum EnvironmentName {
+    /// Apple's sandbox.
+    Sandbox,
+    /// The sandbox's older name.
+    Development,
+    /// Production.
+    Production,
+}
+
+/// `APP` or `APP:KIND`: a bundle id (1 to 255 printable ASCII characters without spaces or
+/// `:`), and a kind of token when not the ordinary one.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^[!-9;-~]{1,255}(:(remote|voip|complication|fileprovider|location|pushtotalk|liveactivity-start|widgets|controls|liveactivity:[!-~]{1,64}))?$",
+    example = "com.example.app"
+)]
+pub struct AppSpec(pub String);
 
 /// The body of `POST /v1/devices/{serial}/apps`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApp {
-    /// The bundle id.
+    /// The bundle id: 1 to 255 printable ASCII characters without spaces or `:`.
+    #[schema(pattern = "^[!-9;-~]{1,255}$", example = "com.example.app")]
     pub app: String,
-    /// The kind of token (default `remote`, the ordinary one). Installing a kind the app
-    /// already holds reinstalls the app: every kind gets a fresh token.
+    /// The kind of token (default `remote`, the ordinary one): `remote`, `voip`,
+    /// `complication`, `fileprovider`, `location`, `pushtotalk`, `liveactivity-start`,
+    /// `liveactivity:ID`, `widgets` or `controls`. Installing a kind the app already holds
+    /// reinstalls the app: every kind gets a fresh token.
+    #[schema(
+        pattern = "^(remote|voip|complication|fileprovider|location|pushtotalk|liveactivity-start|widgets|controls|liveactivity:[!-~]{1,64})$",
+        example = "voip"
+    )]
     pub kind: Option<String>,
 }
 
@@ -323,45 +355,6 @@ pub struct PushAnswer {
     /// Apple's reason (HTTP/2) or the simulator's words for a binary refusal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// A JSON body, decoded with `deny_unknown_fields` types: a refusal names the field at
-/// fault (400 `{"error","field"}`), the whole body is bounded by
-/// [`super::MAX_BODY_BYTES`]. Any content type is read as JSON, so a bare `curl -d` works.
-pub(super) struct Body<T>(pub(super) T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::general(e.status(), e.body_text()))?;
-        decode_json(&bytes).map(Body)
-    }
-}
-
-/// Decodes a JSON body, naming the field an error is about (the path serde was at, or the
-/// field an "unknown field"/"missing field" message names).
-pub(super) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.to_string();
-        let named = message.split('`').nth(1).filter(|_| {
-            message.starts_with("unknown field") || message.starts_with("missing field")
-        });
-        // The path includes an unknown field already; a missing one is named only in the
-        // message, at its parent's path.
-        let field = match (path.as_str(), named) {
-            (".", Some(name)) => name.to_owned(),
-            (".", None) => "body".to_owned(),
-            (p, Some(name)) if message.starts_with("missing field") => format!("{p}.{name}"),
-            (p, _) => p.to_owned(),
-        };
-        ApiError::field(&field, format!("bad JSON body: {message}"))
-    })
 }
 
 /// The actors, or 503 when the control API runs without them.
@@ -470,10 +463,10 @@ pub(super) async fn list(State(ctx): State<Ctx>) -> Json<DeviceList> {
 )]
 pub(super) async fn create(
     State(ctx): State<Ctx>,
-    body: Result<Body<NewDevice>, ApiError>,
+    body: Result<JsonBody<NewDevice>, ApiError>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     let actors = actors_of(&ctx)?;
-    let Body(body) = body?;
+    let JsonBody(body) = body?;
     let serial = match body.serial {
         Some(serial) => serial,
         None => format!("SIM-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -497,13 +490,11 @@ pub(super) async fn create(
     }
     let mut apps: Vec<AppToken> = Vec::with_capacity(texts.len());
     for text in &texts {
-        let app: AppToken = text
-            .parse()
-            .map_err(|e| ApiError::field("apps", format!("not APP or APP:KIND: {e}")))?;
-        if apps.contains(&app) {
-            return Err(ApiError::field("apps", format!("{app} appears twice")));
+        let app = app_spec(text, "apps")?;
+        // One given twice (`com.a` and `com.a:remote` are the same) is registered once.
+        if !apps.contains(&app) {
+            apps.push(app);
         }
-        apps.push(app);
     }
     if let Some(live) = ctx
         .hub
@@ -536,7 +527,7 @@ pub(super) async fn create(
 #[utoipa::path(
     delete,
     path = "/v1/devices/{serial}",
-    params(("serial" = String, Path, description = "The device's serial")),
+    params(("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1")),
     responses(
         (status = 204, description = "Stopped and removed"),
         (status = 404, description = "No such device", body = super::ErrorBody),
@@ -557,7 +548,7 @@ pub(super) async fn remove(
 #[utoipa::path(
     post,
     path = "/v1/devices/{serial}/apps",
-    params(("serial" = String, Path, description = "The device's serial")),
+    params(("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1")),
     request_body = NewApp,
     responses(
         (status = 201, description = "Installed; the new token", body = App),
@@ -570,11 +561,11 @@ pub(super) async fn remove(
 pub(super) async fn install(
     State(ctx): State<Ctx>,
     serial: Result<Path<String>, PathRejection>,
-    body: Result<Body<NewApp>, ApiError>,
+    body: Result<JsonBody<NewApp>, ApiError>,
 ) -> Result<(StatusCode, Json<App>), ApiError> {
     let serial = path(serial, "serial")?;
     let actors = actors_of(&ctx)?;
-    let Body(body) = body?;
+    let JsonBody(body) = body?;
     let app = app_token(&body.app, body.kind.as_deref(), "app", "kind")?;
     let app = actors
         .install(serial, app)
@@ -590,19 +581,39 @@ fn app_token(
     app_field: &str,
     kind_field: &str,
 ) -> Result<AppToken, ApiError> {
-    if app.is_empty() || app.len() > 255 || app.contains(':') {
+    if app.is_empty() || app.len() > 255 || !app.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    {
         return Err(ApiError::field(
             app_field,
-            "a bundle id is 1 to 255 bytes without ':' (give the kind apart)",
+            "a bundle id is 1 to 255 printable ASCII characters without spaces or ':' (give \
+             the kind apart)",
         ));
     }
     let kind = match kind {
         None => TokenKind::Remote,
-        Some(text) => text
-            .parse()
-            .map_err(|e| ApiError::field(kind_field, format!("{text:?}: {e}")))?,
+        Some(text) => kind_of(text).map_err(|e| ApiError::field(kind_field, e))?,
     };
     Ok(AppToken::new(app, kind))
+}
+
+/// A kind of token, printable ASCII ([`super::schemas::KIND_PATTERN`]).
+fn kind_of(text: &str) -> Result<TokenKind, String> {
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{text:?}: a kind is printable ASCII without spaces"
+        ));
+    }
+    text.parse().map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `APP` or `APP:KIND` ([`super::schemas::APP_SPEC_PATTERN`]), refused naming `field`.
+pub(super) fn app_spec(text: &str, field: &str) -> Result<AppToken, ApiError> {
+    let (app, kind) = match text.split_once(':') {
+        Some((app, kind)) => (app, Some(kind)),
+        None => (text, None),
+    };
+    app_token(app, kind, field, field)
+        .map_err(|e| ApiError::field(field, format!("not APP or APP:KIND: {}", e.body.error)))
 }
 
 /// `DELETE …/apps/{app}`'s query.
@@ -611,6 +622,10 @@ fn app_token(
 pub struct UninstallQuery {
     /// Remove only this kind of token (`voip`, `liveactivity:ID`, …); without it, or with
     /// `remote`, the whole app goes.
+    #[param(
+        pattern = "^(remote|voip|complication|fileprovider|location|pushtotalk|liveactivity-start|widgets|controls|liveactivity:[!-~]{1,64})$",
+        example = "voip"
+    )]
     pub kind: Option<String>,
 }
 
@@ -620,8 +635,8 @@ pub struct UninstallQuery {
     delete,
     path = "/v1/devices/{serial}/apps/{app}",
     params(
-        ("serial" = String, Path, description = "The device's serial"),
-        ("app" = String, Path, description = "The bundle id"),
+        ("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1"),
+        ("app" = String, Path, description = "The bundle id", example = "com.example.app"),
         UninstallQuery,
     ),
     responses(
@@ -651,7 +666,7 @@ pub(super) async fn uninstall(
 #[utoipa::path(
     post,
     path = "/v1/devices/{serial}/offline",
-    params(("serial" = String, Path, description = "The device's serial")),
+    params(("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1")),
     responses(
         (status = 200, description = "Offline", body = Device),
         (status = 404, description = "No such device", body = super::ErrorBody),
@@ -669,7 +684,7 @@ pub(super) async fn offline(
 #[utoipa::path(
     post,
     path = "/v1/devices/{serial}/online",
-    params(("serial" = String, Path, description = "The device's serial")),
+    params(("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1")),
     responses(
         (status = 200, description = "Online", body = Device),
         (status = 404, description = "No such device", body = super::ErrorBody),
@@ -703,7 +718,7 @@ async fn set_online(
 #[utoipa::path(
     get,
     path = "/v1/devices/{serial}/inbox",
-    params(("serial" = String, Path, description = "The device's serial")),
+    params(("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1")),
     responses(
         (status = 200, description = "Shown notifications, oldest first", body = Inbox),
         (status = 404, description = "No such device", body = super::ErrorBody),
@@ -750,7 +765,7 @@ pub const APNS_BUNDLE_KEY: &str = "Simulator Target Bundle";
     get,
     path = "/v1/devices/{serial}/inbox/{index}/apns",
     params(
-        ("serial" = String, Path, description = "The device's serial"),
+        ("serial" = String, Path, description = "The device's serial", example = "DEMO-IPHONE-1"),
         ("index" = u64, Path, description = "The notification's `index` in the inbox"),
     ),
     responses(
@@ -812,42 +827,23 @@ fn safe_name(text: &str) -> String {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Inner {
-        a: u8,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Outer {
-        app: String,
-        inner: Option<Inner>,
-    }
-
-    fn field(json: &str) -> Option<String> {
-        decode_json::<Outer>(json.as_bytes())
-            .unwrap_err()
-            .body
-            .field
-    }
-
     #[test]
-    fn a_bad_body_names_its_field() {
-        assert_eq!(field(r#"{"app": 1}"#).as_deref(), Some("app"));
-        assert_eq!(field(r#"{}"#).as_deref(), Some("app"));
-        assert_eq!(field(r#"{"app":"x","bogus":1}"#).as_deref(), Some("bogus"));
-        assert_eq!(
-            field(r#"{"app":"x","inner":{"a":"no"}}"#).as_deref(),
-            Some("inner.a")
-        );
-        assert_eq!(field("not json").as_deref(), Some("body"));
-        assert_eq!(
-            field(r#"{"app":"x","inner":{}}"#).as_deref(),
-            Some("inner.a")
-        );
+    fn apps_and_kinds_are_printable_ascii() {
+        assert!(app_spec("com.a:voip", "apps").is_ok());
+        assert!(app_spec("com.a", "apps").is_ok());
+        for bad in [
+            "",
+            "com a",
+            "com.\u{e9}",
+            "com.a:",
+            "com.a:nope",
+            "com.a:voip x",
+        ] {
+            let err = app_spec(bad, "apps").unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("apps"), "{bad:?}");
+        }
+        assert!(app_token("com.a", Some(""), "app", "kind").is_err());
+        assert!(app_token("com.a", Some("liveactivity:r\u{e9}"), "app", "kind").is_err());
     }
 
     #[test]

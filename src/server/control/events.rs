@@ -30,7 +30,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{number, params, ApiError, Ctx, RawQuery};
+use super::{number, params, ApiError, Ctx, RawQuery, MAX_CURSOR};
 use crate::hub::{Hub, Logged};
 
 /// Event streams open at once; one more is answered 503. Each holds a connection, a task
@@ -53,7 +53,9 @@ const EVENTS_PARAMS: &[&str] = &["since", "access_token"];
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// The cursor: stream the events after this sequence number (0, the default: every
-    /// event the ring holds). The `Last-Event-ID` header wins over it.
+    /// event the ring holds), at most `i64::MAX` (`MAX_CURSOR`). The `Last-Event-ID`
+    /// header wins over it.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub since: Option<u64>,
     /// The control token, for a client that cannot set `Authorization` (a browser's
     /// `EventSource`); only needed when the simulator runs with `--control-token`.
@@ -77,8 +79,9 @@ pub struct Truncated {
     get,
     path = "/v1/events",
     params(EventsQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence \
-          number (sent by a reconnecting EventSource); wins over `since`. One ahead of the \
+        ("Last-Event-ID" = Option<u64>, Header, maximum = 9223372036854775807_u64,
+          description = "Resume after this sequence \
+          number (sent by a reconnecting EventSource), at most `i64::MAX`; wins over `since`. One ahead of the \
           log (a simulator restarted since) replays the whole ring after `truncated`.")),
     responses(
         (status = 200, description = "`text/event-stream`: `id: <seq>`, `event: <tag>`, \
@@ -94,17 +97,10 @@ pub(super) async fn stream(
     query: RawQuery,
 ) -> Result<Response, ApiError> {
     let params = params(query, EVENTS_PARAMS)?;
-    let since = number(&params, "since", 0, u64::MAX)?;
+    let since = number(&params, "since", 0, MAX_CURSOR)?;
     let header = headers
         .get(LAST_EVENT_ID)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::field("Last-Event-ID", "not an unsigned integer (an event's id)")
-                })
-        })
+        .map(|v| last_event_id(v.to_str().ok()))
         .transpose()?;
     let last = ctx.hub.events_after(u64::MAX).last_seq;
     let cursor = match (header, since) {
@@ -154,6 +150,22 @@ pub(super) async fn stream(
     Ok(Sse::new(messages)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response())
+}
+
+/// The `Last-Event-ID` header's cursor: an unsigned integer up to [`MAX_CURSOR`].
+fn last_event_id(text: Option<&str>) -> Result<u64, ApiError> {
+    let id = text
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::field("Last-Event-ID", "not an unsigned integer (an event's id)")
+        })?;
+    if id > MAX_CURSOR {
+        return Err(ApiError::field(
+            "Last-Event-ID",
+            format!("{id} is out of range 0..={MAX_CURSOR}"),
+        ));
+    }
+    Ok(id)
 }
 
 /// Where a stream starts.
@@ -328,6 +340,33 @@ mod tests {
         let none: RawQuery = Ok(axum::extract::Query(Vec::new()));
         let ok = stream(State(ctx), HeaderMap::new(), none).await.unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_cursor_above_i64_max_is_refused() {
+        assert_eq!(last_event_id(Some(" 7 ")).unwrap(), 7);
+        assert_eq!(
+            last_event_id(Some("9223372036854775807")).unwrap(),
+            MAX_CURSOR
+        );
+        for bad in [Some("9223372036854775808"), Some("-1"), Some("x"), None] {
+            let err = last_event_id(bad).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("Last-Event-ID"), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn since_above_i64_max_is_refused_even_with_last_event_id() {
+        let ctx = super::super::tests::ctx();
+        let mut headers = HeaderMap::new();
+        headers.insert(LAST_EVENT_ID, "0".parse().unwrap());
+        let query: RawQuery = Ok(axum::extract::Query(vec![(
+            "since".to_owned(),
+            "9223372036854775808".to_owned(),
+        )]));
+        let err = stream(State(ctx), headers, query).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.body.field.as_deref(), Some("since"));
     }
 
     #[tokio::test]

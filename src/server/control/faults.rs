@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, Ctx, ErrorBody, JsonBody};
-use crate::hub::{Fault, FaultSpec};
+use crate::hub::{Fault, FaultSpec, MAX_FAULTS};
 use crate::server::http2::response::Reason;
 
 /// The body of `GET /v1/faults`.
@@ -23,8 +23,34 @@ pub struct Faults {
     pub faults: Vec<Fault>,
 }
 
-/// The statuses the HTTP/2 API answers with.
-const STATUSES: [u16; 9] = [400, 403, 404, 405, 410, 413, 429, 500, 503];
+/// The statuses the HTTP/2 API answers with (and the `NewFault` schema offers).
+pub const STATUSES: [u16; 9] = [400, 403, 404, 405, 410, 413, 429, 500, 503];
+
+/// The body of `POST /v1/faults`, in the document only: a [`FaultSpec`] with exactly one
+/// effect of its endpoint. Its schema is hand-written ([`super::schemas`]), since a derived
+/// one cannot say "exactly one of these"; the route reads a [`FaultSpec`].
+#[derive(Debug, Clone, ToSchema)]
+#[schema(value_type = Object)]
+pub struct NewFault(pub serde_json::Value);
+
+/// The fields of a fault that are objects: serde would also read each from an array of its
+/// fields' values (`"match": [null, null]`), which the document does not allow.
+const OBJECT_FIELDS: [&str; 4] = ["match", "respond", "goaway", "error"];
+
+/// A body (a JSON object) as a [`FaultSpec`], each of [`OBJECT_FIELDS`] an object or null.
+fn spec_of(body: serde_json::Value) -> Result<FaultSpec, ApiError> {
+    for field in OBJECT_FIELDS {
+        if let Some(value) = body.get(field) {
+            if !(value.is_object() || value.is_null()) {
+                return Err(ApiError::field(
+                    field,
+                    format!("{value} is not a JSON object (or null)"),
+                ));
+            }
+        }
+    }
+    super::from_value(body)
+}
 
 /// Checks what the hub cannot: the HTTP/2 statuses and reasons.
 fn check_http2(spec: &FaultSpec) -> Result<(), ApiError> {
@@ -104,18 +130,27 @@ pub(super) async fn list(State(ctx): State<Ctx>) -> Json<Faults> {
 #[utoipa::path(
     post,
     path = "/v1/faults",
-    request_body = FaultSpec,
+    request_body = NewFault,
     responses(
         (status = 201, description = "The fault as set, with its id", body = Fault),
         (status = 400, description = "A bad field, named in `field`", body = ErrorBody),
+        (status = 409, description = "As many faults as the table holds are set already",
+         body = ErrorBody),
         (status = 413, description = "The body is over 16 KiB", body = ErrorBody),
     )
 )]
 pub(super) async fn add(
     State(ctx): State<Ctx>,
-    JsonBody(spec): JsonBody<FaultSpec>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Fault>), ApiError> {
+    let spec = spec_of(body)?;
     check_http2(&spec)?;
+    if ctx.hub.faults().len() >= MAX_FAULTS {
+        return Err(ApiError::general(
+            StatusCode::CONFLICT,
+            format!("{MAX_FAULTS} faults are already set; remove one first"),
+        ));
+    }
     let fault = ctx
         .hub
         .add_fault(spec)
@@ -138,7 +173,7 @@ pub(super) async fn clear(State(ctx): State<Ctx>) -> StatusCode {
 #[utoipa::path(
     delete,
     path = "/v1/faults/{id}",
-    params(("id" = String, Path, description = "The fault's id (`f1`, …)")),
+    params(("id" = String, Path, description = "The fault's id (`f1`, …)", example = "f1")),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No fault has this id (used up, expired or never set)",
@@ -168,7 +203,8 @@ mod tests {
     use crate::server::control::parse_json;
 
     fn refused(json: &str) -> (StatusCode, ErrorBody) {
-        let err = parse_json::<FaultSpec>(json.as_bytes())
+        let err = parse_json::<serde_json::Value>(json.as_bytes())
+            .and_then(spec_of)
             .and_then(|spec| check_http2(&spec).map(|()| spec))
             .unwrap_err();
         (err.status, err.body)
@@ -183,6 +219,11 @@ mod tests {
                 Some("match.tokn"),
             ),
             (r#"{"match": {}}"#, Some("on")),
+            (
+                r#"{"on": "devices", "delay_ms": 0, "match": [null, null]}"#,
+                Some("match"),
+            ),
+            (r#"{"on": "http2", "respond": [500]}"#, Some("respond")),
             (r#"{"on": "smtp"}"#, Some("on")),
             (r#"{"on": "http2", "count": "two"}"#, Some("count")),
             (
@@ -225,6 +266,19 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_full_table_is_409() {
+        let ctx = super::super::tests::ctx();
+        let body =
+            || JsonBody(serde_json::json!({"on": "http2", "respond": {"status": 500}, "count": 2}));
+        for _ in 0..MAX_FAULTS {
+            let (status, _) = add(State(ctx.clone()), body()).await.unwrap();
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let err = add(State(ctx), body()).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::CONFLICT, "{}", err.body.error);
+    }
+
     #[test]
     fn the_issues_example_and_apples_pairs_are_accepted() {
         for json in [
@@ -234,7 +288,7 @@ mod tests {
             r#"{"on": "http2", "respond": {"status": 429}}"#,
             r#"{"on": "http2", "goaway": {}}"#,
         ] {
-            let spec: FaultSpec = parse_json(json.as_bytes()).unwrap();
+            let spec = spec_of(parse_json(json.as_bytes()).unwrap()).unwrap();
             check_http2(&spec).unwrap();
         }
     }

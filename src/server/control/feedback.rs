@@ -15,9 +15,10 @@ use crate::protocol::Environment;
 #[into_params(parameter_in = Query)]
 pub struct FeedbackQuery {
     /// The topic (bundle id) whose list to read, as the provider certificate names it.
+    #[param(min_length = 1, example = "com.example.app")]
     topic: String,
     /// `sandbox` (or `development`) or `production`: each has its own list.
-    #[param(value_type = String, example = "sandbox")]
+    #[param(value_type = super::devices::EnvironmentName, example = "sandbox")]
     environment: Environment,
 }
 

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod push;
 pub mod reset;
+pub mod schemas;
 
 use std::collections::HashMap;
 use std::io;
@@ -499,6 +500,10 @@ fn params(query: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, 
     Ok(out)
 }
 
+/// The largest cursor (`since`, `Last-Event-ID`) a route takes: `i64::MAX`. A sequence
+/// number never gets near it, and a JSON number above it is not safe for many clients.
+pub const MAX_CURSOR: u64 = i64::MAX as u64;
+
 /// An unsigned number parameter within `min..=max`, if given.
 fn number(
     params: &HashMap<String, String>,
@@ -581,8 +586,25 @@ async fn health(State(ctx): State<Ctx>) -> Json<Health> {
     responses((status = 200, description = "The OpenAPI 3 document of every route",
                content_type = "application/json"))
 )]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(document())
+}
+
+/// The OpenAPI document as served: [`ApiDoc`], with the request bodies whose rules a
+/// derived schema cannot say (exactly one effect of a fault, a push's token or serial and
+/// app) replaced by the hand-written schemas of [`schemas`].
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(components) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, schema) in schemas::overrides() {
+            components.insert(name.to_owned(), schema);
+        }
+        schemas::open_flattened(components);
+    }
+    doc
 }
 
 /// Any path outside [`routes`].
@@ -661,6 +683,18 @@ where
     }
 }
 
+/// Parses an optional JSON body: nothing (or only whitespace) and `null` are `T`'s default,
+/// anything else is read as by [`parse_json`].
+pub(crate) fn parse_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    let text = bytes.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(T::default());
+    }
+    parse_json(bytes)
+}
+
 /// Parses a JSON body, naming the field at fault when it is refused.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -675,6 +709,56 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
             "the body must be a JSON object",
         ));
     }
+    let mut value = value;
+    integral_floats(&mut value, true);
+    from_value(value)
+}
+
+/// Fields of a body passed on as the client wrote them, whose numbers stay as they are: a
+/// push's payload.
+const VERBATIM_FIELDS: &[&str] = &["payload"];
+
+/// Turns every float with no fractional part (`95.0`) into the integer it is, as JSON
+/// Schema's `integer` counts it (so the document's integers are what a route takes), outside
+/// [`VERBATIM_FIELDS`] of the top-level object.
+fn integral_floats(value: &mut serde_json::Value, top: bool) {
+    use serde_json::{Number, Value};
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() == 0.0 {
+                // `u64::MAX as f64` is 2^64, one past the range (a literal too big for a u64,
+                // which serde_json reads as a float, must stay refused); below it, and from
+                // -2^63 up, `as` is exact for an integral float.
+                let integer = if (0.0..u64::MAX as f64).contains(&f) {
+                    Some(Number::from(f as u64))
+                } else if (i64::MIN as f64..0.0).contains(&f) {
+                    Some(Number::from(f as i64))
+                } else {
+                    None
+                };
+                if let Some(integer) = integer {
+                    *n = integer;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| integral_floats(v, false)),
+        Value::Object(fields) => {
+            for (name, v) in fields.iter_mut() {
+                if !(top && VERBATIM_FIELDS.contains(&name.as_str())) {
+                    integral_floats(v, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads an already parsed JSON body as `T`, naming the field at fault when it is refused
+/// (as [`parse_json`] does).
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
@@ -723,6 +807,114 @@ mod tests {
             CancellationToken::new(),
             &ControlConfig::default(),
         )
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: u8,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        app: String,
+        inner: Option<Inner>,
+    }
+
+    fn field(json: &str) -> Option<String> {
+        parse_json::<Outer>(json.as_bytes()).unwrap_err().body.field
+    }
+
+    #[test]
+    fn a_bad_body_names_its_field() {
+        assert_eq!(field(r#"{"app": 1}"#).as_deref(), Some("app"));
+        assert_eq!(field(r#"{}"#).as_deref(), Some("app"));
+        assert_eq!(field(r#"{"app":"x","bogus":1}"#).as_deref(), Some("bogus"));
+        assert_eq!(
+            field(r#"{"app":"x","inner":{"a":"no"}}"#).as_deref(),
+            Some("inner.a")
+        );
+        assert_eq!(
+            field(r#"{"app":"x","inner":{}}"#).as_deref(),
+            Some("inner.a")
+        );
+        assert_eq!(field("not json"), None);
+        assert_eq!(field("[]"), None);
+        // Null is an optional field left out.
+        assert!(parse_json::<Outer>(br#"{"app":"x","inner":null}"#).is_ok());
+    }
+
+    #[test]
+    fn integral_floats_are_integers_outside_a_payload() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Numbers {
+            n: u64,
+            m: Option<Inner>,
+            payload: serde_json::Value,
+        }
+        let parsed: Numbers =
+            parse_json(br#"{"n": 95.0, "m": {"a": 7.0}, "payload": {"x": 1.0}}"#).unwrap();
+        assert_eq!(parsed.n, 95);
+        assert_eq!(parsed.payload.to_string(), r#"{"x":1.0}"#);
+        for bad in [
+            r#"{"n": 95.5}"#,
+            r#"{"n": -1.0}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": 18446744073709551616}"#,
+            r#"{"n": 18446744073709551615.0}"#,
+        ] {
+            let err = parse_json::<Numbers>(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("n"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_optional_body_may_be_empty() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Opt {
+            #[serde(default)]
+            n: u8,
+        }
+        assert_eq!(parse_json_or_default::<Opt>(b"").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(b" \n").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(b" null ").unwrap().n, 0);
+        assert_eq!(parse_json_or_default::<Opt>(br#"{"n":3}"#).unwrap().n, 3);
+        assert!(parse_json_or_default::<Opt>(b"x").is_err());
+    }
+
+    #[test]
+    fn a_cursor_is_at_most_i64_max() {
+        let given = |v: &str| HashMap::from([("since".to_owned(), v.to_owned())]);
+        let max = i64::MAX.to_string();
+        assert_eq!(
+            number(&given(&max), "since", 0, MAX_CURSOR).unwrap(),
+            Some(MAX_CURSOR)
+        );
+        for bad in ["9223372036854775808", "18446744073709551615", "-1"] {
+            let err = number(&given(bad), "since", 0, MAX_CURSOR).unwrap_err();
+            assert_eq!(err.body.field.as_deref(), Some("since"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_hand_written_schemas_replace_derived_ones() {
+        let derived = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let served = document();
+        for (name, schema) in schemas::overrides() {
+            let path = format!("/components/schemas/{name}");
+            assert!(
+                derived.pointer(&path).is_some(),
+                "{name} is not in the document"
+            );
+            assert_eq!(served.pointer(&path), Some(&schema));
+        }
+        let body = "/paths/~1v1~1reset/post/requestBody/required";
+        assert_ne!(served.pointer(body), Some(&serde_json::Value::Bool(true)));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{number, params, ApiError, Ctx, RawQuery};
+use super::{number, params, ApiError, Ctx, RawQuery, MAX_CURSOR};
 use crate::hub::{self, Event, Hub, Logged};
 use crate::protocol::notification;
 use crate::protocol::token::DeviceToken;
@@ -49,8 +49,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug, Clone, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Filters {
-    /// Only notifications to this device token (hex, any case).
-    #[param(value_type = Option<String>)]
+    /// Only notifications to this device token (hex, any case: an even number of digits,
+    /// 2 to 200).
+    #[param(value_type = Option<String>, pattern = "^([0-9a-fA-F]{2}){1,100}$")]
     token: Option<DeviceToken>,
     /// Only notifications of this topic (bundle id, with its suffix for VoIP and the like).
     topic: Option<String>,
@@ -63,7 +64,9 @@ pub struct Filters {
     #[param(inline)]
     outcome: Option<hub::Outcome>,
     /// The cursor: only records with a sequence number above it (an answer's `next`).
-    /// 0, the default, is the start of the log.
+    /// 0, the default, is the start of the log; at most `i64::MAX` (`MAX_CURSOR`), and not
+    /// ahead of the log.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     since: Option<u64>,
 }
 
@@ -213,7 +216,7 @@ fn filters(params: &HashMap<String, String>) -> Result<Filters, ApiError> {
             )
         })
         .transpose()?;
-    let since = number(params, "since", 0, u64::MAX)?;
+    let since = number(params, "since", 0, MAX_CURSOR)?;
     Ok(Filters {
         token,
         topic: text("topic"),

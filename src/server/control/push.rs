@@ -9,15 +9,16 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::devices::{actors_of, Body, PushAnswer, PushApi, Refusal, Target, TestPush};
-use super::{ApiError, Ctx};
-use crate::protocol::token::{AppToken, DeviceToken};
+use super::devices::{actors_of, PushAnswer, PushApi, Refusal, Target, TestPush};
+use super::{ApiError, Ctx, JsonBody};
+use crate::protocol::token::DeviceToken;
 
 /// The longest collapse id the route passes on; Apple's limit is 64 bytes, and a longer one
 /// is still sent (so a test can see `BadCollapseId`) up to this bound.
 pub const MAX_COLLAPSE_ID_LEN: usize = 1024;
 
-/// The body of `POST /v1/push`: a `token`, or a `serial` and an `app`.
+/// The body of `POST /v1/push`: a `token`, or a `serial` and an `app`. The document's
+/// schema of it is hand-written ([`super::schemas`]) to say so.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBody {
@@ -55,16 +56,17 @@ pub struct PushBody {
         (status = 400, description = "A bad field, named in `field`", body = super::ErrorBody),
         (status = 404, description = "No such device or app", body = super::ErrorBody),
         (status = 409, description = "No credentials for the topic in the PKI", body = super::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = super::ErrorBody),
         (status = 502, description = "The endpoint could not be reached", body = super::ErrorBody),
         (status = 503, description = "No test provider here", body = super::ErrorBody),
     )
 )]
 pub(super) async fn send(
     State(ctx): State<Ctx>,
-    body: Result<Body<PushBody>, ApiError>,
+    body: Result<JsonBody<PushBody>, ApiError>,
 ) -> Result<Json<PushAnswer>, ApiError> {
     let actors = actors_of(&ctx)?;
-    let Body(body) = body?;
+    let JsonBody(body) = body?;
     let target = match (&body.token, &body.serial, &body.app) {
         (Some(token), None, None) => Target::Token(
             DeviceToken::from_hex(token)
@@ -72,9 +74,7 @@ pub(super) async fn send(
         ),
         (None, Some(serial), Some(app)) => Target::App {
             serial: serial.clone(),
-            app: app
-                .parse::<AppToken>()
-                .map_err(|e| ApiError::field("app", format!("not APP or APP:KIND: {e}")))?,
+            app: super::devices::app_spec(app, "app")?,
         },
         (Some(_), _, _) => {
             return Err(ApiError::field(

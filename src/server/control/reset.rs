@@ -70,40 +70,20 @@ pub struct ResetAnswer {
 /// at once), before resetting anyway: ample on a loaded machine, and a bound on the request.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses the body by hand, so that each refusal names its field (axum's `Json` rejection
-/// does not): an object with at most `devices`, which must be `keep` or `remove`.
+/// The body, optional: nothing is every default ([`super::parse_json_or_default`]).
 fn request(body: &[u8]) -> Result<ResetRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ResetRequest::default());
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::field("body", format!("not JSON: {e}")))?;
-    let serde_json::Value::Object(fields) = value else {
-        return Err(ApiError::field("body", "not a JSON object"));
-    };
-    let mut request = ResetRequest::default();
-    for (name, value) in fields {
-        if name != "devices" {
-            return Err(ApiError::field(
-                &name,
-                "unknown field; the body takes devices only",
-            ));
-        }
-        request.devices = serde_json::from_value(value.clone()).map_err(|_| {
-            ApiError::field("devices", format!("{value} is not \"keep\" or \"remove\""))
-        })?;
-    }
-    Ok(request)
+    super::parse_json_or_default(body)
 }
 
 /// Resets the simulator: the in-process devices first when asked, then the hub.
 #[utoipa::path(
     post,
     path = "/v1/reset",
-    request_body(content = ResetRequest, description = "Optional; `{}` or no body keeps the devices"),
+    request_body(content = Option<ResetRequest>, description = "Optional; `{}` or no body keeps the devices"),
     responses(
         (status = 200, description = "What was cleared", body = ResetAnswer),
         (status = 400, description = "A bad body, the field named in `field`", body = super::ErrorBody),
+        (status = 413, description = "The body is over 16 KiB", body = super::ErrorBody),
     )
 )]
 pub(super) async fn reset(
@@ -165,11 +145,15 @@ mod tests {
             (&br#"{"devices":"all"}"#[..], "devices"),
             (br#"{"devices":1}"#, "devices"),
             (br#"{"device":"keep"}"#, "device"),
-            (b"[]", "body"),
-            (b"{", "body"),
         ] {
             let err = request(body).unwrap_err();
             assert_eq!(err.body.field.as_deref(), Some(field), "{body:?}");
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+        }
+        // Not a JSON object at all: no field to name.
+        for body in [&b"[]"[..], b"{"] {
+            let err = request(body).unwrap_err();
+            assert_eq!(err.body.field, None, "{body:?}");
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
         }
     }
