@@ -1,9 +1,10 @@
 //! The one test harness: a simulator on 127.0.0.1 port 0 with an in-memory PKI (extra
 //! provider certificates and auth keys for the binary and HTTP/2 suites), provider clients
 //! for the binary gateway and the HTTP/2 API, simulated devices, and helpers that wait on
-//! events (never on sleeps).
+//! events (never on sleeps), and the one HTTP client the control API suites share.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -17,7 +18,12 @@ use apns_sim::protocol::token::{AppToken, DeviceToken};
 use apns_sim::protocol::Environment;
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig};
 use apns_sim::tls::{self, ClientIdentity};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rustls::ClientConfig;
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -372,4 +378,63 @@ pub(crate) async fn go_offline(t: &TestSim, dev: &mut DeviceHandle, serial: &str
         move |e| matches!(e, Event::DeviceOffline { serial: s, .. } if *s == serial),
     )
     .await;
+}
+
+/// Sends one request to a control API at `addr` (HTTP/1.1, plain TCP), with `headers` and
+/// `body` (empty: none), and reads the whole answer: the status, the headers and the body.
+/// Bounded by [`TIMEOUT`].
+pub(crate) async fn control_request(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, http::HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path_and_query}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a request");
+    tokio::time::timeout(TIMEOUT, async {
+        let response = client.request(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, headers, body)
+    })
+    .await
+    .expect("answered in time")
+}
+
+/// [`control_request`] with an optional JSON body (sent as `application/json`): the status
+/// and the answer as JSON (`null` for an empty body; a body that is not JSON fails the test).
+pub(crate) async fn control_json(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let headers: &[(&str, &str)] = if body.is_some() {
+        &[("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    let (status, _, bytes) =
+        control_request(addr, method, path_and_query, headers, body.unwrap_or("")).await;
+    if bytes.is_empty() {
+        return (status, Value::Null);
+    }
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{method} {path_and_query}: not JSON ({e}): {bytes:?}"));
+    (status, json)
 }

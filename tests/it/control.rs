@@ -17,10 +17,6 @@ use apns_sim::protocol::Environment;
 use apns_sim::server::control;
 use apns_sim::server::control::notifications::{MAX_LIMIT, MAX_TIMEOUT_MS};
 use apns_sim::sim::{Listeners, Simulator, SimulatorConfig, StartError};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -28,26 +24,7 @@ use crate::common::{self, command, next_device_event, next_hub_event, TestSim, T
 
 /// GETs `path_and_query` from a control API at `addr`: the status and the JSON body.
 pub(crate) async fn get_at(addr: SocketAddr, path_and_query: &str) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = format!("http://{addr}{path_and_query}")
-        .parse()
-        .expect("a URI");
-    let answer = tokio::time::timeout(TIMEOUT, async {
-        let response = client.get(uri).await.expect("an answer");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, body)
-    })
-    .await
-    .expect("answered in time");
-    let json = serde_json::from_slice(&answer.1)
-        .unwrap_or_else(|e| panic!("{path_and_query}: not JSON ({e}): {:?}", answer.1));
-    (answer.0, json)
+    common::control_json(addr, "GET", path_and_query, None).await
 }
 
 /// GETs from the test simulator's control API.

@@ -15,10 +15,7 @@ use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::Environment;
 use apns_sim::server::control;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -31,27 +28,8 @@ pub(crate) async fn call_raw(
     path: &str,
     body: Option<&str>,
 ) -> (u16, HeaderMap, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .expect("a request");
-    tokio::time::timeout(TIMEOUT, async {
-        let response = client.request(request).await.expect("an answer");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, headers, body)
-    })
-    .await
-    .expect("answered in time")
+    let headers = [("content-type", "application/json")];
+    common::control_request(addr, method.as_str(), path, &headers, body.unwrap_or("")).await
 }
 
 /// One request with a JSON body (or none): the status and the JSON answer (`null` for an
@@ -63,13 +41,7 @@ pub(crate) async fn call(
     body: Option<Value>,
 ) -> (u16, Value) {
     let text = body.map(|b| b.to_string());
-    let (status, _, bytes) = call_raw(addr, method, path, text.as_deref()).await;
-    if bytes.is_empty() {
-        return (status, Value::Null);
-    }
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"));
-    (status, json)
+    common::control_json(addr, method.as_str(), path, text.as_deref()).await
 }
 
 /// The test simulator's control API address.

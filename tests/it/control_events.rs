@@ -31,7 +31,7 @@ use crate::common::{self, command, next_device_event, next_hub_event, TestSim, T
 /// The token the token tests run with.
 const TOKEN: &str = "s3cret-token";
 
-/// Sends a request to a control API: the status, the headers and the whole body.
+/// Sends a request to a control API: the status, the headers and the whole body as JSON.
 async fn request(
     addr: SocketAddr,
     method: &str,
@@ -39,14 +39,7 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, hyper::HeaderMap, Value) {
-    let response = open(addr, method, path, headers, body).await;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = tokio::time::timeout(TIMEOUT, response.into_body().collect())
-        .await
-        .expect("a body in time")
-        .expect("a body")
-        .to_bytes();
+    let (status, headers, bytes) = common::control_request(addr, method, path, headers, body).await;
     let json = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {bytes:?}"));
     (status, headers, json)

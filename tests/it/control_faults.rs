@@ -17,9 +17,6 @@ use apns_sim::protocol::error_response::Status;
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
@@ -30,33 +27,7 @@ use crate::control::get_at;
 /// Sends `method path` with an optional body to the control API: the status and the body as
 /// JSON (`null` when empty).
 async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .expect("a request");
-    let answer = tokio::time::timeout(TIMEOUT, async {
-        let response = client.request(request).await.expect("an answer");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, body)
-    })
-    .await
-    .expect("answered in time");
-    let json = if answer.1.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&answer.1)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {:?}", answer.1))
-    };
-    (answer.0, json)
+    common::control_json(addr, method, path, body).await
 }
 
 /// Adds a fault and returns its id.

@@ -9,14 +9,9 @@
 use std::net::SocketAddr;
 
 use apns_sim::server::control::{self, dashboard};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use crate::common::{self, TIMEOUT};
+use crate::common;
 
 /// GETs `path` from the control API at `addr` with `headers`: status, headers, body text.
 async fn fetch(
@@ -24,27 +19,13 @@ async fn fetch(
     path: &str,
     headers: &[(hyper::header::HeaderName, HeaderValue)],
 ) -> (u16, HeaderMap, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = Request::get(format!("http://{addr}{path}"));
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let request = request.body(Empty::new()).expect("a request");
-    tokio::time::timeout(TIMEOUT, async {
-        let response = client.request(request).await.expect("an answer");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        let text = String::from_utf8(body.to_vec()).expect("UTF-8");
-        (status, headers, text)
-    })
-    .await
-    .expect("answered in time")
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().expect("a text header")))
+        .collect();
+    let (status, headers, body) = common::control_request(addr, "GET", path, &headers, "").await;
+    let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+    (status, headers, text)
 }
 
 /// True when `path` (without its query) is `route` with each `{name}` segment filled in by

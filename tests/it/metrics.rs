@@ -10,12 +10,8 @@ use apns_sim::hub::{Api, Event, Outcome};
 use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::token::DeviceToken;
 use apns_sim::protocol::Environment;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-use crate::common::{self, next_hub_event, TIMEOUT};
+use crate::common::{self, next_hub_event};
 
 /// Every metric the simulator exposes.
 const METRICS: [&str; 8] = [
@@ -31,28 +27,14 @@ const METRICS: [&str; 8] = [
 
 /// GETs `path` from a control API at `addr`: the status, the content type and the body.
 pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = format!("http://{addr}{path}").parse().expect("a URI");
-    tokio::time::timeout(TIMEOUT, async {
-        let response = client.get(uri).await.expect("an answer");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        let body = String::from_utf8(body.to_vec()).expect("UTF-8 text");
-        (status, content_type, body)
-    })
-    .await
-    .expect("answered in time")
+    let (status, headers, body) = common::control_request(addr, "GET", path, &[], "").await;
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = String::from_utf8(body.to_vec()).expect("UTF-8 text");
+    (status, content_type, body)
 }
 
 /// The value of the sample named exactly `series` (name and labels, as encoded).
