@@ -14,6 +14,7 @@ mod certs;
 mod device;
 mod feedback;
 mod push;
+mod scenario;
 mod serve;
 
 /// Folder `serve` and `certs` write to, and the client commands read from, when neither
@@ -27,6 +28,8 @@ pub(crate) enum Outcome {
     Done,
     /// A push was answered with an error (exit code 1): the command ran, the simulator said no.
     PushRefused,
+    /// A scenario file is not valid, or an expectation of one does not hold (exit code 1).
+    Failed,
 }
 
 /// The subcommands.
@@ -43,6 +46,8 @@ pub(crate) enum Command {
     /// Run one or more simulated devices: JSON events on stdout, commands on stdin
     /// (install APP, uninstall APP, offline, online, quit).
     Device(device::DeviceArgs),
+    /// Check or run scenario files: a world, a timeline and expectations with verdicts.
+    Scenario(scenario::ScenarioArgs),
 }
 
 impl Command {
@@ -68,6 +73,15 @@ impl Command {
         }
     }
 
+    /// Whether the simulator's info lines stay off by default (the command prints its own
+    /// report; `-v` or `RUST_LOG` bring them back).
+    pub(crate) fn quiet(&self) -> bool {
+        match self {
+            Command::Scenario(args) => args.quiet(),
+            _ => false,
+        }
+    }
+
     /// Runs the command.
     pub(crate) async fn run(self) -> anyhow::Result<Outcome> {
         match self {
@@ -76,6 +90,7 @@ impl Command {
             Command::Push(args) => args.run().await,
             Command::Feedback(args) => args.run().await,
             Command::Device(args) => args.run().await,
+            Command::Scenario(args) => args.run().await,
         }
     }
 }
