@@ -144,12 +144,33 @@ fn field_at(text: &str, span: Range<usize>) -> String {
         .get(span.start..span.end.min(text.len()))
         .unwrap_or("")
         .trim();
-    let key = match line.split_once('=') {
-        Some((key, _)) if line_start + key.len() <= start => key.trim().to_owned(),
-        _ if !covered.is_empty() && !covered.contains('\n') => {
+    let bare = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    let before = &text[line_start..start];
+    // The line's own key (`push` of `push = { … }`), and the key the span is about inside
+    // it: the key the span covers (an unknown one), else the last before an `=`.
+    let outer = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| bare(k) && line_start + k.len() <= start);
+    let inner = if bare(covered) && !before.trim_end().ends_with('=') {
+        Some(covered)
+    } else {
+        before
+            .rfind('=')
+            .map(|eq| before[..eq].rsplit(['{', ',']).next().unwrap_or("").trim())
+            .filter(|k| bare(k))
+    };
+    let key = match (outer, inner) {
+        (Some(o), Some(i)) if o != i => format!("{o}.{i}"),
+        (Some(k), _) | (None, Some(k)) => k.to_owned(),
+        (None, None) if !covered.is_empty() && !covered.contains('\n') => {
             covered.trim_matches(|c| c == '[' || c == ']').to_owned()
         }
-        _ => String::new(),
+        (None, None) => String::new(),
     };
     match (path.is_empty(), key.is_empty()) {
         (true, true) => "(file)".to_owned(),
@@ -597,7 +618,7 @@ impl Checker<'_> {
             );
             return None;
         };
-        if matches!(milestone, Milestone::Outcome(_)) && target.verb != "push" {
+        if milestone != Milestone::Done && target.verb != "push" {
             self.at(
                 after.span(),
                 field,
@@ -759,6 +780,16 @@ impl Checker<'_> {
                 }
             };
         }
+        if let Some(flag) = &s.shutdown {
+            if !*flag.get_ref() {
+                self.at(
+                    flag.span(),
+                    format!("{field}.shutdown"),
+                    "write shutdown = true, or leave the step out",
+                );
+            }
+            return Some(Action::Shutdown);
+        }
         if let Some(ms) = &s.advance_clock_ms {
             if *ms.get_ref() == 0 || *ms.get_ref() > MAX_CLOCK_ADVANCE_MS {
                 self.at(
@@ -841,6 +872,13 @@ impl Checker<'_> {
                     if (binary || auth == Some(format::Auth::Certificate)) && !cert {
                         bad(self, "app", format!("{} has no certificate", a.bundle));
                     }
+                    if p.refresh_token && auth != Some(format::Auth::Token) {
+                        bad(
+                            self,
+                            "refresh_token",
+                            "refresh_token needs auth = \"token\"".to_owned(),
+                        );
+                    }
                     if auth == Some(format::Auth::Token) && a.key_id.is_none() {
                         bad(
                             self,
@@ -865,6 +903,8 @@ impl Checker<'_> {
                 (p.push_type.is_some(), "push_type"),
                 (p.topic.is_some(), "topic"),
                 (p.retry.is_some(), "retry"),
+                (p.reuse_connection, "reuse_connection"),
+                (p.refresh_token, "refresh_token"),
             ] {
                 if given {
                     bad(
@@ -885,6 +925,13 @@ impl Checker<'_> {
                     bad(self, what, format!("command 0 has no {what}"));
                 }
             }
+        }
+        if !binary && p.keep_open {
+            bad(
+                self,
+                "keep_open",
+                "keep_open is the binary API's (HTTP/2 connections stay open anyway)".to_owned(),
+            );
         }
         if p.api == Via::Binary1 && p.priority.is_some() {
             bad(self, "priority", "command 1 has no priority".to_owned());
@@ -969,6 +1016,21 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(pos) = order
+            .iter()
+            .position(|s| matches!(steps[*s].action, Action::Shutdown))
+        {
+            if let Some(next) = order.get(pos + 1) {
+                self.at(
+                    file.steps[*next].span(),
+                    format!("step[{}]", next + 1),
+                    format!(
+                        "runs after {}, which shuts the simulator down: a shutdown is the last step",
+                        steps[order[pos]].name
+                    ),
+                );
+            }
+        }
         order
     }
 
@@ -1018,7 +1080,7 @@ impl Checker<'_> {
             let step_ref = |c: &mut Self, step: &Spanned<String>, verb: &str, f: &str| match names
                 .get(step.get_ref())
             {
-                Some(r) if r.verb == verb => Some(*r),
+                Some(r) if r.verb == verb || (verb == "push" && r.verb == "shutdown") => Some(*r),
                 Some(r) => {
                     c.at(
                         step.span(),
@@ -1056,7 +1118,7 @@ impl Checker<'_> {
                     continue;
                 };
                 if let Some(index) = a.index {
-                    if index == 0 || index > r.sends {
+                    if index == 0 || (r.verb == "push" && index > r.sends) {
                         self.at(
                             answer.span(),
                             format!("{field}.answer.index"),
@@ -1184,7 +1246,7 @@ struct World<'a> {
 }
 
 /// Every action key of a step.
-const ACTIONS: [&str; 12] = [
+const ACTIONS: [&str; 13] = [
     "push",
     "pushes",
     "uninstall",
@@ -1196,6 +1258,7 @@ const ACTIONS: [&str; 12] = [
     "fault",
     "fault_off",
     "advance_clock_ms",
+    "shutdown",
     "(and at_ms or after to time it)",
 ];
 
@@ -1217,6 +1280,7 @@ fn given_actions(s: &format::StepDecl) -> Vec<&'static str> {
         (s.fault.is_some(), "fault"),
         (s.fault_off.is_some(), "fault_off"),
         (s.advance_clock_ms.is_some(), "advance_clock_ms"),
+        (s.shutdown.is_some(), "shutdown"),
     ]
     .into_iter()
     .filter_map(|(given, name)| given.then_some(name))
@@ -1378,6 +1442,14 @@ mod tests {
         );
         let s = check(&text).unwrap();
         assert_eq!(s.order, [1, 0]);
+    }
+
+    #[test]
+    fn a_shutdown_is_the_last_step() {
+        let text = format!("{WORLD}\n[[step]]\nshutdown = true\n\n[[step]]\noffline = 'A'\n");
+        let p = problem(&text);
+        assert_eq!((p.line, p.field.as_str()), (11, "step[2]"), "{p}");
+        assert!(p.why.contains("a shutdown is the last step"), "{p}");
     }
 
     #[test]

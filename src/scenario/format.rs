@@ -122,6 +122,9 @@ pub struct StepDecl {
     pub fault_off: Option<Spanned<String>>,
     /// Move the simulator's clock forward this many ms (expiry, token age).
     pub advance_clock_ms: Option<Spanned<u64>>,
+    /// Shut the simulator down (`true`) while connections are open: binary connections
+    /// left open get status 10, HTTP/2 connections a GOAWAY. The last step of a run.
+    pub shutdown: Option<Spanned<bool>>,
 }
 
 /// The provider API a push goes through.
@@ -200,6 +203,18 @@ pub struct PushDecl {
     pub first: Option<Spanned<u64>>,
     /// Retry a failed push like a careful provider (HTTP/2).
     pub retry: Option<Spanned<RetryDecl>>,
+    /// HTTP/2: push on the connection an earlier step of the same app, auth and environment
+    /// left open, as a provider keeps its connection (default: a fresh one for each step).
+    #[serde(default)]
+    pub reuse_connection: bool,
+    /// HTTP/2 token auth: sign a new provider token now (default: keep the app's current
+    /// one, signed when it was first used, as a provider keeps it until it must renew).
+    #[serde(default)]
+    pub refresh_token: bool,
+    /// Binary: leave the connection open after the step (for a later `shutdown` to answer
+    /// on); by default it is closed once every notification is recorded.
+    #[serde(default)]
+    pub keep_open: bool,
 }
 
 /// `retry`: what a provider that must retry does.

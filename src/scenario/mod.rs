@@ -129,11 +129,15 @@ pub enum Milestone {
     /// One of the step's notifications got this outcome in the delivery log
     /// (`delivered` is `acknowledged`).
     Outcome(Outcome),
+    /// Every one of the step's notifications has settled: its latest outcome is neither
+    /// `sent` nor `requeued` (it was acknowledged, reported not installed, stored, refused…).
+    Settled,
 }
 
 impl Milestone {
     /// The words `after` accepts, for the check's message.
-    pub const WORDS: &'static str = "done, answered, read, delivered, acknowledged, sent, stored, \
+    pub const WORDS: &'static str =
+        "done, answered, read, settled, delivered, acknowledged, sent, stored, \
          superseded, expired, discarded, not_installed, unregistered, rejected, throttled, \
          requeued";
 
@@ -142,6 +146,7 @@ impl Milestone {
         match word {
             "done" | "answered" | "read" => Some(Milestone::Done),
             "delivered" => Some(Milestone::Outcome(Outcome::Acknowledged)),
+            "settled" => Some(Milestone::Settled),
             other => serde_json::from_value(serde_json::Value::String(other.to_owned()))
                 .ok()
                 .map(Milestone::Outcome),
@@ -153,6 +158,7 @@ impl fmt::Display for Milestone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Milestone::Done => f.write_str("done"),
+            Milestone::Settled => f.write_str("settled"),
             Milestone::Outcome(Outcome::Acknowledged) => f.write_str("delivered"),
             Milestone::Outcome(o) => write!(f, "{}", outcome_name(*o)),
         }
@@ -191,6 +197,8 @@ pub enum Action {
     FaultOff(usize),
     /// Move the clock.
     AdvanceClock(u64),
+    /// Shut the simulator down while connections are open.
+    Shutdown,
 }
 
 impl Action {
@@ -207,6 +215,7 @@ impl Action {
             Action::Fault(_) => "fault",
             Action::FaultOff(_) => "fault_off",
             Action::AdvanceClock(_) => "advance_clock",
+            Action::Shutdown => "shutdown",
         }
     }
 }

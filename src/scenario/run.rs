@@ -58,6 +58,11 @@ const RUN_LOG_LEN: usize = 200_000;
 /// The first binary identifier the runner gives (distinct from the actors' test pushes).
 const FIRST_IDENTIFIER: u32 = 1;
 
+/// The expiry of a binary push (commands 1 and 2) that gives none: an hour ahead on the
+/// simulator's clock, as `apns-sim push` and the control API's test push do; the frame must
+/// carry one, and 0 would mean "do not store", which a scenario should say outright.
+pub const DEFAULT_BINARY_EXPIRY: Duration = crate::actors::provider::DEFAULT_BINARY_EXPIRY;
+
 /// The HTTP statuses a `retry` retries on by default: Apple's "try again later" answers.
 const DEFAULT_RETRY_ON: [u16; 3] = [429, 500, 503];
 
@@ -100,6 +105,9 @@ pub async fn run(
         timeline: Vec::new(),
         failures: Vec::new(),
         next_identifier: FIRST_IDENTIFIER,
+        connections: HashMap::new(),
+        provider_tokens: HashMap::new(),
+        open_binary: Vec::new(),
     };
     let mut error = None;
     match runner.create_devices().await {
@@ -300,7 +308,18 @@ struct Runner<'a> {
     /// Steps that could not do what they say.
     failures: Vec<Verdict>,
     next_identifier: u32,
+    /// The HTTP/2 connection each (app, certificate auth, environment) last left open, for
+    /// a later push with `reuse_connection`.
+    connections: HashMap<ConnectionKey, Http2Client>,
+    /// Each auth key's current provider token.
+    provider_tokens: HashMap<String, String>,
+    /// Binary connections left open (`keep_open`), for a `shutdown` to answer on.
+    open_binary: Vec<BinaryClient>,
 }
+
+/// Which HTTP/2 connection a push may reuse: its app, whether it authenticates with the
+/// certificate, and its environment.
+type ConnectionKey = (String, bool, Environment);
 
 impl Runner<'_> {
     /// Adds and prints a timeline line.
@@ -367,16 +386,12 @@ impl Runner<'_> {
         let step = &self.scenario.steps[index];
         let name = step.name.clone();
         if let Some(after) = step.after {
-            if let Milestone::Outcome(outcome) = after.milestone {
+            if after.milestone != Milestone::Done {
                 let ids = self.apns_ids(after.step);
+                let milestone = after.milestone;
                 let reached = self
                     .log
-                    .wait_for(|events| {
-                        events.iter().any(|e| {
-                            matches!(e, Event::Notification { apns_id, outcome: o, .. }
-                                if *o == outcome && ids.contains(apns_id))
-                        })
-                    })
+                    .wait_for(|events| reached(events, &ids, milestone))
                     .await;
                 let waited = format!(
                     "{} {}",
@@ -492,7 +507,14 @@ impl Runner<'_> {
             }
             Action::Feedback(app, environment) => {
                 let tokens = self.feedback(app, *environment).await?;
-                let names: Vec<String> = tokens.iter().map(|t| self.token_name(t)).collect();
+                let mut names: Vec<String> = tokens
+                    .iter()
+                    .take(MAX_CLOSEST)
+                    .map(|t| self.token_name(t))
+                    .collect();
+                if tokens.len() > MAX_CLOSEST {
+                    names.push("…".to_owned());
+                }
                 let text = format!(
                     "feedback for {app} ({environment}): {} tuple(s){}{}",
                     tokens.len(),
@@ -532,6 +554,26 @@ impl Runner<'_> {
                     },
                 ))
             }
+            Action::Shutdown => {
+                let sent = self.shutdown_now().await;
+                let answers: Vec<String> = sent
+                    .iter()
+                    .map(|s| {
+                        let api = if s.api == Via::Http2 {
+                            "HTTP/2"
+                        } else {
+                            "binary"
+                        };
+                        format!("{api} connection: {}", s.answer.describe())
+                    })
+                    .collect();
+                let text = format!(
+                    "the simulator shuts down{}{}",
+                    if answers.is_empty() { "" } else { "; " },
+                    answers.join(", ")
+                );
+                Ok((StepResult::Push(sent), text))
+            }
             Action::AdvanceClock(ms) => {
                 self.clock.advance(Duration::from_millis(*ms));
                 Ok((
@@ -540,6 +582,78 @@ impl Runner<'_> {
                 ))
             }
         }
+    }
+
+    /// Shuts the simulator down and reads what each connection left open hears: binary
+    /// ones the error response (status 10 with the last identifier accepted), HTTP/2 ones
+    /// a GOAWAY. Binary connections first, in the order they were opened.
+    async fn shutdown_now(&mut self) -> Vec<Sent> {
+        self.sim.shutdown_token().cancel();
+        let mut sent = Vec::new();
+        for mut client in std::mem::take(&mut self.open_binary) {
+            let answer = match client.finish(MAX_WAIT_PER_STEP).await {
+                Ok(GatewayAnswer::Error(resp)) => Answer {
+                    status: u16::from(resp.status.code()),
+                    reason: None,
+                    identifier: Some(u32::from_be_bytes(resp.identifier)),
+                    attempts: 1,
+                },
+                Ok(GatewayAnswer::Closed) => Answer {
+                    status: 0,
+                    reason: Some("closed without an error response".to_owned()),
+                    identifier: None,
+                    attempts: 1,
+                },
+                Ok(GatewayAnswer::Silent) => Answer {
+                    status: 0,
+                    reason: Some(format!("no answer within {MAX_WAIT_PER_STEP:?}")),
+                    identifier: None,
+                    attempts: 1,
+                },
+                Err(e) => Answer {
+                    status: 0,
+                    reason: Some(e.to_string()),
+                    identifier: None,
+                    attempts: 1,
+                },
+            };
+            sent.push(Sent {
+                device: None,
+                api: Via::Binary2,
+                apns_id: None,
+                answer,
+            });
+        }
+        let mut open: Vec<(ConnectionKey, Http2Client)> = self.connections.drain().collect();
+        open.sort_by(|a, b| {
+            (&a.0 .0, a.0 .1, a.0 .2.as_str()).cmp(&(&b.0 .0, b.0 .1, b.0 .2.as_str()))
+        });
+        for (_, client) in open {
+            let goaway = tokio::time::timeout(MAX_WAIT_PER_STEP, client.closed())
+                .await
+                .ok()
+                .flatten();
+            let reason = match goaway {
+                Some(g) => format!(
+                    "GOAWAY {}",
+                    g.reason()
+                        .unwrap_or_else(|| format!("code {}", g.error_code))
+                ),
+                None => "closed without a GOAWAY".to_owned(),
+            };
+            sent.push(Sent {
+                device: None,
+                api: Via::Http2,
+                apns_id: None,
+                answer: Answer {
+                    status: 0,
+                    reason: Some(reason),
+                    identifier: None,
+                    attempts: 1,
+                },
+            });
+        }
+        sent
     }
 
     /// A token's name for people: `SERIAL APP[:KIND]`, or its hex.
@@ -665,12 +779,14 @@ impl Runner<'_> {
         let first = prepared.first().ok_or("nothing to push")?;
         let config = self.provider_tls(&first.app.app, true, false)?;
         let mut frames = BytesMut::new();
+        let default_expiry = (self.clock.now_secs() + DEFAULT_BINARY_EXPIRY.as_secs())
+            .min(u64::from(u32::MAX)) as u32;
         for p in prepared {
             match api.command() {
                 Some(0) => notification::encode_simple_raw(&p.token, &p.payload, &mut frames),
                 Some(1) => notification::encode_enhanced_raw(
                     p.identifier.to_be_bytes(),
-                    p.expiry.unwrap_or(0),
+                    p.expiry.unwrap_or(default_expiry),
                     &p.token,
                     &p.payload,
                     &mut frames,
@@ -679,7 +795,7 @@ impl Runner<'_> {
                     &p.token,
                     &p.payload,
                     p.identifier.to_be_bytes(),
-                    p.expiry.unwrap_or(0),
+                    p.expiry.unwrap_or(default_expiry),
                     p.decl.priority.unwrap_or(10),
                     &mut frames,
                 ),
@@ -742,7 +858,11 @@ impl Runner<'_> {
                 attempts: 1,
             },
             Ok(GatewayAnswer::Silent) => {
-                let _ = client.close().await;
+                if prepared.iter().any(|p| p.decl.keep_open) {
+                    self.open_binary.push(client);
+                } else {
+                    let _ = client.close().await;
+                }
                 Answer {
                     status: 0,
                     reason: None,
@@ -772,7 +892,29 @@ impl Runner<'_> {
     async fn push_http2(&mut self, prepared: &[Prepared]) -> Result<Vec<Sent>, String> {
         let mut out = Vec::new();
         let mut connection: Option<Http2Client> = None;
+        let mut last_key = None;
         for p in prepared {
+            let key: ConnectionKey = (
+                p.app.app.clone(),
+                p.auth == Auth::Certificate,
+                p.environment,
+            );
+            if last_key.as_ref() != Some(&key) {
+                if let (Some(old), Some(client)) = (last_key.take(), connection.take()) {
+                    self.connections.insert(old, client);
+                }
+                connection = if p.decl.reuse_connection {
+                    self.connections.remove(&key)
+                } else {
+                    None
+                };
+                last_key = Some(key);
+            }
+            if p.decl.refresh_token {
+                if let Some(id) = &p.key_id {
+                    self.provider_tokens.remove(id);
+                }
+            }
             let apns_id = Uuid::new_v4();
             let (max, retry_on) = match &p.decl.retry {
                 Some(r) => (
@@ -844,6 +986,9 @@ impl Runner<'_> {
                 answer,
             });
         }
+        if let (Some(key), Some(client)) = (last_key, connection) {
+            self.connections.insert(key, client);
+        }
         Ok(out)
     }
 
@@ -857,7 +1002,7 @@ impl Runner<'_> {
     }
 
     /// The request of one notification.
-    fn request(&self, p: &Prepared, apns_id: Uuid) -> Result<Http2Request, String> {
+    fn request(&mut self, p: &Prepared, apns_id: Uuid) -> Result<Http2Request, String> {
         let mut request = Http2Request::push(&hex::encode(&p.token), p.payload.clone())
             .header("apns-id", apns_id.to_string());
         let topic = p.decl.topic.clone().unwrap_or_else(|| p.app.topic());
@@ -884,7 +1029,14 @@ impl Runner<'_> {
                 .pki()
                 .auth_key(key_id)
                 .ok_or_else(|| format!("no key {key_id}"))?;
-            let jwt = jwt::sign(key, self.clock.now_secs()).map_err(|e| e.to_string())?;
+            let jwt = match self.provider_tokens.get(key_id) {
+                Some(jwt) => jwt.clone(),
+                None => {
+                    let jwt = jwt::sign(key, self.clock.now_secs()).map_err(|e| e.to_string())?;
+                    self.provider_tokens.insert(key_id.clone(), jwt.clone());
+                    jwt
+                }
+            };
             request = request.bearer(&jwt);
         }
         Ok(request)
@@ -1229,7 +1381,16 @@ impl Runner<'_> {
         };
         v.seen = format!("{had} of {total} {word}");
         if !v.passed {
-            v.closest = by_id.values().map(|list| list.join(" -> ")).collect();
+            // The notifications that did not get the outcome first: they are the near miss.
+            let word = outcome_name(outcome);
+            let (missed, had): (Vec<_>, Vec<_>) = by_id
+                .values()
+                .partition(|list| !list.iter().any(|t| t.split(' ').next() == Some(&word)));
+            v.closest = missed
+                .into_iter()
+                .chain(had)
+                .map(|list| list.join(" -> "))
+                .collect();
             if total > ids.len() {
                 v.closest.push(format!(
                     "{} notification(s) never reached the hub",
@@ -1300,6 +1461,35 @@ struct Prepared {
     auth: Auth,
     key_id: Option<String>,
     decl: PushDecl,
+}
+
+/// Whether the delivery log shows `milestone` for the notifications `ids`.
+fn reached(events: &[Event], ids: &[Uuid], milestone: Milestone) -> bool {
+    match milestone {
+        Milestone::Done => true,
+        Milestone::Outcome(outcome) => events.iter().any(|e| {
+            matches!(e, Event::Notification { apns_id, outcome: o, .. }
+                if *o == outcome && ids.contains(apns_id))
+        }),
+        Milestone::Settled => {
+            let mut latest: HashMap<Uuid, Outcome> = HashMap::new();
+            for e in events {
+                if let Event::Notification {
+                    apns_id, outcome, ..
+                } = e
+                {
+                    if ids.contains(apns_id) {
+                        latest.insert(*apns_id, *outcome);
+                    }
+                }
+            }
+            ids.iter().all(|id| {
+                latest
+                    .get(id)
+                    .is_some_and(|o| !matches!(o, Outcome::Sent | Outcome::Requeued))
+            })
+        }
+    }
 }
 
 /// The hub's first record of a binary notification `(identifier, token)` among `events`.

@@ -19,6 +19,7 @@ mod kinds;
 mod limits;
 mod metrics;
 mod readme;
+mod scenarios;
 mod store;
 mod token_auth;
 mod webhook;
