@@ -219,7 +219,7 @@ impl Checker<'_> {
         };
         let (steps, names) = self.steps(&file, &world);
         let order = self.order(&file, &steps);
-        let expects = self.expects(&file, &world, &names, &steps);
+        let expects = self.expects(&file, &world, &names);
         Scenario {
             name: file.name,
             description: file.description,
@@ -1039,7 +1039,6 @@ impl Checker<'_> {
         file: &File,
         world: &World<'_>,
         names: &BTreeMap<String, StepRef>,
-        steps: &[Step],
     ) -> Vec<Expectation> {
         if file.expects.len() > MAX_EXPECTS {
             self.at(
@@ -1205,7 +1204,6 @@ impl Checker<'_> {
             }
             out.push(Expectation { name, line, kind });
         }
-        let _ = steps;
         out
     }
 

@@ -12,7 +12,7 @@
 //! (the only sleep), and `advance_clock_ms` moves the simulator's clock instead of waiting.
 //! Every wait is bounded by [`MAX_WAIT_PER_STEP`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -439,10 +439,10 @@ impl Runner<'_> {
     }
 
     /// The apns-ids of a push step's notifications.
-    fn apns_ids(&self, step: usize) -> Vec<Uuid> {
+    fn apns_ids(&self, step: usize) -> HashSet<Uuid> {
         match &self.results[step] {
             StepResult::Push(sent) => sent.iter().filter_map(|s| s.apns_id).collect(),
-            _ => Vec::new(),
+            _ => HashSet::new(),
         }
     }
 
@@ -544,7 +544,6 @@ impl Runner<'_> {
                 };
                 let id = id.clone();
                 let removed = self.sim.hub().remove_fault(&id);
-                let _ = index;
                 Ok((
                     StepResult::Done,
                     if removed {
@@ -820,9 +819,33 @@ impl Runner<'_> {
                 )
             })
             .collect();
+        // Which frames the hub has recorded, read incrementally: a fleet's thousands of
+        // frames are each looked up once, not once per wake-up.
+        let mut by_identifier: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, (identifier, _)) in keys.iter().enumerate() {
+            by_identifier.entry(*identifier).or_default().push(i);
+        }
+        let progress = std::cell::RefCell::new((from, HashSet::new()));
         let recorded = |events: &[Event]| {
-            keys.iter()
-                .all(|key| record_of(&events[from.min(events.len())..], key).is_some())
+            let mut guard = progress.borrow_mut();
+            let (scanned, found) = &mut *guard;
+            for e in events.get(*scanned..).unwrap_or_default() {
+                if let Event::Notification {
+                    api: Api::Binary,
+                    identifier,
+                    token,
+                    ..
+                } = e
+                {
+                    for i in by_identifier.get(identifier).into_iter().flatten() {
+                        if token.as_ref().map_or(true, |t| t.as_bytes() == keys[*i].1) {
+                            found.insert(*i);
+                        }
+                    }
+                }
+            }
+            *scanned = (*scanned).max(events.len());
+            found.len() == keys.len()
         };
         let answer = tokio::select! {
             answer = client.finish(MAX_WAIT_PER_STEP) => Some(answer),
@@ -830,9 +853,10 @@ impl Runner<'_> {
         };
         self.log.refresh();
         let events = &self.log.events[from.min(self.log.events.len())..];
-        let rejected = keys.iter().any(|k| {
+        let records = first_records(events, &keys);
+        let rejected = records.iter().any(|r| {
             matches!(
-                record_of(events, k),
+                r,
                 Some(Event::Notification {
                     outcome: Outcome::Rejected,
                     ..
@@ -874,11 +898,11 @@ impl Runner<'_> {
         };
         Ok(prepared
             .iter()
-            .zip(&keys)
-            .map(|(p, key)| Sent {
+            .zip(&records)
+            .map(|(p, record)| Sent {
                 device: p.device.clone(),
                 api,
-                apns_id: match record_of(events, key) {
+                apns_id: match record {
                     Some(Event::Notification { apns_id, .. }) => Some(*apns_id),
                     _ => None,
                 },
@@ -1464,7 +1488,7 @@ struct Prepared {
 }
 
 /// Whether the delivery log shows `milestone` for the notifications `ids`.
-fn reached(events: &[Event], ids: &[Uuid], milestone: Milestone) -> bool {
+fn reached(events: &[Event], ids: &HashSet<Uuid>, milestone: Milestone) -> bool {
     match milestone {
         Milestone::Done => true,
         Milestone::Outcome(outcome) => events.iter().any(|e| {
@@ -1492,13 +1516,32 @@ fn reached(events: &[Event], ids: &[Uuid], milestone: Milestone) -> bool {
     }
 }
 
-/// The hub's first record of a binary notification `(identifier, token)` among `events`.
-fn record_of<'e>(events: &'e [Event], key: &(u32, Vec<u8>)) -> Option<&'e Event> {
-    events.iter().find(|e| {
-        matches!(e, Event::Notification { api: Api::Binary, identifier, token, .. }
-            if *identifier == key.0
-                && token.as_ref().map_or(true, |t| t.as_bytes() == key.1.as_slice()))
-    })
+/// The hub's first record of each binary notification `(identifier, token)` among `events`
+/// (one pass over the events).
+fn first_records<'e>(events: &'e [Event], keys: &[(u32, Vec<u8>)]) -> Vec<Option<&'e Event>> {
+    let mut by_identifier: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, (identifier, _)) in keys.iter().enumerate() {
+        by_identifier.entry(*identifier).or_default().push(i);
+    }
+    let mut records = vec![None; keys.len()];
+    for e in events {
+        if let Event::Notification {
+            api: Api::Binary,
+            identifier,
+            token,
+            ..
+        } = e
+        {
+            for i in by_identifier.get(identifier).into_iter().flatten() {
+                let fits = token.as_ref().map_or(true, |t| t.as_bytes() == keys[*i].1);
+                if fits && records[*i].is_none() {
+                    records[*i] = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    records
 }
 
 /// Runs `work` for each serial, [`DEVICE_CONCURRENCY`] at a time; the first failure wins.
