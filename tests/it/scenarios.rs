@@ -53,6 +53,25 @@ async fn every_shipped_scenario_passes() {
     }
 }
 
+/// The README's example scenario passes as shown.
+#[tokio::test]
+async fn the_readme_example_passes() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Scenarios")
+        .nth(1)
+        .expect("a Scenarios section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a TOML example");
+    let report = run_file("README.md", example, &mut |_| {}).await;
+    let failed: Vec<String> = report.verdicts.iter().map(|v| v.text()).collect();
+    assert!(report.passed(), "{:?}\n{}", report.error, failed.join("\n"));
+    assert_eq!(report.verdicts.len(), 1);
+}
+
 /// A world of one device and a push, with expectations of which two are wrong.
 const WRONG: &str = r#"
 name = "wrong on purpose"
