@@ -89,6 +89,9 @@ pub async fn run(
 ) -> FileReport {
     let started = Instant::now();
     let name = scenario.name.clone().unwrap_or_else(|| file.to_owned());
+    if let Err(e) = consistent(scenario) {
+        return FileReport::failed(file, e);
+    }
     let (sim, clock) = match start(scenario).await {
         Ok(started) => started,
         Err(e) => return FileReport::failed(file, format!("the simulator did not start: {e}")),
@@ -138,6 +141,43 @@ pub async fn run(
         error,
         duration_ms: started.elapsed().as_millis() as u64,
     }
+}
+
+/// Checks that every index a [`Scenario`] holds points at one of its steps (true of every
+/// scenario [`Scenario::parse`] made; its fields are public, so one built by hand may not
+/// be), so the run can index without a panic.
+fn consistent(scenario: &Scenario) -> Result<(), String> {
+    let n = scenario.steps.len();
+    let bad = |what: String| Err(format!("the scenario is inconsistent: {what}"));
+    if let Some(i) = scenario.order.iter().find(|i| **i >= n) {
+        return bad(format!("order names step {i} of {n}"));
+    }
+    for step in &scenario.steps {
+        if step.after.is_some_and(|a| a.step >= n) {
+            return bad(format!(
+                "{} waits for a step that does not exist",
+                step.name
+            ));
+        }
+        if matches!(step.action, Action::FaultOff(i) if i >= n) {
+            return bad(format!(
+                "{} switches off a step that does not exist",
+                step.name
+            ));
+        }
+    }
+    for e in &scenario.expects {
+        let step = match &e.kind {
+            ExpectKind::Answer { step, .. }
+            | ExpectKind::Feedback { step, .. }
+            | ExpectKind::Outcome { step, .. } => Some(*step),
+            ExpectKind::Shows { .. } | ExpectKind::NothingElse => None,
+        };
+        if step.is_some_and(|s| s >= n) {
+            return bad(format!("{} names a step that does not exist", e.name));
+        }
+    }
+    Ok(())
 }
 
 /// Mints the scenario's credentials and starts a simulator with them.
@@ -1282,7 +1322,11 @@ impl Runner<'_> {
             return;
         };
         let chosen: Vec<&Sent> = match decl.index {
-            Some(i) => sent.get(i - 1).into_iter().collect(),
+            Some(i) => i
+                .checked_sub(1)
+                .and_then(|i| sent.get(i))
+                .into_iter()
+                .collect(),
             None => sent.iter().collect(),
         };
         let bad = chosen.iter().find(|s| {
@@ -1647,5 +1691,31 @@ fn http2_name(environment: Environment) -> &'static str {
     match environment {
         Environment::Sandbox => "api.sandbox.push.apple.com",
         Environment::Production => "api.push.apple.com",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_payload_contains_the_fields_asked_for() {
+        let shown = json!({"aps": {"alert": "hi", "badge": 1}, "n": 2});
+        assert!(contains(&shown, &json!({"aps": {"alert": "hi"}})));
+        assert!(contains(&shown, &json!({})));
+        assert!(!contains(&shown, &json!({"aps": {"alert": "bye"}})));
+        assert!(!contains(&shown, &json!({"m": 2})));
+        assert!(!contains(&json!([1, 2]), &json!([1])));
+    }
+
+    #[tokio::test]
+    async fn a_scenario_built_by_hand_with_bad_indices_is_refused_not_indexed() {
+        let mut scenario = Scenario::uniform(1, "com.a").unwrap();
+        scenario.order = vec![3];
+        let report = run(&scenario, "hand.toml", &mut |_| {}).await;
+        assert!(!report.passed());
+        let error = report.error.unwrap_or_default();
+        assert!(error.contains("order names step 3 of 0"), "{error}");
     }
 }
