@@ -27,7 +27,8 @@
 //! client/     the other side of every endpoint: binary, feedback and HTTP/2 providers, the
 //!             simulated device, the webhook; depends only on the layers below the hub
 //! sim         [`sim::Simulator`]: builds the hub and starts the endpoints on given listeners
-//! scenario    declarative device fleets (the demo fleet of `apns-sim serve`)
+//! scenario/   scenario files: the world, a timeline and expectations; their check (file,
+//!             line, field), a self-contained run with verdicts, JSON and JUnit reports
 //! tour        `apns-sim tour`: the push flow narrated step by step on its own simulator
 //! ```
 //!

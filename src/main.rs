@@ -1,6 +1,6 @@
 //! The `apns-sim` binary: parses the command line, sets up logging and the runtime, runs one
 //! subcommand (each lives in `cli/`) and turns its outcome into the exit code: 0 when it
-//! worked, 1 when a push was answered with an error, 2 for any other error (usage errors
+//! worked, 1 when a push was answered with an error or a scenario failed, 2 for any other error (usage errors
 //! included, as clap reports them).
 
 use std::process::ExitCode;
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli.command.run()) {
         Ok(cli::Outcome::Done) => ExitCode::SUCCESS,
-        Ok(cli::Outcome::PushRefused) => ExitCode::from(1),
+        Ok(cli::Outcome::PushRefused | cli::Outcome::Failed) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)

@@ -94,20 +94,14 @@ const LAYERS: &[(&str, &[&str])] = &[
             "actors",
         ],
     ),
-    // Declarative device fleets, run against a simulator.
+    // Scenario files: the format names the hub's fault spec and protocol values; the run
+    // starts a simulator, drives its actors (their types are the control API's, in
+    // `server`), mints credentials (pki, tls) and pushes through the clients, and reads the
+    // hub's delivery log for its verdicts. It never frames bytes itself (no `connection`).
     (
         "scenario",
         &[
-            "protocol",
-            "clock",
-            "settings",
-            "pki",
-            "tls",
-            "connection",
-            "hub",
-            "client",
-            "server",
-            "actors",
+            "protocol", "clock", "settings", "pki", "tls", "hub", "client", "server", "actors",
             "sim",
         ],
     ),

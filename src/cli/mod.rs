@@ -14,6 +14,7 @@ mod certs;
 mod device;
 mod feedback;
 mod push;
+mod scenario;
 mod serve;
 mod tour;
 
@@ -28,6 +29,8 @@ pub(crate) enum Outcome {
     Done,
     /// A push was answered with an error (exit code 1): the command ran, the simulator said no.
     PushRefused,
+    /// A scenario file is not valid, or an expectation of one does not hold (exit code 1).
+    Failed,
 }
 
 /// The subcommands.
@@ -47,6 +50,8 @@ pub(crate) enum Command {
     /// A guided tour of the push flow on a simulator of its own: each step narrated, with
     /// the bytes on the wire labelled.
     Tour(tour::TourArgs),
+    /// Check or run scenario files: a world, a timeline and expectations with verdicts.
+    Scenario(scenario::ScenarioArgs),
 }
 
 impl Command {
@@ -72,11 +77,13 @@ impl Command {
         }
     }
 
-    /// The log level when no `-v` is given: the tour's narration is the output, so its
-    /// simulator logs only warnings; every other command logs at info.
+    /// The log level when no `-v` is given: the tour's narration and a scenario command's
+    /// report are the output, so their simulators log only warnings (`-v` or `RUST_LOG` bring
+    /// the info lines back); every other command logs at info.
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
             Command::Tour(_) => "warn",
+            Command::Scenario(args) if args.quiet() => "warn",
             _ => "info",
         }
     }
@@ -90,6 +97,7 @@ impl Command {
             Command::Feedback(args) => args.run().await,
             Command::Device(args) => args.run().await,
             Command::Tour(args) => args.run().await,
+            Command::Scenario(args) => args.run().await,
         }
     }
 }

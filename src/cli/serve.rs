@@ -22,7 +22,7 @@ use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{given_on_command_line, Outcome, DEFAULT_CERTS_DIR};
 
@@ -203,7 +203,18 @@ impl ServeArgs {
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                Scenario::parse(&text).with_context(|| path.display().to_string())?
+                let scenario =
+                    Scenario::parse(&text).with_context(|| path.display().to_string())?;
+                if !scenario.steps.is_empty() || !scenario.expects.is_empty() {
+                    warn!(
+                        file = %path.display(),
+                        steps = scenario.steps.len(),
+                        expectations = scenario.expects.len(),
+                        "serve starts the scenario's devices only; `apns-sim scenario run` runs \
+                         its steps and checks its expectations"
+                    );
+                }
+                scenario
             }
             (None, None) => Scenario::parse(scenario::DEMO)?,
         })

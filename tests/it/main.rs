@@ -20,6 +20,7 @@ mod kinds;
 mod limits;
 mod metrics;
 mod readme;
+mod scenarios;
 mod store;
 mod token_auth;
 mod tour;

@@ -1,0 +1,319 @@
+//! Scenario files end to end: every shipped scenario under `scenarios/` passes; a
+//! deliberately wrong expectation fails with what was expected and what was seen, and its
+//! JUnit report reads back through a JUnit parser; `apns-sim scenario check` names the file,
+//! the line and the field of each kind of mistake and exits 1; `scenario run` exits 0 only
+//! when every expectation holds and writes its JSON and JUnit reports.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use apns_sim::scenario::report;
+use apns_sim::scenario::run::run_file;
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
+
+/// The shipped scenario files, sorted.
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every shipped scenario runs and every expectation of it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_scenario_passes() {
+    let files = shipped();
+    assert!(files.len() >= 9, "shipped scenarios: {files:?}");
+    for path in files {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let report = run_file(&name, &text, &mut |_| {}).await;
+        let failed: Vec<String> = report
+            .verdicts
+            .iter()
+            .filter(|v| !v.passed)
+            .map(|v| v.text())
+            .collect();
+        assert!(
+            report.passed(),
+            "{name}: {:?}\n{}",
+            report.error,
+            failed.join("\n")
+        );
+        if name.ends_with("demo.toml") {
+            continue;
+        }
+        assert!(!report.verdicts.is_empty(), "{name} has no expectations");
+    }
+}
+
+/// The README's example scenario passes as shown.
+#[tokio::test]
+async fn the_readme_example_passes() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Scenarios")
+        .nth(1)
+        .expect("a Scenarios section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a TOML example");
+    let report = run_file("README.md", example, &mut |_| {}).await;
+    let failed: Vec<String> = report.verdicts.iter().map(|v| v.text()).collect();
+    assert!(report.passed(), "{:?}\n{}", report.error, failed.join("\n"));
+    assert_eq!(report.verdicts.len(), 1);
+}
+
+/// A world of one device and a push, with expectations of which two are wrong.
+const WRONG: &str = r#"
+name = "wrong on purpose"
+
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "A"
+apps = ["com.example.app"]
+
+[[step]]
+name = "hello"
+push = { device = "A", payload = { aps = { alert = "hello" }, n = 1 } }
+
+[[expect]]
+name = "shows what was sent"
+shows = { device = "A", payloads = [{ n = 1 }] }
+
+[[expect]]
+name = "shows what was not sent"
+shows = { device = "A", payloads = [{ aps = { alert = "goodbye" } }] }
+
+[[expect]]
+name = "answered 410"
+answer = { step = "hello", status = 410 }
+"#;
+
+/// A wrong expectation fails, saying what it expected and what it saw, with the closest
+/// record; the JUnit report is well-formed XML a JUnit parser reads, with the failure in it.
+#[tokio::test]
+async fn a_wrong_expectation_fails_with_expected_and_seen() {
+    let report = run_file("wrong.toml", WRONG, &mut |_| {}).await;
+    assert!(!report.passed());
+    assert_eq!(report.error, None);
+    let [right, wrong, status] = &report.verdicts[..] else {
+        panic!("three verdicts: {:?}", report.verdicts);
+    };
+    assert!(right.passed, "{}", right.text());
+    assert!(!wrong.passed);
+    assert_eq!(wrong.line, 19);
+    assert!(wrong.expected.contains("\"goodbye\""), "{}", wrong.text());
+    assert_eq!(wrong.seen, "A shows 1 notification(s)");
+    assert!(
+        wrong.closest[0].contains(r#"{"aps":{"alert":"hello"},"n":1}"#),
+        "{}",
+        wrong.text()
+    );
+    assert!(!status.passed);
+    assert_eq!(status.seen, "200");
+
+    let xml = report::junit(std::slice::from_ref(&report)).unwrap();
+    let back = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML reads back");
+    assert_eq!(back.tests, 3);
+    assert_eq!(back.failures, 2);
+    let suite = &back.test_suites[0];
+    assert_eq!(suite.name.as_str(), "wrong on purpose");
+    let case = &suite.test_cases[1];
+    assert_eq!(case.name.as_str(), "shows what was not sent");
+    match &case.status {
+        quick_junit::TestCaseStatus::NonSuccess {
+            message,
+            description,
+            ..
+        } => {
+            let message = message.as_ref().map(|m| m.as_str()).unwrap_or("");
+            assert!(message.contains("expected A shows"), "{message}");
+            assert!(
+                message.contains("seen A shows 1 notification(s)"),
+                "{message}"
+            );
+            let description = description.as_ref().map(|d| d.as_str()).unwrap_or("");
+            assert!(
+                description.contains("closest: #1 com.example.app"),
+                "{description}"
+            );
+        }
+        other => panic!("a failure: {other:?}"),
+    }
+}
+
+/// The binary, run in `dir`, without the caller's `APNS_SIM_*` variables.
+fn apns_sim(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("APNS_SIM_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a command to completion: (exit code, stdout, stderr).
+async fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
+        .await
+        .expect("finished in time")
+        .expect("ran");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A malformed file of each kind of mistake is refused with its file, line and field.
+#[tokio::test]
+async fn scenario_check_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = "[[app]]\nbundle = 'com.a'\n\n[[device]]\nserial = 'A'\napps = ['com.a']\n";
+    let files = [
+        (
+            "unknown-key.toml",
+            format!("{world}\n[[step]]\npush = {{ device = 'A', colour = 'red' }}\n"),
+            "unknown-key.toml:9: step[1].push.colour: unknown field `colour`",
+        ),
+        (
+            "wrong-type.toml",
+            format!("{world}\n[[step]]\nat_ms = 'soon'\noffline = 'A'\n"),
+            "wrong-type.toml:9: step[1].at_ms: invalid type: string \"soon\"",
+        ),
+        (
+            "unknown-event.toml",
+            format!("{world}\n[[step]]\nname = 'p'\npush = {{ device = 'A' }}\n[[step]]\nafter = 'p arrived'\nonline = 'A'\n"),
+            "unknown-event.toml:12: step[2].after: \"arrived\" is not a milestone",
+        ),
+        (
+            "unknown-device.toml",
+            format!("{world}\n[[step]]\nreboot = 'B'\n"),
+            "unknown-device.toml:9: step[1].reboot.device: no device or fleet B",
+        ),
+        (
+            "unknown-app.toml",
+            format!("{world}\n[[step]]\nfeedback = {{ app = 'com.b' }}\n"),
+            "unknown-app.toml:9: step[1].feedback.app: no [[app]] with bundle com.b",
+        ),
+        (
+            "unknown-step.toml",
+            format!("{world}\n[[expect]]\noutcome = {{ step = 'nope', is = 'stored' }}\n"),
+            "unknown-step.toml:9: expect[1].outcome.step: no step named nope",
+        ),
+        (
+            "cycle.toml",
+            format!("{world}\n[[step]]\nname = 'a'\nafter = 'b done'\noffline = 'A'\n[[step]]\nname = 'b'\nafter = 'a done'\nonline = 'A'\n"),
+            "cycle.toml:10: step[1].after: after cycle: a -> b -> a",
+        ),
+    ];
+    for (name, text, _) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    for (name, _, want) in &files {
+        let (code, out, err) = run(apns_sim(dir.path()).args(["scenario", "check", name])).await;
+        assert_eq!(code, Some(1), "{name}: {out}{err}");
+        assert!(
+            out.lines().any(|l| l.starts_with(want)),
+            "{name}: wanted {want:?}, got {out}"
+        );
+    }
+    std::fs::write(dir.path().join("good.toml"), world).unwrap();
+    let (code, out, err) = run(apns_sim(dir.path()).args(["scenario", "check", "good.toml"])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out,
+        "good.toml: valid (1 devices, 0 steps, 0 expectations)\n"
+    );
+    // Several files: each judged, the exit code 1 if any is wrong.
+    let (code, out, _) =
+        run(apns_sim(dir.path()).args(["scenario", "check", "good.toml", "cycle.toml"])).await;
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("good.toml: valid"), "{out}");
+    let (code, out, _) =
+        run(apns_sim(dir.path()).args(["scenario", "check", "missing.toml"])).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.starts_with("missing.toml:1: (file): cannot read it"),
+        "{out}"
+    );
+}
+
+/// `scenario run` prints the timeline and the verdicts, exits 0 when all hold and 1 when one
+/// fails, and writes the JSON and JUnit reports.
+#[tokio::test]
+async fn scenario_run_exits_with_the_verdict_and_writes_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wrong.toml"), WRONG).unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/basic-push.toml");
+    let (code, out, err) = run(apns_sim(dir.path()).arg("scenario").arg("run").arg(&good)).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("ms http2-token: http2 -> IPHONE-1: 200"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS the device shows all five, in order"),
+        "{out}"
+    );
+    assert!(out.ends_with("1 passed, 0 failed\n"), "{out}");
+    assert!(
+        !err.contains(" INFO "),
+        "the simulator's info lines stay off: {err}"
+    );
+
+    let (code, out, err) = run(apns_sim(dir.path()).args([
+        "scenario",
+        "run",
+        "wrong.toml",
+        "--junit",
+        "report.xml",
+        "--json",
+        "report.json",
+    ]))
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("FAIL shows what was not sent (line 19)"),
+        "{out}"
+    );
+    assert!(out.contains("seen:     A shows 1 notification(s)"), "{out}");
+    let xml = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    let back = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML");
+    assert_eq!((back.tests, back.failures), (3, 2));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["passed"], false);
+    assert_eq!(json["files"][0]["verdicts"][2]["seen"], "200");
+
+    // `--json -` writes the report on stdout and the timeline on stderr.
+    let (code, out, err) = run(apns_sim(dir.path())
+        .arg("scenario")
+        .arg("run")
+        .arg(&good)
+        .args(["--json", "-"]))
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(json["passed"], true);
+    assert!(err.contains("PASS"), "{err}");
+}
