@@ -121,7 +121,8 @@ async fn the_scrape_counts_what_happened() {
         1.0,
         "{text}"
     );
-    for endpoint in ["gateway", "http2", "devices"] {
+    // The control API counts its own connections too: this scrape's is open while it is served.
+    for endpoint in ["gateway", "http2", "devices", "control"] {
         let total = count(&format!(
             "apns_sim_connections_total{{endpoint=\"{endpoint}\"}}"
         ));

@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Metrics, OpenConnection};
 
 /// The largest request body any route reads. The routes that take one (devices, push,
 /// faults) take small JSON objects (a push's payload is at most 5 KiB on APNs), and a
@@ -219,6 +219,7 @@ pub async fn run(
     let listener = Limited {
         listener,
         slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        metrics: ctx.hub.metrics().clone(),
     };
     let served = axum::serve(listener, router(ctx))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -321,6 +322,9 @@ struct Limited {
     listener: TcpListener,
     /// One permit per connection being served.
     slots: Arc<Semaphore>,
+    /// Where each connection is counted (`endpoint="control"`), as the accept loop counts
+    /// the provider and device endpoints' connections.
+    metrics: Metrics,
 }
 
 impl axum::serve::Listener for Limited {
@@ -337,6 +341,7 @@ impl axum::serve::Listener for Limited {
             Held {
                 stream,
                 _slot: slot,
+                _open: self.metrics.connection_opened("control"),
             },
             peer,
         )
@@ -353,6 +358,8 @@ struct Held {
     stream: TcpStream,
     /// Its slot, released when the connection is dropped.
     _slot: OwnedSemaphorePermit,
+    /// Counts it open until it is dropped.
+    _open: OpenConnection,
 }
 
 impl AsyncRead for Held {
