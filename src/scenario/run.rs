@@ -30,6 +30,7 @@ use crate::client::{read_feedback, BinaryClient, GatewayAnswer};
 use crate::clock::Clock;
 use crate::hub::{Api, Event, Hub, Logged, Outcome};
 use crate::pki::{jwt, CertEnvironment, Pki};
+use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::notification;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
@@ -279,6 +280,27 @@ struct Answer {
 }
 
 impl Answer {
+    /// A binary error response, on the first attempt.
+    fn error_response(resp: &ErrorResponse) -> Self {
+        Answer {
+            status: u16::from(resp.status.code()),
+            reason: None,
+            identifier: Some(u32::from_be_bytes(resp.identifier)),
+            attempts: 1,
+        }
+    }
+
+    /// The gateway closed without an error response (Apple's answer to a refused command 0,
+    /// or a fault's close), on the first attempt.
+    fn closed() -> Self {
+        Answer {
+            status: 0,
+            reason: Some("closed without an error response".to_owned()),
+            identifier: None,
+            attempts: 1,
+        }
+    }
+
     /// A failure an `answer` expectation should name.
     fn failed(&self, api: Via) -> bool {
         match api {
@@ -631,18 +653,8 @@ impl Runner<'_> {
         let mut sent = Vec::new();
         for mut client in std::mem::take(&mut self.open_binary) {
             let answer = match client.finish(MAX_WAIT_PER_STEP).await {
-                Ok(GatewayAnswer::Error(resp)) => Answer {
-                    status: u16::from(resp.status.code()),
-                    reason: None,
-                    identifier: Some(u32::from_be_bytes(resp.identifier)),
-                    attempts: 1,
-                },
-                Ok(GatewayAnswer::Closed) => Answer {
-                    status: 0,
-                    reason: Some("closed without an error response".to_owned()),
-                    identifier: None,
-                    attempts: 1,
-                },
+                Ok(GatewayAnswer::Error(resp)) => Answer::error_response(&resp),
+                Ok(GatewayAnswer::Closed) => Answer::closed(),
                 Ok(GatewayAnswer::Silent) => Answer {
                     status: 0,
                     reason: Some(format!("no answer within {MAX_WAIT_PER_STEP:?}")),
@@ -909,18 +921,8 @@ impl Runner<'_> {
             None => Ok(GatewayAnswer::Silent),
         };
         let answer = match answer {
-            Ok(GatewayAnswer::Error(resp)) => Answer {
-                status: u16::from(resp.status.code()),
-                reason: None,
-                identifier: Some(u32::from_be_bytes(resp.identifier)),
-                attempts: 1,
-            },
-            Ok(GatewayAnswer::Closed) => Answer {
-                status: 0,
-                reason: Some("closed without an error response".to_owned()),
-                identifier: None,
-                attempts: 1,
-            },
+            Ok(GatewayAnswer::Error(resp)) => Answer::error_response(&resp),
+            Ok(GatewayAnswer::Closed) => Answer::closed(),
             Ok(GatewayAnswer::Silent) => {
                 if prepared.iter().any(|p| p.decl.keep_open) {
                     self.open_binary.push(client);
