@@ -85,6 +85,94 @@ impl ScenarioError {
     }
 }
 
+/// Where a checked scenario is to run besides `scenario run`, which runs every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// `apns-sim test`: the user's COMMAND is the provider, so the scenario's own provider
+    /// steps (`push`, `pushes`, `feedback`) have no place, nor the expectations about them
+    /// (`answer`, `outcome`, `feedback`); a `shutdown` would pull the simulator from under
+    /// COMMAND.
+    Test,
+    /// `apns-sim serve --scenario`: every step runs, except `shutdown` (serve keeps
+    /// serving until it is stopped).
+    Serve,
+}
+
+impl Host {
+    /// The command's name, for the messages.
+    fn command(self) -> &'static str {
+        match self {
+            Host::Test => "apns-sim test",
+            Host::Serve => "apns-sim serve --scenario",
+        }
+    }
+}
+
+/// What of a checked scenario `host` cannot run, each mistake at its line and field as
+/// [`check`] names them (empty: it can run there).
+pub fn check_for(scenario: &Scenario, host: Host) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let field = format!("step[{}].{}", i + 1, step_key(&step.action));
+        let why = match (&step.action, host) {
+            (Action::Push(_), Host::Test) => Some(
+                "the scenario pushes nothing under apns-sim test: COMMAND is the provider \
+                 (use `apns-sim scenario run` for a scripted provider)",
+            ),
+            (Action::Feedback(..), Host::Test) => Some(
+                "the scenario reads no feedback under apns-sim test: the tuples are \
+                 COMMAND's to read (a read takes them)",
+            ),
+            (Action::Shutdown, _) => Some(match host {
+                Host::Test => {
+                    "no shutdown under apns-sim test: COMMAND is still using the simulator"
+                }
+                Host::Serve => {
+                    "no shutdown under apns-sim serve --scenario: it serves until stopped"
+                }
+            }),
+            _ => None,
+        };
+        if let Some(why) = why {
+            problems.push(Problem {
+                line: step.line,
+                field,
+                why: why.to_owned(),
+            });
+        }
+    }
+    if host == Host::Test {
+        for (i, e) in scenario.expects.iter().enumerate() {
+            let key = match e.kind {
+                ExpectKind::Answer { .. } => "answer",
+                ExpectKind::Outcome { .. } => "outcome",
+                ExpectKind::Feedback { .. } => "feedback",
+                ExpectKind::Shows { .. } | ExpectKind::NothingElse => continue,
+            };
+            problems.push(Problem {
+                line: e.line,
+                field: format!("expect[{}].{key}", i + 1),
+                why: format!(
+                    "an `{key}` expectation names a step of the scenario's own provider, \
+                     which {} does not run; check what devices show (`shows`, \
+                     `nothing_else`)",
+                    host.command()
+                ),
+            });
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    problems
+}
+
+/// The key of the action a step's file entry gave (`push` for `pushes` too).
+fn step_key(action: &Action) -> &'static str {
+    match action {
+        Action::AdvanceClock(_) => "advance_clock_ms",
+        other => other.verb(),
+    }
+}
+
 /// Parses and checks `text`.
 pub fn check(text: &str) -> Result<Scenario, ScenarioError> {
     let file: File = match toml::from_str(text) {

@@ -34,7 +34,7 @@ use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::notification;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
-use crate::server::control::devices::{DeviceSpec as ActorSpec, Shown};
+use crate::server::control::devices::{Device, DeviceSpec as ActorSpec, Shown};
 use crate::settings::Settings;
 use crate::sim::{Listeners, Simulator, SimulatorConfig};
 use crate::tls::{self, ClientIdentity};
@@ -97,51 +97,24 @@ pub async fn run(
         Ok(started) => started,
         Err(e) => return FileReport::failed(file, format!("the simulator did not start: {e}")),
     };
-    let mut runner = Runner {
-        log: Log::new(sim.hub().clone()),
-        inbox_events: sim.actors().subscribe(),
-        sim,
-        clock,
-        scenario,
-        started,
-        tokens: HashMap::new(),
-        results: vec![StepResult::NotRun; scenario.steps.len()],
-        timeline: Vec::new(),
-        failures: Vec::new(),
-        next_identifier: FIRST_IDENTIFIER,
-        connections: HashMap::new(),
-        provider_tokens: HashMap::new(),
-        open_binary: Vec::new(),
-    };
+    let mut runner = Runner::new(&sim, clock, scenario, started);
     let mut error = None;
     match runner.create_devices().await {
-        Ok(n) => runner.line("world", format!("{n} devices online"), true, print),
+        Ok(created) => runner.line(
+            "world",
+            format!("{} devices online", created.len()),
+            true,
+            print,
+        ),
         Err(e) => error = Some(e),
     }
     if error.is_none() {
-        for &i in &scenario.order {
-            runner.step(i, print).await;
-        }
+        runner.timeline(print).await;
         runner.settle().await;
     }
-    let verdicts = if error.is_none() {
-        let mut verdicts: Vec<Verdict> =
-            scenario.expects.iter().map(|e| runner.verdict(e)).collect();
-        verdicts.append(&mut runner.failures);
-        verdicts
-    } else {
-        Vec::new()
-    };
-    let Runner { sim, timeline, .. } = runner;
+    let report = runner.report(file, &name, error);
     sim.shutdown().await;
-    FileReport {
-        file: file.to_owned(),
-        name,
-        timeline,
-        verdicts,
-        error,
-        duration_ms: started.elapsed().as_millis() as u64,
-    }
+    report
 }
 
 /// Checks that every index a [`Scenario`] holds points at one of its steps (true of every
@@ -181,25 +154,11 @@ fn consistent(scenario: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
-/// Mints the scenario's credentials and starts a simulator with them.
-async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
+/// Mints the scenario's credentials and starts a simulator with them on 127.0.0.1, every
+/// port chosen by the system.
+pub(super) async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
     let mut pki = Pki::generate().map_err(|e| e.to_string())?;
-    for app in &scenario.apps {
-        let env = match app.certificate {
-            CertChoice::Universal => Some(CertEnvironment::Universal),
-            CertChoice::Sandbox => Some(CertEnvironment::Sandbox),
-            CertChoice::Production => Some(CertEnvironment::Production),
-            CertChoice::None => None,
-        };
-        if let Some(env) = env {
-            pki.mint_provider(&app.bundle, env, &app.team)
-                .map_err(|e| format!("minting a certificate for {}: {e}", app.bundle))?;
-        }
-        if let Some(key_id) = &app.key_id {
-            pki.mint_auth_key(&app.team, Some(key_id.clone()), vec![app.bundle.clone()])
-                .map_err(|e| format!("minting key {key_id}: {e}"))?;
-        }
-    }
+    mint(scenario, &mut pki)?;
     let clock = Clock::system();
     let mut config = SimulatorConfig::new(pki);
     config.clock = clock.clone();
@@ -213,6 +172,50 @@ async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
     Ok((sim, clock))
 }
 
+/// Mints each `[[app]]`'s certificate and auth key into `pki`. What `pki` already holds is
+/// kept (a certificate of the same bundle, environment and team; an auth key of the same
+/// id and team), so a certificate folder `serve --scenario` loads again keeps its files;
+/// a key id the folder holds for another team is refused.
+/// Returns whether anything was minted (the folder then needs writing).
+pub fn mint(scenario: &Scenario, pki: &mut Pki) -> Result<bool, String> {
+    let mut minted = false;
+    for app in &scenario.apps {
+        let env = match app.certificate {
+            CertChoice::Universal => Some(CertEnvironment::Universal),
+            CertChoice::Sandbox => Some(CertEnvironment::Sandbox),
+            CertChoice::Production => Some(CertEnvironment::Production),
+            CertChoice::None => None,
+        };
+        if let Some(env) = env {
+            let held = pki
+                .provider_for(&app.bundle, env)
+                .is_some_and(|c| c.environment == env && c.team_id == app.team);
+            if !held {
+                pki.mint_provider(&app.bundle, env, &app.team)
+                    .map_err(|e| format!("minting a certificate for {}: {e}", app.bundle))?;
+                minted = true;
+            }
+        }
+        if let Some(key_id) = &app.key_id {
+            match pki.auth_key(key_id) {
+                Some(key) if key.team_id == app.team => {}
+                Some(key) => {
+                    return Err(format!(
+                        "key {key_id} is already team {}'s, not {}'s",
+                        key.team_id, app.team
+                    ))
+                }
+                None => {
+                    pki.mint_auth_key(&app.team, Some(key_id.clone()), vec![app.bundle.clone()])
+                        .map_err(|e| format!("minting key {key_id}: {e}"))?;
+                    minted = true;
+                }
+            }
+        }
+    }
+    Ok(minted)
+}
+
 /// The delivery log as the runner reads it: every event since the run started, in order.
 struct Log {
     hub: Hub,
@@ -222,6 +225,8 @@ struct Log {
     cursor: u64,
     /// Every event read.
     events: Vec<Event>,
+    /// Events left the ring before they were read (the run's verdicts may miss them).
+    truncated: bool,
 }
 
 impl Log {
@@ -231,6 +236,7 @@ impl Log {
             hub,
             cursor: 0,
             events: Vec::new(),
+            truncated: false,
         }
     }
 
@@ -241,9 +247,29 @@ impl Log {
             Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
         ) {}
         let read = self.hub.events_after(self.cursor);
+        self.truncated |= read.truncated;
         for logged in read.events {
             self.cursor = logged.seq;
             self.events.push(logged.event);
+        }
+    }
+
+    /// Waits for the hub to log something, then reads it.
+    async fn next(&mut self) {
+        if let Err(broadcast::error::RecvError::Closed) = self.rx.recv().await {
+            // The hub is gone: nothing more will come.
+            std::future::pending::<()>().await;
+        }
+        self.refresh();
+    }
+
+    /// Sleeps until `deadline`, reading the log whenever the hub logs something.
+    async fn sleep_until(&mut self, deadline: tokio::time::Instant) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = self.next() => {}
+            }
         }
     }
 
@@ -353,9 +379,13 @@ enum StepResult {
     Done,
 }
 
-/// The state of one run.
-struct Runner<'a> {
-    sim: Simulator,
+/// The state of one run of a scenario's timeline against a simulator: what `scenario run`
+/// drives from start to end, and what `apns-sim test` ([`super::harness`]) and
+/// `serve --scenario` drive around a provider of their own. Its phases, in order:
+/// [`Runner::create_devices`], [`Runner::timeline`], [`Runner::settle`], then the verdicts
+/// ([`Runner::report`]).
+pub struct Runner<'a> {
+    sim: &'a Simulator,
     clock: Clock,
     scenario: &'a Scenario,
     started: Instant,
@@ -377,15 +407,151 @@ struct Runner<'a> {
     provider_tokens: HashMap<String, String>,
     /// Binary connections left open (`keep_open`), for a `shutdown` to answer on.
     open_binary: Vec<BinaryClient>,
+    /// The provider is a program of the user's (`apns-sim test`), not this runner: a
+    /// `nothing_else` then also counts every notification the hub rejected.
+    external_provider: bool,
 }
 
 /// Which HTTP/2 connection a push may reuse: its app, whether it authenticates with the
 /// certificate, and its environment.
 type ConnectionKey = (String, bool, Environment);
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner of `scenario` on `sim`, whose clock is `clock`; `started` is the moment
+    /// `at_ms` counts from.
+    pub fn new(
+        sim: &'a Simulator,
+        clock: Clock,
+        scenario: &'a Scenario,
+        started: Instant,
+    ) -> Runner<'a> {
+        Runner {
+            log: Log::new(sim.hub().clone()),
+            inbox_events: sim.actors().subscribe(),
+            sim,
+            clock,
+            scenario,
+            started,
+            tokens: HashMap::new(),
+            results: vec![StepResult::NotRun; scenario.steps.len()],
+            timeline: Vec::new(),
+            failures: Vec::new(),
+            next_identifier: FIRST_IDENTIFIER,
+            connections: HashMap::new(),
+            provider_tokens: HashMap::new(),
+            open_binary: Vec::new(),
+            external_provider: false,
+        }
+    }
+
+    /// Says that the provider is a program of the user's (see [`Runner`]'s field).
+    pub fn with_external_provider(mut self) -> Self {
+        self.external_provider = true;
+        self
+    }
+
+    /// Restarts the clock `at_ms` counts from (`apns-sim test`: when COMMAND starts).
+    pub fn restart_timeline_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
+    /// Runs every step, in the scenario's order. A scenario that [`super::Scenario::parse`]
+    /// did not make is checked first: one whose indices point nowhere runs no step and its
+    /// report says why.
+    pub async fn timeline(&mut self, print: &mut (dyn FnMut(&str) + Send)) {
+        if let Err(e) = consistent(self.scenario) {
+            self.failures.push(Verdict {
+                name: "scenario".to_owned(),
+                line: 1,
+                passed: false,
+                expected: "a consistent scenario".to_owned(),
+                seen: e,
+                closest: Vec::new(),
+            });
+            return;
+        }
+        for &i in &self.scenario.order {
+            self.step(i, print).await;
+        }
+    }
+
+    /// Reads the delivery log as it grows, until the future is dropped (so that a long
+    /// stretch without steps, while a user's provider pushes, cannot outrun the log's ring).
+    pub async fn follow_log(&mut self) {
+        loop {
+            self.log.next().await;
+        }
+    }
+
+    /// Waits until every provider connection the hub has seen open has closed, at most
+    /// [`MAX_WAIT_PER_STEP`]: a provider that wrote and exited may still have frames in the
+    /// gateway's hands. Returns false when some stayed open.
+    pub async fn providers_closed(&mut self) -> bool {
+        self.log
+            .wait_for(|events| {
+                let mut open: HashMap<u64, i64> = HashMap::new();
+                for e in events {
+                    match e {
+                        Event::ProviderConnected { connection, .. } => {
+                            *open.entry(*connection).or_default() += 1
+                        }
+                        Event::ProviderDisconnected { connection, .. } => {
+                            *open.entry(*connection).or_default() -= 1
+                        }
+                        _ => {}
+                    }
+                }
+                open.values().all(|n| *n <= 0)
+            })
+            .await
+    }
+
+    /// The verdicts (one per expectation, then one per step that could not run) and the
+    /// timeline, as a report of `file`.
+    pub fn report(&mut self, file: &str, name: &str, error: Option<String>) -> FileReport {
+        let verdicts = if error.is_none() {
+            let mut verdicts: Vec<Verdict> = self
+                .scenario
+                .expects
+                .iter()
+                .map(|e| self.verdict(e))
+                .collect();
+            if self.log.truncated {
+                verdicts.push(Verdict {
+                    name: "delivery log".to_owned(),
+                    line: 1,
+                    passed: false,
+                    expected: "every event of the run read".to_owned(),
+                    seen: format!(
+                        "the delivery log ({RUN_LOG_LEN} events) dropped some before they \
+                         were read"
+                    ),
+                    closest: Vec::new(),
+                });
+            }
+            verdicts.extend(self.failures.iter().cloned());
+            verdicts
+        } else {
+            Vec::new()
+        };
+        FileReport {
+            file: file.to_owned(),
+            name: name.to_owned(),
+            timeline: self.timeline.clone(),
+            verdicts,
+            error,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
     /// Adds and prints a timeline line.
-    fn line(&mut self, step: &str, text: String, ok: bool, print: &mut (dyn FnMut(&str) + Send)) {
+    pub fn line(
+        &mut self,
+        step: &str,
+        text: String,
+        ok: bool,
+        print: &mut (dyn FnMut(&str) + Send),
+    ) {
         let line = TimelineLine {
             at_ms: self.started.elapsed().as_millis() as u64,
             step: step.to_owned(),
@@ -402,34 +568,35 @@ impl Runner<'_> {
         self.timeline.push(line);
     }
 
-    /// Creates every device, [`DEVICE_CONCURRENCY`] at a time, and records its tokens.
-    async fn create_devices(&mut self) -> Result<usize, String> {
+    /// Creates every device, [`DEVICE_CONCURRENCY`] at a time, and records its tokens;
+    /// returns them in the scenario's order, each with the tokens it registered.
+    pub async fn create_devices(&mut self) -> Result<Vec<Device>, String> {
         let mut set = JoinSet::new();
-        let mut pending = self.scenario.devices.iter();
-        let mut created = 0;
+        let mut pending = self.scenario.devices.iter().enumerate();
+        let mut created = Vec::new();
         loop {
             while set.len() < DEVICE_CONCURRENCY {
-                let Some(d) = pending.next() else { break };
+                let Some((i, d)) = pending.next() else { break };
                 let actors = self.sim.actors().clone();
                 let spec = ActorSpec {
                     serial: d.serial.clone(),
                     environment: d.environment,
                     apps: d.apps.clone(),
                 };
-                set.spawn(async move { actors.create(spec).await });
+                set.spawn(async move { (i, actors.create(spec).await) });
             }
             let Some(joined) = set.join_next().await else {
                 break;
             };
-            let device = joined
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("a device did not start: {e}"))?;
-            for app in device.apps {
-                self.remember(&device.serial, &app);
+            let (i, device) = joined.map_err(|e| e.to_string())?;
+            let device = device.map_err(|e| format!("a device did not start: {e}"))?;
+            for app in &device.apps {
+                self.remember(&device.serial, app);
             }
-            created += 1;
+            created.push((i, device));
         }
-        Ok(created)
+        created.sort_by_key(|(i, _)| *i);
+        Ok(created.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Records a token the actors report.
@@ -470,7 +637,8 @@ impl Runner<'_> {
             }
         }
         if let Some(at) = step.at_ms {
-            tokio::time::sleep_until((self.started + Duration::from_millis(at)).into()).await;
+            let deadline = self.started + Duration::from_millis(at);
+            self.log.sleep_until(deadline.into()).await;
         }
         let action = step.action.clone();
         let outcome = self.act(index, &action).await;
@@ -1128,7 +1296,7 @@ impl Runner<'_> {
 
     /// Waits until every notification sent to a device has been answered by it and every
     /// inbox shows what its device acknowledged.
-    async fn settle(&mut self) {
+    pub async fn settle(&mut self) {
         self.log
             .wait_for(|events| {
                 let mut open: HashMap<Uuid, i64> = HashMap::new();
@@ -1471,7 +1639,11 @@ impl Runner<'_> {
     }
 
     fn nothing_else(&self, v: &mut Verdict) {
-        v.expected = "no other device shows a notification, no other push was refused".to_owned();
+        v.expected = if self.external_provider {
+            "no other device shows a notification, no push was refused".to_owned()
+        } else {
+            "no other device shows a notification, no other push was refused".to_owned()
+        };
         let mut covered_devices = std::collections::BTreeSet::new();
         let mut covered_steps = std::collections::BTreeSet::new();
         for e in &self.scenario.expects {
@@ -1505,6 +1677,25 @@ impl Runner<'_> {
                         self.scenario.steps[i].name,
                         s.answer.describe()
                     ));
+                }
+            }
+        }
+        if self.external_provider {
+            // No step of the scenario pushed, so no `answer` can name a refusal: every
+            // notification the hub refused is something else.
+            for e in &self.log.events {
+                if let Event::Notification {
+                    outcome: Outcome::Rejected,
+                    token,
+                    detail,
+                    api,
+                    ..
+                } = e
+                {
+                    let to = token
+                        .as_ref()
+                        .map_or_else(|| "no valid token".to_owned(), |t| self.token_name(t));
+                    extra.push(format!("a {api:?} push to {to} was rejected: {detail}"));
                 }
             }
         }
