@@ -173,6 +173,30 @@ fn step_key(action: &Action) -> &'static str {
     }
 }
 
+/// What the control API would answer `POST /v1/faults` with `spec` if it refuses it (the
+/// HTTP/2 status and reason pairs Apple defines, which the hub alone does not know), as
+/// (field, why). The control API's own check decides, and its refusal is read back from the
+/// JSON body it would send.
+fn control_refusal(spec: &crate::hub::FaultSpec) -> Option<(String, String)> {
+    use axum::response::IntoResponse;
+    use futures_util::FutureExt;
+    let refusal = crate::server::control::faults::check_http2(spec).err()?;
+    // The body is one buffer (JSON of an `ErrorBody`): it is ready on the first poll.
+    let body = axum::body::to_bytes(refusal.into_response().into_body(), 64 * 1024)
+        .now_or_never()
+        .and_then(Result::ok);
+    let parsed = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let text = |key: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(key)?.as_str().map(str::to_owned))
+    };
+    Some((
+        text("field").unwrap_or_else(|| "respond".to_owned()),
+        text("error").unwrap_or_else(|| "the control API refuses this fault".to_owned()),
+    ))
+}
+
 /// Parses and checks `text`.
 pub fn check(text: &str) -> Result<Scenario, ScenarioError> {
     let file: File = match toml::from_str(text) {
@@ -844,6 +868,8 @@ impl Checker<'_> {
         if let Some(fault) = &s.fault {
             if let Err(e) = crate::hub::check_fault(fault.get_ref()) {
                 self.at(fault.span(), format!("{field}.fault.{}", e.field), e.error);
+            } else if let Some((at, why)) = control_refusal(fault.get_ref()) {
+                self.at(fault.span(), format!("{field}.fault.{at}"), why);
             }
             return Some(Action::Fault(fault.get_ref().clone()));
         }
@@ -1428,6 +1454,32 @@ mod tests {
                 "com.example.other",
             ]
         );
+    }
+
+    #[test]
+    fn a_fault_the_control_api_refuses_is_refused_at_its_line() {
+        let text = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 500, reason = 'Unregistered' }} }}\n"
+        );
+        let p = problem(&text);
+        assert_eq!(
+            (p.line, p.field.as_str()),
+            (9, "step[1].fault.respond.reason"),
+            "{p}"
+        );
+        assert!(
+            p.why.contains("APNs sends Unregistered with 410, not 500"),
+            "{p}"
+        );
+        let status = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 418 }} }}\n"
+        );
+        let p = problem(&status);
+        assert_eq!(p.field, "step[1].fault.respond.status", "{p}");
+        let fine = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 410, reason = 'Unregistered' }} }}\n"
+        );
+        assert!(check(&fine).is_ok());
     }
 
     #[test]
