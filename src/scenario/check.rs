@@ -1264,11 +1264,17 @@ impl Checker<'_> {
                         })
                         .collect()
                 });
+                let as_410_of = f.as_410_of.as_ref().and_then(|step| {
+                    step_ref(self, step, "push", &format!("{field}.feedback.as_410_of"))
+                        .map(|r| r.index)
+                });
                 (
                     ExpectKind::Feedback {
                         step: r.index,
                         tokens,
                         count: f.count,
+                        at_not_installed: f.at_not_installed,
+                        as_410_of,
                     },
                     format!("{} read", f.step.get_ref()),
                 )

@@ -259,6 +259,10 @@ pub enum ExpectKind {
         tokens: Option<Vec<(String, AppToken)>>,
         /// The count expected.
         count: Option<u64>,
+        /// Each tuple's timestamp must be its token's first `not_installed` second.
+        at_not_installed: bool,
+        /// Each tuple's timestamp must be that of this push step's 410 to the token.
+        as_410_of: Option<usize>,
     },
     /// An outcome of a push step's notifications.
     Outcome {

@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::hub::{Api, Event, Hub, Logged, Outcome};
 use crate::pki::{jwt, CertEnvironment, Pki};
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::notification;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
@@ -147,7 +148,11 @@ fn consistent(scenario: &Scenario) -> Result<(), String> {
             | ExpectKind::Outcome { step, .. } => Some(*step),
             ExpectKind::Shows { .. } | ExpectKind::NothingElse => None,
         };
-        if step.is_some_and(|s| s >= n) {
+        let also = match &e.kind {
+            ExpectKind::Feedback { as_410_of, .. } => *as_410_of,
+            _ => None,
+        };
+        if step.is_some_and(|s| s >= n) || also.is_some_and(|s| s >= n) {
             return bad(format!("{} names a step that does not exist", e.name));
         }
     }
@@ -303,6 +308,8 @@ struct Answer {
     identifier: Option<u32>,
     /// How many attempts it took.
     attempts: u32,
+    /// The `timestamp` of an HTTP/2 410 answer, milliseconds.
+    timestamp_ms: Option<u64>,
 }
 
 impl Answer {
@@ -313,6 +320,7 @@ impl Answer {
             reason: None,
             identifier: Some(u32::from_be_bytes(resp.identifier)),
             attempts: 1,
+            timestamp_ms: None,
         }
     }
 
@@ -324,6 +332,7 @@ impl Answer {
             reason: Some("closed without an error response".to_owned()),
             identifier: None,
             attempts: 1,
+            timestamp_ms: None,
         }
     }
 
@@ -356,6 +365,8 @@ impl Answer {
 struct Sent {
     /// Its device, if it went to one.
     device: Option<String>,
+    /// The token it went to (empty for a connection's shutdown answer).
+    token: Vec<u8>,
     /// Its API.
     api: Via,
     /// Its apns-id, once known (HTTP/2: the runner's; binary: the hub's).
@@ -371,8 +382,8 @@ enum StepResult {
     NotRun,
     /// A push step's notifications.
     Push(Vec<Sent>),
-    /// A feedback read: the tuples' tokens.
-    Feedback(Vec<DeviceToken>),
+    /// A feedback read: the tuples, in the order read.
+    Feedback(Vec<FeedbackTuple>),
     /// A fault switched on, with its id.
     Fault(String),
     /// Anything else, done.
@@ -740,7 +751,7 @@ impl<'a> Runner<'a> {
                 let mut names: Vec<String> = tokens
                     .iter()
                     .take(MAX_CLOSEST)
-                    .map(|t| self.token_name(t))
+                    .map(|t| self.token_name(&t.token))
                     .collect();
                 if tokens.len() > MAX_CLOSEST {
                     names.push("…".to_owned());
@@ -828,15 +839,18 @@ impl<'a> Runner<'a> {
                     reason: Some(format!("no answer within {MAX_WAIT_PER_STEP:?}")),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
                 Err(e) => Answer {
                     status: 0,
                     reason: Some(e.to_string()),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
             };
             sent.push(Sent {
+                token: Vec::new(),
                 device: None,
                 api: Via::Binary2,
                 apns_id: None,
@@ -861,6 +875,7 @@ impl<'a> Runner<'a> {
                 None => "closed without a GOAWAY".to_owned(),
             };
             sent.push(Sent {
+                token: Vec::new(),
                 device: None,
                 api: Via::Http2,
                 apns_id: None,
@@ -869,6 +884,7 @@ impl<'a> Runner<'a> {
                     reason: Some(reason),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
             });
         }
@@ -1102,6 +1118,7 @@ impl<'a> Runner<'a> {
                     reason: None,
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 }
             }
             Err(e) => return Err(format!("binary gateway: {e}")),
@@ -1110,6 +1127,7 @@ impl<'a> Runner<'a> {
             .iter()
             .zip(&records)
             .map(|(p, record)| Sent {
+                token: p.token.clone(),
                 device: p.device.clone(),
                 api,
                 apns_id: match record {
@@ -1177,6 +1195,7 @@ impl<'a> Runner<'a> {
                         reason: resp.reason,
                         identifier: None,
                         attempts,
+                        timestamp_ms: resp.timestamp,
                     },
                     Err(Http2ClientError::GoAway(goaway)) => {
                         connection = None;
@@ -1190,6 +1209,7 @@ impl<'a> Runner<'a> {
                             )),
                             identifier: None,
                             attempts,
+                            timestamp_ms: None,
                         }
                     }
                     Err(e) => {
@@ -1199,6 +1219,7 @@ impl<'a> Runner<'a> {
                             reason: Some(e.to_string()),
                             identifier: None,
                             attempts,
+                            timestamp_ms: None,
                         }
                     }
                 };
@@ -1214,6 +1235,7 @@ impl<'a> Runner<'a> {
                 connection = None;
             };
             out.push(Sent {
+                token: p.token.clone(),
                 device: p.device.clone(),
                 api: Via::Http2,
                 apns_id: Some(apns_id),
@@ -1281,7 +1303,7 @@ impl<'a> Runner<'a> {
         &self,
         bundle: &str,
         environment: Environment,
-    ) -> Result<Vec<DeviceToken>, String> {
+    ) -> Result<Vec<FeedbackTuple>, String> {
         let config = self.provider_tls(bundle, true, false)?;
         let addr = self.sim.addrs().feedback.to_string();
         let name = match environment {
@@ -1291,7 +1313,7 @@ impl<'a> Runner<'a> {
         let tuples = read_feedback(&addr, name, config, FEEDBACK_WAIT)
             .await
             .map_err(|e| format!("feedback: {e}"))?;
-        Ok(tuples.into_iter().map(|t| t.token).collect())
+        Ok(tuples)
     }
 
     /// Waits until every notification sent to a device has been answered by it and every
@@ -1375,7 +1397,14 @@ impl<'a> Runner<'a> {
                 step,
                 tokens,
                 count,
-            } => self.feedback_verdict(&mut v, *step, tokens.as_deref(), *count),
+                at_not_installed,
+                as_410_of,
+            } => {
+                self.feedback_verdict(&mut v, *step, tokens.as_deref(), *count);
+                if v.passed && (*at_not_installed || as_410_of.is_some()) {
+                    self.feedback_times(&mut v, *step, *at_not_installed, *as_410_of);
+                }
+            }
             ExpectKind::Outcome {
                 step,
                 outcome,
@@ -1535,7 +1564,7 @@ impl<'a> Runner<'a> {
             v.seen = "the step did not run".to_owned();
             return;
         };
-        let mut seen: Vec<String> = read.iter().map(|t| self.token_name(t)).collect();
+        let mut seen: Vec<String> = read.iter().map(|t| self.token_name(&t.token)).collect();
         seen.sort();
         let mut want_parts = Vec::new();
         let mut ok = true;
@@ -1566,6 +1595,89 @@ impl<'a> Runner<'a> {
         v.passed = ok;
         if !ok {
             v.closest = seen;
+        }
+    }
+
+    /// The timestamps of a feedback read: each tuple's second must be when the delivery
+    /// log recorded its token's first `not_installed` and/or that of the 410 the push step
+    /// `as_410_of` got for the same token. Called once the tokens and counts hold.
+    fn feedback_times(
+        &self,
+        v: &mut Verdict,
+        step: usize,
+        at_not_installed: bool,
+        as_410_of: Option<usize>,
+    ) {
+        let StepResult::Feedback(read) = &self.results[step] else {
+            return;
+        };
+        let mut first_report: HashMap<&DeviceToken, u64> = HashMap::new();
+        for e in &self.log.events {
+            if let Event::Notification {
+                outcome: Outcome::NotInstalled,
+                token: Some(token),
+                at_ms,
+                ..
+            } = e
+            {
+                first_report.entry(token).or_insert(*at_ms);
+            }
+        }
+        // The 410 answers of the push step, by token.
+        let mut gone: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
+        if let Some(push) = as_410_of {
+            if let StepResult::Push(sent) = &self.results[push] {
+                for s in sent.iter().filter(|s| s.answer.status == 410) {
+                    gone.insert(s.token.clone(), s.answer.timestamp_ms);
+                }
+            }
+        }
+        let mut wants = Vec::new();
+        if at_not_installed {
+            wants.push("the second its token was found not installed".to_owned());
+        }
+        if let Some(push) = as_410_of {
+            wants.push(format!(
+                "the timestamp of {}'s 410 to it",
+                self.scenario.steps[push].name
+            ));
+        }
+        v.expected = format!(
+            "{}, each tuple's timestamp {}",
+            v.expected,
+            wants.join(" and ")
+        );
+        let mut wrong = Vec::new();
+        for t in read {
+            let name = self.token_name(&t.token);
+            let seconds = u64::from(t.timestamp);
+            if at_not_installed {
+                match first_report.get(&t.token) {
+                    Some(ms) if ms / 1000 == seconds => {}
+                    Some(ms) => wrong.push(format!(
+                        "{name}: timestamp {seconds}, not installed at {ms} ms"
+                    )),
+                    None => wrong.push(format!(
+                        "{name}: timestamp {seconds}, and no not_installed in the log"
+                    )),
+                }
+            }
+            if let Some(push) = as_410_of {
+                let step_name = &self.scenario.steps[push].name;
+                match gone.get(t.token.as_bytes()) {
+                    Some(Some(ms)) if ms / 1000 == seconds => {}
+                    Some(Some(ms)) => wrong.push(format!(
+                        "{name}: timestamp {seconds}, {step_name}'s 410 said {ms} ms"
+                    )),
+                    Some(None) => wrong.push(format!("{name}: {step_name}'s 410 had no timestamp")),
+                    None => wrong.push(format!("{name}: {step_name} got no 410 for it")),
+                }
+            }
+        }
+        v.passed = wrong.is_empty();
+        if !v.passed {
+            v.seen = format!("{} of {} tuple(s) at another time", wrong.len(), read.len());
+            v.closest = wrong;
         }
     }
 

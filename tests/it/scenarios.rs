@@ -508,3 +508,73 @@ async fn serve_refuses_a_shutdown_step() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("stop.toml:5: step[1].shutdown:"), "{err}");
 }
+
+/// A feedback timestamp expectation against a push step that got no 410 fails, saying so
+/// for the token; one that names a step that is not a push is refused at its line.
+#[tokio::test]
+async fn feedback_timestamps_are_checked_against_the_410() {
+    let text = r#"
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "A"
+apps = ["com.example.app"]
+
+[[step]]
+name = "hello"
+push = { device = "A" }
+
+[[step]]
+name = "gone"
+after = "hello delivered"
+uninstall = { device = "A", app = "com.example.app" }
+
+[[step]]
+name = "stale"
+push = { device = "A", api = "binary" }
+
+[[step]]
+name = "read"
+after = "stale not_installed"
+feedback = { app = "com.example.app" }
+
+[[expect]]
+name = "when found"
+feedback = { step = "read", count = 1, at_not_installed = true }
+
+[[expect]]
+name = "as the 410 of a push that got none"
+feedback = { step = "read", count = 1, as_410_of = "hello" }
+"#;
+    let report = run_file("times.toml", text, &mut |_| {}).await;
+    let [found, no_410] = &report.verdicts[..] else {
+        panic!("two verdicts: {:?}", report.verdicts);
+    };
+    assert!(found.passed, "{}", found.text());
+    assert!(!no_410.passed, "{}", no_410.text());
+    assert!(
+        no_410
+            .expected
+            .contains("the timestamp of hello's 410 to it"),
+        "{}",
+        no_410.text()
+    );
+    assert_eq!(
+        no_410.closest,
+        ["A com.example.app: hello got no 410 for it"],
+        "{}",
+        no_410.text()
+    );
+
+    let wrong = text.replace(r#"as_410_of = "hello""#, r#"as_410_of = "gone""#);
+    let err = apns_sim::scenario::Scenario::parse(&wrong).unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.field, "expect[2].feedback.as_410_of", "{p}");
+    assert_eq!(p.line, 33, "{p}");
+    assert!(
+        p.why
+            .contains("step gone is a uninstall step, not a push step"),
+        "{p}"
+    );
+}
