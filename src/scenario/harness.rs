@@ -8,7 +8,7 @@
 //! (never a sleep, each wait bounded) until every provider connection has closed and every
 //! accepted notification has settled, and then checks the expectations.
 //!
-//! The flow, step by step, is [`test`]; [`TestReport::exit_code`] is the rule for the
+//! The flow, step by step, is [`test()`]; [`TestReport::exit_code`] is the rule for the
 //! exit code.
 
 use std::ffi::OsString;

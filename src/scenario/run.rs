@@ -579,7 +579,7 @@ impl<'a> Runner<'a> {
         self.timeline.push(line);
     }
 
-    /// Creates every device, [`DEVICE_CONCURRENCY`] at a time, and records its tokens;
+    /// Creates every device, a few dozen at a time, and records its tokens;
     /// returns them in the scenario's order, each with the tokens it registered.
     pub async fn create_devices(&mut self) -> Result<Vec<Device>, String> {
         let mut set = JoinSet::new();
