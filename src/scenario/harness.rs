@@ -355,6 +355,10 @@ pub async fn test(
             .envs(environment(&info, &info_path))
             .stdin(Stdio::inherit())
             .kill_on_drop(true);
+        if info.token.is_none() {
+            // No device, no token: a value the caller's own environment holds would mislead.
+            child.env_remove("APNS_SIM_TOKEN");
+        }
         if stdout == CommandStdout::Stderr {
             child.stdout(std::io::stderr());
         }

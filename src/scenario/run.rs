@@ -1807,7 +1807,11 @@ impl<'a> Runner<'a> {
                     let to = token
                         .as_ref()
                         .map_or_else(|| "no valid token".to_owned(), |t| self.token_name(t));
-                    extra.push(format!("a {api:?} push to {to} was rejected: {detail}"));
+                    let api = match api {
+                        Api::Binary => "binary",
+                        Api::Http2 => "HTTP/2",
+                    };
+                    extra.push(format!("a {api} push to {to} was rejected: {detail}"));
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! shell script that uses the `APNS_SIM_*` variables (and the binary's own `push` as its
 //! provider): a pass (exit 0, reports written), a COMMAND that fails (its code passed
 //! through, 128 + N for a signal), an expectation that fails (exit 1, expected and seen
-//! printed), the `APNS_SIM_INFO` file read back and checked against the variables, and a
+//! printed; a push the simulator refused fails `nothing_else`), the `APNS_SIM_INFO` file read back and checked against the variables, and a
 //! scenario with provider steps refused at their line.
 
 use std::path::Path;
@@ -175,6 +175,29 @@ async fn a_failing_expectation_exits_1_with_expected_and_seen() {
     );
     assert!(
         printed.contains(r#"{"aps":{"alert":"binary"}}"#),
+        "{printed}"
+    );
+
+    // A push the simulator refused (a token nobody holds) is "something else" under test,
+    // even when COMMAND shrugs it off.
+    let refused = format!(
+        "{} >/dev/null; {} || true",
+        binary_push(),
+        binary_push().replace("\"$APNS_SIM_TOKEN\"", &"ab".repeat(32))
+    );
+    let out = test(dir.path(), &scenario(1), &[], &refused).await;
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("PASS the phone shows what COMMAND pushed"),
+        "{printed}"
+    );
+    assert!(printed.contains("FAIL nothing else happened"), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "a binary push to {} was rejected",
+            "ab".repeat(32)
+        )),
         "{printed}"
     );
 }
