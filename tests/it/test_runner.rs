@@ -2,8 +2,9 @@
 //! shell script that uses the `APNS_SIM_*` variables (and the binary's own `push` as its
 //! provider): a pass (exit 0, reports written), a COMMAND that fails (its code passed
 //! through, 128 + N for a signal), an expectation that fails (exit 1, expected and seen
-//! printed; a push the simulator refused fails `nothing_else`), the `APNS_SIM_INFO` file read back and checked against the variables, and a
-//! scenario with provider steps refused at their line.
+//! printed; a push the simulator refused fails `nothing_else`), the `APNS_SIM_INFO` file
+//! read back and checked against the variables, and a scenario with provider steps refused
+//! at their line.
 
 use std::path::Path;
 use std::process::Output;
