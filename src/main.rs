@@ -1,7 +1,7 @@
 //! The `apns-sim` binary: parses the command line, sets up logging and the runtime, runs one
 //! subcommand (each lives in `cli/`) and turns its outcome into the exit code: 0 when it
 //! worked, 1 when a push was answered with an error or a scenario failed, 2 for any other error (usage errors
-//! included, as clap reports them).
+//! included, as clap reports them); `apns-sim test` passes its COMMAND's failure through.
 
 use std::process::ExitCode;
 
@@ -61,6 +61,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli.command.run()) {
         Ok(cli::Outcome::Done) => ExitCode::SUCCESS,
         Ok(cli::Outcome::PushRefused | cli::Outcome::Failed) => ExitCode::from(1),
+        Ok(cli::Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)

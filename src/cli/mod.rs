@@ -16,6 +16,7 @@ mod feedback;
 mod push;
 mod scenario;
 mod serve;
+mod test;
 mod tour;
 
 /// Folder `serve` and `certs` write to, and the client commands read from, when neither
@@ -31,6 +32,8 @@ pub(crate) enum Outcome {
     PushRefused,
     /// A scenario file is not valid, or an expectation of one does not hold (exit code 1).
     Failed,
+    /// `test`'s own exit code: COMMAND's failure, or the verdict (`TestReport::exit_code`).
+    Exit(u8),
 }
 
 /// The subcommands.
@@ -52,6 +55,9 @@ pub(crate) enum Command {
     Tour(tour::TourArgs),
     /// Check or run scenario files: a world, a timeline and expectations with verdicts.
     Scenario(scenario::ScenarioArgs),
+    /// Run your provider tests (COMMAND) against a fresh simulator with a scenario's world,
+    /// then check its expectations. Exit status: COMMAND's failure, else the verdict (0/1).
+    Test(test::TestArgs),
 }
 
 impl Command {
@@ -84,6 +90,7 @@ impl Command {
         match self {
             Command::Tour(_) => "warn",
             Command::Scenario(args) if args.quiet() => "warn",
+            Command::Test(_) => "warn",
             _ => "info",
         }
     }
@@ -98,6 +105,7 @@ impl Command {
             Command::Device(args) => args.run().await,
             Command::Tour(args) => args.run().await,
             Command::Scenario(args) => args.run().await,
+            Command::Test(args) => args.run().await,
         }
     }
 }

@@ -64,7 +64,7 @@ impl ScenarioArgs {
 }
 
 /// Reads a file, bounded.
-fn read(path: &Path) -> std::io::Result<String> {
+pub(super) fn read(path: &Path) -> std::io::Result<String> {
     let len = std::fs::metadata(path)?.len();
     if len > MAX_FILE_BYTES {
         return Err(std::io::Error::other(format!(

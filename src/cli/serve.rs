@@ -1,9 +1,12 @@
 //! `apns-sim serve`: binds the five endpoints, starts the simulator and its demo fleet, prints
 //! where everything is and a push command ready to paste, and runs until Ctrl-C or SIGTERM.
+//! With `--scenario FILE` the fleet is the file's world: its `[[app]]` credentials are minted
+//! into the certificate folder, its timeline runs, and each expectation's verdict is printed
+//! when the timeline has settled; serving goes on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use apns_sim::client::device::DeviceEvent;
@@ -11,8 +14,9 @@ use apns_sim::pki::{Pki, DEFAULT_TOPIC};
 use apns_sim::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
+use apns_sim::scenario::check::{check_for, Host};
+use apns_sim::scenario::run::{mint, Runner};
 use apns_sim::scenario::{self, Scenario};
-use apns_sim::server::control::devices::DeviceSpec;
 use apns_sim::settings::{
     RateLimit, Settings, UnknownCommand, DEFAULT_DELIVERY_LOG_LEN, DEFAULT_STORAGE_DAYS,
     DEFAULT_TOKEN_LEN, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS, TOKEN_LEN_RANGE,
@@ -22,12 +26,19 @@ use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{given_on_command_line, Outcome, DEFAULT_CERTS_DIR};
 
-/// How long `serve` waits for its demo fleet to register before printing the summary.
+/// How long `serve` waits for its demo fleet to register before printing the summary (at
+/// least; a large fleet gets [`fleet_ready_timeout`]).
 const DEMO_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The time a fleet of `devices` may take to register: 20 ms each, far more than a device
+/// takes on loopback (a few ms, started many at once), so only a stuck start trips it.
+fn fleet_ready_timeout(devices: usize) -> Duration {
+    Duration::from_millis(20).saturating_mul(u32::try_from(devices).unwrap_or(u32::MAX))
+}
 
 /// Options of `apns-sim serve`.
 #[derive(Debug, Args)]
@@ -68,7 +79,9 @@ pub(crate) struct ServeArgs {
     /// 0 starts none.
     #[arg(long, env = "APNS_SIM_DEVICES")]
     devices: Option<usize>,
-    /// Start the demo fleet from this scenario file (default: scenarios/demo.toml, embedded).
+    /// Serve this scenario file's world: its apps' credentials (minted into --certs), its
+    /// devices, its timeline, and its expectations' verdicts once the timeline has settled
+    /// (default: scenarios/demo.toml, embedded).
     #[arg(long, env = "APNS_SIM_SCENARIO")]
     scenario: Option<PathBuf>,
     /// Environment of universal certificates when the TLS server name is not an Apple host.
@@ -197,6 +210,8 @@ impl ServeArgs {
     }
 
     /// The demo fleet: `--devices N` plain devices, a scenario file, or the embedded demo.
+    /// A scenario file runs whole (see [`run_timeline`]), except what cannot run under a
+    /// simulator that keeps serving (a `shutdown` step), which is refused at its line.
     fn fleet(&self) -> Result<Scenario> {
         Ok(match (self.devices, &self.scenario) {
             (Some(n), _) => Scenario::uniform(n, DEFAULT_TOPIC)?,
@@ -205,14 +220,13 @@ impl ServeArgs {
                     .with_context(|| format!("reading {}", path.display()))?;
                 let scenario =
                     Scenario::parse(&text).with_context(|| path.display().to_string())?;
-                if !scenario.steps.is_empty() || !scenario.expects.is_empty() {
-                    warn!(
-                        file = %path.display(),
-                        steps = scenario.steps.len(),
-                        expectations = scenario.expects.len(),
-                        "serve starts the scenario's devices only; `apns-sim scenario run` runs \
-                         its steps and checks its expectations"
-                    );
+                let problems = check_for(&scenario, Host::Serve);
+                if !problems.is_empty() {
+                    let list: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("{}:{p}", path.display()))
+                        .collect();
+                    anyhow::bail!("{}", list.join("\n"));
                 }
                 scenario
             }
@@ -253,9 +267,15 @@ impl ServeArgs {
             }
             _ => {}
         }
-        let pki = Pki::load_or_create(&self.certs)
+        let mut pki = Pki::load_or_create(&self.certs)
             .with_context(|| format!("certificates in {}", self.certs.display()))?;
         let fleet = self.fleet()?;
+        // The scenario's [[app]] credentials join the folder, as `certs --mint` adds them,
+        // so a provider outside reads them from the same place as the others.
+        if mint(&fleet, &mut pki).map_err(anyhow::Error::msg)? {
+            pki.write(&self.certs)
+                .with_context(|| format!("writing {}", self.certs.display()))?;
+        }
         let mut config = SimulatorConfig::new(pki);
         config.settings = self.settings();
         config.pki_dir = Some(self.certs.clone());
@@ -277,7 +297,8 @@ impl ServeArgs {
         println!("  control API      {}{token_note}", addrs.control);
         println!("  certificates     {}", self.certs.display());
 
-        let registered = start_fleet(&sim, &fleet).await?;
+        let mut runner = Runner::new(&sim, sim.hub().clock().clone(), &fleet, Instant::now());
+        let registered = start_fleet(&sim, &fleet, &mut runner).await?;
         if !registered.is_empty() {
             println!("demo devices:");
             let width = registered
@@ -309,7 +330,21 @@ impl ServeArgs {
                 print_voip_command(&addrs, &self.certs, &voip.serial, &voip.token);
             }
         }
-        stop_signal().await?;
+        if fleet.steps.is_empty() && fleet.expects.is_empty() {
+            stop_signal().await?;
+        } else {
+            let name = self
+                .scenario
+                .as_ref()
+                .map_or_else(|| "scenario".to_owned(), |p| p.display().to_string());
+            // The timeline runs while the simulator serves; its verdicts are printed once
+            // it has settled, and serving goes on until Ctrl-C or SIGTERM.
+            tokio::select! {
+                () = run_timeline(&mut runner, &name) => unreachable!("run_timeline never returns"),
+                stopped = stop_signal() => stopped?,
+            }
+        }
+        drop(runner);
         println!("shutting down");
         sim.shutdown().await;
         Ok(Outcome::Done)
@@ -393,10 +428,35 @@ async fn stop_signal() -> Result<()> {
     Ok(())
 }
 
+/// Runs a scenario's timeline on the serving simulator, prints each step and then each
+/// expectation's verdict, and keeps reading the delivery log (never returns).
+async fn run_timeline(runner: &mut Runner<'_>, name: &str) {
+    let mut print = |line: &str| println!("scenario {line}");
+    runner.restart_timeline_clock();
+    runner.timeline(&mut print).await;
+    runner.settle().await;
+    let report = runner.report(name, name, None);
+    for verdict in &report.verdicts {
+        println!("{}", verdict.text());
+    }
+    let held = report.verdicts.iter().filter(|v| v.passed).count();
+    println!(
+        "{name}: {} ({held} of {} expectations hold); still serving (Ctrl-C to stop)",
+        if report.passed() { "PASSED" } else { "FAILED" },
+        report.verdicts.len()
+    );
+    runner.follow_log().await;
+}
+
 /// Starts the fleet's devices in-process through the simulator's actors (so the control
 /// API and the dashboard can drive them), waits until each has registered its apps, and
-/// prints what they receive from then on.
-async fn start_fleet(sim: &Simulator, fleet: &Scenario) -> Result<Vec<Registered>> {
+/// prints what they receive from then on. `runner` creates them and learns their tokens
+/// for the scenario's timeline.
+async fn start_fleet(
+    sim: &Simulator,
+    fleet: &Scenario,
+    runner: &mut Runner<'_>,
+) -> Result<Vec<Registered>> {
     let actors = sim.actors();
     // Subscribed before the first device starts, so nothing it shows is missed.
     let mut events = actors.subscribe();
@@ -428,19 +488,15 @@ async fn start_fleet(sim: &Simulator, fleet: &Scenario) -> Result<Vec<Registered
             info!(target: "apns_sim::demo", event = %serde_json::to_string(&event).unwrap_or_default());
         }
     });
+    let created = tokio::time::timeout(
+        DEMO_READY_TIMEOUT.max(fleet_ready_timeout(fleet.devices.len())),
+        runner.create_devices(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the demo devices did not register in time"))?
+    .map_err(|e| anyhow::anyhow!("demo devices: {e}"))?;
     let mut registered = Vec::new();
-    for spec in &fleet.devices {
-        let created = tokio::time::timeout(
-            DEMO_READY_TIMEOUT,
-            actors.create(DeviceSpec {
-                serial: spec.serial.clone(),
-                environment: spec.environment,
-                apps: spec.apps.clone(),
-            }),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("demo device {} did not register in time", spec.serial))?
-        .map_err(|e| anyhow::anyhow!("demo device {}: {e}", spec.serial))?;
+    for (spec, created) in fleet.devices.iter().zip(created) {
         for app in created.apps {
             registered.push(Registered {
                 serial: created.serial.clone(),

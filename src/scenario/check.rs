@@ -85,6 +85,118 @@ impl ScenarioError {
     }
 }
 
+/// Where a checked scenario is to run besides `scenario run`, which runs every step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// `apns-sim test`: the user's COMMAND is the provider, so the scenario's own provider
+    /// steps (`push`, `pushes`, `feedback`) have no place, nor the expectations about them
+    /// (`answer`, `outcome`, `feedback`); a `shutdown` would pull the simulator from under
+    /// COMMAND.
+    Test,
+    /// `apns-sim serve --scenario`: every step runs, except `shutdown` (serve keeps
+    /// serving until it is stopped).
+    Serve,
+}
+
+impl Host {
+    /// The command's name, for the messages.
+    fn command(self) -> &'static str {
+        match self {
+            Host::Test => "apns-sim test",
+            Host::Serve => "apns-sim serve --scenario",
+        }
+    }
+}
+
+/// What of a checked scenario `host` cannot run, each mistake at its line and field as
+/// [`check`] names them (empty: it can run there).
+pub fn check_for(scenario: &Scenario, host: Host) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let field = format!("step[{}].{}", i + 1, step_key(&step.action));
+        let why = match (&step.action, host) {
+            (Action::Push(_), Host::Test) => Some(
+                "the scenario pushes nothing under apns-sim test: COMMAND is the provider \
+                 (use `apns-sim scenario run` for a scripted provider)",
+            ),
+            (Action::Feedback(..), Host::Test) => Some(
+                "the scenario reads no feedback under apns-sim test: the tuples are \
+                 COMMAND's to read (a read takes them)",
+            ),
+            (Action::Shutdown, _) => Some(match host {
+                Host::Test => {
+                    "no shutdown under apns-sim test: COMMAND is still using the simulator"
+                }
+                Host::Serve => {
+                    "no shutdown under apns-sim serve --scenario: it serves until stopped"
+                }
+            }),
+            _ => None,
+        };
+        if let Some(why) = why {
+            problems.push(Problem {
+                line: step.line,
+                field,
+                why: why.to_owned(),
+            });
+        }
+    }
+    if host == Host::Test {
+        for (i, e) in scenario.expects.iter().enumerate() {
+            let key = match e.kind {
+                ExpectKind::Answer { .. } => "answer",
+                ExpectKind::Outcome { .. } => "outcome",
+                ExpectKind::Feedback { .. } => "feedback",
+                ExpectKind::Shows { .. } | ExpectKind::NothingElse => continue,
+            };
+            problems.push(Problem {
+                line: e.line,
+                field: format!("expect[{}].{key}", i + 1),
+                why: format!(
+                    "an `{key}` expectation names a step of the scenario's own provider, \
+                     which {} does not run; check what devices show (`shows`, \
+                     `nothing_else`)",
+                    host.command()
+                ),
+            });
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    problems
+}
+
+/// The key of the action a step's file entry gave (`push` for `pushes` too).
+fn step_key(action: &Action) -> &'static str {
+    match action {
+        Action::AdvanceClock(_) => "advance_clock_ms",
+        other => other.verb(),
+    }
+}
+
+/// What the control API would answer `POST /v1/faults` with `spec` if it refuses it (the
+/// HTTP/2 status and reason pairs Apple defines, which the hub alone does not know), as
+/// (field, why). The control API's own check decides, and its refusal is read back from the
+/// JSON body it would send.
+fn control_refusal(spec: &crate::hub::FaultSpec) -> Option<(String, String)> {
+    use axum::response::IntoResponse;
+    use futures_util::FutureExt;
+    let refusal = crate::server::control::faults::check_http2(spec).err()?;
+    // The body is one buffer (JSON of an `ErrorBody`): it is ready on the first poll.
+    let body = axum::body::to_bytes(refusal.into_response().into_body(), 64 * 1024)
+        .now_or_never()
+        .and_then(Result::ok);
+    let parsed = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let text = |key: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(key)?.as_str().map(str::to_owned))
+    };
+    Some((
+        text("field").unwrap_or_else(|| "respond".to_owned()),
+        text("error").unwrap_or_else(|| "the control API refuses this fault".to_owned()),
+    ))
+}
+
 /// Parses and checks `text`.
 pub fn check(text: &str) -> Result<Scenario, ScenarioError> {
     let file: File = match toml::from_str(text) {
@@ -756,6 +868,8 @@ impl Checker<'_> {
         if let Some(fault) = &s.fault {
             if let Err(e) = crate::hub::check_fault(fault.get_ref()) {
                 self.at(fault.span(), format!("{field}.fault.{}", e.field), e.error);
+            } else if let Some((at, why)) = control_refusal(fault.get_ref()) {
+                self.at(fault.span(), format!("{field}.fault.{at}"), why);
             }
             return Some(Action::Fault(fault.get_ref().clone()));
         }
@@ -1150,11 +1264,17 @@ impl Checker<'_> {
                         })
                         .collect()
                 });
+                let as_410_of = f.as_410_of.as_ref().and_then(|step| {
+                    step_ref(self, step, "push", &format!("{field}.feedback.as_410_of"))
+                        .map(|r| r.index)
+                });
                 (
                     ExpectKind::Feedback {
                         step: r.index,
                         tokens,
                         count: f.count,
+                        at_not_installed: f.at_not_installed,
+                        as_410_of,
                     },
                     format!("{} read", f.step.get_ref()),
                 )
@@ -1340,6 +1460,32 @@ mod tests {
                 "com.example.other",
             ]
         );
+    }
+
+    #[test]
+    fn a_fault_the_control_api_refuses_is_refused_at_its_line() {
+        let text = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 500, reason = 'Unregistered' }} }}\n"
+        );
+        let p = problem(&text);
+        assert_eq!(
+            (p.line, p.field.as_str()),
+            (9, "step[1].fault.respond.reason"),
+            "{p}"
+        );
+        assert!(
+            p.why.contains("APNs sends Unregistered with 410, not 500"),
+            "{p}"
+        );
+        let status = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 418 }} }}\n"
+        );
+        let p = problem(&status);
+        assert_eq!(p.field, "step[1].fault.respond.status", "{p}");
+        let fine = format!(
+            "{WORLD}\n[[step]]\nfault = {{ on = 'http2', respond = {{ status = 410, reason = 'Unregistered' }} }}\n"
+        );
+        assert!(check(&fine).is_ok());
     }
 
     #[test]

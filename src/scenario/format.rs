@@ -314,6 +314,13 @@ pub struct FeedbackExpect {
     pub tokens: Option<Vec<Spanned<String>>>,
     /// Exactly this many tuples.
     pub count: Option<u64>,
+    /// Each tuple's timestamp is the second, on the simulator's clock, at which the delivery
+    /// log recorded its token's first `not_installed` (the moment the uninstall was found).
+    #[serde(default)]
+    pub at_not_installed: bool,
+    /// Each tuple's timestamp is that of this push step's 410 answer to the same token
+    /// (milliseconds there, seconds here: Apple says they are the same moment).
+    pub as_410_of: Option<Spanned<String>>,
 }
 
 /// `outcome`: a delivery-log outcome of a push step's notifications.

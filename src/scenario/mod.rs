@@ -7,13 +7,16 @@
 //! - [`format`](mod@format): the file as TOML reads it, with the spans a later check points at;
 //! - [`check`]: every rule of the format, each mistake named with its line and field;
 //!   the result is a [`Scenario`];
-//! - [`run`]: a self-contained run against a fresh [`crate::sim::Simulator`];
+//! - [`run`]: a self-contained run against a fresh [`crate::sim::Simulator`], and the
+//!   [`run::Runner`] that `serve --scenario` drives on its own simulator;
+//! - [`harness`]: `apns-sim test`, the world for a provider program of the user's;
 //! - [`report`]: the verdicts, as text, JSON and JUnit XML.
 //!
 //! `scenarios/README.md` documents the format.
 
 pub mod check;
 pub mod format;
+pub mod harness;
 pub mod report;
 pub mod run;
 
@@ -256,6 +259,10 @@ pub enum ExpectKind {
         tokens: Option<Vec<(String, AppToken)>>,
         /// The count expected.
         count: Option<u64>,
+        /// Each tuple's timestamp must be its token's first `not_installed` second.
+        at_not_installed: bool,
+        /// Each tuple's timestamp must be that of this push step's 410 to the token.
+        as_410_of: Option<usize>,
     },
     /// An outcome of a push step's notifications.
     Outcome {

@@ -31,10 +31,11 @@ use crate::clock::Clock;
 use crate::hub::{Api, Event, Hub, Logged, Outcome};
 use crate::pki::{jwt, CertEnvironment, Pki};
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::notification;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
-use crate::server::control::devices::{DeviceSpec as ActorSpec, Shown};
+use crate::server::control::devices::{Device, DeviceSpec as ActorSpec, Shown};
 use crate::settings::Settings;
 use crate::sim::{Listeners, Simulator, SimulatorConfig};
 use crate::tls::{self, ClientIdentity};
@@ -97,51 +98,24 @@ pub async fn run(
         Ok(started) => started,
         Err(e) => return FileReport::failed(file, format!("the simulator did not start: {e}")),
     };
-    let mut runner = Runner {
-        log: Log::new(sim.hub().clone()),
-        inbox_events: sim.actors().subscribe(),
-        sim,
-        clock,
-        scenario,
-        started,
-        tokens: HashMap::new(),
-        results: vec![StepResult::NotRun; scenario.steps.len()],
-        timeline: Vec::new(),
-        failures: Vec::new(),
-        next_identifier: FIRST_IDENTIFIER,
-        connections: HashMap::new(),
-        provider_tokens: HashMap::new(),
-        open_binary: Vec::new(),
-    };
+    let mut runner = Runner::new(&sim, clock, scenario, started);
     let mut error = None;
     match runner.create_devices().await {
-        Ok(n) => runner.line("world", format!("{n} devices online"), true, print),
+        Ok(created) => runner.line(
+            "world",
+            format!("{} devices online", created.len()),
+            true,
+            print,
+        ),
         Err(e) => error = Some(e),
     }
     if error.is_none() {
-        for &i in &scenario.order {
-            runner.step(i, print).await;
-        }
+        runner.timeline(print).await;
         runner.settle().await;
     }
-    let verdicts = if error.is_none() {
-        let mut verdicts: Vec<Verdict> =
-            scenario.expects.iter().map(|e| runner.verdict(e)).collect();
-        verdicts.append(&mut runner.failures);
-        verdicts
-    } else {
-        Vec::new()
-    };
-    let Runner { sim, timeline, .. } = runner;
+    let report = runner.report(file, &name, error);
     sim.shutdown().await;
-    FileReport {
-        file: file.to_owned(),
-        name,
-        timeline,
-        verdicts,
-        error,
-        duration_ms: started.elapsed().as_millis() as u64,
-    }
+    report
 }
 
 /// Checks that every index a [`Scenario`] holds points at one of its steps (true of every
@@ -174,32 +148,22 @@ fn consistent(scenario: &Scenario) -> Result<(), String> {
             | ExpectKind::Outcome { step, .. } => Some(*step),
             ExpectKind::Shows { .. } | ExpectKind::NothingElse => None,
         };
-        if step.is_some_and(|s| s >= n) {
+        let also = match &e.kind {
+            ExpectKind::Feedback { as_410_of, .. } => *as_410_of,
+            _ => None,
+        };
+        if step.is_some_and(|s| s >= n) || also.is_some_and(|s| s >= n) {
             return bad(format!("{} names a step that does not exist", e.name));
         }
     }
     Ok(())
 }
 
-/// Mints the scenario's credentials and starts a simulator with them.
-async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
+/// Mints the scenario's credentials and starts a simulator with them on 127.0.0.1, every
+/// port chosen by the system.
+pub(super) async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
     let mut pki = Pki::generate().map_err(|e| e.to_string())?;
-    for app in &scenario.apps {
-        let env = match app.certificate {
-            CertChoice::Universal => Some(CertEnvironment::Universal),
-            CertChoice::Sandbox => Some(CertEnvironment::Sandbox),
-            CertChoice::Production => Some(CertEnvironment::Production),
-            CertChoice::None => None,
-        };
-        if let Some(env) = env {
-            pki.mint_provider(&app.bundle, env, &app.team)
-                .map_err(|e| format!("minting a certificate for {}: {e}", app.bundle))?;
-        }
-        if let Some(key_id) = &app.key_id {
-            pki.mint_auth_key(&app.team, Some(key_id.clone()), vec![app.bundle.clone()])
-                .map_err(|e| format!("minting key {key_id}: {e}"))?;
-        }
-    }
+    mint(scenario, &mut pki)?;
     let clock = Clock::system();
     let mut config = SimulatorConfig::new(pki);
     config.clock = clock.clone();
@@ -213,6 +177,50 @@ async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), String> {
     Ok((sim, clock))
 }
 
+/// Mints each `[[app]]`'s certificate and auth key into `pki`. What `pki` already holds is
+/// kept (a certificate of the same bundle, environment and team; an auth key of the same
+/// id and team), so a certificate folder `serve --scenario` loads again keeps its files;
+/// a key id the folder holds for another team is refused.
+/// Returns whether anything was minted (the folder then needs writing).
+pub fn mint(scenario: &Scenario, pki: &mut Pki) -> Result<bool, String> {
+    let mut minted = false;
+    for app in &scenario.apps {
+        let env = match app.certificate {
+            CertChoice::Universal => Some(CertEnvironment::Universal),
+            CertChoice::Sandbox => Some(CertEnvironment::Sandbox),
+            CertChoice::Production => Some(CertEnvironment::Production),
+            CertChoice::None => None,
+        };
+        if let Some(env) = env {
+            let held = pki
+                .provider_for(&app.bundle, env)
+                .is_some_and(|c| c.environment == env && c.team_id == app.team);
+            if !held {
+                pki.mint_provider(&app.bundle, env, &app.team)
+                    .map_err(|e| format!("minting a certificate for {}: {e}", app.bundle))?;
+                minted = true;
+            }
+        }
+        if let Some(key_id) = &app.key_id {
+            match pki.auth_key(key_id) {
+                Some(key) if key.team_id == app.team => {}
+                Some(key) => {
+                    return Err(format!(
+                        "key {key_id} is already team {}'s, not {}'s",
+                        key.team_id, app.team
+                    ))
+                }
+                None => {
+                    pki.mint_auth_key(&app.team, Some(key_id.clone()), vec![app.bundle.clone()])
+                        .map_err(|e| format!("minting key {key_id}: {e}"))?;
+                    minted = true;
+                }
+            }
+        }
+    }
+    Ok(minted)
+}
+
 /// The delivery log as the runner reads it: every event since the run started, in order.
 struct Log {
     hub: Hub,
@@ -222,6 +230,8 @@ struct Log {
     cursor: u64,
     /// Every event read.
     events: Vec<Event>,
+    /// Events left the ring before they were read (the run's verdicts may miss them).
+    truncated: bool,
 }
 
 impl Log {
@@ -231,6 +241,7 @@ impl Log {
             hub,
             cursor: 0,
             events: Vec::new(),
+            truncated: false,
         }
     }
 
@@ -241,9 +252,29 @@ impl Log {
             Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
         ) {}
         let read = self.hub.events_after(self.cursor);
+        self.truncated |= read.truncated;
         for logged in read.events {
             self.cursor = logged.seq;
             self.events.push(logged.event);
+        }
+    }
+
+    /// Waits for the hub to log something, then reads it.
+    async fn next(&mut self) {
+        if let Err(broadcast::error::RecvError::Closed) = self.rx.recv().await {
+            // The hub is gone: nothing more will come.
+            std::future::pending::<()>().await;
+        }
+        self.refresh();
+    }
+
+    /// Sleeps until `deadline`, reading the log whenever the hub logs something.
+    async fn sleep_until(&mut self, deadline: tokio::time::Instant) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = self.next() => {}
+            }
         }
     }
 
@@ -277,6 +308,8 @@ struct Answer {
     identifier: Option<u32>,
     /// How many attempts it took.
     attempts: u32,
+    /// The `timestamp` of an HTTP/2 410 answer, milliseconds.
+    timestamp_ms: Option<u64>,
 }
 
 impl Answer {
@@ -287,6 +320,7 @@ impl Answer {
             reason: None,
             identifier: Some(u32::from_be_bytes(resp.identifier)),
             attempts: 1,
+            timestamp_ms: None,
         }
     }
 
@@ -298,6 +332,7 @@ impl Answer {
             reason: Some("closed without an error response".to_owned()),
             identifier: None,
             attempts: 1,
+            timestamp_ms: None,
         }
     }
 
@@ -330,6 +365,8 @@ impl Answer {
 struct Sent {
     /// Its device, if it went to one.
     device: Option<String>,
+    /// The token it went to (empty for a connection's shutdown answer).
+    token: Vec<u8>,
     /// Its API.
     api: Via,
     /// Its apns-id, once known (HTTP/2: the runner's; binary: the hub's).
@@ -345,17 +382,21 @@ enum StepResult {
     NotRun,
     /// A push step's notifications.
     Push(Vec<Sent>),
-    /// A feedback read: the tuples' tokens.
-    Feedback(Vec<DeviceToken>),
+    /// A feedback read: the tuples, in the order read.
+    Feedback(Vec<FeedbackTuple>),
     /// A fault switched on, with its id.
     Fault(String),
     /// Anything else, done.
     Done,
 }
 
-/// The state of one run.
-struct Runner<'a> {
-    sim: Simulator,
+/// The state of one run of a scenario's timeline against a simulator: what `scenario run`
+/// drives from start to end, and what `apns-sim test` ([`super::harness`]) and
+/// `serve --scenario` drive around a provider of their own. Its phases, in order:
+/// [`Runner::create_devices`], [`Runner::timeline`], [`Runner::settle`], then the verdicts
+/// ([`Runner::report`]).
+pub struct Runner<'a> {
+    sim: &'a Simulator,
     clock: Clock,
     scenario: &'a Scenario,
     started: Instant,
@@ -377,15 +418,151 @@ struct Runner<'a> {
     provider_tokens: HashMap<String, String>,
     /// Binary connections left open (`keep_open`), for a `shutdown` to answer on.
     open_binary: Vec<BinaryClient>,
+    /// The provider is a program of the user's (`apns-sim test`), not this runner: a
+    /// `nothing_else` then also counts every notification the hub rejected.
+    external_provider: bool,
 }
 
 /// Which HTTP/2 connection a push may reuse: its app, whether it authenticates with the
 /// certificate, and its environment.
 type ConnectionKey = (String, bool, Environment);
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner of `scenario` on `sim`, whose clock is `clock`; `started` is the moment
+    /// `at_ms` counts from.
+    pub fn new(
+        sim: &'a Simulator,
+        clock: Clock,
+        scenario: &'a Scenario,
+        started: Instant,
+    ) -> Runner<'a> {
+        Runner {
+            log: Log::new(sim.hub().clone()),
+            inbox_events: sim.actors().subscribe(),
+            sim,
+            clock,
+            scenario,
+            started,
+            tokens: HashMap::new(),
+            results: vec![StepResult::NotRun; scenario.steps.len()],
+            timeline: Vec::new(),
+            failures: Vec::new(),
+            next_identifier: FIRST_IDENTIFIER,
+            connections: HashMap::new(),
+            provider_tokens: HashMap::new(),
+            open_binary: Vec::new(),
+            external_provider: false,
+        }
+    }
+
+    /// Says that the provider is a program of the user's (see [`Runner`]'s field).
+    pub fn with_external_provider(mut self) -> Self {
+        self.external_provider = true;
+        self
+    }
+
+    /// Restarts the clock `at_ms` counts from (`apns-sim test`: when COMMAND starts).
+    pub fn restart_timeline_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
+    /// Runs every step, in the scenario's order. A scenario that [`super::Scenario::parse`]
+    /// did not make is checked first: one whose indices point nowhere runs no step and its
+    /// report says why.
+    pub async fn timeline(&mut self, print: &mut (dyn FnMut(&str) + Send)) {
+        if let Err(e) = consistent(self.scenario) {
+            self.failures.push(Verdict {
+                name: "scenario".to_owned(),
+                line: 1,
+                passed: false,
+                expected: "a consistent scenario".to_owned(),
+                seen: e,
+                closest: Vec::new(),
+            });
+            return;
+        }
+        for &i in &self.scenario.order {
+            self.step(i, print).await;
+        }
+    }
+
+    /// Reads the delivery log as it grows, until the future is dropped (so that a long
+    /// stretch without steps, while a user's provider pushes, cannot outrun the log's ring).
+    pub async fn follow_log(&mut self) {
+        loop {
+            self.log.next().await;
+        }
+    }
+
+    /// Waits until every provider connection the hub has seen open has closed, at most
+    /// [`MAX_WAIT_PER_STEP`]: a provider that wrote and exited may still have frames in the
+    /// gateway's hands. Returns false when some stayed open.
+    pub async fn providers_closed(&mut self) -> bool {
+        self.log
+            .wait_for(|events| {
+                let mut open: HashMap<u64, i64> = HashMap::new();
+                for e in events {
+                    match e {
+                        Event::ProviderConnected { connection, .. } => {
+                            *open.entry(*connection).or_default() += 1
+                        }
+                        Event::ProviderDisconnected { connection, .. } => {
+                            *open.entry(*connection).or_default() -= 1
+                        }
+                        _ => {}
+                    }
+                }
+                open.values().all(|n| *n <= 0)
+            })
+            .await
+    }
+
+    /// The verdicts (one per expectation, then one per step that could not run) and the
+    /// timeline, as a report of `file`.
+    pub fn report(&mut self, file: &str, name: &str, error: Option<String>) -> FileReport {
+        let verdicts = if error.is_none() {
+            let mut verdicts: Vec<Verdict> = self
+                .scenario
+                .expects
+                .iter()
+                .map(|e| self.verdict(e))
+                .collect();
+            if self.log.truncated {
+                verdicts.push(Verdict {
+                    name: "delivery log".to_owned(),
+                    line: 1,
+                    passed: false,
+                    expected: "every event of the run read".to_owned(),
+                    seen: format!(
+                        "the delivery log ({RUN_LOG_LEN} events) dropped some before they \
+                         were read"
+                    ),
+                    closest: Vec::new(),
+                });
+            }
+            verdicts.extend(self.failures.iter().cloned());
+            verdicts
+        } else {
+            Vec::new()
+        };
+        FileReport {
+            file: file.to_owned(),
+            name: name.to_owned(),
+            timeline: self.timeline.clone(),
+            verdicts,
+            error,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
     /// Adds and prints a timeline line.
-    fn line(&mut self, step: &str, text: String, ok: bool, print: &mut (dyn FnMut(&str) + Send)) {
+    pub fn line(
+        &mut self,
+        step: &str,
+        text: String,
+        ok: bool,
+        print: &mut (dyn FnMut(&str) + Send),
+    ) {
         let line = TimelineLine {
             at_ms: self.started.elapsed().as_millis() as u64,
             step: step.to_owned(),
@@ -402,34 +579,35 @@ impl Runner<'_> {
         self.timeline.push(line);
     }
 
-    /// Creates every device, [`DEVICE_CONCURRENCY`] at a time, and records its tokens.
-    async fn create_devices(&mut self) -> Result<usize, String> {
+    /// Creates every device, a few dozen at a time, and records its tokens;
+    /// returns them in the scenario's order, each with the tokens it registered.
+    pub async fn create_devices(&mut self) -> Result<Vec<Device>, String> {
         let mut set = JoinSet::new();
-        let mut pending = self.scenario.devices.iter();
-        let mut created = 0;
+        let mut pending = self.scenario.devices.iter().enumerate();
+        let mut created = Vec::new();
         loop {
             while set.len() < DEVICE_CONCURRENCY {
-                let Some(d) = pending.next() else { break };
+                let Some((i, d)) = pending.next() else { break };
                 let actors = self.sim.actors().clone();
                 let spec = ActorSpec {
                     serial: d.serial.clone(),
                     environment: d.environment,
                     apps: d.apps.clone(),
                 };
-                set.spawn(async move { actors.create(spec).await });
+                set.spawn(async move { (i, actors.create(spec).await) });
             }
             let Some(joined) = set.join_next().await else {
                 break;
             };
-            let device = joined
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("a device did not start: {e}"))?;
-            for app in device.apps {
-                self.remember(&device.serial, &app);
+            let (i, device) = joined.map_err(|e| e.to_string())?;
+            let device = device.map_err(|e| format!("a device did not start: {e}"))?;
+            for app in &device.apps {
+                self.remember(&device.serial, app);
             }
-            created += 1;
+            created.push((i, device));
         }
-        Ok(created)
+        created.sort_by_key(|(i, _)| *i);
+        Ok(created.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Records a token the actors report.
@@ -470,7 +648,8 @@ impl Runner<'_> {
             }
         }
         if let Some(at) = step.at_ms {
-            tokio::time::sleep_until((self.started + Duration::from_millis(at)).into()).await;
+            let deadline = self.started + Duration::from_millis(at);
+            self.log.sleep_until(deadline.into()).await;
         }
         let action = step.action.clone();
         let outcome = self.act(index, &action).await;
@@ -572,7 +751,7 @@ impl Runner<'_> {
                 let mut names: Vec<String> = tokens
                     .iter()
                     .take(MAX_CLOSEST)
-                    .map(|t| self.token_name(t))
+                    .map(|t| self.token_name(&t.token))
                     .collect();
                 if tokens.len() > MAX_CLOSEST {
                     names.push("…".to_owned());
@@ -660,15 +839,18 @@ impl Runner<'_> {
                     reason: Some(format!("no answer within {MAX_WAIT_PER_STEP:?}")),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
                 Err(e) => Answer {
                     status: 0,
                     reason: Some(e.to_string()),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
             };
             sent.push(Sent {
+                token: Vec::new(),
                 device: None,
                 api: Via::Binary2,
                 apns_id: None,
@@ -693,6 +875,7 @@ impl Runner<'_> {
                 None => "closed without a GOAWAY".to_owned(),
             };
             sent.push(Sent {
+                token: Vec::new(),
                 device: None,
                 api: Via::Http2,
                 apns_id: None,
@@ -701,6 +884,7 @@ impl Runner<'_> {
                     reason: Some(reason),
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 },
             });
         }
@@ -934,6 +1118,7 @@ impl Runner<'_> {
                     reason: None,
                     identifier: None,
                     attempts: 1,
+                    timestamp_ms: None,
                 }
             }
             Err(e) => return Err(format!("binary gateway: {e}")),
@@ -942,6 +1127,7 @@ impl Runner<'_> {
             .iter()
             .zip(&records)
             .map(|(p, record)| Sent {
+                token: p.token.clone(),
                 device: p.device.clone(),
                 api,
                 apns_id: match record {
@@ -1009,6 +1195,7 @@ impl Runner<'_> {
                         reason: resp.reason,
                         identifier: None,
                         attempts,
+                        timestamp_ms: resp.timestamp,
                     },
                     Err(Http2ClientError::GoAway(goaway)) => {
                         connection = None;
@@ -1022,6 +1209,7 @@ impl Runner<'_> {
                             )),
                             identifier: None,
                             attempts,
+                            timestamp_ms: None,
                         }
                     }
                     Err(e) => {
@@ -1031,6 +1219,7 @@ impl Runner<'_> {
                             reason: Some(e.to_string()),
                             identifier: None,
                             attempts,
+                            timestamp_ms: None,
                         }
                     }
                 };
@@ -1046,6 +1235,7 @@ impl Runner<'_> {
                 connection = None;
             };
             out.push(Sent {
+                token: p.token.clone(),
                 device: p.device.clone(),
                 api: Via::Http2,
                 apns_id: Some(apns_id),
@@ -1113,7 +1303,7 @@ impl Runner<'_> {
         &self,
         bundle: &str,
         environment: Environment,
-    ) -> Result<Vec<DeviceToken>, String> {
+    ) -> Result<Vec<FeedbackTuple>, String> {
         let config = self.provider_tls(bundle, true, false)?;
         let addr = self.sim.addrs().feedback.to_string();
         let name = match environment {
@@ -1123,12 +1313,12 @@ impl Runner<'_> {
         let tuples = read_feedback(&addr, name, config, FEEDBACK_WAIT)
             .await
             .map_err(|e| format!("feedback: {e}"))?;
-        Ok(tuples.into_iter().map(|t| t.token).collect())
+        Ok(tuples)
     }
 
     /// Waits until every notification sent to a device has been answered by it and every
     /// inbox shows what its device acknowledged.
-    async fn settle(&mut self) {
+    pub async fn settle(&mut self) {
         self.log
             .wait_for(|events| {
                 let mut open: HashMap<Uuid, i64> = HashMap::new();
@@ -1207,7 +1397,14 @@ impl Runner<'_> {
                 step,
                 tokens,
                 count,
-            } => self.feedback_verdict(&mut v, *step, tokens.as_deref(), *count),
+                at_not_installed,
+                as_410_of,
+            } => {
+                self.feedback_verdict(&mut v, *step, tokens.as_deref(), *count);
+                if v.passed && (*at_not_installed || as_410_of.is_some()) {
+                    self.feedback_times(&mut v, *step, *at_not_installed, *as_410_of);
+                }
+            }
             ExpectKind::Outcome {
                 step,
                 outcome,
@@ -1367,7 +1564,7 @@ impl Runner<'_> {
             v.seen = "the step did not run".to_owned();
             return;
         };
-        let mut seen: Vec<String> = read.iter().map(|t| self.token_name(t)).collect();
+        let mut seen: Vec<String> = read.iter().map(|t| self.token_name(&t.token)).collect();
         seen.sort();
         let mut want_parts = Vec::new();
         let mut ok = true;
@@ -1398,6 +1595,89 @@ impl Runner<'_> {
         v.passed = ok;
         if !ok {
             v.closest = seen;
+        }
+    }
+
+    /// The timestamps of a feedback read: each tuple's second must be when the delivery
+    /// log recorded its token's first `not_installed` and/or that of the 410 the push step
+    /// `as_410_of` got for the same token. Called once the tokens and counts hold.
+    fn feedback_times(
+        &self,
+        v: &mut Verdict,
+        step: usize,
+        at_not_installed: bool,
+        as_410_of: Option<usize>,
+    ) {
+        let StepResult::Feedback(read) = &self.results[step] else {
+            return;
+        };
+        let mut first_report: HashMap<&DeviceToken, u64> = HashMap::new();
+        for e in &self.log.events {
+            if let Event::Notification {
+                outcome: Outcome::NotInstalled,
+                token: Some(token),
+                at_ms,
+                ..
+            } = e
+            {
+                first_report.entry(token).or_insert(*at_ms);
+            }
+        }
+        // The 410 answers of the push step, by token.
+        let mut gone: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
+        if let Some(push) = as_410_of {
+            if let StepResult::Push(sent) = &self.results[push] {
+                for s in sent.iter().filter(|s| s.answer.status == 410) {
+                    gone.insert(s.token.clone(), s.answer.timestamp_ms);
+                }
+            }
+        }
+        let mut wants = Vec::new();
+        if at_not_installed {
+            wants.push("the second its token was found not installed".to_owned());
+        }
+        if let Some(push) = as_410_of {
+            wants.push(format!(
+                "the timestamp of {}'s 410 to it",
+                self.scenario.steps[push].name
+            ));
+        }
+        v.expected = format!(
+            "{}, each tuple's timestamp {}",
+            v.expected,
+            wants.join(" and ")
+        );
+        let mut wrong = Vec::new();
+        for t in read {
+            let name = self.token_name(&t.token);
+            let seconds = u64::from(t.timestamp);
+            if at_not_installed {
+                match first_report.get(&t.token) {
+                    Some(ms) if ms / 1000 == seconds => {}
+                    Some(ms) => wrong.push(format!(
+                        "{name}: timestamp {seconds}, not installed at {ms} ms"
+                    )),
+                    None => wrong.push(format!(
+                        "{name}: timestamp {seconds}, and no not_installed in the log"
+                    )),
+                }
+            }
+            if let Some(push) = as_410_of {
+                let step_name = &self.scenario.steps[push].name;
+                match gone.get(t.token.as_bytes()) {
+                    Some(Some(ms)) if ms / 1000 == seconds => {}
+                    Some(Some(ms)) => wrong.push(format!(
+                        "{name}: timestamp {seconds}, {step_name}'s 410 said {ms} ms"
+                    )),
+                    Some(None) => wrong.push(format!("{name}: {step_name}'s 410 had no timestamp")),
+                    None => wrong.push(format!("{name}: {step_name} got no 410 for it")),
+                }
+            }
+        }
+        v.passed = wrong.is_empty();
+        if !v.passed {
+            v.seen = format!("{} of {} tuple(s) at another time", wrong.len(), read.len());
+            v.closest = wrong;
         }
     }
 
@@ -1471,7 +1751,11 @@ impl Runner<'_> {
     }
 
     fn nothing_else(&self, v: &mut Verdict) {
-        v.expected = "no other device shows a notification, no other push was refused".to_owned();
+        v.expected = if self.external_provider {
+            "no other device shows a notification, no push was refused".to_owned()
+        } else {
+            "no other device shows a notification, no other push was refused".to_owned()
+        };
         let mut covered_devices = std::collections::BTreeSet::new();
         let mut covered_steps = std::collections::BTreeSet::new();
         for e in &self.scenario.expects {
@@ -1505,6 +1789,29 @@ impl Runner<'_> {
                         self.scenario.steps[i].name,
                         s.answer.describe()
                     ));
+                }
+            }
+        }
+        if self.external_provider {
+            // No step of the scenario pushed, so no `answer` can name a refusal: every
+            // notification the hub refused is something else.
+            for e in &self.log.events {
+                if let Event::Notification {
+                    outcome: Outcome::Rejected,
+                    token,
+                    detail,
+                    api,
+                    ..
+                } = e
+                {
+                    let to = token
+                        .as_ref()
+                        .map_or_else(|| "no valid token".to_owned(), |t| self.token_name(t));
+                    let api = match api {
+                        Api::Binary => "binary",
+                        Api::Http2 => "HTTP/2",
+                    };
+                    extra.push(format!("a {api} push to {to} was rejected: {detail}"));
                 }
             }
         }

@@ -22,6 +22,7 @@ mod metrics;
 mod readme;
 mod scenarios;
 mod store;
+mod test_runner;
 mod token_auth;
 mod tour;
 mod webhook;

@@ -2,7 +2,9 @@
 //! deliberately wrong expectation fails with what was expected and what was seen, and its
 //! JUnit report reads back through a JUnit parser; `apns-sim scenario check` names the file,
 //! the line and the field of each kind of mistake and exits 1; `scenario run` exits 0 only
-//! when every expectation holds and writes its JSON and JUnit reports.
+//! when every expectation holds and writes its JSON and JUnit reports; `serve --scenario`
+//! mints the file's credentials into its folder, runs its timeline, prints its verdicts and
+//! keeps serving, and refuses a `shutdown` step at its line.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -316,4 +318,263 @@ async fn scenario_run_exits_with_the_verdict_and_writes_reports() {
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     assert_eq!(json["passed"], true);
     assert!(err.contains("PASS"), "{err}");
+}
+
+/// A scenario for `serve --scenario`: an app of its own with a key, an uninstall, a push
+/// that the device answers "not installed", a token-auth push after it (410), and the
+/// feedback read; `{wrong}` adds an expectation that fails.
+fn served(wrong: bool) -> String {
+    let mut text = r#"
+[[app]]
+bundle = "com.test.served"
+key_id = "SERVEKEY01"
+
+[[device]]
+serial = "PHONE-1"
+apps = ["com.test.served"]
+
+[[step]]
+name = "hello"
+push = { device = "PHONE-1", app = "com.test.served", auth = "token", payload = { aps = { alert = "served" } } }
+
+[[step]]
+name = "gone"
+after = "hello delivered"
+uninstall = { device = "PHONE-1", app = "com.test.served" }
+
+[[step]]
+name = "stale"
+push = { device = "PHONE-1", app = "com.test.served", api = "binary" }
+
+[[step]]
+name = "late"
+after = "stale not_installed"
+push = { device = "PHONE-1", app = "com.test.served", auth = "token" }
+
+[[expect]]
+name = "the first push was shown"
+answer = { step = "hello", status = 200 }
+
+[[expect]]
+name = "410 after the uninstall"
+answer = { step = "late", status = 410, reason = "Unregistered" }
+"#
+    .to_owned();
+    if wrong {
+        text.push_str("\n[[expect]]\nname = \"wrong on purpose\"\nanswer = { step = \"late\", status = 200 }\n");
+    }
+    text
+}
+
+/// Starts `serve --scenario FILE` with its certificates in `dir/certs` on free ports.
+fn serve_scenario(dir: &Path, file: &Path) -> tokio::process::Child {
+    apns_sim(dir)
+        .env("RUST_LOG", "warn")
+        .args(["serve", "--certs"])
+        .arg(dir.join("certs"))
+        .arg("--scenario")
+        .arg(file)
+        .args([
+            "--gateway-port",
+            "0",
+            "--feedback-port",
+            "0",
+            "--http2-port",
+            "0",
+        ])
+        .args(["--device-port", "0", "--control-port", "0"])
+        .spawn()
+        .expect("serve started")
+}
+
+/// Reads `serve`'s output up to its scenario summary line; returns every line read.
+async fn until_summary(child: &mut tokio::process::Child) -> Vec<String> {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut read = Vec::new();
+    let wait = async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let done = line.contains("still serving");
+            read.push(line);
+            if done {
+                return;
+            }
+        }
+        panic!("serve ended before its verdicts: {read:?}");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), wait)
+        .await
+        .expect("the verdicts in time");
+    read
+}
+
+/// `serve --scenario` mints the file's credentials into the certificate folder (and keeps
+/// them on the next start), runs its timeline, prints each verdict and keeps serving: the
+/// control API still answers after the verdicts.
+#[tokio::test]
+async fn serve_runs_a_whole_scenario_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("served.toml");
+    std::fs::write(&file, served(true)).unwrap();
+    let mut serve = serve_scenario(dir.path(), &file);
+    let lines = until_summary(&mut serve).await;
+    let text = lines.join("\n");
+    assert!(
+        text.contains("PASS the first push was shown: 200"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS 410 after the uninstall: 410 Unregistered"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL wrong on purpose"), "{text}");
+    assert!(text.contains("seen:     410 Unregistered"), "{text}");
+    assert!(
+        text.contains("FAILED (2 of 3 expectations hold); still serving"),
+        "{text}"
+    );
+    // Still serving: the control API answers.
+    let control = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("control API"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the control API's address")
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&control).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /v1/devices HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("PHONE-1"), "{answer}");
+    serve.kill().await.unwrap();
+
+    // The credentials are in the folder, listed in its manifest, as a provider loads them.
+    let certs = dir.path().join("certs");
+    let manifest = std::fs::read_to_string(certs.join("manifest.json")).unwrap();
+    for name in [
+        "provider-com.test.served-universal.pem",
+        "provider-com.test.served-universal-key.pem",
+        "AuthKey_SERVEKEY01.p8",
+    ] {
+        assert!(certs.join(name).exists(), "{name}");
+        assert!(manifest.contains(name), "{name} in the manifest");
+    }
+    let cert = std::fs::read(certs.join("provider-com.test.served-universal.pem")).unwrap();
+    // A second start keeps them (the same file, not a fresh certificate) and passes again.
+    std::fs::write(&file, served(false)).unwrap();
+    let mut again = serve_scenario(dir.path(), &file);
+    let text = until_summary(&mut again).await.join("\n");
+    assert!(
+        text.contains("PASSED (2 of 2 expectations hold); still serving"),
+        "{text}"
+    );
+    again.kill().await.unwrap();
+    assert_eq!(
+        std::fs::read(certs.join("provider-com.test.served-universal.pem")).unwrap(),
+        cert
+    );
+}
+
+/// A `shutdown` step has no place under `serve` (it serves until stopped): refused at its
+/// line before anything starts.
+#[tokio::test]
+async fn serve_refuses_a_shutdown_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stop.toml");
+    std::fs::write(
+        &file,
+        "[[device]]\nserial = 'A'\napps = ['com.example.app']\n\n[[step]]\nshutdown = true\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(apns_sim(dir.path())
+        .args(["serve", "--certs"])
+        .arg(dir.path().join("certs"))
+        .arg("--scenario")
+        .arg(&file)
+        .args([
+            "--gateway-port",
+            "0",
+            "--feedback-port",
+            "0",
+            "--http2-port",
+            "0",
+        ])
+        .args(["--device-port", "0", "--control-port", "0"]))
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("stop.toml:5: step[1].shutdown:"), "{err}");
+}
+
+/// A feedback timestamp expectation against a push step that got no 410 fails, saying so
+/// for the token; one that names a step that is not a push is refused at its line.
+#[tokio::test]
+async fn feedback_timestamps_are_checked_against_the_410() {
+    let text = r#"
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "A"
+apps = ["com.example.app"]
+
+[[step]]
+name = "hello"
+push = { device = "A" }
+
+[[step]]
+name = "gone"
+after = "hello delivered"
+uninstall = { device = "A", app = "com.example.app" }
+
+[[step]]
+name = "stale"
+push = { device = "A", api = "binary" }
+
+[[step]]
+name = "read"
+after = "stale not_installed"
+feedback = { app = "com.example.app" }
+
+[[expect]]
+name = "when found"
+feedback = { step = "read", count = 1, at_not_installed = true }
+
+[[expect]]
+name = "as the 410 of a push that got none"
+feedback = { step = "read", count = 1, as_410_of = "hello" }
+"#;
+    let report = run_file("times.toml", text, &mut |_| {}).await;
+    let [found, no_410] = &report.verdicts[..] else {
+        panic!("two verdicts: {:?}", report.verdicts);
+    };
+    assert!(found.passed, "{}", found.text());
+    assert!(!no_410.passed, "{}", no_410.text());
+    assert!(
+        no_410
+            .expected
+            .contains("the timestamp of hello's 410 to it"),
+        "{}",
+        no_410.text()
+    );
+    assert_eq!(
+        no_410.closest,
+        ["A com.example.app: hello got no 410 for it"],
+        "{}",
+        no_410.text()
+    );
+
+    let wrong = text.replace(r#"as_410_of = "hello""#, r#"as_410_of = "gone""#);
+    let err = apns_sim::scenario::Scenario::parse(&wrong).unwrap_err();
+    let p = &err.problems()[0];
+    assert_eq!(p.field, "expect[2].feedback.as_410_of", "{p}");
+    assert_eq!(p.line, 33, "{p}");
+    assert!(
+        p.why
+            .contains("step gone is a uninstall step, not a push step"),
+        "{p}"
+    );
 }

@@ -52,8 +52,9 @@ fn spec_of(body: serde_json::Value) -> Result<FaultSpec, ApiError> {
     super::from_value(body)
 }
 
-/// Checks what the hub cannot: the HTTP/2 statuses and reasons.
-fn check_http2(spec: &FaultSpec) -> Result<(), ApiError> {
+/// Checks what the hub cannot: the HTTP/2 statuses and reasons (a scenario's `fault` step
+/// is checked with it too).
+pub(crate) fn check_http2(spec: &FaultSpec) -> Result<(), ApiError> {
     if let Some(respond) = &spec.respond {
         if !STATUSES.contains(&respond.status) {
             return Err(ApiError::field(
