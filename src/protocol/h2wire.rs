@@ -369,7 +369,10 @@ impl Labeller {
             }
             GOAWAY => {
                 c.field(4, "last stream id", |d| {
-                    format!("{} (the last stream it handled)", be32(d) & 0x7fff_ffff)
+                    format!(
+                        "{} (the last of the other side's streams it acted on)",
+                        be32(d) & 0x7fff_ffff
+                    )
                 });
                 c.field(4, "error code", |d| error_code_text(be32(d)));
                 let rest = c.remaining();
@@ -516,7 +519,7 @@ impl Labeller {
         };
         let name = text(&name);
         let value = text(&value);
-        let stands_for = format!("{}: {}", name.trim_matches('"'), value.trim_matches('"'));
+        let stands_for = format!("{name}: {value}");
         let table = |i: u64| {
             let which = if i <= STATIC_ENTRIES {
                 "static"
@@ -752,12 +755,17 @@ fn field(offset: usize, length: usize, name: &str, value: String) -> Field {
     }
 }
 
-/// Bytes as text: quoted UTF-8 (lossy) cut at [`MAX_TEXT_SHOWN`] characters with a count.
+/// Bytes as text (lossy UTF-8), cut at [`MAX_TEXT_SHOWN`] characters with a count: as they
+/// are when every character is printable, quoted with escapes when not (or when empty, or
+/// when spaces at either end would vanish on the page).
 fn text(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    let mut shown: String = s.chars().take(MAX_TEXT_SHOWN).collect();
+    let head: String = s.chars().take(MAX_TEXT_SHOWN).collect();
     let left = s.chars().count().saturating_sub(MAX_TEXT_SHOWN);
-    shown = format!("{shown:?}");
+    let plain = !head.is_empty()
+        && head.trim() == head
+        && !head.chars().any(|c| c.is_control() || c == '\u{fffd}');
+    let mut shown = if plain { head } else { format!("{head:?}") };
     if left > 0 {
         shown.push_str(&format!(" … ({left} more characters)"));
     }
@@ -1118,7 +1126,7 @@ mod tests {
             (first.fields[9].offset, first.fields[9].length),
             (9 + 5, 12)
         );
-        assert_eq!(first.fields[9].value, "\"www.example.com\"");
+        assert_eq!(first.fields[9].value, "www.example.com");
 
         // The second request names the entry the first one added.
         let second = &l.feed(&frame(HEADERS, FLAG_END_HEADERS, 3, C42))[0];
@@ -1132,7 +1140,7 @@ mod tests {
             "cache-control: no-cache (literal, added to the dynamic table; \
              name from static table entry 24)"
         );
-        assert_eq!(second.fields[10].value, "\"no-cache\"");
+        assert_eq!(second.fields[10].value, "no-cache");
     }
 
     #[test]
@@ -1155,7 +1163,7 @@ mod tests {
             "custom-key: custom-value (literal, added to the dynamic table; new name)"
         );
         assert_eq!(u.fields[5].value, "10 bytes, as is");
-        assert_eq!(u.fields[6].value, "\"custom-key\"");
+        assert_eq!(u.fields[6].value, "custom-key");
     }
 
     #[test]
@@ -1225,20 +1233,16 @@ mod tests {
         assert_eq!(units[0].fields[2].value, "0x01 (END_STREAM)");
         assert_eq!(
             units[0].fields[4].value,
-            format!(
-                "{:?} ({} bytes)",
-                std::str::from_utf8(body).unwrap(),
-                body.len()
-            )
+            r#"{"reason":"Unregistered","timestamp":1700000000000} (51 bytes)"#
         );
         assert_eq!(units[1].fields[4].value, "65535 bytes more may be sent");
         assert_eq!(units[2].fields[4].value, "0x8 (CANCEL)");
         assert_eq!(
             values(&units[3])[4..],
             [
-                "1 (the last stream it handled)",
+                "1 (the last of the other side's streams it acted on)",
                 "0x0 (NO_ERROR)",
-                "\"{\\\"reason\\\":\\\"Shutdown\\\"}\" (21 bytes)"
+                r#"{"reason":"Shutdown"} (21 bytes)"#
             ]
         );
         assert_eq!(units[4].title, "PING frame (ACK)");
