@@ -19,9 +19,14 @@
 //! bytes written or read. A step that does not go as described stops the tour with an error
 //! naming what was expected and what was seen.
 //!
+//! The HTTP/2 push of step 3 is shown the same way, as the bytes the tour's HTTP/2 client
+//! wrote and read (recorded from its stream, `h2`), cut into the preface and frames and
+//! labelled field by field, HPACK included, by [`crate::protocol::h2wire`].
+//!
 //! The tour's own simulator listens on 127.0.0.1 with ports chosen by the system, except the
 //! control API, which takes [`TourConfig::control_port`] so its dashboard can be opened
-//! before the tour starts: it shows the same events live.
+//! before the tour starts: it shows the same events live. With [`TourConfig::linger`] the
+//! simulator stays up after the last step, so the dashboard can still be looked at.
 
 use std::collections::VecDeque;
 use std::future::Future;
