@@ -234,21 +234,17 @@ impl Narrator<'_> {
     /// Keeps the caller waiting after the last step, the simulator still up: until Enter or
     /// the end of stdin, or for as long as the caller's hook takes.
     async fn linger(&mut self, control: SocketAddr) -> Result<(), TourError> {
-        match &mut self.pacer {
-            Pacer::Hook(pace) => Ok(pace.before_step(LINGER, control).await?),
-            Pacer::Straight => {
-                self.lingering(control)?;
-                read_line(&mut None).await?;
-                Ok(())
-            }
-            Pacer::Enter(_) => {
-                self.lingering(control)?;
-                if let Pacer::Enter(stdin) = &mut self.pacer {
-                    read_line(stdin).await?;
-                }
-                Ok(())
-            }
+        if let Pacer::Hook(pace) = &mut self.pacer {
+            return Ok(pace.before_step(LINGER, control).await?);
         }
+        self.lingering(control)?;
+        let mut unopened = None;
+        let stdin = match &mut self.pacer {
+            Pacer::Enter(stdin) => stdin,
+            _ => &mut unopened,
+        };
+        read_line(stdin).await?;
+        Ok(())
     }
 
     /// Says that the simulator stays up, and how to stop it.

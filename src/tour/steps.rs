@@ -24,7 +24,7 @@ use crate::pki::Pki;
 use crate::protocol::device::{DeviceMessage, DeviceNotification, ServerMessage, PROTOCOL_VERSION};
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::feedback::FeedbackTuple;
-use crate::protocol::h2wire::{Labeller, Side};
+use crate::protocol::h2wire::{Labeller, Side, UnitKind};
 use crate::protocol::notification;
 use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
@@ -97,6 +97,66 @@ impl H2Frames {
             sent: Labeller::new(Side::Client),
             received: Labeller::new(Side::Server),
         }
+    }
+}
+
+/// What the frames of an HTTP/2 exchange show, in words: only what was seen is said.
+fn h2_story(seen: &[(Dir, UnitKind)]) -> String {
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const DATA: u8 = 0x0;
+    const ACK: u8 = 0x1;
+    let frame = |dir: Dir, wanted: u8, stream: Option<u32>, ack: bool| {
+        seen.iter().any(|(d, kind)| match kind {
+            UnitKind::Frame {
+                frame_type,
+                flags,
+                stream: s,
+                ..
+            } => {
+                *d == dir
+                    && *frame_type == wanted
+                    && stream.map_or(true, |want| want == *s)
+                    && (!ack || flags & ACK != 0)
+            }
+            UnitKind::Preface => false,
+        })
+    };
+    let mut said = Vec::new();
+    if frame(Dir::Received, SETTINGS, None, false) {
+        said.push(
+            "sent its SETTINGS (how many streams it takes at once, how large a frame may be)"
+                .to_owned(),
+        );
+    }
+    if frame(Dir::Received, SETTINGS, None, true) {
+        said.push(
+            "acknowledged the provider's with an empty SETTINGS frame flagged ACK".to_owned(),
+        );
+    }
+    let request = seen.iter().find_map(|(d, kind)| match kind {
+        UnitKind::Frame {
+            frame_type: HEADERS,
+            stream,
+            ..
+        } if *d == Dir::Sent => Some(*stream),
+        _ => None,
+    });
+    if let Some(stream) = request {
+        if frame(Dir::Received, HEADERS, Some(stream), false)
+            && frame(Dir::Received, DATA, Some(stream), false)
+        {
+            said.push(format!(
+                "answered the request of stream {stream} on the same stream: a HEADERS frame \
+                 (:status and apns-id, HPACK-compressed like the request's) and a DATA frame \
+                 with the JSON body, whose END_STREAM flag closes the stream"
+            ));
+        }
+    }
+    if said.is_empty() {
+        "sent no frame the tour recognised.".to_owned()
+    } else {
+        format!("{}.", said.join("; "))
     }
 }
 
@@ -274,12 +334,14 @@ impl<'a> Tour<'a> {
         Ok(message)
     }
 
-    /// Shows recorded HTTP/2 chunks as labelled frames, in the order they went.
+    /// Shows recorded HTTP/2 chunks as labelled frames, in the order they went, and returns
+    /// which way each frame went and what it was.
     fn show_h2(
         &mut self,
         frames: &mut H2Frames,
         chunks: Vec<(Dir, Vec<u8>)>,
-    ) -> Result<(), TourError> {
+    ) -> Result<Vec<(Dir, UnitKind)>, TourError> {
+        let mut seen = Vec::new();
         for (dir, bytes) in chunks {
             let (arrow, units) = match dir {
                 Dir::Sent => ("provider → HTTP/2 API", frames.sent.feed(&bytes)),
@@ -287,9 +349,10 @@ impl<'a> Tour<'a> {
             };
             for unit in &units {
                 self.n.h2(arrow, unit)?;
+                seen.push((dir, unit.kind));
             }
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// The device connects and says hello; the hub opens its session; the endpoint welcomes it.
@@ -795,7 +858,8 @@ impl<'a> Tour<'a> {
              frames, each a 9-byte header (length, type, flags, stream id) and its payload; \
              header names and values travel HPACK-compressed, decoded field by field below.",
         )?;
-        self.show_h2(&mut frames, h2.take())?;
+        let seen = self.show_h2(&mut frames, h2.take())?;
+        self.n.say("HTTP/2 API", &h2_story(&seen))?;
         self.watch
             .until("the HTTP/2 push as unregistered", |e| match e {
                 Event::Notification {

@@ -161,6 +161,8 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
             "HTTP/2 API → provider: HEADERS frame, stream 1",
             "HTTP/2 API → provider: DATA frame, stream 1",
             "{\"reason\":\"Unregistered\",\"timestamp\":",
+            "[HTTP/2 API] sent its SETTINGS",
+            "answered the request of stream 1 on the same stream",
             "[HTTP/2 API] answered 410 Unregistered with timestamp",
             "[provider] is done with this connection",
             "provider → HTTP/2 API: GOAWAY frame",
