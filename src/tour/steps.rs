@@ -895,6 +895,20 @@ impl<'a> Tour<'a> {
                 tuple.timestamp
             ),
         )?;
+        if self
+            .sim
+            .hub()
+            .peek_feedback(&self.topic, ENVIRONMENT)
+            .iter()
+            .any(|t| t.token == token)
+        {
+            self.n.say(
+                "hub",
+                "listed the token for feedback again after this push to it: like Apple, a push \
+                 to an app that is gone feeds the feedback service anew, so the provider hears \
+                 of it on its next visit (the dashboard's Feedback panel shows it unread).",
+            )?;
+        }
         self.n.say(
             "provider",
             "is done with this connection: its HTTP/2 library says GOAWAY and closes it.",

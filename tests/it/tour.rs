@@ -164,6 +164,7 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
             "[HTTP/2 API] sent its SETTINGS",
             "answered the request of stream 1 on the same stream",
             "[HTTP/2 API] answered 410 Unregistered with timestamp",
+            "[hub] listed the token for feedback again after this push to it",
             "[provider] is done with this connection",
             "provider → HTTP/2 API: GOAWAY frame",
             "[device] the user installs com.example.app again",
