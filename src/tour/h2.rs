@@ -236,3 +236,66 @@ impl TourH2 {
         Ok(log.chunks.get(taken..).unwrap_or_default().to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Through a pipe of 8 bytes, writes are taken in part: only what the stream took is
+    /// recorded, and reads are recorded as they arrive, in order.
+    #[tokio::test]
+    async fn the_recorder_keeps_exactly_what_went_through_in_order() {
+        let (near, mut far) = tokio::io::duplex(8);
+        let log = Arc::new(Mutex::new(Transcript::default()));
+        let mut io = Recorder {
+            inner: near,
+            log: log.clone(),
+        };
+        let sent: Vec<u8> = (0..20).collect();
+        let writer = async {
+            io.write_all(&sent).await.unwrap();
+            let mut answer = [0u8; 3];
+            io.read_exact(&mut answer).await.unwrap();
+            answer
+        };
+        let peer = async {
+            let mut got = vec![0u8; 20];
+            far.read_exact(&mut got).await.unwrap();
+            far.write_all(b"abc").await.unwrap();
+            got
+        };
+        let (answer, got) = tokio::join!(writer, peer);
+        assert_eq!(got, sent);
+        assert_eq!(&answer, b"abc");
+        let log = log.lock().unwrap();
+        let written: Vec<u8> = log
+            .chunks
+            .iter()
+            .filter(|(d, _)| *d == Dir::Sent)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        assert_eq!(written, sent);
+        assert!(
+            log.chunks.iter().all(|(_, b)| b.len() <= 8),
+            "{:?}",
+            log.chunks
+        );
+        assert_eq!(
+            log.chunks.last().unwrap(),
+            &(Dir::Received, b"abc".to_vec())
+        );
+        assert_eq!((log.kept, log.dropped), (23, 0));
+    }
+
+    #[test]
+    fn past_the_bound_chunks_are_counted_not_kept() {
+        let mut t = Transcript::default();
+        t.record(Dir::Sent, &vec![0; MAX_RECORDED]);
+        t.record(Dir::Received, b"one more");
+        t.record(Dir::Received, b"");
+        assert_eq!(t.chunks.len(), 1);
+        assert_eq!((t.kept, t.dropped), (MAX_RECORDED, 8));
+    }
+}

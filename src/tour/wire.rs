@@ -442,6 +442,32 @@ mod tests {
     }
 
     #[test]
+    fn an_http2_frame_shows_four_dump_lines_and_every_field() {
+        use crate::protocol::h2wire::{Labeller, Side};
+        let body = vec![b'x'; 100];
+        let mut frame = vec![0, 0, 100, 0x0, 0x1, 0, 0, 0, 1];
+        frame.extend_from_slice(&body);
+        let units = Labeller::new(Side::Server).feed(&frame);
+        let text = render_h2(&units[0], "  ");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "  00 00 64 00 01 00 00 00 01 78 78 78 78 78 78 78"
+        );
+        assert_eq!(lines[H2_DUMP_LINES], "  … 45 more bytes");
+        let fields: Vec<&str> = lines[H2_DUMP_LINES + 1..].to_vec();
+        assert_eq!(fields.len(), 5, "{text}");
+        assert!(
+            fields[0].contains("length") && fields[0].contains("100 (payload"),
+            "{text}"
+        );
+        assert!(
+            fields[4].contains(" data ") && fields[4].contains("(100 bytes)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn garbage_never_panics() {
         for len in 0..40 {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 0x81) as u8).collect();
