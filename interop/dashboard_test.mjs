@@ -23,6 +23,13 @@
 //     app and sees it gone.
 //  8. Starts a second simulator with --control-token and sees /?access_token=T work (assets,
 //     requests and event stream) and / alone refused.
+//  9. Runs `apns-sim tour --control-port 0` at a terminal (a pseudo-terminal from util-linux
+//     `script`), opens its dashboard before step 1 and presses Enter step by step, checking
+//     after each that the page shows live what the tour just did: the device and its token,
+//     the delivered push, the not-installed push and the 410, the discarded and expired
+//     ones, the rejected frame; then, at the end, that the tour lingers and stops on Enter.
+//     Without `script`, it runs `tour --fast --linger` and checks the same once at the end.
+//     A screenshot of the tour's dashboard goes to target/dashboard-tour.png.
 //
 // One line per check, then `N passed, M failed`; exit status 1 on any failure (and on a page
 // error or an API error shown on the page), 2 when the whole run exceeds its time box. Only
@@ -31,7 +38,9 @@
 // Environment: APNS_SIM_BIN (default target/debug/apns-sim, built with `cargo build` if
 // missing), CHROMIUM (default /usr/bin/chromium), DASHBOARD_SCREENSHOT (default
 // target/dashboard.png), DASHBOARD_URL (test a dashboard already running there instead of
-// starting a simulator), DASHBOARD_KEEP=1 keeps the temp folder with the simulator's log.
+// starting a simulator), DASHBOARD_KEEP=1 keeps the temp folder with the simulator's log,
+// SCRIPT (default /usr/bin/script, util-linux; a path that does not exist runs the tour
+// check without a terminal, at the end only).
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -386,7 +395,161 @@ async function main() {
       await second.close();
       return 'stream live, devices listed, no refusal';
     });
+    await tourOnTheDashboard(bin, context, check);
   }
+}
+
+/** `text` quoted for /bin/sh. */
+function shellQuote(text) {
+  return `'${String(text).replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Runs `apns-sim tour` on port 0 everywhere and checks that its dashboard shows its steps.
+ * Live: at a pseudo-terminal the tour waits for Enter before each step, so the page is
+ * opened first and checked after each step. `check` reports each check.
+ */
+async function tourOnTheDashboard(bin, context, check) {
+  const script = process.env.SCRIPT || '/usr/bin/script';
+  const live = fs.existsSync(script);
+  const log = fs.openSync(path.join(tmp, 'tour.log'), 'a');
+  const tour = live
+    ? spawn(script, ['-qfec', `${shellQuote(bin)} tour --control-port 0`, '/dev/null'],
+      { cwd: tmp, stdio: ['pipe', 'pipe', log] })
+    : spawn(bin, ['tour', '--fast', '--linger', '--control-port', '0'],
+      { cwd: tmp, stdio: ['pipe', 'pipe', log] });
+  children.push(tour);
+  let output = '';
+  let cursor = 0;
+  let exited = null;
+  const wake = new Set();
+  tour.stdout.on('data', (d) => { output += d.toString(); for (const w of wake) w(); });
+  tour.on('exit', (code, signal) => { exited = signal || code; for (const w of wake) w(); });
+  // Resolves to the first match of `re` in the output after the cursor, and moves the cursor
+  // past it.
+  const next = (re) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { wake.delete(look); reject(new Error(
+      `the tour did not print ${re} within ${WAIT_MS / 1000} s; it ended: ${JSON.stringify(output.slice(-300))}`)); }, WAIT_MS);
+    function look() {
+      const m = re.exec(output.slice(cursor));
+      if (m) {
+        cursor += m.index + m[0].length;
+        clearTimeout(timer);
+        wake.delete(look);
+        resolve(m);
+      } else if (exited !== null) {
+        clearTimeout(timer);
+        wake.delete(look);
+        reject(new Error(`the tour exited (${exited}) before printing ${re}: ${JSON.stringify(output.slice(-300))}`));
+      }
+    }
+    wake.add(look);
+    look();
+  });
+  const exit = () => new Promise((resolve) => {
+    if (exited !== null) resolve(exited);
+    else tour.on('exit', (code, signal) => resolve(signal || code));
+  });
+
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('response', (r) => { if (r.status() >= 400) errors.push(`${r.url()} answered ${r.status()}`); });
+  const lanes = (api, outcome) => page.locator(
+    `[data-testid=notification][data-api=${api}][data-outcome=${outcome}]`);
+  const atLeast = async (locator, n, what) => {
+    await locator.nth(n - 1).waitFor().catch(async () => {
+      throw new Error(`${await locator.count()} ${what} on the page, not ${n}`);
+    });
+    return `${await locator.count()} ${what}`;
+  };
+  const tokenShown = async (token) => {
+    const app = page.locator('[data-testid=device][data-serial=TOUR-PHONE][data-online=true] '
+      + '[data-testid=app][data-app="com.example.app"]');
+    await page.waitForFunction(([t]) => [...document.querySelectorAll(
+      '[data-testid=device][data-serial=TOUR-PHONE][data-online=true] [data-testid=app] code.token')]
+      .some((c) => c.textContent.trim() === t), [token], { timeout: WAIT_MS })
+      .catch(async () => {
+        const shown = await app.locator('code.token').allTextContents().catch(() => []);
+        throw new Error(`TOUR-PHONE is not shown online with ${token.slice(0, 8)}… (shown: ${shown.join(', ') || 'nothing'})`);
+      });
+    return `TOUR-PHONE online, com.example.app ${token.slice(0, 8)}…`;
+  };
+  // What each step leaves on the page (checked right after the step when live).
+  const minted = () => {
+    const all = [...output.matchAll(/minted the device token ([0-9a-f]{64})/g)];
+    if (!all.length) throw new Error('the tour printed no token');
+    return all[all.length - 1][1];
+  };
+  const steps = [
+    ['step 1: the device and its token', () => tokenShown(minted())],
+    ['step 2: the binary push delivered', () => atLeast(lanes('binary', 'acknowledged'), 1, 'delivered binary pushes')],
+    ['step 3: the push reported not installed', () => atLeast(lanes('binary', 'not_installed'), 1, 'not-installed pushes')],
+    ['step 3: the HTTP/2 push answered 410 Unregistered', () => atLeast(lanes('http2', 'unregistered'), 1, 'unregistered HTTP/2 pushes')],
+    ['step 3: the reinstalled app\'s new token', () => tokenShown(minted())],
+    ['step 4: the expiry-0 push discarded', () => atLeast(lanes('binary', 'discarded'), 1, 'discarded pushes')],
+    ['step 4: the stored push delivered on return', () => atLeast(lanes('binary', 'acknowledged'), 2, 'delivered binary pushes')],
+    ['step 4: the stored push whose expiry passed expired', () => atLeast(lanes('binary', 'expired'), 1, 'expired pushes')],
+    ['step 5: the bad frame rejected', () => atLeast(lanes('binary', 'rejected'), 1, 'rejected frames')],
+    ['step 5: the first of the batch delivered', () => atLeast(lanes('binary', 'acknowledged'), 3, 'delivered binary pushes')],
+  ];
+  const stepOf = (name) => Number(/^step (\d)/.exec(name)[1]);
+  const mode = live ? 'live' : 'at the end';
+
+  try {
+    const [, dashboard] = await next(/dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/);
+    if (live) await next(/Press Enter to go on/);
+    else await next(/The simulator stays up/);
+    const loaded = await page.goto(dashboard, { waitUntil: 'domcontentloaded' });
+    if (!loaded || loaded.status() !== 200) throw new Error(`GET ${dashboard} answered ${loaded && loaded.status()}`);
+    await page.locator('[data-testid=stream-status][data-state=ok]').waitFor();
+    report(true, `tour: its dashboard is open ${live ? 'before step 1' : 'after the last step'}`, dashboard);
+  } catch (e) {
+    report(false, 'tour: its dashboard opens', e.message.split('\n')[0]);
+    return;
+  }
+  if (live) {
+    await check('tour: before step 1, the page shows no device yet', async () => {
+      const n = await page.locator('[data-testid=device]').count();
+      if (n !== 0) throw new Error(`${n} devices listed before the tour did anything`);
+      return 'no device';
+    });
+    for (let step = 1; step <= 5; step += 1) {
+      tour.stdin.write('\n');
+      const done = await next(new RegExp(`Step ${step} done\\.`)).then(() => true, (e) => {
+        report(false, `tour: step ${step} runs`, e.message.split('\n')[0]);
+        return false;
+      });
+      if (!done) return;
+      for (const [name, fn] of steps.filter(([n]) => stepOf(n) === step)) await check(`tour (${mode}): ${name}`, fn);
+      if (step < 5) await next(/Press Enter to go on/).catch(() => {});
+    }
+    await check('tour: at a terminal it offers to keep the simulator up', async () => {
+      await next(/The simulator stays up/);
+      return 'offered';
+    });
+  } else {
+    for (const [name, fn] of steps) await check(`tour (${mode}): ${name}`, fn);
+  }
+  const tourShot = path.join(path.dirname(process.env.DASHBOARD_SCREENSHOT || path.join(ROOT, 'target', 'dashboard.png')),
+    'dashboard-tour.png');
+  await check(`tour: a screenshot of its dashboard is saved to ${path.relative(ROOT, tourShot)}`, async () => {
+    await page.screenshot({ path: tourShot, fullPage: true });
+    return `${fs.statSync(tourShot).size} bytes`;
+  });
+  await check('tour: the page is none the worse (no page error, no failed request)', async () => {
+    if (errors.length) throw new Error(errors.join(' | '));
+    return 'none';
+  });
+  await check('tour: Enter stops the lingering tour, which exits 0', async () => {
+    if (live) tour.stdin.write('\n');
+    else tour.stdin.end();
+    const code = await Promise.race([exit(), new Promise((r) => setTimeout(() => r('still running'), WAIT_MS))]);
+    if (code !== 0) throw new Error(`the tour ended with ${code}`);
+    return 'exit 0';
+  });
+  await page.close();
 }
 
 const deadline = setTimeout(async () => {

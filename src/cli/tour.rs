@@ -1,4 +1,4 @@
-//! `apns-sim tour`: parses its two flags and runs the library's guided tour
+//! `apns-sim tour`: parses its three flags and runs the library's guided tour
 //! (`apns_sim::tour`), writing to stdout.
 
 use std::io::IsTerminal;
@@ -20,6 +20,10 @@ pub(crate) struct TourArgs {
     /// live (0: any free port; the URL is printed first)
     #[arg(long, default_value_t = 0)]
     control_port: u16,
+    /// After the last step, keep the simulator and its dashboard up until Enter or the end
+    /// of stdin (at a terminal without --fast, the tour offers this by itself)
+    #[arg(long)]
+    linger: bool,
 }
 
 impl TourArgs {
@@ -33,6 +37,8 @@ impl TourArgs {
         let config = TourConfig {
             control_port: self.control_port,
             pacing,
+            // A person paced through the steps is offered a look at the dashboard at the end.
+            linger: self.linger || pacing == Pacing::Enter,
         };
         let mut out = std::io::stdout();
         tour::run(config, &mut out).await?;

@@ -11,6 +11,7 @@
 //! | [`error_response`] | binary provider API, command 8 (gateway → provider) |
 //! | [`feedback`] | feedback-service tuples (feedback service → provider) |
 //! | [`device`] | the simulator's own device protocol (device ↔ simulator) |
+//! | [`h2wire`] | HTTP/2 bytes labelled field by field for people (frames, SETTINGS, HPACK), used by the tour |
 //! | [`http2`] | the few raw HTTP/2 frames the simulator writes itself (SETTINGS, GOAWAY) and a frame-boundary tracker |
 //! | [`payload`] | JSON payload checks shared by the binary and HTTP/2 APIs |
 //! | [`token`] | the 32-byte device token |
@@ -20,6 +21,7 @@
 pub mod device;
 pub mod error_response;
 pub mod feedback;
+pub mod h2wire;
 pub mod http2;
 pub mod notification;
 pub mod payload;

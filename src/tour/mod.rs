@@ -19,9 +19,14 @@
 //! bytes written or read. A step that does not go as described stops the tour with an error
 //! naming what was expected and what was seen.
 //!
+//! The HTTP/2 push of step 3 is shown the same way, as the bytes the tour's HTTP/2 client
+//! wrote and read (recorded from its stream, `h2`), cut into the preface and frames and
+//! labelled field by field, HPACK included, by [`crate::protocol::h2wire`].
+//!
 //! The tour's own simulator listens on 127.0.0.1 with ports chosen by the system, except the
 //! control API, which takes [`TourConfig::control_port`] so its dashboard can be opened
-//! before the tour starts: it shows the same events live.
+//! before the tour starts: it shows the same events live. With [`TourConfig::linger`] the
+//! simulator stays up after the last step, so the dashboard can still be looked at.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -36,6 +41,7 @@ use tokio::sync::broadcast;
 use crate::hub::{Event, Logged};
 
 mod device;
+mod h2;
 mod steps;
 pub mod wire;
 
@@ -61,7 +67,8 @@ pub type PauseFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<()>> + 'a
 /// address, so a program (a test) can act on the running simulator between steps, as a
 /// person at the dashboard could.
 pub trait Pace {
-    /// Waits, or acts, before step `next` (1 to 5) starts.
+    /// Waits, or acts, before step `next` (1 to 5) starts; with [`LINGER`], after the last
+    /// step, before the simulator stops (when the tour lingers).
     fn before_step(&mut self, next: u8, control: SocketAddr) -> PauseFuture<'_>;
 }
 
@@ -72,7 +79,15 @@ pub struct TourConfig {
     pub control_port: u16,
     /// Whether to wait for Enter between steps.
     pub pacing: Pacing,
+    /// Whether the simulator stays up after the last step, until Enter or the end of stdin
+    /// (with [`run_with`], until the hook's call for step [`LINGER`] returns), so that its
+    /// dashboard can still be looked at.
+    pub linger: bool,
 }
+
+/// The `next` that [`Pace::before_step`] is called with once the steps are over, when the
+/// tour lingers ([`TourConfig::linger`]): the simulator is still up, everything done.
+pub const LINGER: u8 = 6;
 
 /// Why the tour stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +155,13 @@ enum Pacer<'a> {
     Hook(&'a mut dyn Pace),
 }
 
+/// Waits for a line on `stdin` (opening it if needed); end of input counts as one.
+async fn read_line(stdin: &mut Option<BufReader<Stdin>>) -> std::io::Result<usize> {
+    let stdin = stdin.get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
+    let mut line = String::new();
+    stdin.read_line(&mut line).await
+}
+
 /// Writes the narration and paces it.
 struct Narrator<'a> {
     out: &'a mut dyn Write,
@@ -182,6 +204,13 @@ impl<'a> Narrator<'a> {
         Ok(())
     }
 
+    /// One HTTP/2 unit (the preface or a frame) that went `arrow` (`provider → HTTP/2 API`).
+    fn h2(&mut self, arrow: &str, unit: &crate::protocol::h2wire::Unit) -> Result<(), TourError> {
+        writeln!(self.out, "  {arrow}: {}, {} bytes:", unit.title, unit.total)?;
+        write!(self.out, "{}", wire::render_h2(unit, "    "))?;
+        Ok(())
+    }
+
     /// Waits before step `next`: for Enter when pacing for a person, for the caller's hook
     /// when it has one.
     async fn pause(&mut self, next: u8, control: SocketAddr) -> Result<(), TourError> {
@@ -191,15 +220,42 @@ impl<'a> Narrator<'a> {
             Pacer::Enter(stdin) => {
                 write!(self.out, "\nPress Enter to go on ")?;
                 self.out.flush()?;
-                let stdin = stdin.get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
-                let mut line = String::new();
-                if stdin.read_line(&mut line).await? == 0 {
+                if read_line(stdin).await? == 0 {
                     // End of input: nobody is there to press Enter any more.
                     self.pacer = Pacer::Straight;
                 }
                 Ok(())
             }
         }
+    }
+}
+
+impl Narrator<'_> {
+    /// Keeps the caller waiting after the last step, the simulator still up: until Enter or
+    /// the end of stdin, or for as long as the caller's hook takes.
+    async fn linger(&mut self, control: SocketAddr) -> Result<(), TourError> {
+        if let Pacer::Hook(pace) = &mut self.pacer {
+            return Ok(pace.before_step(LINGER, control).await?);
+        }
+        self.lingering(control)?;
+        let mut unopened = None;
+        let stdin = match &mut self.pacer {
+            Pacer::Enter(stdin) => stdin,
+            _ => &mut unopened,
+        };
+        read_line(stdin).await?;
+        Ok(())
+    }
+
+    /// Says that the simulator stays up, and how to stop it.
+    fn lingering(&mut self, control: SocketAddr) -> Result<(), TourError> {
+        writeln!(
+            self.out,
+            "\nThe simulator stays up so you can look around: the dashboard at http://{control}/ \
+             shows every step above. Press Enter (or end the input) to stop it."
+        )?;
+        self.out.flush()?;
+        Ok(())
     }
 }
 

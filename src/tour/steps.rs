@@ -13,9 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 
 use super::device::TourDevice;
+use super::h2::{Dir, TourH2};
 use super::wire::{self, DeviceDirection};
 use super::{Narrator, TourConfig, TourError, Watch};
-use crate::client::http2::{Http2Client, Http2Request};
+use crate::client::http2::Http2Request;
 use crate::client::{self, ClientError};
 use crate::clock::Clock;
 use crate::hub::{Api, Event, Outcome, ProviderEndpoint};
@@ -23,6 +24,7 @@ use crate::pki::Pki;
 use crate::protocol::device::{DeviceMessage, DeviceNotification, ServerMessage, PROTOCOL_VERSION};
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::feedback::FeedbackTuple;
+use crate::protocol::h2wire::{Labeller, Side, UnitKind};
 use crate::protocol::notification;
 use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
@@ -79,6 +81,83 @@ pub(super) struct Tour<'a> {
     device: Option<TourDevice>,
     token: Option<DeviceToken>,
     installed: bool,
+    /// Whether to keep the simulator up after the last step ([`TourConfig::linger`]).
+    linger: bool,
+}
+
+/// The labellers of one HTTP/2 connection, one per direction (each keeps its HPACK table).
+struct H2Frames {
+    sent: Labeller,
+    received: Labeller,
+}
+
+impl H2Frames {
+    fn new() -> Self {
+        H2Frames {
+            sent: Labeller::new(Side::Client),
+            received: Labeller::new(Side::Server),
+        }
+    }
+}
+
+/// What the frames of an HTTP/2 exchange show, in words: only what was seen is said.
+fn h2_story(seen: &[(Dir, UnitKind)]) -> String {
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const DATA: u8 = 0x0;
+    const ACK: u8 = 0x1;
+    let frame = |dir: Dir, wanted: u8, stream: Option<u32>, ack: bool| {
+        seen.iter().any(|(d, kind)| match kind {
+            UnitKind::Frame {
+                frame_type,
+                flags,
+                stream: s,
+                ..
+            } => {
+                *d == dir
+                    && *frame_type == wanted
+                    && stream.map_or(true, |want| want == *s)
+                    && (!ack || flags & ACK != 0)
+            }
+            UnitKind::Preface => false,
+        })
+    };
+    let mut said = Vec::new();
+    if frame(Dir::Received, SETTINGS, None, false) {
+        said.push(
+            "sent its SETTINGS (how many streams it takes at once, how large a frame may be)"
+                .to_owned(),
+        );
+    }
+    if frame(Dir::Received, SETTINGS, None, true) {
+        said.push(
+            "acknowledged the provider's with an empty SETTINGS frame flagged ACK".to_owned(),
+        );
+    }
+    let request = seen.iter().find_map(|(d, kind)| match kind {
+        UnitKind::Frame {
+            frame_type: HEADERS,
+            stream,
+            ..
+        } if *d == Dir::Sent => Some(*stream),
+        _ => None,
+    });
+    if let Some(stream) = request {
+        if frame(Dir::Received, HEADERS, Some(stream), false)
+            && frame(Dir::Received, DATA, Some(stream), false)
+        {
+            said.push(format!(
+                "answered the request of stream {stream} on the same stream: a HEADERS frame \
+                 (:status and apns-id, HPACK-compressed like the request's) and a DATA frame \
+                 with the JSON body, whose END_STREAM flag closes the stream"
+            ));
+        }
+    }
+    if said.is_empty() {
+        "sent no frame the tour recognised.".to_owned()
+    } else {
+        format!("{}.", said.join("; "))
+    }
 }
 
 /// Wraps an error of a client in words.
@@ -172,6 +251,7 @@ impl<'a> Tour<'a> {
             device: None,
             token: None,
             installed: false,
+            linger: config.linger,
         })
     }
 
@@ -208,6 +288,9 @@ impl<'a> Tour<'a> {
         if result.is_ok() {
             self.n
                 .line("\nThe tour is complete: every step happened as described.")?;
+        }
+        if self.linger {
+            self.n.linger(control).await?;
         }
         if let Some(device) = self.device.take() {
             // The simulator is stopping anyway; a failed close changes nothing.
@@ -249,6 +332,27 @@ impl<'a> Tour<'a> {
         let labels = wire::device_frame(&bytes, DeviceDirection::FromSimulator);
         self.n.bytes(&title, &bytes, &labels)?;
         Ok(message)
+    }
+
+    /// Shows recorded HTTP/2 chunks as labelled frames, in the order they went, and returns
+    /// which way each frame went and what it was.
+    fn show_h2(
+        &mut self,
+        frames: &mut H2Frames,
+        chunks: Vec<(Dir, Vec<u8>)>,
+    ) -> Result<Vec<(Dir, UnitKind)>, TourError> {
+        let mut seen = Vec::new();
+        for (dir, bytes) in chunks {
+            let (arrow, units) = match dir {
+                Dir::Sent => ("provider → HTTP/2 API", frames.sent.feed(&bytes)),
+                Dir::Received => ("HTTP/2 API → provider", frames.received.feed(&bytes)),
+            };
+            for unit in &units {
+                self.n.h2(arrow, unit)?;
+                seen.push((dir, unit.kind));
+            }
+        }
+        Ok(seen)
     }
 
     /// The device connects and says hello; the hub opens its session; the endpoint welcomes it.
@@ -732,28 +836,30 @@ impl<'a> Tour<'a> {
                  the same certificate)."
             ),
         )?;
-        let mut h2 = Http2Client::connect(&addr, HTTP2_SERVER_NAME, self.http2_tls.clone())
-            .await
-            .map_err(|e| TourError::Failed(format!("the HTTP/2 connection failed: {e}")))?;
+        let mut h2 = TourH2::connect(&addr, HTTP2_SERVER_NAME, self.http2_tls.clone()).await?;
+        let mut frames = H2Frames::new();
         let body = r#"{"aps":{"alert":"Anyone?"}}"#;
         let request = Http2Request::push(&token.to_hex(), body)
             .header("apns-topic", self.topic.clone())
             .header("apns-push-type", "alert");
-        self.n.line(&format!(
-            "  provider → HTTP/2 API: HEADERS :method POST, :path {}, apns-topic: {}, \
-             apns-push-type: alert; DATA {body}",
-            request.path, self.topic
-        ))?;
-        let response = h2
-            .send(&request)
-            .await
-            .map_err(|e| TourError::Failed(format!("the HTTP/2 push failed: {e}")))?;
+        self.n.say(
+            "provider",
+            &format!(
+                "its HTTP/2 library opens the connection and sends POST {} with the headers \
+                 apns-topic: {} and apns-push-type: alert, and the payload {body}.",
+                request.path, self.topic
+            ),
+        )?;
+        let response = h2.send(&request).await?;
         let answer = String::from_utf8_lossy(&response.body).into_owned();
-        self.n.line(&format!(
-            "  HTTP/2 API → provider: HEADERS :status {}, apns-id: {}; DATA {answer}",
-            response.status,
-            response.apns_id.as_deref().unwrap_or("(none)")
-        ))?;
+        self.n.line(
+            "\n  The bytes of that exchange, in the order they went (the plaintext inside TLS, as \
+             the provider's HTTP/2 library wrote and read them): the client's preface, then \
+             frames, each a 9-byte header (length, type, flags, stream id) and its payload; \
+             header names and values travel HPACK-compressed, decoded field by field below.",
+        )?;
+        let seen = self.show_h2(&mut frames, h2.take())?;
+        self.n.say("HTTP/2 API", &h2_story(&seen))?;
         self.watch
             .until("the HTTP/2 push as unregistered", |e| match e {
                 Event::Notification {
@@ -789,6 +895,32 @@ impl<'a> Tour<'a> {
                 tuple.timestamp
             ),
         )?;
+        if self
+            .sim
+            .hub()
+            .peek_feedback(&self.topic, ENVIRONMENT)
+            .iter()
+            .any(|t| t.token == token)
+        {
+            self.n.say(
+                "hub",
+                "listed the token for feedback again after this push to it: like Apple, a push \
+                 to an app that is gone feeds the feedback service anew, so the provider hears \
+                 of it on its next visit (the dashboard's Feedback panel shows it unread).",
+            )?;
+        }
+        self.n.say(
+            "provider",
+            "is done with this connection: its HTTP/2 library says GOAWAY and closes it.",
+        )?;
+        let unrecorded = h2.unrecorded();
+        let closing = h2.close().await?;
+        self.show_h2(&mut frames, closing)?;
+        if unrecorded > 0 {
+            self.n.line(&format!(
+                "  ({unrecorded} more bytes went by without being recorded.)"
+            ))?;
+        }
         self.n.say(
             "device",
             &format!(

@@ -2,7 +2,8 @@
 //! value) and printed as a hex dump followed by one line per field.
 //!
 //! Binary provider commands are labelled by [`crate::protocol::notification::annotate`], the
-//! same labeller the dashboard and the delivery log use. The device protocol, the error
+//! same labeller the dashboard and the delivery log use; HTTP/2 frames by
+//! [`crate::protocol::h2wire`]. The device protocol, the error
 //! response and feedback tuples have no labeller of their own in `protocol/`, so this file
 //! reads them field by field from the layouts their codecs document. Like `annotate`, every
 //! labeller here is total: bytes it cannot place are labelled `unparsed`, never a panic.
@@ -14,6 +15,7 @@ use crate::protocol::device::{
     TYPE_REGISTER, TYPE_REGISTERED, TYPE_WELCOME,
 };
 use crate::protocol::error_response::Status;
+use crate::protocol::h2wire;
 use crate::protocol::notification;
 use crate::protocol::token::TokenKind;
 
@@ -21,6 +23,9 @@ use crate::protocol::token::TokenKind;
 const FIELD_HEX_SHOWN: usize = 12;
 /// Bytes per line of the hex dump.
 const DUMP_WIDTH: usize = 16;
+/// Lines of hex dump shown for one HTTP/2 frame: its header and the start of its payload;
+/// every field is still listed below the dump, so a newcomer is not handed a wall of hex.
+pub const H2_DUMP_LINES: usize = 4;
 
 /// One labelled field of a frame the tour shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,9 +185,50 @@ pub fn device_frame(bytes: &[u8], direction: DeviceDirection) -> Vec<Label> {
 
 /// A hex dump of `bytes` (16 per line) and one line per label, each indented by `indent`.
 pub fn render(bytes: &[u8], labels: &[Label], indent: &str) -> String {
+    render_limited(bytes, labels, indent, usize::MAX, bytes.len())
+}
+
+/// Labels an HTTP/2 unit (the preface or a frame) from `protocol::h2wire`.
+pub fn h2_labels(unit: &h2wire::Unit) -> Vec<Label> {
+    unit.fields
+        .iter()
+        .map(|f| Label {
+            offset: f.offset,
+            length: f.length,
+            name: f.name.clone(),
+            value: f.value.clone(),
+        })
+        .collect()
+}
+
+/// An HTTP/2 unit as [`render`] shows bytes, but with at most [`H2_DUMP_LINES`] lines of
+/// hex dump (a long DATA or HPACK run is counted, its fields still listed each).
+pub fn render_h2(unit: &h2wire::Unit, indent: &str) -> String {
+    render_limited(
+        &unit.bytes,
+        &h2_labels(unit),
+        indent,
+        H2_DUMP_LINES,
+        unit.total,
+    )
+}
+
+/// [`render`] with at most `max_lines` of dump; `total` is the unit's length on the wire
+/// (more than `bytes` when only its start was kept).
+fn render_limited(
+    bytes: &[u8],
+    labels: &[Label],
+    indent: &str,
+    max_lines: usize,
+    total: usize,
+) -> String {
     let mut out = String::new();
-    for chunk in bytes.chunks(DUMP_WIDTH) {
+    for chunk in bytes.chunks(DUMP_WIDTH).take(max_lines) {
         let _ = writeln!(out, "{indent}{}", spaced_hex(chunk));
+    }
+    let shown = bytes.len().min(max_lines.saturating_mul(DUMP_WIDTH));
+    if total > shown {
+        let _ = writeln!(out, "{indent}… {} more bytes", total - shown);
     }
     let hex_width = FIELD_HEX_SHOWN * 3 + 1;
     for label in labels {
@@ -393,6 +439,32 @@ mod tests {
         assert_eq!(labels[2].value, "abcd");
         tuple.truncate(7);
         assert!(feedback(&tuple)[2].value.starts_with("cut short"));
+    }
+
+    #[test]
+    fn an_http2_frame_shows_four_dump_lines_and_every_field() {
+        use crate::protocol::h2wire::{Labeller, Side};
+        let body = vec![b'x'; 100];
+        let mut frame = vec![0, 0, 100, 0x0, 0x1, 0, 0, 0, 1];
+        frame.extend_from_slice(&body);
+        let units = Labeller::new(Side::Server).feed(&frame);
+        let text = render_h2(&units[0], "  ");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "  00 00 64 00 01 00 00 00 01 78 78 78 78 78 78 78"
+        );
+        assert_eq!(lines[H2_DUMP_LINES], "  … 45 more bytes");
+        let fields: Vec<&str> = lines[H2_DUMP_LINES + 1..].to_vec();
+        assert_eq!(fields.len(), 5, "{text}");
+        assert!(
+            fields[0].contains("length") && fields[0].contains("100 (payload"),
+            "{text}"
+        );
+        assert!(
+            fields[4].contains(" data ") && fields[4].contains("(100 bytes)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ async fn run_tour() -> String {
     let config = TourConfig {
         control_port: 0,
         pacing: Pacing::Straight,
+        linger: false,
     };
     tokio::time::timeout(TIMEOUT, tour::run(config, &mut out))
         .await
@@ -153,15 +154,75 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
             "[provider] reads the feedback service a second time",
             "feedback service → provider, then it closes, 0 bytes",
             "[feedback service] sent nothing this time",
-            "provider → HTTP/2 API: HEADERS :method POST, :path /3/device/",
-            "HTTP/2 API → provider: HEADERS :status 410",
-            "\"reason\":\"Unregistered\",\"timestamp\":",
+            "[provider] its HTTP/2 library opens the connection and sends POST /3/device/",
+            "provider → HTTP/2 API: connection preface, 24 bytes",
+            "provider → HTTP/2 API: HEADERS frame, stream 1",
+            "provider → HTTP/2 API: DATA frame, stream 1",
+            "HTTP/2 API → provider: HEADERS frame, stream 1",
+            "HTTP/2 API → provider: DATA frame, stream 1",
+            "{\"reason\":\"Unregistered\",\"timestamp\":",
+            "[HTTP/2 API] sent its SETTINGS",
+            "answered the request of stream 1 on the same stream",
             "[HTTP/2 API] answered 410 Unregistered with timestamp",
+            "[hub] listed the token for feedback again after this push to it",
+            "[provider] is done with this connection",
+            "provider → HTTP/2 API: GOAWAY frame",
             "[device] the user installs com.example.app again",
             "a reinstalled app gets a new token",
         ],
     );
     assert!(has_field(s, "message type", "0x04 (NotInstalled)"), "{s}");
+    // The HTTP/2 bytes, every field labelled: the preface, the frame headers, SETTINGS
+    // entries (and their acknowledgements), the request's HPACK fields, the 410's.
+    let h2 = s
+        .split("[provider] its HTTP/2 library opens the connection")
+        .nth(1)
+        .and_then(|r| r.split("[device] the user installs").next())
+        .expect("the HTTP/2 exchange");
+    assert!(
+        has_field(
+            h2,
+            "preface",
+            "\"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n\""
+        ),
+        "{h2}"
+    );
+    assert!(h2.contains("50 52 49 20 2a 20 48 54 54 50 2f 32"), "{h2}");
+    assert!(has_field(h2, "type", "0x4 (SETTINGS)"), "{h2}");
+    assert!(has_field(h2, "flags", "0x01 (ACK)"), "{h2}");
+    assert!(
+        has_field(h2, "setting", "SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = "),
+        "{h2}"
+    );
+    assert!(has_field(h2, "type", "0x1 (HEADERS)"), "{h2}");
+    assert!(has_field(h2, "flags", "0x04 (END_HEADERS)"), "{h2}");
+    assert!(has_field(h2, "stream id", "1"), "{h2}");
+    assert!(has_field(h2, "length", ""), "{h2}");
+    assert!(
+        has_field(h2, "HPACK indexed", ":method: POST (static table entry 3)"),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "HPACK literal", &format!(":path: /3/device/{minted} (")),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "HPACK literal", "apns-topic: com.example.app ("),
+        "{h2}"
+    );
+    assert!(has_field(h2, "name", "apns-topic"), "{h2}");
+    assert!(has_field(h2, "value", "com.example.app"), "{h2}");
+    assert!(has_field(h2, "HPACK literal", ":status: 410 ("), "{h2}");
+    assert!(
+        has_field(h2, "data", "{\"aps\":{\"alert\":\"Anyone?\"}} (27 bytes)"),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "data", "{\"reason\":\"Unregistered\",\"timestamp\":"),
+        "{h2}"
+    );
+    assert!(has_field(h2, "type", "0x7 (GOAWAY)"), "{h2}");
+    assert!(has_field(h2, "error code", "0x0 (NO_ERROR)"), "{h2}");
     assert!(has_field(s, "time", ""), "{s}");
     assert!(has_field(s, "token length", "32"), "{s}");
     assert!(has_field(s, "device token", minted), "{s}");
@@ -250,10 +311,15 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
 }
 
 /// The binary: `tour --fast` completes with exit code 0; without `--fast` a stdin that is
-/// not a terminal goes straight through too; a busy control port is an error, not a hang.
+/// not a terminal goes straight through too; `--linger` with stdin at its end says the
+/// simulator stays up and stops; a busy control port is an error, not a hang.
 #[tokio::test]
 async fn the_binary_runs_the_tour_and_fails_loudly() {
-    for args in [&["tour", "--fast"][..], &["tour"][..]] {
+    for args in [
+        &["tour", "--fast"][..],
+        &["tour"][..],
+        &["tour", "--fast", "--linger"][..],
+    ] {
         let output = tokio::time::timeout(
             TIMEOUT,
             Command::new(BIN)
@@ -268,7 +334,12 @@ async fn the_binary_runs_the_tour_and_fails_loudly() {
         let out = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{args:?}: {out}");
         assert!(out.contains("The tour is complete"), "{out}");
-        assert!(!out.contains("Press Enter"), "{out}");
+        assert!(!out.contains("Press Enter to go on"), "{out}");
+        assert_eq!(
+            out.contains("The simulator stays up"),
+            args.contains(&"--linger"),
+            "{args:?}: {out}"
+        );
     }
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
@@ -282,6 +353,57 @@ async fn the_binary_runs_the_tour_and_fails_loudly() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains(&format!("binding 127.0.0.1:{port}")), "{err}");
+}
+
+/// At the end of a lingering tour, reads the delivery log through the control API, which is
+/// still up, as the dashboard would.
+struct LookAtTheEnd {
+    seen: Option<(u16, serde_json::Value)>,
+}
+
+impl tour::Pace for LookAtTheEnd {
+    fn before_step(&mut self, next: u8, control: std::net::SocketAddr) -> tour::PauseFuture<'_> {
+        Box::pin(async move {
+            if next == tour::LINGER {
+                self.seen = Some(
+                    crate::control_devices::call(control, Method::GET, "/v1/notifications", None)
+                        .await,
+                );
+            }
+            Ok(())
+        })
+    }
+}
+
+/// With `linger`, the tour's simulator is still up once every step is done: its control API
+/// answers with the tour's notifications, and the tour ends when the caller lets it.
+#[tokio::test]
+async fn a_lingering_tour_keeps_its_simulator_up_after_the_last_step() {
+    let mut out = Vec::new();
+    let config = TourConfig {
+        control_port: 0,
+        pacing: Pacing::Straight,
+        linger: true,
+    };
+    let mut look = LookAtTheEnd { seen: None };
+    tokio::time::timeout(TIMEOUT, tour::run_with(config, &mut out, &mut look))
+        .await
+        .expect("the tour ended in time")
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out)));
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("The tour is complete"), "{out}");
+    let (status, body) = look.seen.expect("the hook was called after the last step");
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    for outcome in [
+        "acknowledged",
+        "not_installed",
+        "unregistered",
+        "expired",
+        "rejected",
+    ] {
+        assert!(text.contains(outcome), "{outcome} missing from {text}");
+    }
 }
 
 /// Before step 2, sets a binary fault on the tour's simulator through its control API, as a
@@ -311,6 +433,7 @@ async fn a_step_that_does_not_happen_fails_the_tour() {
     let config = TourConfig {
         control_port: 0,
         pacing: Pacing::Straight,
+        linger: false,
     };
     let err = tokio::time::timeout(
         TIMEOUT,
