@@ -20,7 +20,8 @@ use super::Outcome;
 Exit status: COMMAND's own code when it fails (128 + N when signal N killed it; 127 or 126
 when it could not start); otherwise 0 when every expectation holds, 1 when one does not;
 2 when the test could not be set up (an unreadable or unfit scenario, a simulator that did
-not start), COMMAND then not run.
+not start), COMMAND then not run; 130 when Ctrl-C or SIGTERM stopped it (COMMAND killed,
+the temporary folder removed).
 
 COMMAND's environment: APNS_SIM_TOKEN (the first device's token), APNS_SIM_CERT_FILE,
 APNS_SIM_KEY_FILE, APNS_SIM_CA_FILE, APNS_SIM_AUTH_KEY_FILE, APNS_SIM_KEY_ID,
@@ -72,7 +73,16 @@ impl TestArgs {
         } else {
             CommandStdout::Inherit
         };
-        let test = match harness::test(&scenario, &name, &self.command, stdout, &mut print).await {
+        let test = match harness::test(
+            &scenario,
+            &name,
+            &self.command,
+            stdout,
+            interrupt(),
+            &mut print,
+        )
+        .await
+        {
             Ok(test) => test,
             Err(e) => {
                 print(&e);
@@ -111,5 +121,24 @@ impl TestArgs {
             std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(Outcome::Exit(test.exit_code()))
+    }
+}
+
+/// Resolves when the user presses Ctrl-C (SIGINT) or the process is asked to stop
+/// (SIGTERM): `apns-sim test` then kills COMMAND, removes its temporary folder and exits
+/// 130. If no handler can be installed it never resolves, and the signal's default (the
+/// process ends) stays.
+async fn interrupt() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            if r.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ = term.recv() => {}
     }
 }

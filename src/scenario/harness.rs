@@ -48,6 +48,9 @@ pub enum CommandEnd {
     Exited(i32),
     /// A signal killed it (unix).
     Signalled(i32),
+    /// The user stopped the test (Ctrl-C) before COMMAND and the timeline were done;
+    /// COMMAND was killed.
+    Interrupted,
     /// It could not be started; `not_found` when the program does not exist.
     NotStarted {
         /// Why, in words.
@@ -68,6 +71,7 @@ impl CommandEnd {
         match self {
             CommandEnd::Exited(code) => format!("exited with code {code}"),
             CommandEnd::Signalled(signal) => format!("was killed by signal {signal}"),
+            CommandEnd::Interrupted => "was stopped by the user (Ctrl-C)".to_owned(),
             CommandEnd::NotStarted { error, .. } => format!("could not start: {error}"),
         }
     }
@@ -98,6 +102,8 @@ impl TestReport {
             CommandEnd::Signalled(signal) => {
                 u8::try_from(128 + (*signal).clamp(1, 127)).unwrap_or(255)
             }
+            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+            CommandEnd::Interrupted => 130,
             CommandEnd::NotStarted { not_found, .. } => {
                 if *not_found {
                     127
@@ -300,13 +306,19 @@ fn environment(info: &Info, info_path: &Path) -> Vec<(&'static str, OsString)> {
 /// means the test could not be set up (the scenario cannot run under `test`, the simulator
 /// did not start): COMMAND did not run, and the text says why (one `LINE: field: why` per
 /// line for a scenario mistake, to be prefixed with the file's name).
+///
+/// `interrupt` is the user giving up (the CLI passes Ctrl-C): COMMAND is killed, nothing
+/// more is waited for, and the verdicts are those of what was seen so far; the temporary
+/// folder is removed as on any other end.
 pub async fn test(
     scenario: &Scenario,
     file: &str,
     command: &[OsString],
     stdout: CommandStdout,
+    interrupt: impl std::future::Future<Output = ()> + Send,
     print: &mut (dyn FnMut(&str) + Send),
 ) -> Result<TestReport, String> {
+    tokio::pin!(interrupt);
     // 1. The scenario must make sense with COMMAND as its provider.
     let problems = check_for(scenario, Host::Test);
     if !problems.is_empty() {
@@ -367,6 +379,7 @@ pub async fn test(
             .map(|w| w.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
+        let mut interrupted = false;
         let end = match child.spawn() {
             Err(e) => CommandEnd::NotStarted {
                 not_found: e.kind() == std::io::ErrorKind::NotFound,
@@ -383,19 +396,36 @@ pub async fn test(
                         tokio::select! {
                             s = child.wait(), if status.is_none() => status = Some(s),
                             () = &mut timeline => break,
+                            () = &mut interrupt, if !interrupted => {
+                                // Ctrl-C: the timeline stops here (dropped with this
+                                // block) and COMMAND is killed if it has not exited.
+                                interrupted = true;
+                                break;
+                            }
                         }
                     }
                 }
+                if interrupted && status.is_none() {
+                    // `kill` also waits, so COMMAND is gone before its files are removed.
+                    let _ = child.kill().await;
+                }
                 let status = match status {
                     Some(s) => s,
+                    None if interrupted => child.wait().await,
                     None => {
                         tokio::select! {
                             s = child.wait() => s,
+                            () = &mut interrupt => {
+                                interrupted = true;
+                                let _ = child.kill().await;
+                                child.wait().await
+                            }
                             () = runner.follow_log() => unreachable!("follow_log never returns"),
                         }
                     }
                 };
                 match status {
+                    _ if interrupted => CommandEnd::Interrupted,
                     Ok(s) => exit_of(s),
                     Err(e) => CommandEnd::NotStarted {
                         error: format!("waiting for it: {e}"),
@@ -410,7 +440,14 @@ pub async fn test(
         // 5. What COMMAND sent settles: its connections close (the gateway may still hold
         //    frames it wrote before exiting), then every notification sent to a device is
         //    answered by it and the inboxes show what was acknowledged.
-        if !runner.providers_closed().await {
+        if interrupted {
+            runner.line(
+                "interrupted",
+                "stopped by the user: COMMAND killed, nothing more waited for".to_owned(),
+                false,
+                print,
+            );
+        } else if !runner.providers_closed().await {
             runner.line(
                 "settle",
                 "a provider connection stayed open".to_owned(),
@@ -418,7 +455,9 @@ pub async fn test(
                 print,
             );
         }
-        runner.settle().await;
+        if !interrupted {
+            runner.settle().await;
+        }
         let mut report = runner.report(file, &name, None);
         // COMMAND is a test case of its own in the reports (JUnit readers list it).
         report.verdicts.insert(
@@ -479,6 +518,7 @@ mod tests {
         assert_eq!(code(CommandEnd::Exited(0), true), 0);
         assert_eq!(code(CommandEnd::Exited(0), false), 1);
         assert_eq!(code(CommandEnd::Exited(3), true), 3);
+        assert_eq!(code(CommandEnd::Interrupted, true), 130);
         assert_eq!(code(CommandEnd::Exited(3), false), 3);
         assert_eq!(code(CommandEnd::Exited(256), true), 1);
         assert_eq!(code(CommandEnd::Signalled(9), true), 137);

@@ -358,3 +358,60 @@ push = { device = "PHONE-1", app = "com.example.app" }
     assert!(printed.contains("COMMAND is the provider"), "{printed}");
     assert!(!dir.path().join("ran").exists(), "COMMAND did not run");
 }
+
+/// Ctrl-C (SIGINT) while COMMAND runs: COMMAND is killed, the temporary folder with the
+/// credentials is removed, and `apns-sim test` exits 130 as a shell reports an
+/// interrupted command.
+#[tokio::test]
+async fn an_interrupted_test_kills_command_and_removes_its_folder() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, scenario(1)).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("test")
+        .arg("--scenario")
+        .arg(&file)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(r#"echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("apns-sim test runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    // COMMAND says it runs and where its credentials are.
+    let folder = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(folder) = line.strip_prefix("READY ") {
+                return std::path::PathBuf::from(folder);
+            }
+        }
+        panic!("no READY line: {printed}");
+    })
+    .await
+    .expect("COMMAND started");
+    assert!(folder.join("apns-sim-info.json").exists(), "{printed}");
+
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("apns-sim test exits after Ctrl-C");
+    assert_eq!(status.code(), Some(130), "{printed}");
+    assert!(printed.contains("stopped by the user"), "{printed}");
+    assert!(!folder.exists(), "{} is left behind", folder.display());
+}
