@@ -388,7 +388,7 @@ impl Hub {
         self.apply(|st, now_ms| {
             // Latencies are observed before the acknowledgements are broadcast, so whoever
             // waits for one finds its sample.
-            st.device_answers(session, answers, now_ms, |accepted| {
+            st.device_reply(session, answers, now_ms, |accepted| {
                 metrics.delivered(accepted.elapsed());
             })
         })

@@ -489,33 +489,6 @@ impl Queued {
     }
 }
 
-/// The device a push may go to, or why it may not; `record`: who holds its token, if anyone.
-fn check_token(
-    record: Option<&TokenRecord>,
-    q: &Queued,
-    environment: Environment,
-) -> Result<DeviceKey, PushError> {
-    let record = record.ok_or(PushError::UnknownToken)?;
-    if record.device.environment != environment {
-        return Err(PushError::WrongEnvironment {
-            token: record.device.environment,
-            connection: environment,
-        });
-    }
-    let (app, push_type) = q.intent();
-    if record.app != app || !record.kind.accepts(push_type) {
-        let needs = TokenKind::needed_by(push_type).unwrap_or("token");
-        return Err(PushError::WrongTopic {
-            token_app: format!("{}'s {}", record.app, record.kind.describe()),
-            topic: format!("{app} ({push_type}, which needs the app's {needs})"),
-        });
-    }
-    if let Some(at_ms) = record.unregistered_at_ms {
-        return Err(PushError::Unregistered { at_ms });
-    }
-    Ok(record.device.clone())
-}
-
 impl State {
     /// An empty state, enforcing `rate_limit` per token if one is given, and keeping
     /// notifications for offline devices at most `storage` (the default for those without
@@ -718,7 +691,7 @@ impl State {
     /// naming a delivery this session does not owe an answer for (another session's, one already answered, or a made-up
     /// number: a confused or hostile device), which the caller reports; the answers before it
     /// stand, those after it are not applied.
-    pub(super) fn device_answers(
+    pub(super) fn device_reply(
         &mut self,
         session: u64,
         answers: &[DeviceAnswer],
@@ -879,7 +852,7 @@ impl State {
             // `from_request` made it and nothing shares it yet, so this always happens.
             note.serial = record.map(|r| r.device.serial.clone());
         }
-        let checked = check_token(record, &q, environment)
+        let checked = State::check_token(record, &q, environment)
             .and_then(|device| self.rate.check(&q.note.token, now_ms).map(|()| device));
         let result = match checked {
             Err(err) => {
@@ -906,6 +879,33 @@ impl State {
             Ok(device) => Ok(self.route(&device, q, now_ms, &mut events)),
         };
         (result, events)
+    }
+
+    /// The device a push may go to, or why it may not; `record`: who holds its token, if anyone.
+    fn check_token(
+        record: Option<&TokenRecord>,
+        q: &Queued,
+        environment: Environment,
+    ) -> Result<DeviceKey, PushError> {
+        let record = record.ok_or(PushError::UnknownToken)?;
+        if record.device.environment != environment {
+            return Err(PushError::WrongEnvironment {
+                token: record.device.environment,
+                connection: environment,
+            });
+        }
+        let (app, push_type) = q.intent();
+        if record.app != app || !record.kind.accepts(push_type) {
+            let needs = TokenKind::needed_by(push_type).unwrap_or("token");
+            return Err(PushError::WrongTopic {
+                token_app: format!("{}'s {}", record.app, record.kind.describe()),
+                topic: format!("{app} ({push_type}, which needs the app's {needs})"),
+            });
+        }
+        if let Some(at_ms) = record.unregistered_at_ms {
+            return Err(PushError::Unregistered { at_ms });
+        }
+        Ok(record.device.clone())
     }
 
     /// Sends `q` to the device's live session, or stores it.
@@ -1260,7 +1260,7 @@ pub(super) mod tests {
             let answer = DeviceAnswer::One { delivery, reply };
             let (owned, events) = self
                 .st
-                .device_answers(session, &[answer], self.now_ms, |_| {});
+                .device_reply(session, &[answer], self.now_ms, |_| {});
             self.log.extend(events.iter().map(Record::event));
             owned.is_ok()
         }

@@ -434,7 +434,7 @@ impl Read<'_> {
         let mut wrote = false;
         let mut next = Some(first);
         while let Some(msg) = next {
-            if let Err(problem) = self.one(conn, hub, who, msg, &mut wrote) {
+            if let Err(problem) = self.answer(conn, hub, who, msg, &mut wrote) {
                 // What came before the problem stands, as if it had been read alone.
                 self.settle(hub, who)?;
                 return Err(problem);
@@ -456,7 +456,7 @@ impl Read<'_> {
 
     /// Handles one message: an answer is gathered, anything else is answered in turn (after
     /// the answers before it reached the hub, so the log keeps the device's order).
-    fn one<S: AsyncRead + AsyncWrite + Unpin>(
+    fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
         hub: &Hub,
