@@ -360,6 +360,7 @@ pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle 
         apps,
         retired: HashMap::new(),
         shown: HashMap::new(),
+        ack_through: None,
         events: ev_tx,
         commands: cmd_rx,
         shutdown,
@@ -388,6 +389,9 @@ struct Device {
     retired: HashMap<DeviceToken, AppToken>,
     /// Collapse ids currently shown, per app (bounded).
     shown: HashMap<String, VecDeque<String>>,
+    /// The highest delivery shown in the read being answered: acknowledged, with every one
+    /// shown before it, by one AckThrough when the read's answers are written.
+    ack_through: Option<u64>,
     events: mpsc::Sender<DeviceEvent>,
     commands: mpsc::Receiver<DeviceCommand>,
     shutdown: CancellationToken,
@@ -616,6 +620,9 @@ impl Device {
     }
 
     async fn session(&mut self, conn: &mut Conn, heartbeat: Duration) -> SessionEnd {
+        // Delivery numbers belong to a session: nothing shown on an earlier one is answered
+        // on this one (the simulator routed it again).
+        self.ack_through = None;
         let serial = self.serial();
         self.emit(DeviceEvent::Online {
             serial,
@@ -655,7 +662,9 @@ impl Device {
                             return end;
                         }
                         // Answer every frame that arrived in the same read, then write the
-                        // answers (acks) together.
+                        // answers together: one AckThrough for every notification shown (the
+                        // session's notifications arrive in delivery order), after any
+                        // NotInstalled, which it then passes over.
                         loop {
                             match conn.buffered_frame(decode_server_message) {
                                 Ok(Some(msg)) => {
@@ -666,6 +675,11 @@ impl Device {
                                 Ok(None) => break,
                                 Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
                             }
+                        }
+                        if let Some(delivery) = self.ack_through.take() {
+                            conn.buffer(|b| {
+                                encode_device_message(&DeviceMessage::AckThrough { delivery }, b)
+                            });
                         }
                     }
                     Ok(None) => return SessionEnd::Lost("simulator closed the connection".to_owned()),
@@ -779,14 +793,7 @@ impl Device {
         let payload = serde_json::from_slice(&n.payload).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&n.payload).into_owned())
         });
-        conn.buffer(|b| {
-            encode_device_message(
-                &DeviceMessage::Ack {
-                    delivery: n.delivery,
-                },
-                b,
-            )
-        });
+        self.ack_through = Some(n.delivery);
         self.emit(DeviceEvent::Notification {
             serial,
             app,

@@ -6,6 +6,7 @@
 //! [`super::Hub`] appends them to the ring under the lock and broadcasts them after it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
@@ -395,6 +396,151 @@ pub(super) struct Fields<'a> {
     pub(super) serial: Option<&'a str>,
 }
 
+/// The facts of a notification the hub accepted that never change while it holds it: one
+/// allocation shared (a reference count each) by its queue entry, its store entry and every
+/// record of it in the delivery log, so that logging an outcome copies no string.
+#[derive(Debug)]
+pub(super) struct Note {
+    /// The API it came through.
+    pub(super) api: Api,
+    /// Its UUID (apns-id).
+    pub(super) apns_id: Uuid,
+    /// The binary identifier, as sent (zero on HTTP/2).
+    pub(super) identifier: [u8; 4],
+    /// Its device token.
+    pub(super) token: DeviceToken,
+    /// The topic it was pushed to.
+    pub(super) topic: Arc<str>,
+    /// `apns-push-type`, if any.
+    pub(super) push_type: Option<String>,
+    /// The priority, as sent.
+    pub(super) priority: u8,
+    /// The expiry as the provider gave it (`None`: none given).
+    pub(super) expiry: Option<u32>,
+    /// `apns-collapse-id`, if any.
+    pub(super) collapse_id: Option<String>,
+    /// The payload, in its own allocation (a slice of `frame`'s when there is one).
+    pub(super) payload: Bytes,
+    /// Binary API: the command's bytes as received, in their own allocation.
+    pub(super) frame: Option<Bytes>,
+    /// The serial of the token's device (the hub's interned copy), once the hub looked the
+    /// token up.
+    pub(super) serial: Option<Arc<str>>,
+}
+
+impl Note {
+    /// What its events and log lines name; `fault`: the fault that hit it, if one did.
+    pub(super) fn subject<'a>(&'a self, fault: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            api: self.api,
+            apns_id: self.apns_id,
+            identifier: self.identifier,
+            token: Some(self.token),
+            topic: &self.topic,
+            warning: crate::protocol::http2::priority_warning(
+                self.push_type.as_deref(),
+                self.priority,
+            ),
+            fields: Some(Fields {
+                push_type: self.push_type.as_deref(),
+                priority: self.priority,
+                expiry: self.expiry,
+                collapse_id: self.collapse_id.as_deref(),
+                payload: &self.payload,
+                serial: self.serial.as_deref(),
+            }),
+            frame: self.frame.as_ref(),
+            fault,
+        }
+    }
+}
+
+/// The words of a notification record, kept compact for the two outcomes every delivered
+/// notification has (`sent`, `acknowledged`: "device SERIAL") and spelled out for the rest.
+/// The notification's warning is added when the record is read ([`Record::event`]).
+#[derive(Debug, Clone)]
+pub(super) enum Detail {
+    /// "device SERIAL", the serial being the hub's interned copy.
+    Device(Arc<str>),
+    /// Any other words, as written.
+    Text(String),
+}
+
+impl Detail {
+    /// The words as the event shows them (before the warning).
+    pub(super) fn text(&self) -> String {
+        match self {
+            Detail::Device(serial) => format!("device {serial}"),
+            Detail::Text(text) => text.clone(),
+        }
+    }
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Self {
+        Detail::Text(text)
+    }
+}
+
+/// One entry of the delivery log as the hub keeps it: for a notification the hub holds, ids
+/// and enums and reference counts (no string is copied); anything else (devices, providers,
+/// faults, refusals before the hub) as its [`Event`], boxed so that every record stays small.
+/// The [`Event`] a reader sees is built from it when read ([`Record::event`]).
+#[derive(Debug, Clone)]
+pub(super) enum Record {
+    /// Something happened to a notification the hub holds.
+    Note {
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The notification.
+        note: Arc<Note>,
+        /// What happened.
+        outcome: Outcome,
+        /// Its words.
+        detail: Detail,
+        /// The id of the fault that hit it, if one did (set after it was sent, so not in
+        /// `note`).
+        fault: Option<Arc<str>>,
+    },
+    /// Any other event, as it is shown.
+    Event(Box<Event>),
+}
+
+impl Record {
+    /// The event as readers see it.
+    pub(super) fn event(&self) -> Event {
+        match self {
+            Record::Note {
+                at_ms,
+                note,
+                outcome,
+                detail,
+                fault,
+            } => note
+                .subject(fault.as_deref())
+                .event(*at_ms, *outcome, detail.text()),
+            Record::Event(event) => (**event).clone(),
+        }
+    }
+
+    /// The API and outcome, when it is a notification's (what the metrics count).
+    pub(super) fn notification(&self) -> Option<(Api, Outcome)> {
+        match self {
+            Record::Note { note, outcome, .. } => Some((note.api, *outcome)),
+            Record::Event(event) => match &**event {
+                Event::Notification { api, outcome, .. } => Some((*api, *outcome)),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl From<Event> for Record {
+    fn from(event: Event) -> Self {
+        Record::Event(Box::new(event))
+    }
+}
+
 impl Subject<'_> {
     /// `detail`, followed by the notification's warning if it has one.
     fn annotate(&self, detail: String) -> String {
@@ -435,16 +581,17 @@ impl Subject<'_> {
 }
 
 /// Logs a routing decision (the one info line per notification, naming its path, `to` being
-/// where it went) and records its event.
+/// where it went) and records it: a compact [`Record`], sharing `note`.
 pub(super) fn decided(
-    events: &mut Vec<Event>,
+    records: &mut Vec<Record>,
     now_ms: u64,
-    about: Subject<'_>,
+    note: &Arc<Note>,
+    fault: Option<&Arc<str>>,
     outcome: Outcome,
     to: &'static str,
-    detail: String,
+    detail: Detail,
 ) {
-    let detail = about.annotate(detail);
+    let about = note.subject(fault.map(|f| &**f));
     info!(
         api = about.api.as_str(),
         apns_id = %about.apns_id,
@@ -452,9 +599,15 @@ pub(super) fn decided(
         token = about.token.map(field::display),
         topic = %about.topic,
         path = %format_args!("provider -> {} -> {to}", about.api.gateway_name()),
-        %detail,
+        detail = %about.annotate(detail.text()),
     );
-    events.push(about.entry(now_ms, outcome, detail));
+    records.push(Record::Note {
+        at_ms: now_ms,
+        note: note.clone(),
+        outcome,
+        detail,
+        fault: fault.cloned(),
+    });
 }
 
 /// Logs the one info line of a notification a gateway refused before it reached the hub.
@@ -472,12 +625,13 @@ pub(super) fn log_rejection(about: Subject<'_>, reason: &str) {
 /// The delivery log: the most recent events, at most its capacity
 /// ([`crate::settings::Settings::delivery_log_len`]), oldest first, each with its sequence
 /// number. It lives under the hub's lock beside the state, so that the log's order is the
-/// order the state changed in.
+/// order the state changed in. It keeps compact [`Record`]s and builds the [`Event`]s a
+/// reader asks for, so appending copies no string.
 #[derive(Debug)]
 pub(super) struct EventLog {
-    /// The events, oldest at the front; never longer than `capacity`. The one at the back
+    /// The records, oldest at the front; never longer than `capacity`. The one at the back
     /// has sequence number `last_seq`, the one before it `last_seq - 1`, and so on.
-    ring: VecDeque<Event>,
+    ring: VecDeque<Record>,
     /// How many events the ring keeps (at least 1).
     capacity: usize,
     /// The sequence number of the newest event ever appended (0: none yet). Numbers start at
@@ -521,22 +675,18 @@ impl EventLog {
         }
     }
 
-    /// Appends events, dropping the oldest ones past the capacity, and returns them with
-    /// their sequence numbers, for the broadcast.
-    pub(super) fn append(&mut self, events: Vec<Event>) -> Vec<Logged> {
-        let mut logged = Vec::with_capacity(events.len());
-        for event in events {
+    /// Appends records, dropping the oldest ones past the capacity, and returns the
+    /// sequence number of the first (the others follow it one by one).
+    pub(super) fn append(&mut self, records: impl IntoIterator<Item = Record>) -> u64 {
+        let first = self.last_seq + 1;
+        for record in records {
             if self.ring.len() >= self.capacity {
                 self.ring.pop_front();
             }
-            self.ring.push_back(event.clone());
+            self.ring.push_back(record);
             self.last_seq += 1;
-            logged.push(Logged {
-                seq: self.last_seq,
-                event,
-            });
         }
-        logged
+        first
     }
 
     /// Drops every event kept, and says how many; numbering goes on from the last.
@@ -546,9 +696,9 @@ impl EventLog {
         dropped
     }
 
-    /// A copy of the events kept, oldest first.
+    /// The events kept, oldest first.
     pub(super) fn recent(&self) -> Vec<Event> {
-        self.ring.iter().cloned().collect()
+        self.ring.iter().map(Record::event).collect()
     }
 
     /// The events with a sequence number above `cursor`, oldest first; copies only those.
@@ -564,9 +714,9 @@ impl EventLog {
             .ring
             .range(start..)
             .zip(first_seq + skip..)
-            .map(|(event, seq)| Logged {
+            .map(|(record, seq)| Logged {
                 seq,
-                event: event.clone(),
+                event: record.event(),
             })
             .collect();
         LogRead {
@@ -600,10 +750,15 @@ impl Broadcast {
         self.tx.subscribe()
     }
 
+    /// Whether anyone listens: events are built for the broadcast only then.
+    pub(super) fn listened(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Sends events to every live subscriber, in order.
     pub(super) fn send(&self, events: Vec<Logged>) {
         for e in events {
-            // No subscriber is fine: the log still has it.
+            // A subscriber leaving meanwhile is fine: the log still has it.
             let _ = self.tx.send(e);
         }
     }
@@ -628,9 +783,8 @@ mod tests {
     fn the_log_keeps_the_newest_events_in_order() {
         let mut log = EventLog::new(LEN);
         let events: Vec<Event> = (0..LEN as u64 + 5).map(online).collect();
-        let logged = log.append(events.clone());
-        assert_eq!(logged.last().map(|l| l.seq), Some(LEN as u64 + 5));
-        assert_eq!(logged[0].event, online(0));
+        assert_eq!(log.append(events.iter().cloned().map(Record::from)), 1);
+        assert_eq!(log.after(0).last_seq, LEN as u64 + 5);
         let kept = log.recent();
         assert_eq!(kept.len(), LEN);
         assert_eq!(kept.first(), Some(&online(5)), "the oldest are dropped");
@@ -645,7 +799,7 @@ mod tests {
             (empty.events.len(), empty.last_seq, empty.truncated),
             (0, 0, false)
         );
-        log.append(vec![online(1), online(2), online(3)]);
+        log.append([online(1), online(2), online(3)].map(Record::from));
         let all = log.after(0);
         assert_eq!(
             all.events.iter().map(|l| l.seq).collect::<Vec<_>>(),
@@ -668,7 +822,7 @@ mod tests {
         );
 
         let more: Vec<Event> = (4..LEN as u64 + 6).map(online).collect();
-        log.append(more);
+        log.append(more.into_iter().map(Record::from));
         // Events 1..=5 fell out of the ring: a cursor before 5 missed some.
         let old = log.after(3);
         assert!(old.truncated);
@@ -682,7 +836,7 @@ mod tests {
     #[test]
     fn a_cleared_log_numbers_on_and_tells_old_cursors() {
         let mut log = EventLog::new(LEN);
-        log.append(vec![online(1), online(2)]);
+        log.append([online(1), online(2)].map(Record::from));
         assert_eq!(log.clear(), 2);
         let read = log.after(0);
         assert!(read.truncated && read.events.is_empty() && read.last_seq == 2);
@@ -690,8 +844,11 @@ mod tests {
             !log.after(2).truncated,
             "an up-to-date cursor missed nothing"
         );
-        let logged = log.append(vec![online(3)]);
-        assert_eq!(logged[0].seq, 3, "numbers keep growing");
+        assert_eq!(
+            log.append([Record::from(online(3))]),
+            3,
+            "numbers keep growing"
+        );
         let read = log.after(1);
         assert!(read.truncated);
         assert_eq!(read.events.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
@@ -705,10 +862,15 @@ mod tests {
     #[test]
     fn broadcast_reaches_subscribers_and_needs_none() {
         let broadcast = Broadcast::new();
-        let mut log = EventLog::new(LEN);
-        broadcast.send(log.append(vec![online(1)]));
+        let logged = |seq: u64| Logged {
+            seq,
+            event: online(seq),
+        };
+        assert!(!broadcast.listened());
+        broadcast.send(vec![logged(1)]);
         let mut rx = broadcast.subscribe();
-        broadcast.send(log.append(vec![online(2), online(3)]));
+        assert!(broadcast.listened());
+        broadcast.send(vec![logged(2), logged(3)]);
         let heard = rx.try_recv().unwrap();
         assert_eq!(
             (heard.seq, heard.event),
@@ -733,17 +895,8 @@ mod tests {
             frame: None,
             fault: None,
         };
-        let mut events = Vec::new();
-        decided(
-            &mut events,
-            42,
-            about,
-            Outcome::Rejected,
-            "rejected",
-            "bad".into(),
-        );
         assert_eq!(
-            events,
+            [about.event(42, Outcome::Rejected, "bad".into())],
             [Event::Notification {
                 at_ms: 42,
                 apns_id,
@@ -808,29 +961,60 @@ mod tests {
                 &"D1".into()
             )
         );
-        // A warning follows the detail in every event of the notification.
-        let warned = Subject {
-            warning: Some("warning: w"),
-            ..about
-        };
+        // A warning follows the detail in every event of a notification the hub holds, its
+        // compact records shown with it when read.
+        let note = Arc::new(Note {
+            api: Api::Http2,
+            apns_id,
+            identifier: [0; 4],
+            token: DeviceToken::new(&[7; 32]).unwrap(),
+            topic: Arc::from("com.example.app"),
+            push_type: Some("background".to_owned()),
+            priority: 10,
+            expiry: None,
+            collapse_id: None,
+            payload: payload.clone(),
+            frame: None,
+            serial: Some(Arc::from("D1")),
+        });
+        let warning = crate::protocol::http2::priority_warning(Some("background"), 10).unwrap();
+        let fault: Arc<str> = Arc::from("f1");
+        let mut records = Vec::new();
         decided(
-            &mut events,
+            &mut records,
             43,
-            warned,
+            &note,
+            None,
             Outcome::Sent,
             "device",
-            "device D1".into(),
+            Detail::Device(Arc::from("D1")),
         );
-        let later = warned.event(44, Outcome::Acknowledged, String::new());
-        for (event, want) in events[1..]
+        decided(
+            &mut records,
+            44,
+            &note,
+            Some(&fault),
+            Outcome::Acknowledged,
+            "device",
+            Detail::Text(String::new()),
+        );
+        let shown: Vec<Event> = records.iter().map(Record::event).collect();
+        let sent = format!("device D1; {warning}");
+        for (event, (want, want_fault)) in shown
             .iter()
-            .chain([&later])
-            .zip(["device D1; warning: w", "warning: w"])
+            .zip([(sent.as_str(), None), (warning, Some("f1"))])
         {
             assert!(
-                matches!(event, Event::Notification { detail, .. } if detail == want),
+                matches!(event, Event::Notification { detail, fault, serial, topic, payload: Some(p), .. }
+                    if detail == want && fault.as_deref() == want_fault
+                        && serial.as_deref() == Some("D1") && topic == "com.example.app"
+                        && p == &payload),
                 "{event:?}"
             );
         }
+        assert!(
+            matches!(&records[0], Record::Note { note: shared, .. } if Arc::ptr_eq(shared, &note)),
+            "a record shares the notification, it does not copy it"
+        );
     }
 }

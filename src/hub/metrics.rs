@@ -7,7 +7,7 @@
 //! grow the label set.
 
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::events::{Api, Event, Outcome};
+use super::events::{Api, Outcome, Record};
 use super::faults::FaultOn;
 use super::state::PushError;
 
@@ -81,6 +81,13 @@ impl EncodeLabelValue for Outcome {
         encoder.write_str(self.as_str())
     }
 }
+
+/// How many [`Outcome`]s there are: `Requeued` is the last (a new last one must replace it
+/// here; indexing past the table would panic in every test that counts it).
+const OUTCOMES: usize = Outcome::Requeued as usize + 1;
+
+/// How many [`Api`]s there are: `Http2` is the last.
+const APIS: usize = Api::Http2 as usize + 1;
 
 /// Labels of `apns_sim_notifications_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -153,6 +160,11 @@ struct Inner {
     registry: Registry,
     /// `apns_sim_notifications_total`.
     notifications: Family<NotificationLabels, Counter>,
+    /// Each (API, outcome) series of `notifications` once it was first counted, so that the
+    /// next count is one atomic add instead of a look-up in the family's locked map (the
+    /// hub counts two or three per notification). Filled on first use, so that a series
+    /// appears in the output only once something was counted in it, as before.
+    notification_series: [[OnceLock<Counter>; OUTCOMES]; APIS],
     /// `apns_sim_rejections_total`.
     rejections: Family<RejectionLabels, Counter>,
     /// `apns_sim_connections_total`.
@@ -248,6 +260,7 @@ impl Metrics {
                 fault_hits,
                 registry,
                 notifications,
+                notification_series: Default::default(),
                 rejections,
                 connections,
                 connections_open,
@@ -275,17 +288,17 @@ impl Metrics {
         text
     }
 
-    /// Counts the notification events among `events`: each once, by API and outcome, and a
-    /// rejection recorded for a gateway (`Hub::record_rejection`) by its reason.
-    pub(super) fn observe<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
-        for event in events {
-            if let Event::Notification { api, outcome, .. } = event {
-                let labels = NotificationLabels {
-                    api: *api,
-                    outcome: *outcome,
-                };
-                self.inner.notifications.get_or_create(&labels).inc();
-            }
+    /// Counts the notification records among `records`: each once, by API and outcome, and
+    /// a rejection recorded for a gateway (`Hub::record_rejection`) by its reason.
+    pub(super) fn observe(&self, records: &[Record]) {
+        for (api, outcome) in records.iter().filter_map(Record::notification) {
+            let series = &self.inner.notification_series[api as usize][outcome as usize];
+            series
+                .get_or_init(|| {
+                    let labels = NotificationLabels { api, outcome };
+                    self.inner.notifications.get_or_create(&labels).clone()
+                })
+                .inc();
         }
     }
 

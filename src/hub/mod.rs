@@ -81,18 +81,19 @@ pub use faults::{
 };
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
-    DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest, RegisterError,
-    TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS, MAX_UNACKED_PER_SESSION,
+    DeviceAnswer, DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest,
+    RegisterError, TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS,
+    MAX_UNACKED_PER_SESSION,
 };
 
-use events::{Broadcast, EventLog, Subject};
+use events::{Broadcast, EventLog, Record, Subject};
 
 /// The most bytes of a refused binary command the delivery log keeps
 /// ([`Hub::record_refused_frame`]): a whole valid command 2 (header and the largest frame),
 /// so any refusal of a well-sized one shows entire, while a 64 KiB garbage prefix does not
 /// sit in the log 10,000 times.
 pub const MAX_REFUSED_FRAME: usize = 5 + crate::protocol::notification::MAX_FRAME_LEN as usize;
-use state::{Answered, Queued, State};
+use state::{Queued, State};
 
 /// The routing core. Clone it freely.
 #[derive(Debug, Clone)]
@@ -223,29 +224,41 @@ impl Hub {
 
     /// Runs one state rule and publishes the events it returns: the five steps of the
     /// module docs.
-    fn apply<T>(&self, rule: impl FnOnce(&mut State, u64) -> (T, Vec<Event>)) -> T {
+    fn apply<T>(&self, rule: impl FnOnce(&mut State, u64) -> (T, Vec<Record>)) -> T {
         // 1. The time, read before the lock is taken.
         let now_ms = self.shared.clock.now_ms();
-        let (outcome, events) = {
+        let (outcome, live) = {
             // 2. Under the lock: the rule changes the state …
             let mut guard = self.lock();
-            let (outcome, events) = rule(&mut guard.state, now_ms);
-            // 3. … and its events join the log, numbered, before anyone else can change the
-            //    state. The gauges are set here too, so they follow the state's order.
-            let logged = guard.log.append(events);
+            let (outcome, records) = rule(&mut guard.state, now_ms);
+            // 3. … every notification record is counted once (atomics), before anyone can
+            //    hear of it; the gauges are set here too, so they follow the state's order …
             let metrics = &self.shared.metrics;
+            metrics.observe(&records);
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
             metrics.feedback_recorded(guard.state.take_feedback_recorded());
             self.shared
                 .faults_any
                 .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
-            (outcome, logged)
+            // … and the records join the log, numbered, before anyone else can change the
+            //    state. Copies for the broadcast (reference counts) are kept only when someone
+            //    listens; asked under the lock, so a subscriber that joins later finds these
+            //    records in the log.
+            let live = self
+                .shared
+                .events
+                .listened()
+                .then(|| records.clone())
+                .filter(|r| !r.is_empty());
+            let first = guard.log.append(records);
+            (outcome, live.map(|records| (first, records)))
             // 4. The guard drops here, releasing the lock.
         };
-        // 5. Every notification event is counted once (atomics, no lock), and subscribers
-        //    hear of it, with the lock released.
-        self.shared.metrics.observe(events.iter().map(|l| &l.event));
-        self.shared.events.send(events);
+        // 5. Subscribers hear of it with the lock released: the events they see are built
+        //    from the records only now.
+        if let Some((first, records)) = live {
+            self.shared.events.send(logged(first, &records));
+        }
         outcome
     }
 
@@ -267,16 +280,20 @@ impl Hub {
             self.shared
                 .faults_any
                 .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
-            let logged = guard.log.append(vec![Event::Reset {
+            let reset = Record::from(Event::Reset {
                 at_ms: now_ms,
                 cleared,
-            }]);
+            });
+            let live = self.shared.events.listened().then(|| reset.clone());
+            let first = guard.log.append([reset]);
             let metrics = &self.shared.metrics;
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
-            (cleared, logged)
+            (cleared, live.map(|r| logged(first, &[r])))
         };
         info!(?cleared, "reset");
-        self.shared.events.send(logged);
+        if let Some(logged) = logged {
+            self.shared.events.send(logged);
+        }
         cleared
     }
 
@@ -353,18 +370,27 @@ impl Hub {
     /// The device answered a delivery. Returns false for a delivery id this session does not
     /// own (a confused or hostile device), which the caller reports.
     pub fn device_reply(&self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
+        self.device_answers(session, &[DeviceAnswer::One { delivery, reply }])
+            .is_ok()
+    }
+
+    /// The device answered deliveries: every answer of one read, in order, under one lock
+    /// (see [`DeviceAnswer`]; the cumulative [`DeviceAnswer::Through`] answers many at once).
+    /// Returns the first single answer (delivery and reply) naming a delivery this session
+    /// does not owe an answer for (a confused or hostile device), which the caller reports;
+    /// those before it stand.
+    pub fn device_answers(
+        &self,
+        session: u64,
+        answers: &[DeviceAnswer],
+    ) -> Result<(), (u64, DeviceReply)> {
+        let metrics = &self.shared.metrics;
         self.apply(|st, now_ms| {
-            let (answered, events) = st.device_reply(session, delivery, reply, now_ms);
-            // Observed before the acknowledgement is broadcast, so whoever waits for it
-            // finds the sample.
-            if let Some(Answered {
-                reply: DeviceReply::Ack,
-                accepted,
-            }) = answered
-            {
-                self.shared.metrics.delivered(accepted.elapsed());
-            }
-            (answered.is_some(), events)
+            // Latencies are observed before the acknowledgements are broadcast, so whoever
+            // waits for one finds its sample.
+            st.device_reply(session, answers, now_ms, |accepted| {
+                metrics.delivered(accepted.elapsed());
+            })
         })
     }
 
@@ -483,7 +509,7 @@ impl Hub {
             if let Event::Notification { serial: s, .. } = &mut event {
                 *s = serial;
             }
-            ((), vec![event])
+            ((), vec![event.into()])
         });
     }
 
@@ -561,7 +587,7 @@ impl Hub {
                 peer: peer.to_string(),
                 identity,
             };
-            ((), vec![event])
+            ((), vec![event.into()])
         });
         connection
     }
@@ -574,7 +600,7 @@ impl Hub {
                 connection,
                 endpoint,
             };
-            ((), vec![event])
+            ((), vec![event.into()])
         });
     }
 
@@ -589,7 +615,7 @@ impl Hub {
                     at_ms,
                     fault: fault.clone(),
                 };
-                (Ok(fault), vec![event])
+                (Ok(fault), vec![event.into()])
             }
             Err(err) => (Err(err), Vec::new()),
         })
@@ -601,11 +627,14 @@ impl Hub {
             let mut events = expired(st, at_ms);
             let removed = st.faults.remove(id);
             if removed {
-                events.push(Event::FaultRemoved {
-                    at_ms,
-                    id: id.to_owned(),
-                    reason: Removed::Removed,
-                });
+                events.push(
+                    Event::FaultRemoved {
+                        at_ms,
+                        id: id.to_owned(),
+                        reason: Removed::Removed,
+                    }
+                    .into(),
+                );
             }
             (removed, events)
         })
@@ -619,10 +648,12 @@ impl Hub {
                 .faults
                 .clear()
                 .into_iter()
-                .map(|id| Event::FaultRemoved {
-                    at_ms,
-                    id,
-                    reason: Removed::Removed,
+                .map(|id| {
+                    Record::from(Event::FaultRemoved {
+                        at_ms,
+                        id,
+                        reason: Removed::Removed,
+                    })
                 })
                 .collect();
             ((), events)
@@ -648,11 +679,14 @@ impl Hub {
             let mut events = expired(st, at_ms);
             let hit = st.faults.hit(probe).map(|(hit, used_up)| {
                 if used_up {
-                    events.push(Event::FaultRemoved {
-                        at_ms,
-                        id: hit.id.clone(),
-                        reason: Removed::UsedUp,
-                    });
+                    events.push(
+                        Event::FaultRemoved {
+                            at_ms,
+                            id: hit.id.clone(),
+                            reason: Removed::UsedUp,
+                        }
+                        .into(),
+                    );
                 }
                 // Counted before the events are broadcast, like every other metric.
                 self.shared.metrics.fault_hit(probe.on);
@@ -673,14 +707,28 @@ impl Hub {
 }
 
 /// Removes the faults whose deadline passed and returns their `FaultRemoved` events.
-fn expired(st: &mut State, at_ms: u64) -> Vec<Event> {
+fn expired(st: &mut State, at_ms: u64) -> Vec<Record> {
     st.faults
         .expire(at_ms)
         .into_iter()
-        .map(|id| Event::FaultRemoved {
-            at_ms,
-            id,
-            reason: Removed::Expired,
+        .map(|id| {
+            Record::from(Event::FaultRemoved {
+                at_ms,
+                id,
+                reason: Removed::Expired,
+            })
+        })
+        .collect()
+}
+
+/// The events of `records`, numbered from `first`, for the broadcast.
+fn logged(first: u64, records: &[Record]) -> Vec<Logged> {
+    records
+        .iter()
+        .zip(first..)
+        .map(|(record, seq)| Logged {
+            seq,
+            event: record.event(),
         })
         .collect()
 }

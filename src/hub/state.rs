@@ -8,6 +8,7 @@
 //! `try_send` and `try_recv` need no runtime.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use crate::protocol::token::{push_type_of_topic, topic_suffix, AppToken, DeviceT
 use crate::protocol::Environment;
 use crate::settings::RateLimit;
 
-use super::events::{decided, Api, Event, Fields, Outcome, ResetCounts, Subject};
+use super::events::{decided, Api, Detail, Event, Note, Outcome, Record, ResetCounts};
 use super::faults::FaultTable;
 use super::rate::RateLimiter;
 
@@ -168,6 +169,33 @@ pub enum DeviceReply {
     NotInstalled,
 }
 
+/// One answer of a device about the deliveries of its session, as read from it
+/// ([`super::Hub::device_answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAnswer {
+    /// About one delivery (the device protocol's Ack or NotInstalled).
+    One {
+        /// The delivery number.
+        delivery: u64,
+        /// What the device said.
+        reply: DeviceReply,
+    },
+    /// Every delivery the session owes an answer for, numbered up to and including
+    /// `delivery`, was received and shown (the cumulative AckThrough). Never refused: it
+    /// answers what is owed, possibly nothing. Deliveries whose answer a device fault
+    /// withholds or delays are passed over.
+    Through {
+        /// The highest delivery number answered.
+        delivery: u64,
+    },
+}
+
+/// The hash maps every push looks into (tokens, devices, sessions). Their keys come from
+/// clients (a token in a request), so the hasher is seeded at random per process; foldhash
+/// rather than std's SipHash because it costs a fraction on these short keys (Cargo.toml
+/// says why this crate).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything the hub knows. Plain data: the handle in [`super`] puts it behind a mutex, and
 /// every method here runs inside one critical section, so each rule sees and leaves a
 /// consistent whole.
@@ -176,15 +204,15 @@ pub(super) struct State {
     /// Every token ever minted and who holds it. A token reported as not installed stays,
     /// marked, so that later pushes to it are answered 410 with the time. At most
     /// [`MAX_TOKENS`] entries: registration refuses past it.
-    tokens: HashMap<DeviceToken, TokenRecord>,
+    tokens: FastMap<DeviceToken, TokenRecord>,
     /// Current token per (device and environment, app, kind): re-registering without a
     /// reinstall gets it again. One entry per (device, app, kind) that ever registered, so no
     /// more entries than `tokens`.
-    registrations: HashMap<(DeviceKey, AppToken), DeviceToken>,
+    registrations: FastMap<(DeviceKey, AppToken), DeviceToken>,
     /// Every device that said hello: its live session, if any, and what is stored for it.
     /// Kept after the device leaves, so that store-and-forward works; one entry per
     /// (serial, environment) seen.
-    devices: HashMap<DeviceKey, DeviceRecord>,
+    devices: FastMap<DeviceKey, DeviceRecord>,
     /// Every session opened and not yet ended, whether still live or already replaced by a
     /// newer connection of the same device, with the deliveries sent to it that it has not
     /// answered. Indexed by session so that a disconnect walks only what that session had,
@@ -192,7 +220,7 @@ pub(super) struct State {
     /// connection the device endpoint holds (its connection limit bounds them), each with at
     /// most [`MAX_UNACKED_PER_SESSION`] deliveries: only a live session is sent more, and
     /// only below that.
-    sessions: HashMap<u64, SessionRecord>,
+    sessions: FastMap<u64, SessionRecord>,
     /// Unread feedback tuples per (topic, environment), oldest first, one per token; at most
     /// [`MAX_FEEDBACK_PER_TOPIC`] each.
     feedback: HashMap<(String, Environment), VecDeque<FeedbackTuple>>,
@@ -244,8 +272,9 @@ impl Keep {
 /// production is two devices with separate tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DeviceKey {
-    /// The serial number the device said hello with.
-    serial: String,
+    /// The serial number the device said hello with, interned: every clone of the key and
+    /// every record naming the device shares it.
+    serial: Arc<str>,
     /// The environment of its connection.
     environment: Environment,
 }
@@ -253,7 +282,7 @@ struct DeviceKey {
 impl DeviceKey {
     fn new(serial: &str, environment: Environment) -> Self {
         DeviceKey {
-            serial: serial.to_owned(),
+            serial: Arc::from(serial),
             environment,
         }
     }
@@ -310,47 +339,21 @@ impl SessionRecord {
     }
 }
 
-/// A delivery a device answered: what it said, and when the hub accepted the notification.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Answered {
-    /// Ack or NotInstalled.
-    pub(super) reply: DeviceReply,
-    /// When the push reached the hub.
-    pub(super) accepted: Instant,
-}
-
-/// A notification the hub holds: queued to a session, stored, or awaiting its answer.
+/// A notification the hub holds: queued to a session, stored, or awaiting its answer. What
+/// never changes is in its [`Note`], shared with its records in the delivery log.
 #[derive(Debug, Clone)]
 pub(super) struct Queued {
-    /// The API it came through.
-    api: Api,
-    /// Its device token.
-    token: DeviceToken,
-    /// The topic it was pushed to.
-    topic: String,
-    /// The binary identifier.
-    identifier: [u8; 4],
-    /// Its UUID.
-    apns_id: Uuid,
-    /// The expiry as the provider gave it (`None`: none given).
-    expiry: Option<u32>,
-    /// What that expiry means here: decided by [`State::push`] on arrival (until then
+    /// The notification itself, shared with the log.
+    note: Arc<Note>,
+    /// What its expiry means here: decided by [`State::push`] on arrival (until then
     /// `Never`, which nothing reads).
     keep: Keep,
-    /// The priority, as sent.
-    priority: u8,
-    /// `apns-push-type`, if any.
-    push_type: Option<String>,
-    /// `apns-collapse-id`, if any.
-    collapse_id: Option<String>,
-    /// The payload, in its own allocation (a slice of `frame`'s when there is one).
-    payload: Bytes,
-    /// Binary API: the command's bytes as received, in their own allocation.
-    frame: Option<Bytes>,
-    /// The serial of the token's device, once [`State::push`] has looked the token up.
-    serial: Option<String>,
     /// The id of the fault that hit it, if one did: every later event of it names the fault.
-    fault: Option<String>,
+    fault: Option<Arc<str>>,
+    /// Set while a device fault decides its answer (withheld, delayed: [`State::mark_fault`]):
+    /// a cumulative acknowledgement ([`DeviceAnswer::Through`]) passes over it, so only its
+    /// own answer, late or never, settles it. Cleared when it is routed again.
+    held: bool,
     /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
     /// its delivery latency, measured when the device acknowledges.
     accepted: Instant,
@@ -376,20 +379,23 @@ impl Queued {
             None => (None, Bytes::copy_from_slice(&req.payload)),
         };
         Queued {
-            api: req.api,
-            token: req.token,
-            topic: req.topic,
-            identifier: req.identifier,
-            apns_id: req.apns_id,
-            expiry: req.expiry,
+            note: Arc::new(Note {
+                api: req.api,
+                token: req.token,
+                topic: Arc::from(req.topic),
+                identifier: req.identifier,
+                apns_id: req.apns_id,
+                expiry: req.expiry,
+                priority: req.priority,
+                push_type: req.push_type,
+                collapse_id: req.collapse_id,
+                payload,
+                frame,
+                serial: None,
+            }),
             keep: Keep::Never,
-            priority: req.priority,
-            push_type: req.push_type,
-            collapse_id: req.collapse_id,
-            payload,
-            frame,
-            serial: None,
-            fault: req.fault,
+            fault: req.fault.map(Arc::from),
+            held: false,
             accepted,
         }
     }
@@ -399,47 +405,49 @@ impl Queued {
     /// certificate's topic decides: `com.x.app.voip` is a VoIP push to `com.x.app`, a bare
     /// bundle id is for the ordinary remote-notification token (`alert`).
     fn intent(&self) -> (&str, &str) {
-        if let Some(push_type) = self.push_type.as_deref() {
-            return (&self.topic, push_type);
+        let topic = &*self.note.topic;
+        if let Some(push_type) = self.note.push_type.as_deref() {
+            return (topic, push_type);
         }
-        match push_type_of_topic(&self.topic) {
+        match push_type_of_topic(topic) {
             Some(push_type) => {
                 let suffix = topic_suffix(push_type).map_or(0, str::len);
-                let app = self.topic.get(..self.topic.len() - suffix).unwrap_or("");
+                let app = topic.get(..topic.len() - suffix).unwrap_or("");
                 (app, push_type)
             }
-            None => (&self.topic, "alert"),
+            None => (topic, "alert"),
         }
     }
 
-    /// What its events and log lines name.
-    fn subject(&self) -> Subject<'_> {
-        Subject {
-            api: self.api,
-            apns_id: self.apns_id,
-            identifier: self.identifier,
-            token: Some(self.token),
-            topic: &self.topic,
-            warning: crate::protocol::http2::priority_warning(
-                self.push_type.as_deref(),
-                self.priority,
-            ),
-            fields: Some(Fields {
-                push_type: self.push_type.as_deref(),
-                priority: self.priority,
-                expiry: self.expiry,
-                collapse_id: self.collapse_id.as_deref(),
-                payload: &self.payload,
-                serial: self.serial.as_deref(),
-            }),
-            frame: self.frame.as_ref(),
-            fault: self.fault.as_deref(),
+    /// Its record in the delivery log, without a log line (for what follows a decision).
+    fn record(&self, at_ms: u64, outcome: Outcome, detail: Detail) -> Record {
+        Record::Note {
+            at_ms,
+            note: self.note.clone(),
+            outcome,
+            detail,
+            fault: self.fault.clone(),
         }
     }
 
-    /// Its entry in the delivery log, without a log line (for what follows a decision).
-    fn event(&self, at_ms: u64, outcome: Outcome, detail: String) -> Event {
-        self.subject().event(at_ms, outcome, detail)
+    /// Logs a routing decision and records it ([`decided`]).
+    fn decided(
+        &self,
+        records: &mut Vec<Record>,
+        now_ms: u64,
+        outcome: Outcome,
+        to: &'static str,
+        detail: Detail,
+    ) {
+        decided(
+            records,
+            now_ms,
+            &self.note,
+            self.fault.as_ref(),
+            outcome,
+            to,
+            detail,
+        );
     }
 
     /// The expiry a device is shown: the deadline the hub applies (the provider's, the
@@ -453,7 +461,7 @@ impl Queued {
 
     /// How the deadline it is kept until came about, for the `stored` line.
     fn storage_note(&self, until: u64) -> String {
-        match self.expiry {
+        match self.note.expiry {
             None => format!(
                 "kept until {until}: no expiry given, so the default storage policy applies"
             ),
@@ -466,16 +474,17 @@ impl Queued {
 
     /// The message a device session receives for it.
     fn to_device(&self, delivery: u64) -> Box<DeviceNotification> {
+        let note = &*self.note;
         Box::new(DeviceNotification {
             delivery,
-            token: self.token,
-            identifier: self.identifier,
-            apns_id: *self.apns_id.as_bytes(),
+            token: note.token,
+            identifier: note.identifier,
+            apns_id: *note.apns_id.as_bytes(),
             expiry: self.device_expiry(),
-            priority: self.priority,
-            push_type: self.push_type.clone(),
-            collapse_id: self.collapse_id.clone(),
-            payload: self.payload.clone(),
+            priority: note.priority,
+            push_type: note.push_type.clone(),
+            collapse_id: note.collapse_id.clone(),
+            payload: note.payload.clone(),
         })
     }
 }
@@ -486,10 +495,10 @@ impl State {
     /// an expiry).
     pub(super) fn new(rate_limit: Option<RateLimit>, storage: Duration) -> Self {
         State {
-            tokens: HashMap::new(),
-            registrations: HashMap::new(),
-            devices: HashMap::new(),
-            sessions: HashMap::new(),
+            tokens: FastMap::default(),
+            registrations: FastMap::default(),
+            devices: FastMap::default(),
+            sessions: FastMap::default(),
             feedback: HashMap::new(),
             stored_len: 0,
             feedback_recorded: 0,
@@ -514,7 +523,7 @@ impl State {
         serial: &str,
         environment: Environment,
         now_ms: u64,
-    ) -> (DeviceSession, Vec<Event>) {
+    ) -> (DeviceSession, Vec<Record>) {
         let key = DeviceKey::new(serial, environment);
         self.next_session += 1;
         let id = self.next_session;
@@ -523,11 +532,11 @@ impl State {
         // Dropping the old sender ends the old session's queue.
         record.session = Some(LiveSession { id, tx });
         self.sessions.insert(id, SessionRecord::new(key.clone()));
-        let mut events = vec![Event::DeviceOnline {
+        let mut events = vec![Record::from(Event::DeviceOnline {
             at_ms: now_ms,
             serial: serial.to_owned(),
             environment,
-        }];
+        })];
         self.flush_stored(&key, now_ms, &mut events);
         (DeviceSession { id, rx }, events)
     }
@@ -535,7 +544,7 @@ impl State {
     /// Sends what is stored for a device to its live session (or back to the store if the
     /// session has no room). A stored notification whose expiry passed meanwhile is dropped,
     /// not delivered late.
-    fn flush_stored(&mut self, key: &DeviceKey, now_ms: u64, events: &mut Vec<Event>) {
+    fn flush_stored(&mut self, key: &DeviceKey, now_ms: u64, events: &mut Vec<Record>) {
         let Some(record) = self.devices.get_mut(key) else {
             return;
         };
@@ -548,7 +557,7 @@ impl State {
             if let Keep::Until(until) = q.keep {
                 if until <= now_ms / 1000 {
                     let detail = format!("kept until {until}, which passed while it was stored");
-                    events.push(q.event(now_ms, Outcome::Expired, detail));
+                    events.push(q.record(now_ms, Outcome::Expired, detail.into()));
                     continue;
                 }
             }
@@ -565,7 +574,7 @@ impl State {
         environment: Environment,
         session: u64,
         now_ms: u64,
-    ) -> Vec<Event> {
+    ) -> Vec<Record> {
         let key = DeviceKey::new(serial, environment);
         let mut events = Vec::new();
         // 1. If it is still the device's live session, the device is offline now. (A replaced
@@ -579,18 +588,22 @@ impl State {
         };
         // 2. Its unanswered deliveries are routed again; the session is forgotten.
         if let Some(gone) = self.sessions.remove(&session) {
-            for q in gone.pending.into_values() {
+            for mut q in gone.pending.into_values() {
+                q.held = false;
                 let detail = format!("device {serial} disconnected before acknowledging");
-                events.push(q.event(now_ms, Outcome::Requeued, detail));
+                events.push(q.record(now_ms, Outcome::Requeued, detail.into()));
                 self.route(&gone.device, q, now_ms, &mut events);
             }
         }
         if ended {
-            events.push(Event::DeviceOffline {
-                at_ms: now_ms,
-                serial: serial.to_owned(),
-                environment,
-            });
+            events.push(
+                Event::DeviceOffline {
+                    at_ms: now_ms,
+                    serial: serial.to_owned(),
+                    environment,
+                }
+                .into(),
+            );
         }
         events
     }
@@ -609,7 +622,7 @@ impl State {
         fresh_install: bool,
         token_len: usize,
         now_ms: u64,
-    ) -> (Result<DeviceToken, RegisterError>, Vec<Event>) {
+    ) -> (Result<DeviceToken, RegisterError>, Vec<Record>) {
         let key = DeviceKey::new(serial, environment);
         if !self.devices.get(&key).is_some_and(|d| d.session.is_some()) {
             return (
@@ -645,14 +658,14 @@ impl State {
                 token
             }
         };
-        let events = vec![Event::Registered {
+        let events = vec![Record::from(Event::Registered {
             at_ms: now_ms,
             serial: serial.to_owned(),
             app: wanted.app.clone(),
             kind: wanted.kind.clone(),
             environment,
             token,
-        }];
+        })];
         (Ok(token), events)
     }
 
@@ -672,46 +685,77 @@ impl State {
         }
     }
 
-    /// The device answered a delivery. Returns `None` for a delivery this session does not
-    /// owe an answer for (another session's, one already answered, or a made-up number: a
-    /// confused or hostile device), which the caller reports; otherwise what was answered.
+    /// The device answered deliveries: `answers`, in the order it sent them (all those of one
+    /// read, handled in one step). `acked` is told when each acknowledged notification reached
+    /// the hub (its delivery latency). Returns the first single answer (delivery and reply)
+    /// naming a delivery this session does not owe an answer for (another session's, one already answered, or a made-up
+    /// number: a confused or hostile device), which the caller reports; the answers before it
+    /// stand, those after it are not applied.
     pub(super) fn device_reply(
         &mut self,
         session: u64,
-        delivery: u64,
-        reply: DeviceReply,
+        answers: &[DeviceAnswer],
         now_ms: u64,
-    ) -> (Option<Answered>, Vec<Event>) {
+        mut acked: impl FnMut(Instant),
+    ) -> (Result<(), (u64, DeviceReply)>, Vec<Record>) {
         let mut events = Vec::new();
-        // 1. Find the delivery through the session that answers.
+        // 1. Take the answered deliveries out of the session that answers, in answer order.
         let Some(owner) = self.sessions.get_mut(&session) else {
-            return (None, events);
-        };
-        let Some(q) = owner.pending.remove(&delivery) else {
-            return (None, events);
-        };
-        let answered = Answered {
-            reply,
-            accepted: q.accepted,
+            let refused = answers.iter().find_map(|a| match *a {
+                DeviceAnswer::One { delivery, reply } => Some((delivery, reply)),
+                DeviceAnswer::Through { .. } => None,
+            });
+            return (refused.map_or(Ok(()), Err), events);
         };
         let device = owner.device.clone();
-        // 2. Record the answer.
-        match reply {
-            DeviceReply::Ack => {
-                debug!(apns_id = %q.apns_id, serial = %device.serial, "acknowledged");
-                let detail = format!("device {}", device.serial);
-                events.push(q.event(now_ms, Outcome::Acknowledged, detail));
+        let mut result = Ok(());
+        let mut answered: Vec<(Queued, DeviceReply)> = Vec::new();
+        for answer in answers {
+            match *answer {
+                DeviceAnswer::One { delivery, reply } => match owner.pending.remove(&delivery) {
+                    Some(q) => answered.push((q, reply)),
+                    None => {
+                        result = Err((delivery, reply));
+                        break;
+                    }
+                },
+                DeviceAnswer::Through { delivery } => {
+                    // Everything up to `delivery` (in sending order), except what a device
+                    // fault holds: that one is answered on its own, late or never.
+                    let later = match delivery.checked_add(1) {
+                        Some(next) => owner.pending.split_off(&next),
+                        None => BTreeMap::new(),
+                    };
+                    for (number, q) in std::mem::replace(&mut owner.pending, later) {
+                        if q.held {
+                            owner.pending.insert(number, q);
+                        } else {
+                            answered.push((q, DeviceReply::Ack));
+                        }
+                    }
+                }
             }
-            DeviceReply::NotInstalled => {
-                let at_ms = self.unregister(q.token, now_ms);
-                info!(
-                    apns_id = %q.apns_id,
-                    token = %q.token,
-                    topic = %q.topic,
-                    "device -> app not installed: token unregistered, feedback recorded"
-                );
-                let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
-                events.push(q.event(now_ms, Outcome::NotInstalled, detail));
+        }
+        // 2. Record each answer.
+        for (q, reply) in answered {
+            match reply {
+                DeviceReply::Ack => {
+                    debug!(apns_id = %q.note.apns_id, serial = %device.serial, "acknowledged");
+                    acked(q.accepted);
+                    let detail = Detail::Device(device.serial.clone());
+                    events.push(q.record(now_ms, Outcome::Acknowledged, detail));
+                }
+                DeviceReply::NotInstalled => {
+                    let at_ms = self.unregister(q.note.token, now_ms);
+                    info!(
+                        apns_id = %q.note.apns_id,
+                        token = %q.note.token,
+                        topic = %q.note.topic,
+                        "device -> app not installed: token unregistered, feedback recorded"
+                    );
+                    let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
+                    events.push(q.record(now_ms, Outcome::NotInstalled, detail.into()));
+                }
             }
         }
         // 3. A device that fell behind had further notifications stored; once its queue has
@@ -719,7 +763,7 @@ impl State {
         if self.has_room(&device, session) {
             self.flush_stored(&device, now_ms, &mut events);
         }
-        (Some(answered), events)
+        (result, events)
     }
 
     /// Marks a delivery a session has not answered yet as hit by fault `id`, so that its later
@@ -733,7 +777,8 @@ impl State {
         else {
             return false;
         };
-        q.fault = Some(id.to_owned());
+        q.fault = Some(Arc::from(id));
+        q.held = true;
         true
     }
 
@@ -797,20 +842,25 @@ impl State {
         mut q: Queued,
         environment: Environment,
         now_ms: u64,
-    ) -> (Result<PushOutcome, PushError>, Vec<Event>) {
-        q.keep = Keep::decide(q.expiry, now_ms / 1000, self.storage_secs);
-        q.serial = self.token_serial(&q.token);
+    ) -> (Result<PushOutcome, PushError>, Vec<Record>) {
+        q.keep = Keep::decide(q.note.expiry, now_ms / 1000, self.storage_secs);
         let mut events = Vec::new();
-        let checked = self
-            .check_token(&q, environment)
-            .and_then(|device| self.rate.check(&q.token, now_ms).map(|()| device));
+        // One look-up of the token for everything: its device (whose interned serial its
+        // events name) and the checks.
+        let record = self.tokens.get(&q.note.token);
+        if let Some(note) = Arc::get_mut(&mut q.note) {
+            // `from_request` made it and nothing shares it yet, so this always happens.
+            note.serial = record.map(|r| r.device.serial.clone());
+        }
+        let checked = State::check_token(record, &q, environment)
+            .and_then(|device| self.rate.check(&q.note.token, now_ms).map(|()| device));
         let result = match checked {
             Err(err) => {
                 let outcome = match err {
                     PushError::Unregistered { .. } => {
                         // Like Apple, a push to a gone app feeds the feedback service again
                         // (once per unread list).
-                        self.unregister(q.token, now_ms);
+                        self.unregister(q.note.token, now_ms);
                         Outcome::Unregistered
                     }
                     PushError::TooManyRequests { .. } => Outcome::Throttled,
@@ -823,14 +873,7 @@ impl State {
                 } else {
                     "dropped"
                 };
-                decided(
-                    &mut events,
-                    now_ms,
-                    q.subject(),
-                    outcome,
-                    path,
-                    err.to_string(),
-                );
+                q.decided(&mut events, now_ms, outcome, path, err.to_string().into());
                 Err(err)
             }
             Ok(device) => Ok(self.route(&device, q, now_ms, &mut events)),
@@ -838,9 +881,13 @@ impl State {
         (result, events)
     }
 
-    /// The device a push may go to, or why it may not.
-    fn check_token(&self, q: &Queued, environment: Environment) -> Result<DeviceKey, PushError> {
-        let record = self.tokens.get(&q.token).ok_or(PushError::UnknownToken)?;
+    /// The device a push may go to, or why it may not; `record`: who holds its token, if anyone.
+    fn check_token(
+        record: Option<&TokenRecord>,
+        q: &Queued,
+        environment: Environment,
+    ) -> Result<DeviceKey, PushError> {
+        let record = record.ok_or(PushError::UnknownToken)?;
         if record.device.environment != environment {
             return Err(PushError::WrongEnvironment {
                 token: record.device.environment,
@@ -867,9 +914,12 @@ impl State {
         device: &DeviceKey,
         q: Queued,
         now_ms: u64,
-        events: &mut Vec<Event>,
+        events: &mut Vec<Record>,
     ) -> PushOutcome {
-        let record = self.devices.entry(device.clone()).or_default();
+        let record = match self.devices.get_mut(device) {
+            Some(record) => record,
+            None => self.devices.entry(device.clone()).or_default(),
+        };
 
         // 1. Online with room: hand it to the session's queue without waiting, and note it
         //    with the session as owed an answer.
@@ -884,8 +934,8 @@ impl State {
                 match live.tx.try_send(q.to_device(delivery)) {
                     Ok(()) => {
                         self.next_delivery = delivery;
-                        let detail = format!("device {}", device.serial);
-                        decided(events, now_ms, q.subject(), Outcome::Sent, "device", detail);
+                        let detail = Detail::Device(device.serial.clone());
+                        q.decided(events, now_ms, Outcome::Sent, "device", detail);
                         session.pending.insert(delivery, q);
                         return PushOutcome::Sent;
                     }
@@ -905,47 +955,32 @@ impl State {
         let until = match q.keep {
             Keep::Never => {
                 let detail = format!("{why}; expiry 0 means do not store");
-                decided(
+                q.decided(
                     events,
                     now_ms,
-                    q.subject(),
                     Outcome::Discarded,
                     "discarded",
-                    detail,
+                    detail.into(),
                 );
                 return PushOutcome::Discarded;
             }
             Keep::Until(until) if until <= now_ms / 1000 => {
                 let detail = format!("{why}; expiry {until} has passed");
-                decided(
-                    events,
-                    now_ms,
-                    q.subject(),
-                    Outcome::Expired,
-                    "expired",
-                    detail,
-                );
+                q.decided(events, now_ms, Outcome::Expired, "expired", detail.into());
                 return PushOutcome::Discarded;
             }
             Keep::Until(until) => until,
         };
         let detail = format!("{why}; {}", q.storage_note(until));
-        decided(
-            events,
-            now_ms,
-            q.subject(),
-            Outcome::Stored,
-            "store",
-            detail,
-        );
+        q.decided(events, now_ms, Outcome::Stored, "store", detail.into());
         let app = self
             .tokens
-            .get(&q.token)
-            .map_or_else(|| q.topic.clone(), |r| r.app.clone());
+            .get(&q.note.token)
+            .map_or_else(|| q.note.topic.to_string(), |r| r.app.clone());
         match record.stored.insert(app, q) {
             Some(old) => {
                 let detail = "a newer notification for the same app replaced it".to_owned();
-                events.push(old.event(now_ms, Outcome::Superseded, detail));
+                events.push(old.record(now_ms, Outcome::Superseded, detail.into()));
             }
             None => self.stored_len += 1,
         }
@@ -1041,7 +1076,7 @@ impl State {
 
     /// The serial of the device `token` was minted for.
     pub(super) fn token_serial(&self, token: &DeviceToken) -> Option<String> {
-        self.tokens.get(token).map(|r| r.device.serial.clone())
+        self.tokens.get(token).map(|r| r.device.serial.to_string())
     }
 
     /// When a token became unregistered, if it did.
@@ -1054,12 +1089,12 @@ impl State {
     pub(super) fn any_online(&self, serials: &std::collections::HashSet<String>) -> bool {
         self.devices
             .iter()
-            .any(|(key, d)| d.session.is_some() && serials.contains(&key.serial))
+            .any(|(key, d)| d.session.is_some() && serials.contains(&*key.serial))
     }
 
     pub(super) fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
         self.tokens.get(token).map(|r| TokenOwner {
-            serial: r.device.serial.clone(),
+            serial: r.device.serial.to_string(),
             environment: r.device.environment,
             held: AppToken::new(r.app.clone(), r.kind.clone()),
             unregistered: r.unregistered_at_ms.is_some(),
@@ -1077,7 +1112,7 @@ impl State {
         let mut out: Vec<KnownDevice> = keys
             .iter()
             .map(|key| KnownDevice {
-                serial: key.serial.clone(),
+                serial: key.serial.to_string(),
                 environment: key.environment,
                 online: self.devices[*key].session.is_some(),
                 tokens: Vec::new(),
@@ -1166,7 +1201,7 @@ pub(super) mod tests {
 
         fn connect(&mut self, serial: &str) -> DeviceSession {
             let (session, events) = self.st.connect_device(serial, SANDBOX, self.now_ms);
-            self.log.extend(events);
+            self.log.extend(events.iter().map(Record::event));
             session
         }
 
@@ -1175,6 +1210,7 @@ pub(super) mod tests {
             let events = self
                 .st
                 .disconnect_device(serial, SANDBOX, session, self.now_ms);
+            let events: Vec<Event> = events.iter().map(Record::event).collect();
             self.log.extend(events.iter().cloned());
             events
         }
@@ -1208,7 +1244,7 @@ pub(super) mod tests {
                 DeviceToken::LEN,
                 self.now_ms,
             );
-            self.log.extend(events);
+            self.log.extend(events.iter().map(Record::event));
             token
         }
 
@@ -1216,14 +1252,17 @@ pub(super) mod tests {
             let environment = req.environment;
             let queued = Queued::from_request(req, Instant::now());
             let (outcome, events) = self.st.push(queued, environment, self.now_ms);
-            self.log.extend(events);
+            self.log.extend(events.iter().map(Record::event));
             outcome
         }
 
         fn reply(&mut self, session: u64, delivery: u64, reply: DeviceReply) -> bool {
-            let (owned, events) = self.st.device_reply(session, delivery, reply, self.now_ms);
-            self.log.extend(events);
-            owned.is_some()
+            let answer = DeviceAnswer::One { delivery, reply };
+            let (owned, events) = self
+                .st
+                .device_reply(session, &[answer], self.now_ms, |_| {});
+            self.log.extend(events.iter().map(Record::event));
+            owned.is_ok()
         }
 
         /// (identifier, outcome) of every notification event logged so far.

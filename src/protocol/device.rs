@@ -36,6 +36,13 @@
 //! | `0x03` | Ack | delivery u64 — the device received and showed this notification |
 //! | `0x04` | NotInstalled | delivery u64 — this notification's app (token) is no longer on the device |
 //! | `0x05` | Ping | nonce u64 |
+//! | `0x06` | AckThrough | delivery u64 — the device received and showed every notification of this session numbered up to and including this one that it did not answer otherwise |
+//!
+//! AckThrough is the cumulative acknowledgement: a session's notifications arrive in the
+//! order of their delivery numbers, so one AckThrough after a read answers all of that read's
+//! notifications in 11 bytes (after any NotInstalled for some of them, which it then skips).
+//! A device may also acknowledge every notification on its own with Ack, and may mix both on
+//! one session.
 //!
 //! # Simulator → device ([`ServerMessage`])
 //!
@@ -104,6 +111,8 @@ pub const TYPE_ACK: u8 = 0x03;
 pub const TYPE_NOT_INSTALLED: u8 = 0x04;
 /// Type byte of [`DeviceMessage::Ping`].
 pub const TYPE_PING: u8 = 0x05;
+/// Type byte of [`DeviceMessage::AckThrough`].
+pub const TYPE_ACK_THROUGH: u8 = 0x06;
 /// Type byte of [`ServerMessage::Welcome`].
 pub const TYPE_WELCOME: u8 = 0x81;
 /// Type byte of [`ServerMessage::Registered`].
@@ -218,6 +227,12 @@ pub enum DeviceMessage {
         /// Arbitrary value echoed in the Pong, so the device can match them up.
         nonce: u64,
     },
+    /// The device received and showed every notification of this session numbered up to and
+    /// including `delivery` that it has not answered otherwise (the cumulative Ack).
+    AckThrough {
+        /// The highest delivery number it answers, from [`DeviceNotification::delivery`].
+        delivery: u64,
+    },
 }
 
 impl DeviceMessage {
@@ -229,6 +244,7 @@ impl DeviceMessage {
             DeviceMessage::Ack { .. } => TYPE_ACK,
             DeviceMessage::NotInstalled { .. } => TYPE_NOT_INSTALLED,
             DeviceMessage::Ping { .. } => TYPE_PING,
+            DeviceMessage::AckThrough { .. } => TYPE_ACK_THROUGH,
         }
     }
 }
@@ -414,6 +430,9 @@ pub fn decode_device_message(
         TYPE_PING => DeviceMessage::Ping {
             nonce: f.u64("Ping.nonce")?,
         },
+        TYPE_ACK_THROUGH => DeviceMessage::AckThrough {
+            delivery: f.u64("AckThrough.delivery")?,
+        },
         other => return Err(DeviceProtocolError::UnknownType(other)),
     };
     f.finish()?;
@@ -491,7 +510,9 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
             put_str8(&mut body, app, MAX_APP_LEN);
             put_kind(&mut body, kind);
         }
-        DeviceMessage::Ack { delivery } | DeviceMessage::NotInstalled { delivery } => {
+        DeviceMessage::Ack { delivery }
+        | DeviceMessage::NotInstalled { delivery }
+        | DeviceMessage::AckThrough { delivery } => {
             body.put_u64(*delivery);
         }
         DeviceMessage::Ping { nonce } => body.put_u64(*nonce),
@@ -548,7 +569,7 @@ pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
 fn is_device_type(t: u8) -> bool {
     matches!(
         t,
-        TYPE_HELLO | TYPE_REGISTER | TYPE_ACK | TYPE_NOT_INSTALLED | TYPE_PING
+        TYPE_HELLO | TYPE_REGISTER | TYPE_ACK | TYPE_NOT_INSTALLED | TYPE_PING | TYPE_ACK_THROUGH
     )
 }
 
@@ -840,6 +861,15 @@ mod tests {
                 ]
                 .concat(),
                 DeviceMessage::NotInstalled { delivery: 7 },
+            ),
+            (
+                [
+                    &[0x06][..],                                       // type AckThrough
+                    &[0x00, 0x08],                                     // body length 8
+                    &[0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02], // delivery 65,538
+                ]
+                .concat(),
+                DeviceMessage::AckThrough { delivery: 65_538 },
             ),
             (
                 [
@@ -1164,7 +1194,7 @@ mod tests {
 
     #[test]
     fn unknown_type_from_the_first_byte() {
-        for t in [0x00, 0x06, 0x80, 0x86, 0xFF] {
+        for t in [0x00, 0x07, 0x80, 0x86, 0xFF] {
             let mut b = BytesMut::from(&[t][..]);
             assert_eq!(
                 decode_device_message(&mut b),
@@ -1229,13 +1259,17 @@ mod tests {
 
     #[test]
     fn truncated_bodies_name_the_field() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
             (&[0x01, 0x00, 0x00], "Hello.version"),
             (&[0x01, 0x00, 0x01, 0x01], "Hello.environment"),
             (&[0x01, 0x00, 0x02, 0x01, 0x00], "Hello.serial"),
             (&[0x01, 0x00, 0x04, 0x01, 0x00, 0x05, b'a'], "Hello.serial"),
             (&[0x02, 0x00, 0x01, 0x00], "Register.app"),
             (&[0x03, 0x00, 0x07, 0, 0, 0, 0, 0, 0, 0], "Ack.delivery"),
+            (
+                &[0x06, 0x00, 0x07, 0, 0, 0, 0, 0, 0, 0],
+                "AckThrough.delivery",
+            ),
         ];
         for (bytes, what) in cases {
             let mut b = BytesMut::from(bytes);

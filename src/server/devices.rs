@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, ReadError};
-use crate::hub::{DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
+use crate::hub::{DeviceAnswer, DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
 use crate::protocol::device::{
     decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceNotification,
     DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
@@ -78,6 +78,15 @@ pub(crate) enum SessionError {
     /// A NotInstalled for a delivery this session was never sent (or already answered).
     #[error("NotInstalled for unknown delivery {0}")]
     UnknownNotInstalled(u64),
+    /// An AckThrough past the last delivery this session wrote: it would acknowledge
+    /// notifications the device cannot have seen.
+    #[error("AckThrough for delivery {delivery}, beyond the last one sent ({last})")]
+    AckBeyondSent {
+        /// The number the device sent.
+        delivery: u64,
+        /// The last delivery written to it (0: none).
+        last: u64,
+    },
     /// Writing an answer to the device failed.
     #[error("write failed: {0}")]
     Write(std::io::Error),
@@ -104,6 +113,7 @@ impl SessionError {
             | SessionError::HelloTwice
             | SessionError::UnknownAck(_)
             | SessionError::UnknownNotInstalled(_)
+            | SessionError::AckBeyondSent { .. }
             | SessionError::Write(_) => CloseCode::Protocol,
             SessionError::Register(RegisterError::TooManyTokens(_)) => CloseCode::Limit,
             // The hub drops a live session's record only for a newer connection with the
@@ -212,6 +222,10 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     let idle = settings.device_idle_timeout();
     let mut deadline = Instant::now() + idle;
     let mut faults = SessionFaults::default();
+    // The last delivery written to the device (an AckThrough may not go past it), and the
+    // answers of one read, gathered for the hub (kept between reads to reuse the buffer).
+    let mut last_sent = 0u64;
+    let mut answers: Vec<DeviceAnswer> = Vec::new();
     let ended: Option<SessionError> = loop {
         let next_late = faults.late.keys().next().map(|(at, _)| *at);
         tokio::select! {
@@ -228,6 +242,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                         dropped = true;
                         break;
                     }
+                    last_sent = n.delivery;
                     conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*n), b));
                     batched += 1;
                     if batched == MAX_BATCH {
@@ -267,11 +282,9 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                     Ok(Ok(Some(msg))) => msg,
                 };
                 deadline = Instant::now() + idle;
-                if faults.intercept(&msg) {
-                    continue;
-                }
                 let who = Who { serial: &serial, environment, session: session.id, token_len: settings.token_len };
-                if let Err(problem) = answer(conn, hub, &who, msg).await {
+                let mut read = Read { faults: &mut faults, answers: &mut answers, last_sent };
+                if let Err(problem) = read.handle(conn, hub, &who, msg).await {
                     break Some(problem);
                 }
             }
@@ -332,11 +345,17 @@ impl SessionFaults {
     }
 
     /// Takes the device's answer to a delivery a fault withholds or delays. True: handled
-    /// here (the hub hears of it late, or never).
+    /// here (the hub hears of it late, or never). An AckThrough is never handled here: the
+    /// deliveries up to it that a fault withholds or delays are taken out of it (the hub
+    /// passes over them, [`DeviceAnswer::Through`]), and the rest goes to the hub.
     fn intercept(&mut self, msg: &DeviceMessage) -> bool {
         let (delivery, reply) = match msg {
             DeviceMessage::Ack { delivery } => (*delivery, DeviceReply::Ack),
             DeviceMessage::NotInstalled { delivery } => (*delivery, DeviceReply::NotInstalled),
+            DeviceMessage::AckThrough { delivery } => {
+                self.intercept_through(*delivery);
+                return false;
+            }
             _ => return false,
         };
         if let Some(fault) = self.withheld.remove(&delivery) {
@@ -348,6 +367,33 @@ impl SessionFaults {
             return true;
         }
         false
+    }
+}
+
+impl SessionFaults {
+    /// What [`SessionFaults::intercept`] does for the deliveries up to `through` that a
+    /// fault withholds or delays, which an AckThrough acknowledges together.
+    fn intercept_through(&mut self, through: u64) {
+        if !self.withheld.is_empty() {
+            self.withheld.retain(|&delivery, fault| {
+                let covered = delivery <= through;
+                if covered {
+                    info!(delivery, %fault, "fault: the device's answer is withheld");
+                }
+                !covered
+            });
+        }
+        if !self.delayed.is_empty() {
+            let now = Instant::now();
+            let late = &mut self.late;
+            self.delayed.retain(|&delivery, delay| {
+                let covered = delivery <= through;
+                if covered {
+                    late.insert((now + *delay, delivery), DeviceReply::Ack);
+                }
+                !covered
+            });
+        }
     }
 }
 
@@ -363,45 +409,122 @@ struct Who<'a> {
     token_len: usize,
 }
 
-/// Handles one message from the device. An `Err` ends the session with that error.
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Connection<S>,
-    hub: &Hub,
-    who: &Who<'_>,
-    msg: DeviceMessage,
-) -> Result<(), SessionError> {
-    let (serial, environment, session) = (who.serial, who.environment, who.session);
-    match msg {
-        DeviceMessage::Hello { .. } => return Err(SessionError::HelloTwice),
-        DeviceMessage::Register {
-            fresh_install,
-            app,
-            kind,
-        } => {
-            let wanted = AppToken { app, kind };
-            let token = hub
-                .register_token(serial, environment, &wanted, fresh_install, who.token_len)
-                .map_err(SessionError::Register)?;
-            let AppToken { app, kind } = wanted;
-            let registered = ServerMessage::Registered { app, kind, token };
-            conn.buffer(|b| encode_server_message(&registered, b));
-        }
-        DeviceMessage::Ack { delivery } => {
-            if !hub.device_reply(session, delivery, DeviceReply::Ack) {
-                return Err(SessionError::UnknownAck(delivery));
+/// One read's worth of frames from the device, handled together: the answers about
+/// deliveries (Ack, NotInstalled, AckThrough) go to the hub in one step
+/// ([`Hub::device_answers`]), and what is written back goes out in one write.
+struct Read<'a> {
+    /// The session's faults, which may take an answer out.
+    faults: &'a mut SessionFaults,
+    /// The answers gathered since they were last handed to the hub (empty between reads).
+    answers: &'a mut Vec<DeviceAnswer>,
+    /// The last delivery written to the device.
+    last_sent: u64,
+}
+
+impl Read<'_> {
+    /// Handles `first` and every whole frame already buffered after it, in order. An `Err`
+    /// ends the session with that error (the answers before it stand).
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        hub: &Hub,
+        who: &Who<'_>,
+        first: DeviceMessage,
+    ) -> Result<(), SessionError> {
+        let mut wrote = false;
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            if let Err(problem) = self.answer(conn, hub, who, msg, &mut wrote) {
+                // What came before the problem stands, as if it had been read alone.
+                self.settle(hub, who)?;
+                return Err(problem);
             }
+            next = match conn.buffered_frame(decode_device_message) {
+                Ok(next) => next,
+                Err(e) => {
+                    self.settle(hub, who)?;
+                    return Err(SessionError::Malformed(e));
+                }
+            };
         }
-        DeviceMessage::NotInstalled { delivery } => {
-            if !hub.device_reply(session, delivery, DeviceReply::NotInstalled) {
-                return Err(SessionError::UnknownNotInstalled(delivery));
-            }
-            info!(serial, delivery, "device reported app not installed");
+        self.settle(hub, who)?;
+        if wrote {
+            conn.flush().await.map_err(SessionError::Write)?;
         }
-        DeviceMessage::Ping { nonce } => {
-            conn.buffer(|b| encode_server_message(&ServerMessage::Pong { nonce }, b));
-        }
+        Ok(())
     }
-    conn.flush().await.map_err(SessionError::Write)
+
+    /// Handles one message: an answer is gathered, anything else is answered in turn (after
+    /// the answers before it reached the hub, so the log keeps the device's order).
+    fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        hub: &Hub,
+        who: &Who<'_>,
+        msg: DeviceMessage,
+        wrote: &mut bool,
+    ) -> Result<(), SessionError> {
+        if self.faults.intercept(&msg) {
+            return Ok(());
+        }
+        let (serial, environment) = (who.serial, who.environment);
+        match msg {
+            DeviceMessage::Hello { .. } => return Err(SessionError::HelloTwice),
+            DeviceMessage::Register {
+                fresh_install,
+                app,
+                kind,
+            } => {
+                self.settle(hub, who)?;
+                let wanted = AppToken { app, kind };
+                let token = hub
+                    .register_token(serial, environment, &wanted, fresh_install, who.token_len)
+                    .map_err(SessionError::Register)?;
+                let AppToken { app, kind } = wanted;
+                let registered = ServerMessage::Registered { app, kind, token };
+                conn.buffer(|b| encode_server_message(&registered, b));
+                *wrote = true;
+            }
+            DeviceMessage::Ack { delivery } => self.answers.push(DeviceAnswer::One {
+                delivery,
+                reply: DeviceReply::Ack,
+            }),
+            DeviceMessage::NotInstalled { delivery } => {
+                info!(serial, delivery, "device reported app not installed");
+                self.answers.push(DeviceAnswer::One {
+                    delivery,
+                    reply: DeviceReply::NotInstalled,
+                });
+            }
+            DeviceMessage::AckThrough { delivery } => {
+                if delivery > self.last_sent {
+                    return Err(SessionError::AckBeyondSent {
+                        delivery,
+                        last: self.last_sent,
+                    });
+                }
+                self.answers.push(DeviceAnswer::Through { delivery });
+            }
+            DeviceMessage::Ping { nonce } => {
+                conn.buffer(|b| encode_server_message(&ServerMessage::Pong { nonce }, b));
+                *wrote = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the gathered answers to the hub, under one lock.
+    fn settle(&mut self, hub: &Hub, who: &Who<'_>) -> Result<(), SessionError> {
+        if self.answers.is_empty() {
+            return Ok(());
+        }
+        let result = hub.device_answers(who.session, self.answers);
+        self.answers.clear();
+        result.map_err(|(delivery, reply)| match reply {
+            DeviceReply::Ack => SessionError::UnknownAck(delivery),
+            DeviceReply::NotInstalled => SessionError::UnknownNotInstalled(delivery),
+        })
+    }
 }
 
 #[cfg(test)]

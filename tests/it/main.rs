@@ -3,6 +3,7 @@
 //! 127.0.0.1 port 0 over real TLS, so they run in parallel; they wait on events with a
 //! generous timeout and never sleep to synchronise. (`readme` only reads files.)
 
+mod acks;
 mod architecture;
 mod binary;
 mod cli;
