@@ -10,6 +10,7 @@ use apns_sim::client::{CertsDir, ProviderTlsFiles};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Subcommand};
 
+mod bench;
 mod certs;
 mod device;
 mod feedback;
@@ -52,6 +53,9 @@ pub(crate) enum Command {
     Tour(tour::TourArgs),
     /// Check or run scenario files: a world, a timeline and expectations with verdicts.
     Scenario(scenario::ScenarioArgs),
+    /// Measure a simulator (in-process, a child `serve`, or a running target such as the
+    /// anchors): throughput, push -> device latency, CPU and memory, the raw TLS limit.
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
@@ -73,6 +77,7 @@ impl Command {
         match self {
             Command::Push(args) => args.check(sub_command, sub),
             Command::Serve(args) => args.check(sub_command, sub),
+            Command::Bench(args) => args.check(sub_command, sub),
             _ => Ok(()),
         }
     }
@@ -83,6 +88,9 @@ impl Command {
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
             Command::Tour(_) => "warn",
+            // The report is the output; an in-process simulator's info lines (one per
+            // notification) would bury it and cost what is being measured.
+            Command::Bench(_) => "warn",
             Command::Scenario(args) if args.quiet() => "warn",
             _ => "info",
         }
@@ -98,6 +106,7 @@ impl Command {
             Command::Device(args) => args.run().await,
             Command::Tour(args) => args.run().await,
             Command::Scenario(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
         }
     }
 }
