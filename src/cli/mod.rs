@@ -53,8 +53,7 @@ pub(crate) enum Command {
     Tour(tour::TourArgs),
     /// Check or run scenario files: a world, a timeline and expectations with verdicts.
     Scenario(scenario::ScenarioArgs),
-    /// Measure a simulator (in-process, a child `serve`, or a running target such as the
-    /// anchors): throughput, push -> device latency, CPU and memory, the raw TLS limit.
+    /// Load-test a simulator (or an anchor): throughput, push -> device latency, CPU and memory.
     Bench(bench::BenchArgs),
 }
 
@@ -82,9 +81,10 @@ impl Command {
         }
     }
 
-    /// The log level when no `-v` is given: the tour's narration and a scenario command's
-    /// report are the output, so their simulators log only warnings (`-v` or `RUST_LOG` bring
-    /// the info lines back); every other command logs at info.
+    /// The log level when no `-v` is given: the tour's narration, a scenario command's
+    /// report and a benchmark's summary are the output, so their simulators log only
+    /// warnings (`-v` or `RUST_LOG` bring the info lines back); every other command logs at
+    /// info.
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
             Command::Tour(_) => "warn",

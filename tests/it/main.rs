@@ -4,6 +4,7 @@
 //! generous timeout and never sleep to synchronise. (`readme` only reads files.)
 
 mod architecture;
+mod bench;
 mod binary;
 mod cli;
 mod common;
