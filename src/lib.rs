@@ -30,6 +30,8 @@
 //! scenario/   scenario files: the world, a timeline and expectations; their check (file,
 //!             line, field), a self-contained run with verdicts, JSON and JUnit reports
 //! tour        `apns-sim tour`: the push flow narrated step by step on its own simulator
+//! loadgen/    `apns-sim bench`: the load generator (providers, device fleets, HDR latency,
+//!             the simulator's CPU and memory) against a simulator or the anchors
 //! ```
 //!
 //! The command line lives in the binary (`src/main.rs` and `src/cli/`), which parses
@@ -42,6 +44,7 @@ pub mod client;
 pub mod clock;
 pub mod connection;
 pub mod hub;
+pub mod loadgen;
 pub mod pki;
 pub mod protocol;
 pub mod scenario;

@@ -10,6 +10,7 @@ use apns_sim::client::{CertsDir, ProviderTlsFiles};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Subcommand};
 
+mod bench;
 mod certs;
 mod device;
 mod feedback;
@@ -58,6 +59,8 @@ pub(crate) enum Command {
     /// Run your provider tests (COMMAND) against a fresh simulator with a scenario's world,
     /// then check its expectations. Exit status: COMMAND's failure, else the verdict (0/1).
     Test(test::TestArgs),
+    /// Load-test a simulator (or an anchor): throughput, push -> device latency, CPU and memory.
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
@@ -79,16 +82,21 @@ impl Command {
         match self {
             Command::Push(args) => args.check(sub_command, sub),
             Command::Serve(args) => args.check(sub_command, sub),
+            Command::Bench(args) => args.check(sub_command, sub),
             _ => Ok(()),
         }
     }
 
-    /// The log level when no `-v` is given: the tour's narration and a scenario command's
-    /// report are the output, so their simulators log only warnings (`-v` or `RUST_LOG` bring
-    /// the info lines back); every other command logs at info.
+    /// The log level when no `-v` is given: the tour's narration, a scenario command's
+    /// report and a benchmark's summary are the output, so their simulators log only
+    /// warnings (`-v` or `RUST_LOG` bring the info lines back); every other command logs at
+    /// info.
     pub(crate) fn default_log_level(&self) -> &'static str {
         match self {
             Command::Tour(_) => "warn",
+            // The report is the output; an in-process simulator's info lines (one per
+            // notification) would bury it and cost what is being measured.
+            Command::Bench(_) => "warn",
             Command::Scenario(args) if args.quiet() => "warn",
             Command::Test(_) => "warn",
             _ => "info",
@@ -106,6 +114,7 @@ impl Command {
             Command::Tour(args) => args.run().await,
             Command::Scenario(args) => args.run().await,
             Command::Test(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
         }
     }
 }

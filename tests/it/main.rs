@@ -5,6 +5,7 @@
 
 mod acks;
 mod architecture;
+mod bench;
 mod binary;
 mod cli;
 mod common;

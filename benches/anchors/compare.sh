@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# apns-sim against the minimal coalescing forwarder, alternated, with the same pump and the
+# same devices (`apns-sim bench`): the binary figures of BENCHMARKS.md's "Anchors (issue 10)".
+#
+#   cargo build --release --bin apns-sim --example anchors
+#   benches/anchors/compare.sh                 # ROUNDS [3], N [300000], FLAGS [the defaults]
+#   FLAGS="--rate 50000" N=500000 benches/anchors/compare.sh      # paced
+#
+# Each round runs the forwarder, `serve` at RUST_LOG=warn and `serve` at the default level
+# (info), in an order that rotates by round; one line per run, then the median of each.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin="$root/target/release/apns-sim"
+anchors="$root/target/release/examples/anchors"
+work=$(mktemp -d)
+fwd=
+trap 'if [ -n "$fwd" ]; then kill "$fwd" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+"$anchors" forwarder --certs "$work/certs" --info "$work/fwd.json" >/dev/null &
+fwd=$!
+for _ in $(seq 300); do [ -f "$work/fwd.json" ] && break; sleep 0.1; done
+# shellcheck disable=SC2086 # FLAGS is a list of flags
+run() {
+  case $1 in
+    forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" ;;
+    warn | info) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --serve "$1" ;;
+  esac >"$work/$1.$2.json"
+  python3 - "$work/$1.$2.json" "$1" "$2" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+l = s["latency_us"] or {}
+print(f'{sys.argv[2]:9} round {sys.argv[3]}: delivered {s["delivered_per_sec"]:9.0f}/s  '
+      f'accepted {s["accepted_per_sec"]:9.0f}/s  CPU {s["simulator"]["cpu_us_per_notification"]:6.2f} µs  '
+      f'p50 {l.get("p50", 0)} µs  p99 {l.get("p99", 0)} µs  complete {s["complete"]}  '
+      f'load {open("/proc/loadavg").read().split()[0]}')
+PY
+}
+targets=(forwarder warn info)
+for round in $(seq "${ROUNDS:-3}"); do
+  for i in 0 1 2; do
+    run "${targets[$(((i + round - 1) % 3))]}" "$round"
+  done
+done
+python3 - "$work" <<'PY'
+import glob, json, statistics, sys
+for t in ["forwarder", "warn", "info"]:
+    runs = [json.load(open(f)) for f in sorted(glob.glob(f"{sys.argv[1]}/{t}.*.json"))]
+    med = lambda f: statistics.median(f(s) for s in runs)
+    print(f'median {t:9}: delivered {med(lambda s: s["delivered_per_sec"]):9.0f}/s  '
+          f'CPU {med(lambda s: s["simulator"]["cpu_us_per_notification"]):6.2f} µs  '
+          f'p99 {med(lambda s: (s["latency_us"] or {}).get("p99", 0)):.0f} µs')
+PY

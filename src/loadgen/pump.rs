@@ -1,0 +1,362 @@
+//! The provider side of `apns-sim bench`: P connections (binary gateway, or HTTP/2 with a
+//! provider token or the provider certificate) sending N notifications round-robin over the
+//! devices' tokens, unpaced, at a fixed rate, or with at most W in flight.
+//!
+//! Concurrency: one task per connection; notification `i` goes on connection `i % P`. They
+//! share two counters (written, answered) and the devices' [`Seen`]; a paced writer sleeps
+//! until its next notification is due or the window opens. Nothing is buffered beyond one
+//! write (binary) or the connection's open streams (HTTP/2).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use indicatif::ProgressBar;
+use rustls::ClientConfig;
+
+use super::fleet::Seen;
+use super::frame::{self, LoadFrame, FRAME_LEN};
+use super::{Api, Pace};
+use crate::client::http2::{read_response, Http2Client, Http2Request};
+use crate::client::{BinaryClient, GatewayAnswer};
+use crate::protocol::token::DeviceToken;
+
+/// How long a binary connection waits after its last write for an error response; silence
+/// means every notification on it was accepted (the binary API has no positive answer).
+const ERROR_WAIT: Duration = Duration::from_millis(300);
+/// Longest a paced writer sleeps before looking again (window or schedule).
+const PACE_POLL: Duration = Duration::from_millis(1);
+
+/// What the connections need to know.
+pub(crate) struct PumpPlan {
+    /// Which API and auth.
+    pub(crate) api: Api,
+    /// `host:port` to connect to.
+    pub(crate) addr: String,
+    /// TLS server name.
+    pub(crate) server_name: String,
+    /// TLS client configuration (provider certificate for the binary API and certificate
+    /// auth, ALPN `h2` for HTTP/2).
+    pub(crate) tls: Arc<ClientConfig>,
+    /// `authorization: bearer …` for token auth.
+    pub(crate) bearer: Option<String>,
+    /// Connections.
+    pub(crate) connections: usize,
+    /// Notifications in all.
+    pub(crate) notifications: u64,
+    /// Frames per binary write when unpaced or windowed.
+    pub(crate) batch: usize,
+    /// Open streams per HTTP/2 connection.
+    pub(crate) streams: usize,
+    /// How writers hold back.
+    pub(crate) pace: Pace,
+    /// Whether devices show what is sent (a window then counts shown notifications; without
+    /// devices it counts answers, or nothing on the binary API).
+    pub(crate) delivered: bool,
+    /// Deadline of the whole send.
+    pub(crate) timeout: Duration,
+}
+
+/// What the connections reported.
+pub(crate) struct Pumped {
+    /// Nanoseconds since the run's start when the first write began.
+    pub(crate) start_ns: u64,
+    /// Nanoseconds since the run's start when the last notification was accepted (written
+    /// and not refused on the binary API; answered 200 on HTTP/2).
+    pub(crate) accepted_ns: u64,
+    /// Notifications accepted.
+    pub(crate) accepted: u64,
+    /// Notifications refused (an error response, a non-200 status).
+    pub(crate) rejected: u64,
+    /// The first refusal, in words.
+    pub(crate) first_error: Option<String>,
+}
+
+/// Counters the connection tasks share.
+struct Shared {
+    written: AtomicU64,
+    answered: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    last_accept_ns: AtomicU64,
+}
+
+/// Sends everything and waits for every answer.
+pub(crate) async fn run(
+    plan: PumpPlan,
+    tokens: Vec<DeviceToken>,
+    seen: Arc<Seen>,
+    progress: ProgressBar,
+) -> Result<Pumped> {
+    if tokens.is_empty() {
+        bail!("no device tokens to send to");
+    }
+    let plan = Arc::new(plan);
+    let tokens = Arc::new(tokens);
+    let shared = Arc::new(Shared {
+        written: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        last_accept_ns: AtomicU64::new(0),
+    });
+    // Connect every connection before the clock starts.
+    let mut binary = Vec::new();
+    let mut http2 = Vec::new();
+    for _ in 0..plan.connections {
+        match plan.api {
+            Api::Binary => binary.push(
+                BinaryClient::connect(&plan.addr, &plan.server_name, plan.tls.clone()).await?,
+            ),
+            Api::Http2Token | Api::Http2Certificate => http2
+                .push(Http2Client::connect(&plan.addr, &plan.server_name, plan.tls.clone()).await?),
+        }
+    }
+    let start_ns = seen.now_ns();
+    let shown0 = seen.shown();
+    let mut tasks = Vec::new();
+    for k in 0..plan.connections {
+        let ctx = Ctx {
+            plan: plan.clone(),
+            tokens: tokens.clone(),
+            shared: shared.clone(),
+            seen: seen.clone(),
+            progress: progress.clone(),
+            k: k as u64,
+            shown0,
+            started: Instant::now(),
+        };
+        tasks.push(match plan.api {
+            Api::Binary => tokio::spawn(binary_connection(ctx, binary.remove(0))),
+            _ => tokio::spawn(http2_connection(ctx, http2.remove(0))),
+        });
+    }
+    let mut first_error = None;
+    for t in tasks {
+        if let Some(e) = t.await?? {
+            first_error.get_or_insert(e);
+        }
+    }
+    Ok(Pumped {
+        start_ns,
+        accepted_ns: shared.last_accept_ns.load(Ordering::Relaxed),
+        accepted: shared.accepted.load(Ordering::Relaxed),
+        rejected: shared.rejected.load(Ordering::Relaxed),
+        first_error,
+    })
+}
+
+/// One connection's view.
+struct Ctx {
+    plan: Arc<PumpPlan>,
+    tokens: Arc<Vec<DeviceToken>>,
+    shared: Arc<Shared>,
+    seen: Arc<Seen>,
+    progress: ProgressBar,
+    /// This connection's index.
+    k: u64,
+    /// Notifications shown before the run.
+    shown0: u64,
+    /// When sending began (the rate's schedule starts here).
+    started: Instant,
+}
+
+impl Ctx {
+    /// The notifications of this connection: `k, k + P, k + 2P, …`.
+    fn count(&self) -> u64 {
+        let p = self.plan.connections as u64;
+        let n = self.plan.notifications;
+        if self.k >= n {
+            0
+        } else {
+            (n - self.k).div_ceil(p)
+        }
+    }
+
+    fn token(&self, i: u64) -> &DeviceToken {
+        &self.tokens[(i % self.tokens.len() as u64) as usize]
+    }
+
+    /// Notifications in flight: written and not yet shown (or answered, without devices).
+    fn in_flight(&self) -> u64 {
+        let done = if self.plan.delivered {
+            self.seen.shown() - self.shown0
+        } else {
+            self.shared.answered.load(Ordering::Relaxed)
+        };
+        self.shared
+            .written
+            .load(Ordering::Relaxed)
+            .saturating_sub(done)
+    }
+
+    /// Waits until this connection may send, and returns how many of its next
+    /// notifications it may send now (at most `most`); `sent` = how many it has sent.
+    async fn allowance(&self, sent: u64, most: u64) -> Result<u64> {
+        let deadline = self.started + self.plan.timeout;
+        loop {
+            let may = match self.plan.pace {
+                Pace::Full => most,
+                Pace::Window(w) => {
+                    // A window is counted over every connection; without devices on the
+                    // binary API nothing ever comes back, so it cannot apply.
+                    if !self.plan.delivered && self.plan.api == Api::Binary {
+                        most
+                    } else {
+                        w.saturating_sub(self.in_flight()).min(most)
+                    }
+                }
+                Pace::Rate(r) => {
+                    // This connection's share of the schedule: notification j of it is due
+                    // at j * P / r seconds.
+                    let p = self.plan.connections as f64;
+                    let due = (self.started.elapsed().as_secs_f64() * r as f64 / p) as u64 + 1;
+                    due.saturating_sub(sent).min(most)
+                }
+            };
+            if may > 0 {
+                return Ok(may);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting to send: the target stopped answering or showing notifications");
+            }
+            tokio::time::sleep(PACE_POLL).await;
+        }
+    }
+
+    fn accepted(&self, n: u64) {
+        self.shared.accepted.fetch_add(n, Ordering::Relaxed);
+        self.shared
+            .last_accept_ns
+            .fetch_max(self.seen.now_ns(), Ordering::Relaxed);
+        self.progress.inc(n);
+    }
+}
+
+/// Writes this connection's share in batches of frames, then waits for an error response.
+/// Returns the refusal, if there was one.
+async fn binary_connection(ctx: Ctx, mut client: BinaryClient) -> Result<Option<String>> {
+    let frame = LoadFrame::new()?;
+    let total = ctx.count();
+    let p = ctx.plan.connections as u64;
+    let mut buf = BytesMut::with_capacity(ctx.plan.batch * FRAME_LEN);
+    let mut sent = 0;
+    while sent < total {
+        let n = ctx
+            .allowance(sent, (total - sent).min(ctx.plan.batch as u64))
+            .await?;
+        buf.clear();
+        let now = ctx.seen.now_ns();
+        for j in sent..sent + n {
+            let i = ctx.k + j * p;
+            frame.put(&mut buf, ctx.token(i), i as u32, now);
+        }
+        ctx.shared.written.fetch_add(n, Ordering::Relaxed);
+        client.send(&buf).await?;
+        sent += n;
+        ctx.accepted(n);
+    }
+    // Accepted means written and not refused: an error response names the first refused
+    // notification, and everything after it on the connection was dropped.
+    match client.finish(ERROR_WAIT).await? {
+        GatewayAnswer::Silent => {
+            let _ = client.close().await;
+            Ok(None)
+        }
+        GatewayAnswer::Error(resp) => {
+            let id = u32::from_be_bytes(resp.identifier);
+            let lost = total.saturating_sub((u64::from(id).saturating_sub(ctx.k)) / p);
+            ctx.shared.accepted.fetch_sub(lost, Ordering::Relaxed);
+            ctx.shared.rejected.fetch_add(lost, Ordering::Relaxed);
+            Ok(Some(format!("binary: error response {resp:?}")))
+        }
+        GatewayAnswer::Closed => Ok(Some(
+            "binary: the gateway closed a connection without an error response".into(),
+        )),
+    }
+}
+
+/// Sends this connection's share with up to `streams` requests open, and reads every answer.
+async fn http2_connection(ctx: Ctx, mut client: Http2Client) -> Result<Option<String>> {
+    let total = ctx.count();
+    let p = ctx.plan.connections as u64;
+    // One request head per token, built once; only the body changes per notification.
+    let heads: Vec<Http2Request> = ctx
+        .tokens
+        .iter()
+        .map(|t| {
+            let mut r = Http2Request::push(&t.to_hex(), Bytes::new())
+                .header("apns-topic", crate::pki::DEFAULT_TOPIC)
+                .header("apns-push-type", "alert")
+                .header("apns-expiration", "0");
+            if let Some(b) = &ctx.plan.bearer {
+                r = r.header("authorization", b.clone());
+            }
+            r
+        })
+        .collect();
+    let mut open = FuturesUnordered::new();
+    let mut first_error = None;
+    let mut sent = 0;
+    let streams = ctx.plan.streams.max(1) as u64;
+    let deadline = ctx.started + ctx.plan.timeout;
+    while sent < total || !open.is_empty() {
+        let room = streams.saturating_sub(open.len() as u64);
+        if sent < total && room > 0 {
+            let n = ctx.allowance(sent, (total - sent).min(room)).await?;
+            for j in sent..sent + n {
+                let i = ctx.k + j * p;
+                let head = &heads[(i % heads.len() as u64) as usize];
+                let (response, mut body) = client.start(head, false).await?;
+                body.send_data(Bytes::from(frame::payload(ctx.seen.now_ns())), true)?;
+                ctx.shared.written.fetch_add(1, Ordering::Relaxed);
+                open.push(read_response(response));
+            }
+            sent += n;
+            // Read what is already answered without waiting.
+            while let Some(Some(answer)) = futures_util::FutureExt::now_or_never(open.next()) {
+                settle(&ctx, answer, &mut first_error);
+            }
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, open.next()).await {
+            Ok(Some(answer)) => settle(&ctx, answer, &mut first_error),
+            Ok(None) => {}
+            Err(_) => bail!("HTTP/2: answers did not arrive in time"),
+        }
+    }
+    Ok(first_error)
+}
+
+/// Counts one HTTP/2 answer.
+fn settle(
+    ctx: &Ctx,
+    answer: Result<crate::client::http2::Http2Response, crate::client::http2::Http2ClientError>,
+    first_error: &mut Option<String>,
+) {
+    ctx.shared.answered.fetch_add(1, Ordering::Relaxed);
+    match answer {
+        Ok(r) if r.status == 200 => ctx.accepted(1),
+        Ok(r) => {
+            ctx.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            first_error.get_or_insert_with(|| format!("HTTP/2: {r}"));
+        }
+        Err(e) => {
+            ctx.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            first_error.get_or_insert_with(|| format!("HTTP/2: {e}"));
+        }
+    }
+}
+
+/// The first connection error, with context.
+pub(crate) fn describe(api: Api) -> &'static str {
+    match api {
+        Api::Binary => "binary gateway",
+        Api::Http2Token => "HTTP/2 API (token auth)",
+        Api::Http2Certificate => "HTTP/2 API (certificate auth)",
+    }
+}
