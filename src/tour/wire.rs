@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::protocol::device::{
-    TYPE_ACK, TYPE_ERROR, TYPE_HELLO, TYPE_NOTIFICATION, TYPE_NOT_INSTALLED, TYPE_PING, TYPE_PONG,
+    TYPE_ACK, TYPE_ACK_THROUGH, TYPE_ERROR, TYPE_HELLO, TYPE_NOTIFICATION, TYPE_NOT_INSTALLED, TYPE_PING, TYPE_PONG,
     TYPE_REGISTER, TYPE_REGISTERED, TYPE_WELCOME,
 };
 use crate::protocol::error_response::Status;
@@ -102,6 +102,7 @@ pub fn device_type_name(frame_type: u8) -> &'static str {
         TYPE_HELLO => "Hello",
         TYPE_REGISTER => "Register",
         TYPE_ACK => "Ack",
+        TYPE_ACK_THROUGH => "AckThrough",
         TYPE_NOT_INSTALLED => "NotInstalled",
         TYPE_PING => "Ping",
         TYPE_WELCOME => "Welcome",
@@ -142,6 +143,9 @@ pub fn device_frame(bytes: &[u8], direction: DeviceDirection) -> Vec<Label> {
         }
         (DeviceDirection::FromDevice, TYPE_ACK | TYPE_NOT_INSTALLED) => {
             l.field(8, "delivery", |d| be_number(d).to_string());
+        }
+        (DeviceDirection::FromDevice, TYPE_ACK_THROUGH) => {
+            l.field(8, "delivery (every one up to it)", |d| be_number(d).to_string());
         }
         (DeviceDirection::FromDevice, TYPE_PING) | (DeviceDirection::FromSimulator, TYPE_PONG) => {
             l.field(8, "nonce", |d| be_number(d).to_string());
@@ -420,6 +424,19 @@ mod tests {
         );
         assert_eq!(labels[0].value, "0x01 (Hello)");
         assert_eq!(labels[5].value, "\"PHONE\"");
+    }
+
+    #[test]
+    fn a_cumulative_ack_is_labelled() {
+        let mut b = BytesMut::new();
+        encode_device_message(&DeviceMessage::AckThrough { delivery: 7 }, &mut b);
+        let labels = device_frame(&b, DeviceDirection::FromDevice);
+        assert_eq!(
+            names(&labels),
+            ["message type", "body length", "delivery (every one up to it)"]
+        );
+        assert_eq!(labels[0].value, "0x06 (AckThrough)");
+        assert_eq!(labels[2].value, "7");
     }
 
     #[test]
