@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 
 use crate::protocol::device::{
-    TYPE_ACK, TYPE_ACK_THROUGH, TYPE_ERROR, TYPE_HELLO, TYPE_NOTIFICATION, TYPE_NOT_INSTALLED, TYPE_PING, TYPE_PONG,
-    TYPE_REGISTER, TYPE_REGISTERED, TYPE_WELCOME,
+    TYPE_ACK, TYPE_ACK_THROUGH, TYPE_ERROR, TYPE_HELLO, TYPE_NOTIFICATION, TYPE_NOT_INSTALLED,
+    TYPE_PING, TYPE_PONG, TYPE_REGISTER, TYPE_REGISTERED, TYPE_WELCOME,
 };
 use crate::protocol::error_response::Status;
 use crate::protocol::h2wire;
@@ -145,7 +145,9 @@ pub fn device_frame(bytes: &[u8], direction: DeviceDirection) -> Vec<Label> {
             l.field(8, "delivery", |d| be_number(d).to_string());
         }
         (DeviceDirection::FromDevice, TYPE_ACK_THROUGH) => {
-            l.field(8, "delivery (every one up to it)", |d| be_number(d).to_string());
+            l.field(8, "delivery (every one up to it)", |d| {
+                be_number(d).to_string()
+            });
         }
         (DeviceDirection::FromDevice, TYPE_PING) | (DeviceDirection::FromSimulator, TYPE_PONG) => {
             l.field(8, "nonce", |d| be_number(d).to_string());
@@ -433,7 +435,11 @@ mod tests {
         let labels = device_frame(&b, DeviceDirection::FromDevice);
         assert_eq!(
             names(&labels),
-            ["message type", "body length", "delivery (every one up to it)"]
+            [
+                "message type",
+                "body length",
+                "delivery (every one up to it)"
+            ]
         );
         assert_eq!(labels[0].value, "0x06 (AckThrough)");
         assert_eq!(labels[2].value, "7");
