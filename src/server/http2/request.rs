@@ -352,7 +352,20 @@ pub fn parse_apns_id(value: &[u8], rules: Rules) -> Result<Uuid, String> {
 fn topic(value: Option<&[u8]>, policy: TopicPolicy<'_>) -> Result<String, Rejection> {
     let Some(value) = value else {
         return match policy {
-            TopicPolicy::Certificate([only]) => Ok(only.clone()),
+            // The certificate's own topic stands in for the header only when it could have
+            // been sent as one; the PKI never mints an empty or overlong topic, but a
+            // certificate from elsewhere may carry one (found by fuzz/http2_request).
+            TopicPolicy::Certificate([only]) if !only.is_empty() && only.len() <= MAX_TOPIC_LEN => {
+                Ok(only.clone())
+            }
+            TopicPolicy::Certificate([only]) => Err(Rejection::new(
+                Reason::MissingTopic,
+                format!(
+                    "no apns-topic, and the certificate's only topic is {} bytes, not a topic \
+                     (1 to {MAX_TOPIC_LEN} bytes); name one",
+                    only.len()
+                ),
+            )),
             TopicPolicy::Certificate(topics) => Err(Rejection::new(
                 Reason::MissingTopic,
                 format!(
@@ -851,6 +864,10 @@ mod tests {
             .1
         };
         assert_eq!(go(&one, &[]).unwrap().topic, "com.solo");
+        // A certificate whose only topic is empty (or too long) does not stand in for a
+        // missing header (fuzz/corpus/http2_request/regression-empty-cert-topic).
+        assert_eq!(go(&[String::new()], &[]), Err(Reason::MissingTopic));
+        assert_eq!(go(&["a".repeat(256)], &[]), Err(Reason::MissingTopic));
         assert_eq!(go(&many, &[]), Err(Reason::MissingTopic));
         let missing = check(
             &Method::POST,
