@@ -91,7 +91,10 @@ impl Http2Request {
         self.header("authorization", format!("bearer {jwt}"))
     }
 
-    fn build(&self, authority: &str) -> Result<Request<()>, Http2ClientError> {
+    /// The request's head (method, `https://authority/path`, headers) as h2 sends it;
+    /// public so that a client with a connection of its own (the tour's recording one)
+    /// builds it the same way.
+    pub fn build(&self, authority: &str) -> Result<Request<()>, Http2ClientError> {
         let bad = |e: String| Http2ClientError::BadRequest(e);
         let uri = http::Uri::builder()
             .scheme("https")

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use http::{HeaderName, HeaderValue, Request};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
@@ -164,23 +163,9 @@ impl TourH2 {
         request: &Http2Request,
     ) -> Result<Http2Response, TourError> {
         let failed = |e: String| TourError::Failed(format!("the HTTP/2 push failed: {e}"));
-        let uri = http::Uri::builder()
-            .scheme("https")
-            .authority(self.authority.as_str())
-            .path_and_query(request.path.as_str())
-            .build()
+        let head = request
+            .build(&self.authority)
             .map_err(|e| failed(e.to_string()))?;
-        let mut head = Request::builder()
-            .method(request.method.clone())
-            .uri(uri)
-            .body(())
-            .map_err(|e| failed(e.to_string()))?;
-        for (name, value) in &request.headers {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| failed(e.to_string()))?;
-            let value = HeaderValue::from_str(value).map_err(|e| failed(e.to_string()))?;
-            head.headers_mut().append(name, value);
-        }
         let work = async {
             let mut ready = self.send.clone().ready().await?;
             let (response, mut body) = ready.send_request(head, request.body.is_empty())?;
