@@ -1057,28 +1057,13 @@ impl<'a> Runner<'a> {
             .collect();
         // Which frames the hub has recorded, read incrementally: a fleet's thousands of
         // frames are each looked up once, not once per wake-up.
-        let mut by_identifier: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, (identifier, _)) in keys.iter().enumerate() {
-            by_identifier.entry(*identifier).or_default().push(i);
-        }
+        let by_identifier = by_identifier(&keys);
         let progress = std::cell::RefCell::new((from, HashSet::new()));
         let recorded = |events: &[Event]| {
             let mut guard = progress.borrow_mut();
             let (scanned, found) = &mut *guard;
             for e in events.get(*scanned..).unwrap_or_default() {
-                if let Event::Notification {
-                    api: Api::Binary,
-                    identifier,
-                    token,
-                    ..
-                } = e
-                {
-                    for i in by_identifier.get(identifier).into_iter().flatten() {
-                        if token.as_ref().map_or(true, |t| t.as_bytes() == keys[*i].1) {
-                            found.insert(*i);
-                        }
-                    }
-                }
+                found.extend(binary_matches(e, &by_identifier, &keys));
             }
             *scanned = (*scanned).max(events.len());
             found.len() == keys.len()
@@ -1872,29 +1857,49 @@ fn reached(events: &[Event], ids: &HashSet<Uuid>, milestone: Milestone) -> bool 
 /// The hub's first record of each binary notification `(identifier, token)` among `events`
 /// (one pass over the events).
 fn first_records<'e>(events: &'e [Event], keys: &[(u32, Vec<u8>)]) -> Vec<Option<&'e Event>> {
+    let by_identifier = by_identifier(keys);
+    let mut records = vec![None; keys.len()];
+    for e in events {
+        if let Some(i) = binary_matches(e, &by_identifier, keys).find(|&i| records[i].is_none()) {
+            records[i] = Some(e);
+        }
+    }
+    records
+}
+
+/// The indices of `keys` (binary `(identifier, token)` pairs) by identifier, for
+/// [`binary_matches`].
+fn by_identifier(keys: &[(u32, Vec<u8>)]) -> HashMap<u32, Vec<usize>> {
     let mut by_identifier: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, (identifier, _)) in keys.iter().enumerate() {
         by_identifier.entry(*identifier).or_default().push(i);
     }
-    let mut records = vec![None; keys.len()];
-    for e in events {
-        if let Event::Notification {
+    by_identifier
+}
+
+/// The indices of the keys a binary notification record `e` stands for: its identifier,
+/// and its token when the record has one (a frame refused before its token was read has
+/// none and fits every key of its identifier).
+fn binary_matches<'a>(
+    e: &'a Event,
+    by_identifier: &'a HashMap<u32, Vec<usize>>,
+    keys: &'a [(u32, Vec<u8>)],
+) -> impl Iterator<Item = usize> + 'a {
+    let (identifier, token) = match e {
+        Event::Notification {
             api: Api::Binary,
             identifier,
             token,
             ..
-        } = e
-        {
-            for i in by_identifier.get(identifier).into_iter().flatten() {
-                let fits = token.as_ref().map_or(true, |t| t.as_bytes() == keys[*i].1);
-                if fits && records[*i].is_none() {
-                    records[*i] = Some(e);
-                    break;
-                }
-            }
-        }
-    }
-    records
+        } => (Some(identifier), token.as_ref()),
+        _ => (None, None),
+    };
+    identifier
+        .and_then(|id| by_identifier.get(id))
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(move |&i| token.map_or(true, |t| t.as_bytes() == keys[i].1))
 }
 
 /// Runs `work` for each serial, [`DEVICE_CONCURRENCY`] at a time; the first failure wins.
