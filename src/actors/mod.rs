@@ -253,6 +253,18 @@ impl Actors {
         devices.values().map(|m| lock(&m.state).device()).collect()
     }
 
+    /// Whether `serial` is a managed device that will be online again by itself: not told to
+    /// stay offline and not stopped (a device whose connection was lost reconnects). What
+    /// is stored for such a device is on its way, so a caller waiting for deliveries to
+    /// settle waits for it too.
+    pub fn coming_back(&self, serial: &str) -> bool {
+        let devices = lock(&self.inner.devices);
+        devices.get(serial).is_some_and(|m| {
+            let s = lock(&m.state);
+            !s.parked && !s.stopped
+        })
+    }
+
     /// Starts a device and waits until it is online with every app's token (at most
     /// [`READY_TIMEOUT`]); on failure the device is removed and the reason returned.
     pub async fn create(&self, spec: DeviceSpec) -> Result<Device, Refusal> {
