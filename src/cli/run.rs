@@ -14,6 +14,13 @@ use super::{given_on_command_line, Outcome};
 
 /// Options of `apns-sim run`.
 #[derive(Debug, Args)]
+// `serve`'s listening flags are kept (so they can be refused by name) but not shown.
+#[command(
+    mut_arg("bind", |a| a.hide(true)),
+    mut_arg("gateway_port", |a| a.hide(true)),
+    mut_arg("feedback_port", |a| a.hide(true)),
+    mut_arg("http2_port", |a| a.hide(true))
+)]
 #[command(after_help = "\
 Inside the namespace Apple's push hosts (api[.sandbox|.development].push.apple.com,
 gateway[.sandbox].push.apple.com, feedback[.sandbox].push.apple.com) resolve to 127.0.0.1,
