@@ -14,7 +14,7 @@
 //! 3. bind-mount a hosts file (Apple's names on 127.0.0.1) and combined CA bundles over
 //!    the system's ([`files`]);
 //! 4. bind Apple's ports on 127.0.0.1 — 443 (HTTP/2), 2195 (binary gateway), 2196
-//!    (feedback) — and relay 2197, Apple's other HTTP/2 port, to 443 ([`relay`]);
+//!    (feedback) — and relay 2197, Apple's other HTTP/2 port, to 443 (`relay.rs`);
 //! 5. start the simulator, and hand it to the `apns-sim test` harness
 //!    ([`harness::test_in`]), which creates the world's devices, runs COMMAND with the
 //!    `APNS_SIM_*` variables and the trust-store ones, lets what it sent settle and judges
