@@ -370,9 +370,9 @@ pub struct World {
 
 /// [`test()`] on a simulator the caller started (`apns-sim run` starts it on Apple's ports
 /// inside its namespaces): creates `scenario`'s devices on it, writes the credentials and
-/// the [`Info`] file to a temporary folder, runs COMMAND with the variables of
-/// `environment` (the `APNS_SIM_*` ones) and `world.extra_env`, lets it settle and judges. The simulator is shut
-/// down before this returns, whatever the outcome. `scenario` must pass [`check`].
+/// the [`Info`] file to a temporary folder, runs COMMAND with the `APNS_SIM_*` variables
+/// and `world.extra_env`, lets it settle and judges. The simulator is shut down before
+/// this returns, whatever the outcome. `scenario` must pass [`check`].
 pub async fn test_in(
     world: World,
     scenario: &Scenario,
