@@ -56,7 +56,9 @@
 //!
 //! Every rejection carries the status to send, the identifier to echo and a [`RejectReason`]:
 //!
-//! * A command byte other than 0, 1 or 2 → 128 Protocol error, identifier 0.
+//! * A command byte other than 0, 1 or 2 → 128 Protocol error, identifier 0: the status the
+//!   gateway writes when it is told to answer one (`Settings::unknown_command`); by default it
+//!   closes with no bytes, as TN2265 says Apple does (see the last point).
 //! * Commands 0 and 1 are judged as early as possible: once the token-length field is present,
 //!   0 → 2 Missing device token and ≠ 32 → 5 Invalid token size; once the payload-length field
 //!   is present, 0 → 4 Missing payload and over the limit (256 unless [`decode_with`] is
