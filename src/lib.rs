@@ -29,6 +29,8 @@
 //! sim         [`sim::Simulator`]: builds the hub and starts the endpoints on given listeners
 //! scenario/   scenario files: the world, a timeline and expectations; their check (file,
 //!             line, field), a self-contained run with verdicts, JSON and JUnit reports
+//! sandbox/    `apns-sim run` (Linux): the simulator and COMMAND in namespaces of their own
+//!             where Apple's host names, ports and trust are the simulator's
 //! tour        `apns-sim tour`: the push flow narrated step by step on its own simulator
 //! loadgen/    `apns-sim bench`: the load generator (providers, device fleets, HDR latency,
 //!             the simulator's CPU and memory) against a simulator or the anchors
@@ -47,6 +49,8 @@ pub mod hub;
 pub mod loadgen;
 pub mod pki;
 pub mod protocol;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
 pub mod scenario;
 pub mod server;
 pub mod settings;

@@ -32,6 +32,11 @@ fn main() -> ExitCode {
     if let Err(e) = cli.command.check(&mut command, &matches) {
         e.exit();
     }
+    // Before the log writer and the runtime start their threads (`run`'s namespaces).
+    if let Err(e) = cli.command.before_threads() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_ERROR);
+    }
 
     let default_level = match cli.verbose {
         0 => cli.command.default_log_level(),

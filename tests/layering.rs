@@ -130,6 +130,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "loadgen",
         &["protocol", "clock", "pki", "tls", "client", "sim"],
     ),
+    // `apns-sim run` (Linux): namespaces, bind mounts and a relay around a simulator on
+    // Apple's ports (sim, with the PKI's CA and the settings), handed to the scenario
+    // harness that runs COMMAND and judges. Above scenario; only the binary uses it.
+    ("sandbox", &["clock", "settings", "pki", "sim", "scenario"]),
     // The crate root declares every module, so it may use any. Its own items sit above every
     // module: no row lists `lib`, and a constant a layer needs belongs in that layer.
     ("lib", &[ANY]),

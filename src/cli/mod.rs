@@ -15,6 +15,7 @@ mod certs;
 mod device;
 mod feedback;
 mod push;
+mod run;
 mod scenario;
 mod serve;
 mod test;
@@ -59,6 +60,10 @@ pub(crate) enum Command {
     /// Run your provider tests (COMMAND) against a fresh simulator with a scenario's world,
     /// then check its expectations. Exit status: COMMAND's failure, else the verdict (0/1).
     Test(test::TestArgs),
+    /// Run COMMAND (your provider, unmodified) in a private network and mount namespace
+    /// where Apple's push hosts and ports are the simulator and the system trusts its CA
+    /// (Linux).
+    Run(run::RunArgs),
     /// Load-test a simulator (or an anchor): throughput, push -> device latency, CPU and memory.
     Bench(bench::BenchArgs),
 }
@@ -83,6 +88,7 @@ impl Command {
             Command::Push(args) => args.check(sub_command, sub),
             Command::Serve(args) => args.check(sub_command, sub),
             Command::Bench(args) => args.check(sub_command, sub),
+            Command::Run(args) => args.check(sub_command, sub),
             _ => Ok(()),
         }
     }
@@ -98,7 +104,7 @@ impl Command {
             // notification) would bury it and cost what is being measured.
             Command::Bench(_) => "warn",
             Command::Scenario(args) if args.quiet() => "warn",
-            Command::Test(_) => "warn",
+            Command::Test(_) | Command::Run(_) => "warn",
             _ => "info",
         }
     }
@@ -115,6 +121,17 @@ impl Command {
             Command::Scenario(args) => args.run().await,
             Command::Test(args) => args.run().await,
             Command::Bench(args) => args.run().await,
+            Command::Run(args) => args.run().await,
+        }
+    }
+
+    /// What must happen while the process has one thread, before logging and the runtime
+    /// start threads: `run` enters its namespaces (a user namespace cannot be entered by
+    /// a process with several threads).
+    pub(crate) fn before_threads(&mut self) -> anyhow::Result<()> {
+        match self {
+            Command::Run(args) => args.enter_sandbox(),
+            _ => Ok(()),
         }
     }
 }

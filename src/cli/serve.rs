@@ -45,7 +45,7 @@ fn fleet_ready_timeout(devices: usize) -> Duration {
 pub(crate) struct ServeArgs {
     /// Certificate folder (minted on first start, reused later).
     #[arg(long, default_value = DEFAULT_CERTS_DIR, env = "APNS_SIM_CERTS")]
-    certs: PathBuf,
+    pub(crate) certs: PathBuf,
     /// Address every endpoint binds to.
     #[arg(long, default_value = "127.0.0.1", env = "APNS_SIM_BIND")]
     bind: IpAddr,
@@ -60,15 +60,15 @@ pub(crate) struct ServeArgs {
     http2_port: u16,
     /// Device endpoint port (0 = any free port).
     #[arg(long, default_value_t = apns_sim::DEFAULT_DEVICE_PORT, env = "APNS_SIM_DEVICE_PORT")]
-    device_port: u16,
+    pub(crate) device_port: u16,
     /// Control API port (HTTP and JSON; 0 = any free port). Without --control-token,
     /// `--bind` must be a loopback address.
     #[arg(long, default_value_t = apns_sim::DEFAULT_CONTROL_PORT, env = "APNS_SIM_CONTROL_PORT")]
-    control_port: u16,
+    pub(crate) control_port: u16,
     /// Require this bearer token on every control API request (Authorization: Bearer T;
     /// the dashboard and /v1/events also take ?access_token=T). Needed to bind off loopback.
     #[arg(long, env = "APNS_SIM_CONTROL_TOKEN", hide_env_values = true)]
-    control_token: Option<String>,
+    pub(crate) control_token: Option<String>,
     /// Events the delivery log keeps (GET /v1/notifications, /v1/events replay from it);
     /// a cursor older than that is told it missed some.
     #[arg(long, default_value_t = DEFAULT_DELIVERY_LOG_LEN, env = "APNS_SIM_DELIVERY_LOG_LEN",
@@ -83,7 +83,7 @@ pub(crate) struct ServeArgs {
     /// devices, its timeline, and its expectations' verdicts once the timeline has settled
     /// (default: scenarios/demo.toml, embedded).
     #[arg(long, env = "APNS_SIM_SCENARIO")]
-    scenario: Option<PathBuf>,
+    pub(crate) scenario: Option<PathBuf>,
     /// Environment of universal certificates when the TLS server name is not an Apple host.
     #[arg(long, default_value = "sandbox", env = "APNS_SIM_DEFAULT_ENVIRONMENT")]
     default_environment: Environment,
@@ -194,7 +194,7 @@ impl ServeArgs {
     }
 
     /// The simulator's limits and defaults: the library's, with what the flags set.
-    fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         Settings {
             default_environment: self.default_environment,
             token_rate_limit: self.token_rate_limit,
@@ -212,7 +212,7 @@ impl ServeArgs {
     /// The demo fleet: `--devices N` plain devices, a scenario file, or the embedded demo.
     /// A scenario file runs whole (see [`run_timeline`]), except what cannot run under a
     /// simulator that keeps serving (a `shutdown` step), which is refused at its line.
-    fn fleet(&self) -> Result<Scenario> {
+    pub(crate) fn fleet(&self) -> Result<Scenario> {
         Ok(match (self.devices, &self.scenario) {
             (Some(n), _) => Scenario::uniform(n, DEFAULT_TOPIC)?,
             (None, Some(path)) => {

@@ -128,7 +128,7 @@ impl TestArgs {
 /// (SIGTERM): `apns-sim test` then kills COMMAND, removes its temporary folder and exits
 /// 130. If no handler can be installed it never resolves, and the signal's default (the
 /// process ends) stays.
-async fn interrupt() {
+pub(super) async fn interrupt() {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         return std::future::pending().await;

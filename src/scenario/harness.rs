@@ -24,9 +24,10 @@ use super::format::CertChoice;
 use super::report::{FileReport, Verdict};
 use super::run::{start, Runner};
 use super::Scenario;
+use crate::clock::Clock;
 use crate::pki::{CertEnvironment, Pki, DEFAULT_KEY_ID};
 use crate::server::control::devices::Device;
-use crate::sim::Addrs;
+use crate::sim::{Addrs, Simulator};
 
 /// The name of the JSON file in the temporary folder that `APNS_SIM_INFO` points at.
 pub const INFO_FILE: &str = "apns-sim-info.json";
@@ -301,6 +302,20 @@ fn environment(info: &Info, info_path: &Path) -> Vec<(&'static str, OsString)> {
     vars
 }
 
+/// Whether `scenario` can run with COMMAND as its provider (`apns-sim test`, `apns-sim
+/// run`): `Err` holds one `FILE:LINE: field: why` line per problem.
+pub fn check(scenario: &Scenario, file: &str) -> Result<(), String> {
+    let problems = check_for(scenario, Host::Test);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(problems
+        .iter()
+        .map(|p| format!("{file}:{p}"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// Runs `command` (program and arguments) against `scenario`'s world and checks the
 /// scenario's expectations; `print` gets the timeline and what the harness does. An `Err`
 /// means the test could not be set up (the scenario cannot run under `test`, the simulator
@@ -318,25 +333,68 @@ pub async fn test(
     interrupt: impl std::future::Future<Output = ()> + Send,
     print: &mut (dyn FnMut(&str) + Send),
 ) -> Result<TestReport, String> {
-    tokio::pin!(interrupt);
     // 1. The scenario must make sense with COMMAND as its provider.
-    let problems = check_for(scenario, Host::Test);
-    if !problems.is_empty() {
-        return Err(problems
-            .iter()
-            .map(|p| format!("{file}:{p}"))
-            .collect::<Vec<_>>()
-            .join("\n"));
+    check(scenario, file)?;
+    if command.is_empty() {
+        return Err(NO_COMMAND.to_owned());
     }
-    let (program, args) = command
-        .split_first()
-        .ok_or("no COMMAND to run (give it after --)")?;
-    let name = scenario.name.clone().unwrap_or_else(|| file.to_owned());
-
-    // 2. The world: a simulator with the scenario's credentials, its devices online.
+    // 2. The world: a simulator with the scenario's credentials on 127.0.0.1, ports the
+    //    system picks.
     let (sim, clock) = start(scenario)
         .await
         .map_err(|e| format!("the simulator did not start: {e}"))?;
+    let world = World {
+        sim,
+        clock,
+        extra_env: Vec::new(),
+    };
+    test_in(world, scenario, file, command, stdout, interrupt, print).await
+}
+
+/// What [`NO_COMMAND`] says: `command` was empty.
+const NO_COMMAND: &str = "no COMMAND to run (give it after --)";
+
+/// A started simulator for [`test_in`], and what COMMAND gets besides the `APNS_SIM_*`
+/// variables.
+#[derive(Debug)]
+pub struct World {
+    /// The simulator, serving `scenario`'s credentials (see [`super::run::mint`]); the
+    /// harness shuts it down at the end.
+    pub sim: Simulator,
+    /// Its clock (the timeline's faults move it).
+    pub clock: Clock,
+    /// More variables for COMMAND (`apns-sim run`'s trust-store variables); they override
+    /// the caller's own, and the `APNS_SIM_*` ones override them.
+    pub extra_env: Vec<(String, OsString)>,
+}
+
+/// [`test()`] on a simulator the caller started (`apns-sim run` starts it on Apple's ports
+/// inside its namespaces): creates `scenario`'s devices on it, writes the credentials and
+/// the [`Info`] file to a temporary folder, runs COMMAND with the `APNS_SIM_*` variables
+/// and `world.extra_env`, lets it settle and judges. The simulator is shut down before
+/// this returns, whatever the outcome. `scenario` must pass [`check`].
+pub async fn test_in(
+    world: World,
+    scenario: &Scenario,
+    file: &str,
+    command: &[OsString],
+    stdout: CommandStdout,
+    interrupt: impl std::future::Future<Output = ()> + Send,
+    print: &mut (dyn FnMut(&str) + Send),
+) -> Result<TestReport, String> {
+    tokio::pin!(interrupt);
+    let World {
+        sim,
+        clock,
+        extra_env,
+    } = world;
+    let Some((program, args)) = command.split_first() else {
+        sim.shutdown().await;
+        return Err(NO_COMMAND.to_owned());
+    };
+    let name = scenario.name.clone().unwrap_or_else(|| file.to_owned());
+
+    // 3. The world's devices online.
     let result = async {
         let mut runner =
             Runner::new(&sim, clock, scenario, Instant::now()).with_external_provider();
@@ -348,7 +406,7 @@ pub async fn test(
             print,
         );
 
-        // 3. The credentials and the info file, in a folder of their own.
+        // 4. The credentials and the info file, in a folder of their own.
         let dir = TempDir::new().map_err(|e| format!("a temporary folder: {e}"))?;
         sim.pki()
             .write(&dir.0)
@@ -358,12 +416,13 @@ pub async fn test(
         let json = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
         std::fs::write(&info_path, json).map_err(|e| format!("writing {INFO_FILE}: {e}"))?;
 
-        // 4. COMMAND, with the timeline alongside it. The timeline runs to its end even
+        // 5. COMMAND, with the timeline alongside it. The timeline runs to its end even
         //    when COMMAND exits first; while one of the two is still going, the delivery log
         //    is read as it grows.
         let mut child = tokio::process::Command::new(program);
         child
             .args(args)
+            .envs(extra_env)
             .envs(environment(&info, &info_path))
             .stdin(Stdio::inherit())
             .kill_on_drop(true);
@@ -437,7 +496,7 @@ pub async fn test(
         let ok = end.succeeded();
         runner.line("command", end.describe(), ok, print);
 
-        // 5. What COMMAND sent settles: its connections close (the gateway may still hold
+        // 6. What COMMAND sent settles: its connections close (the gateway may still hold
         //    frames it wrote before exiting), then every notification sent to a device is
         //    answered by it and the inboxes show what was acknowledged.
         if interrupted {

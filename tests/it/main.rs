@@ -23,6 +23,7 @@ mod kinds;
 mod limits;
 mod metrics;
 mod readme;
+mod run;
 mod scenarios;
 mod store;
 mod test_runner;
