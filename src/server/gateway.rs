@@ -154,7 +154,10 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_accepted = [0u8; 4];
     // The first complete notification is due within the first-request deadline; after it,
     // the idle clock runs from the last complete one (a begun frame has its own deadline).
-    let mut idle_deadline = tokio::time::Instant::now() + settings.first_request_timeout;
+    let mut idle_deadline = tokio::time::Instant::now()
+        + settings
+            .first_request_timeout
+            .min(settings.provider_idle_timeout);
     let mut first = true;
     let legacy_max = settings.legacy_payload_max();
     loop {
@@ -187,7 +190,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
         };
         match frame {
             Err(TimedReadError::Idle) => {
-                if first {
+                if first && settings.first_request_timeout < settings.provider_idle_timeout {
                     info!(%peer, deadline = ?settings.first_request_timeout, "no notification within the first-request deadline: closing");
                 } else {
                     debug!("idle timeout: closing");

@@ -17,6 +17,7 @@ mod dashboard;
 mod devices;
 mod feedback;
 mod garbage;
+mod hardening;
 mod http2;
 mod kinds;
 mod limits;
