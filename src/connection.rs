@@ -121,9 +121,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Like [`Connection::read_frame`], with two deadlines: if no frame has begun by
-    /// `idle_deadline` it fails with [`ReadError::Idle`]; once one has begun it must be
+    /// `idle_deadline` it fails with [`TimedReadError::Idle`]; once one has begun it must be
     /// complete within `frame_timeout` of its first bytes, or it fails with
-    /// [`ReadError::Stalled`]. So a peer's idle clock counts from its last *complete* frame
+    /// [`TimedReadError::Stalled`]. So a peer's idle clock counts from its last *complete* frame
     /// (the caller moves `idle_deadline` after each one), and a peer dripping a frame a byte
     /// at a time is cut off.
     ///

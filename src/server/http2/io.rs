@@ -7,7 +7,7 @@
 //! stopped polling `h2`, writes the closing GOAWAY through it, provided [`SharedIo::quiet`]
 //! says `h2` left the stream between two frames with everything flushed.
 //!
-//! The handle also follows the client's frames ([`InboundFrames`]): when the last one was
+//! The handle also follows the client's frames (`InboundFrames`): when the last one was
 //! complete, which is what the idle timeout measures (PINGs count: `h2` answers them without
 //! telling us), and since when an incomplete one is under way, which the frame deadline
 //! measures. A byte on its own proves nothing: a client dripping one every few seconds

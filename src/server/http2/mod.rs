@@ -23,9 +23,13 @@
 //!    stream reads the body (bounded, with a deadline), checks the payload, routes through
 //!    [`Hub::push`] and answers ([`response`]). Ordinary request failures never close the
 //!    connection. Every outcome is logged once through the hub.
-//! 5. The connection ends when the client closes it, after [`Settings::provider_idle_timeout`]
-//!    without a byte from the client (`GOAWAY {"reason":"IdleTimeout"}`), or on shutdown
-//!    (in-flight requests finish, then `GOAWAY {"reason":"Shutdown"}`).
+//! 5. The connection ends when the client closes it; with `GOAWAY {"reason":"IdleTimeout"}`
+//!    after [`Settings::http2_idle_timeout`] without a complete frame from the client, when
+//!    no request came within [`Settings::first_request_timeout`], or when a frame it began is
+//!    not complete within [`Settings::frame_timeout`] (a lone byte moves no clock,
+//!    [`io::SharedIo::last_frame`]); or on shutdown (in-flight requests finish, then
+//!    `GOAWAY {"reason":"Shutdown"}`). A token connection counts as unauthenticated (a smaller
+//!    share of the slots, [`crate::server::accept`]) until its first valid provider token.
 //!
 //! # Where `h2` could not do what Apple does
 //!
@@ -53,6 +57,9 @@
 //!
 //! - A payload that is not a JSON object gets 400 `PayloadEmpty`: it has no notification
 //!   content, and Apple's vocabulary has no closer reason; the log names the parse error.
+//! - Request bodies in flight share [`Settings::http2_body_budget`] across all connections;
+//!   past it a new stream gets 503 `ServiceUnavailable` (Apple's status for an unavailable
+//!   service; 429 would blame the device token) and its body is not kept.
 //! - A request body that does not complete within [`Settings::request_body_timeout`] of its
 //!   headers gets 400 `IdleTimeout`.
 //! - The 410 `timestamp` is the hub's record of when the device reported the app gone, in
