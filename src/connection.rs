@@ -5,8 +5,11 @@
 //! partial state in them, so `read_frame` is cancel-safe and can sit in a `select!` beside
 //! the shutdown signal: if the other branch wins, no bytes are lost.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Initial read buffer size; it grows only as far as the largest frame a decoder accepts
 /// (each decoder rejects over-long length fields before asking for their bytes).
@@ -30,6 +33,26 @@ pub enum ReadError<E> {
     Io(#[from] std::io::Error),
 }
 
+/// Why [`Connection::read_frame_within`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TimedReadError<E> {
+    /// As for [`Connection::read_frame`].
+    #[error(transparent)]
+    Read(#[from] ReadError<E>),
+    /// No frame began before the idle deadline.
+    #[error("no frame before the idle deadline")]
+    Idle,
+    /// A frame began but was not complete within the frame deadline
+    /// ([`Connection::read_frame_within`]): the bytes of it that had arrived.
+    #[error("a frame begun was not complete within {after:?} ({buffered} bytes arrived)")]
+    Stalled {
+        /// Bytes of the incomplete frame that arrived.
+        buffered: usize,
+        /// The frame deadline.
+        after: Duration,
+    },
+}
+
 /// A stream with its buffers.
 #[derive(Debug)]
 pub struct Connection<S> {
@@ -38,6 +61,9 @@ pub struct Connection<S> {
     /// How much room to make in the read buffer when it runs low (its initial capacity).
     read_chunk: usize,
     write_buf: BytesMut,
+    /// When the first bytes of the incomplete frame at the front of the read buffer were
+    /// seen (`None`: the buffer holds no partial frame), for the frame deadline.
+    partial_since: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -55,6 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             read_chunk: capacity.max(MIN_READ_ROOM),
             // Allocated lazily by `buffer`: an idle session should cost little memory.
             write_buf: BytesMut::new(),
+            partial_since: None,
         }
     }
 
@@ -88,6 +115,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Ok(None)
                 } else {
                     Err(ReadError::Truncated(self.read_buf.len()))
+                };
+            }
+        }
+    }
+
+    /// Like [`Connection::read_frame`], with two deadlines: if no frame has begun by
+    /// `idle_deadline` it fails with [`TimedReadError::Idle`]; once one has begun it must be
+    /// complete within `frame_timeout` of its first bytes, or it fails with
+    /// [`TimedReadError::Stalled`]. So a peer's idle clock counts from its last *complete* frame
+    /// (the caller moves `idle_deadline` after each one), and a peer dripping a frame a byte
+    /// at a time is cut off.
+    ///
+    /// Cancel-safe: partial frames, and when they began, stay in the connection.
+    pub async fn read_frame_within<T, E>(
+        &mut self,
+        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+        idle_deadline: Instant,
+        frame_timeout: Duration,
+    ) -> Result<Option<T>, TimedReadError<E>> {
+        loop {
+            if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
+                // What follows the frame, if anything, is the start of the next one.
+                self.partial_since = (!self.read_buf.is_empty()).then(Instant::now);
+                return Ok(Some(frame));
+            }
+            if !self.read_buf.is_empty() && self.partial_since.is_none() {
+                self.partial_since = Some(Instant::now());
+            }
+            let deadline = match self.partial_since {
+                Some(began) => idle_deadline.min(began + frame_timeout),
+                None => idle_deadline,
+            };
+            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_ROOM {
+                self.read_buf.reserve(self.read_chunk);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf));
+            let Ok(read) = read.await else {
+                return Err(match self.read_buf.len() {
+                    0 => TimedReadError::Idle,
+                    buffered => TimedReadError::Stalled {
+                        buffered,
+                        after: frame_timeout,
+                    },
+                });
+            };
+            if read.map_err(ReadError::Io)? == 0 {
+                return if self.read_buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated(self.read_buf.len()).into())
                 };
             }
         }
@@ -172,6 +249,34 @@ mod tests {
         assert_eq!(conn.read_frame(decode).await.unwrap(), Some(b"z".to_vec()));
         assert!(conn.read_frame(decode).await.unwrap().is_none());
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dripped_frame_is_cut_off_and_silence_is_idle() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let frame = Duration::from_millis(30);
+        // A whole frame and the first byte of the next: the first is returned...
+        client.write_all(&[1, b'a', 5]).await.unwrap();
+        assert_eq!(
+            conn.read_frame_within(decode, far, frame).await.unwrap(),
+            Some(b"a".to_vec())
+        );
+        // ...and the rest of the second never comes, however long the idle deadline.
+        assert!(matches!(
+            conn.read_frame_within(decode, far, frame).await,
+            Err(TimedReadError::Stalled { buffered: 1, .. })
+        ));
+        // Nothing at all: the idle deadline, not the frame one.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(
+            conn.read_frame_within(decode, soon, Duration::from_secs(3600))
+                .await,
+            Err(TimedReadError::Idle)
+        ));
     }
 
     #[tokio::test]

@@ -68,7 +68,11 @@ pub struct Settings {
     /// Device connections. Each costs one file descriptor and ~12 KB; 15,000 keeps the whole
     /// simulator under the 20,000 descriptors a process may hold on these machines.
     pub max_device_connections: usize,
-    /// Deadline for the TLS handshake (slow-loris defence).
+    /// Deadline for the TLS handshake (slow-loris defence). It runs apart from the
+    /// connection limits: a connection takes an established slot only once its handshake is
+    /// done (see [`Settings::max_handshaking`]). A TLS 1.3 handshake with a client
+    /// certificate takes one round trip and a few milliseconds of signing, so two seconds is
+    /// generous on any real link, and a half-open socket is freed that soon.
     pub handshake_timeout: Duration,
     /// Deadline for a device's hello after the handshake.
     pub hello_timeout: Duration,
@@ -134,6 +138,53 @@ pub struct Settings {
     /// token; set it (e.g. 80) to catch a provider that hard-codes 64 hex digits. The
     /// binary API keeps its 32-byte rule, so longer tokens are reachable over HTTP/2 only.
     pub token_len: usize,
+    // --- Admission and deadlines (issue 11): what keeps a hostile or broken peer from
+    // --- holding the slots, the memory or the shutdown of everyone else.
+    /// Connections per endpoint still in their TLS handshake. When that many are handshaking
+    /// the oldest gives way to the newcomer (it is closed), so a flood of sockets that
+    /// connect and never send a ClientHello cannot keep a well-behaved client out: the
+    /// newcomer always gets its turn. 256 per endpoint is far more than the handshakes a
+    /// real burst of clients has in flight at once, and keeps the four TLS endpoints within
+    /// the 20,000 file descriptors a process may hold here beside the connection limits.
+    pub max_handshaking: usize,
+    /// Percentage of an endpoint's connection slots that peers not yet authenticated may
+    /// hold: HTTP/2 connections without a client certificate before their first valid
+    /// provider token, devices before their Hello. When that share is full the oldest
+    /// unauthenticated connection gives way to the newcomer, so a crowd without credentials
+    /// can neither take the slots authenticated peers need nor keep a new one out. A
+    /// quarter: room for many providers connecting at once, three quarters kept for those
+    /// who proved who they are. Nothing rests on the source address (tests, and many real
+    /// setups, come from one address).
+    pub unauthenticated_share_percent: u8,
+    /// After the handshake, a connection must complete its first request or frame (a binary
+    /// notification, an HTTP/2 request's head) within this, or it is closed: a connection
+    /// that never says anything holds a slot for nothing. Providers open a connection to
+    /// push; thirty seconds leaves room for one that connects a little early. Devices have
+    /// their own deadline for the first frame, [`Settings::hello_timeout`].
+    pub first_request_timeout: Duration,
+    /// A frame that has begun (a binary notification, an HTTP/2 frame) must be complete
+    /// within this, or the connection is closed. The idle clocks count from the last
+    /// *complete* frame, not the last byte, so a peer dripping one byte every few seconds
+    /// cannot hold a slot; the largest frame is a few KiB, which any live link delivers in
+    /// well under ten seconds.
+    pub frame_timeout: Duration,
+    /// Every write to a peer must make progress within this, or the connection is cut
+    /// off: a device or provider that stops reading would otherwise block its task for
+    /// ever (and with it shutdown). A device cut off this way has its pending deliveries
+    /// routed again, like any device that drops. Thirty seconds without a byte taken is a
+    /// dead peer on any network the simulator serves.
+    pub write_timeout: Duration,
+    /// How long [`crate::sim::Simulator::shutdown`] lets connections finish (status 10 on
+    /// the binary gateway, GOAWAY on HTTP/2, Error SHUTDOWN to devices) before it aborts
+    /// whatever is left. Ten seconds covers the HTTP/2 grace for in-flight requests and
+    /// the linger of every close, so the process always exits soon after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Bytes of HTTP/2 request bodies buffered at once, across all connections. Each stream
+    /// reserves its payload limit (at most 5 KiB) while its body arrives; when the budget is
+    /// spent a new stream is answered 503 `ServiceUnavailable` without buffering (Apple's
+    /// status for "server shutting down / unavailable", spec §4), so stalled bodies cannot grow memory
+    /// without bound. 64 MiB holds about 13,000 bodies in flight at once.
+    pub http2_body_budget: usize,
     /// How many events the delivery log keeps (`GET /v1/notifications`, `GET /v1/events`
     /// replay from it); older ones fall out, and a cursor before them is told `truncated`.
     /// 10,000 is a long test suite's pushes several times over (each notification logs two
@@ -181,7 +232,7 @@ impl Default for Settings {
             default_environment: Environment::Sandbox,
             max_provider_connections: 1_000,
             max_device_connections: 15_000,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(2),
             hello_timeout: Duration::from_secs(10),
             provider_idle_timeout: Duration::from_secs(3600),
             http2_idle_timeout: Duration::from_secs(2 * 3600),
@@ -198,6 +249,13 @@ impl Default for Settings {
             token_len: DEFAULT_TOKEN_LEN,
             delivery_log_len: DEFAULT_DELIVERY_LOG_LEN,
             max_control_connections: 64,
+            max_handshaking: 256,
+            unauthenticated_share_percent: 25,
+            first_request_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            http2_body_budget: 64 * 1024 * 1024,
         }
     }
 }
@@ -206,6 +264,13 @@ impl Settings {
     /// A device that sends nothing (not even a ping) for this long is dropped.
     pub fn device_idle_timeout(&self) -> Duration {
         self.device_heartbeat * 3
+    }
+
+    /// Slots of an endpoint allowing `max_connections` that unauthenticated peers may hold
+    /// ([`Settings::unauthenticated_share_percent`], at most 100), at least one.
+    pub fn max_unauthenticated(&self, max_connections: usize) -> usize {
+        let percent = usize::from(self.unauthenticated_share_percent.min(100));
+        (max_connections.saturating_mul(percent) / 100).max(1)
     }
 
     /// How long a notification may be stored: [`Settings::default_storage_days`], at most

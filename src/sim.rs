@@ -22,14 +22,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::actors::{Actors, ActorsConfig};
 use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::pki::jwt;
 use crate::pki::Pki;
-use crate::server::accept::Endpoint;
+use crate::server::accept::{self, Endpoint};
 use crate::server::{control, devices, feedback, gateway, http2};
 use crate::settings::Settings;
 use crate::tls;
@@ -153,6 +153,11 @@ pub struct Simulator {
     addrs: Addrs,
     pki: Arc<Pki>,
     shutdown: CancellationToken,
+    /// Fired at [`Settings::shutdown_timeout`] into shutdown: every task still running is
+    /// dropped.
+    abort: CancellationToken,
+    /// [`Settings::shutdown_timeout`].
+    shutdown_timeout: std::time::Duration,
     tracker: TaskTracker,
 }
 
@@ -188,42 +193,64 @@ impl Simulator {
         let hub = Hub::with_settings(config.clock.clone(), &config.settings);
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         let endpoint = |name, acceptor: &TlsAcceptor, max_connections| Endpoint {
             name,
             acceptor: acceptor.clone(),
             max_connections,
+            max_handshaking: settings.max_handshaking,
+            max_unauthenticated: settings.max_unauthenticated(max_connections),
             handshake_timeout: settings.handshake_timeout,
+            write_timeout: settings.write_timeout,
             shutdown: shutdown.clone(),
+            abort: abort.clone(),
             tracker: tracker.clone(),
             metrics: hub.metrics().clone(),
         };
         let max_providers = settings.max_provider_connections;
-        tracker.spawn(gateway::run(
-            listeners.gateway,
-            endpoint("gateway", &provider_tls, max_providers),
-            hub.clone(),
-            settings.clone(),
-        ));
-        tracker.spawn(feedback::run(
-            listeners.feedback,
-            endpoint("feedback", &provider_tls, max_providers),
-            hub.clone(),
-            settings.clone(),
-        ));
-        tracker.spawn(http2::run(
-            listeners.http2,
-            endpoint("http2", &http2_tls, max_providers),
-            hub.clone(),
-            settings.clone(),
-            auth_keys,
-        ));
-        tracker.spawn(devices::run(
-            listeners.devices,
-            endpoint("devices", &device_tls, settings.max_device_connections),
-            hub.clone(),
-            settings.clone(),
-        ));
+        // Under the abort, so that shutdown can always end it.
+        spawn_abortable(
+            &tracker,
+            &abort,
+            gateway::run(
+                listeners.gateway,
+                endpoint("gateway", &provider_tls, max_providers),
+                hub.clone(),
+                settings.clone(),
+            ),
+        );
+        spawn_abortable(
+            &tracker,
+            &abort,
+            feedback::run(
+                listeners.feedback,
+                endpoint("feedback", &provider_tls, max_providers),
+                hub.clone(),
+                settings.clone(),
+            ),
+        );
+        spawn_abortable(
+            &tracker,
+            &abort,
+            http2::run(
+                listeners.http2,
+                endpoint("http2", &http2_tls, max_providers),
+                hub.clone(),
+                settings.clone(),
+                auth_keys,
+            ),
+        );
+        spawn_abortable(
+            &tracker,
+            &abort,
+            devices::run(
+                listeners.devices,
+                endpoint("devices", &device_tls, settings.max_device_connections),
+                hub.clone(),
+                settings.clone(),
+            ),
+        );
         let actors = Actors::new(ActorsConfig {
             devices: addrs.devices,
             gateway: addrs.gateway,
@@ -234,23 +261,27 @@ impl Simulator {
         })
         .map_err(StartError::Tls)?;
         let control_actors: Arc<dyn control::devices::Actors> = Arc::new(actors.clone());
-        tracker.spawn(control::run(
-            listeners.control,
-            hub.clone(),
-            control::Endpoints {
-                gateway: addrs.gateway,
-                feedback: addrs.feedback,
-                http2: addrs.http2,
-                devices: addrs.devices,
-                control: addrs.control,
-            },
-            shutdown.clone(),
-            control::ControlConfig {
-                token: config.control_token.clone(),
-                max_connections: settings.max_control_connections,
-                actors: Some(control_actors),
-            },
-        ));
+        spawn_abortable(
+            &tracker,
+            &abort,
+            control::run(
+                listeners.control,
+                hub.clone(),
+                control::Endpoints {
+                    gateway: addrs.gateway,
+                    feedback: addrs.feedback,
+                    http2: addrs.http2,
+                    devices: addrs.devices,
+                    control: addrs.control,
+                },
+                shutdown.clone(),
+                control::ControlConfig {
+                    token: config.control_token.clone(),
+                    max_connections: settings.max_control_connections,
+                    actors: Some(control_actors),
+                },
+            ),
+        );
         info!(
             gateway = %addrs.gateway,
             feedback = %addrs.feedback,
@@ -265,6 +296,8 @@ impl Simulator {
             addrs,
             pki: config.pki,
             shutdown,
+            abort,
+            shutdown_timeout: settings.shutdown_timeout,
             tracker,
         })
     }
@@ -295,14 +328,55 @@ impl Simulator {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, tells every connection (providers get status 10), and waits for
-    /// all connection tasks to finish.
+    /// Stops accepting, tells every connection (binary providers get status 10, HTTP/2
+    /// providers GOAWAY, devices Error SHUTDOWN), and waits for every task to finish, for
+    /// [`Settings::shutdown_timeout`] at most: then whatever is left is aborted. It never
+    /// waits for ever.
     pub async fn shutdown(self) {
+        // 1. Tell everyone: accept loops stop, connections say goodbye and end.
         self.shutdown.cancel();
         self.tracker.close();
-        self.tracker.wait().await;
+        // 2. Wait for them, within the deadline.
+        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            // 3. Abort what is left: every task runs under `abort` (`accept::abortable`),
+            //    and drops its connection where it stands. Dropping is immediate, so this
+            //    wait only lets the tasks be polled once more; its bound is a safety net.
+            warn!(
+                deadline = ?self.shutdown_timeout,
+                left = self.tracker.len(),
+                "shutdown deadline passed: aborting the connections still open"
+            );
+            self.abort.cancel();
+            if tokio::time::timeout(ABORT_WAIT, self.tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    left = self.tracker.len(),
+                    "tasks still running after the abort"
+                );
+            }
+        }
+        // 4. Every endpoint task has ended or been aborted: the final flush of durable
+        //    state belongs here, after the last connection could change it.
         info!("simulator stopped");
     }
+}
+
+/// How long shutdown waits for tasks to notice the abort (they are dropped at their next
+/// poll, so a healthy runtime needs microseconds).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Spawns `task` on `tracker`, dropped where it stands when `abort` fires.
+fn spawn_abortable(
+    tracker: &TaskTracker,
+    abort: &CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tracker.spawn(accept::abortable(abort.clone(), task));
 }
 
 /// The longest control token accepted: a generous password, short enough for any header.

@@ -137,6 +137,10 @@ pub(crate) struct ServeArgs {
         help_heading = "Where Apple's sources disagree (README, Protocol)"
     )]
     max_iat_ahead_secs: u64,
+    /// Seconds shutdown (Ctrl-C, SIGTERM) lets connections say goodbye and close before it
+    /// aborts the rest; the process always exits.
+    #[arg(long, default_value_t = 10, env = "APNS_SIM_SHUTDOWN_TIMEOUT_SECS")]
+    shutdown_timeout_secs: u64,
 }
 
 /// `--unknown-command`: the CLI's names for [`UnknownCommand`].
@@ -196,6 +200,7 @@ impl ServeArgs {
     /// The simulator's limits and defaults: the library's, with what the flags set.
     pub(crate) fn settings(&self) -> Settings {
         Settings {
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             default_environment: self.default_environment,
             token_rate_limit: self.token_rate_limit,
             token_len: self.token_len,

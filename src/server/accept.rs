@@ -1,16 +1,36 @@
-//! The accept loop every TLS endpoint shares: a connection limit, the TLS handshake inside
-//! the connection's own task with a deadline, a tracing span per connection, and shutdown.
+//! The accept loop every TLS endpoint shares: admission (handshake budget, connection
+//! limit, the unauthenticated share), the TLS handshake inside the connection's own task
+//! with a deadline, a write deadline on every connection, a tracing span per connection,
+//! and shutdown (with an abort for whatever does not end in time).
 //!
 //! Each endpoint (gateway, feedback, devices, HTTP/2) supplies only what it does with an
 //! established TLS stream.
+//!
+//! # Admission
+//!
+//! 1. The loop accepts every TCP connection at once and gives it a seat among the
+//!    *handshaking* ones ([`Endpoint::max_handshaking`]). When they are all taken, the oldest
+//!    handshaking connection gives way (it is closed): a flood of sockets that never send a
+//!    ClientHello therefore never keeps a newcomer waiting, and each of them lasts at most
+//!    [`Endpoint::handshake_timeout`].
+//! 2. Once its handshake is done, a connection needs one of the endpoint's
+//!    [`Endpoint::max_connections`] slots (it waits for one in its handshaking seat, where
+//!    newcomers can still push it out). Only then does it leave the handshaking seats.
+//! 3. A peer that presented no client certificate is *unauthenticated* until the endpoint
+//!    says otherwise ([`Admission::authenticated`]: an HTTP/2 connection's first valid
+//!    provider token, a device's Hello). The unauthenticated hold at most
+//!    [`Endpoint::max_unauthenticated`] slots; a newcomer beyond that makes the oldest of them
+//!    give way, so they can neither take the slots authenticated peers need nor keep a new
+//!    one out. No rule looks at the source address.
 //!
 //! A handshake that fails or times out is logged at warn level (shown by default) with the
 //! endpoint, the peer and the cause in words (`handshake_failure`): a client refused
 //! here sees only a TLS alert or a closed socket, so the log is where it learns why.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
@@ -20,13 +40,17 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::hub::Metrics;
+use crate::server::write_deadline::WriteDeadline;
 
 /// How long to wait before accepting again after `accept` fails (for example when the
 /// process is out of file descriptors), so that a persistent error does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The transport under every endpoint's TLS: TCP with a deadline on each write.
+pub type Transport = WriteDeadline<TcpStream>;
 
 /// What an endpoint's accept loop needs besides its listener.
 #[derive(Clone)]
@@ -35,14 +59,25 @@ pub struct Endpoint {
     pub name: &'static str,
     /// TLS configuration, built once.
     pub acceptor: TlsAcceptor,
-    /// At most this many connections at once; the next `accept` waits for a free slot, so
-    /// excess clients queue in the kernel backlog instead of costing memory here.
+    /// At most this many established connections at once; a connection whose handshake is
+    /// done waits for a free slot in its handshaking seat.
     pub max_connections: usize,
+    /// At most this many connections in their TLS handshake; past it the oldest gives way
+    /// ([`crate::settings::Settings::max_handshaking`]).
+    pub max_handshaking: usize,
+    /// At most this many established connections not yet authenticated; past it the oldest
+    /// gives way ([`crate::settings::Settings::unauthenticated_share_percent`]).
+    pub max_unauthenticated: usize,
     /// A client that has not finished the TLS handshake by then is dropped (slow-loris
     /// defence: an idle half-open TLS socket is the classic way to exhaust a server).
     pub handshake_timeout: Duration,
+    /// Every write must make progress within this ([`WriteDeadline`]).
+    pub write_timeout: Duration,
     /// Stops accepting and tells every connection to wind down.
     pub shutdown: CancellationToken,
+    /// Fired when shutdown has waited long enough: every connection task still running is
+    /// dropped where it stands.
+    pub abort: CancellationToken,
     /// Tracks connection tasks, so that shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Where established connections are counted (`apns_sim_connections_total` and
@@ -50,24 +85,126 @@ pub struct Endpoint {
     pub metrics: Metrics,
 }
 
+/// Runs `task` until it ends or `abort` fires, whichever comes first (then `task` is
+/// dropped where it stands). Everything the simulator spawns runs under this, so that
+/// shutdown can always end it.
+pub async fn abortable<F: Future<Output = ()>>(abort: CancellationToken, task: F) {
+    tokio::select! {
+        _ = abort.cancelled() => debug!("aborted at the shutdown deadline"),
+        _ = task => {}
+    }
+}
+
+/// A bounded set of seats in which, when all are taken, the oldest occupant gives way to a
+/// newcomer (its token is cancelled; its task notices and closes the connection).
+#[derive(Debug)]
+struct Seats {
+    capacity: usize,
+    /// Occupants by arrival (the first is the oldest), each with the token that tells it to
+    /// give way.
+    taken: Mutex<(u64, BTreeMap<u64, CancellationToken>)>,
+}
+
+/// One occupant's seat; leaving (or dropping it) frees it.
+#[derive(Debug)]
+struct Seat {
+    seats: Arc<Seats>,
+    id: u64,
+    /// Cancelled when a newcomer took the seat.
+    gave_way: CancellationToken,
+}
+
+impl Seats {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Seats {
+            capacity: capacity.max(1),
+            taken: Mutex::new((0, BTreeMap::new())),
+        })
+    }
+
+    /// Takes a seat, making the oldest occupants give way while all are taken. Returns how
+    /// many gave way.
+    fn take(self: &Arc<Self>) -> (Seat, usize) {
+        let gave_way = CancellationToken::new();
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = 0;
+        while taken.1.len() >= self.capacity {
+            let Some((_, oldest)) = taken.1.pop_first() else {
+                break;
+            };
+            oldest.cancel();
+            evicted += 1;
+        }
+        let id = taken.0;
+        taken.0 += 1;
+        taken.1.insert(id, gave_way.clone());
+        let seat = Seat {
+            seats: self.clone(),
+            id,
+            gave_way,
+        };
+        (seat, evicted)
+    }
+}
+
+impl Seat {
+    /// Frees the seat: true if it was still held, false if a newcomer had already taken it
+    /// (the occupant must then close).
+    fn leave(&self) -> bool {
+        let mut taken = self.seats.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.1.remove(&self.id).is_some()
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// An established connection's standing with the admission rules, handed to the endpoint.
+#[derive(Debug)]
+pub struct Admission {
+    /// The seat among the unauthenticated, while the peer is one of them.
+    unauthenticated: Option<Seat>,
+}
+
+impl Admission {
+    /// The peer proved who it is (a valid provider token, a device's Hello): it leaves the
+    /// unauthenticated share and can no longer be made to give way. False if it had
+    /// already given way: the endpoint must then end the connection at once.
+    pub fn authenticated(&mut self) -> bool {
+        match self.unauthenticated.take() {
+            Some(seat) => seat.leave(),
+            None => true,
+        }
+    }
+
+    /// Whether the peer is still counted among the unauthenticated.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.unauthenticated.is_some()
+    }
+
+    /// An admission for a connection that needs none (the tests' own loops).
+    pub fn authenticated_peer() -> Self {
+        Admission {
+            unauthenticated: None,
+        }
+    }
+}
+
 /// Runs the accept loop until shutdown. `handle` gets each established TLS stream.
 pub async fn serve<H, F>(listener: TcpListener, endpoint: Endpoint, handle: H)
 where
-    H: Fn(TlsStream<TcpStream>, SocketAddr) -> F + Send + Sync + 'static,
+    H: Fn(TlsStream<Transport>, SocketAddr, Admission) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     let handle = Arc::new(handle);
     let limit = Arc::new(Semaphore::new(endpoint.max_connections));
+    let handshaking = Seats::new(endpoint.max_handshaking);
+    let unauthenticated = Seats::new(endpoint.max_unauthenticated);
     loop {
-        // 1. Take a connection slot first; at the limit, stop accepting until one frees.
-        let permit = tokio::select! {
-            _ = endpoint.shutdown.cancelled() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        // 2. Accept.
+        // 1. Accept at once: admission happens in the connection's own task.
         let (tcp, peer) = tokio::select! {
             _ = endpoint.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -80,42 +217,127 @@ where
             },
         };
         let _ = tcp.set_nodelay(true);
-        // 3. Handshake and serve inside the connection's own task, so a slow client never
-        //    holds up the accept loop.
-        let acceptor = endpoint.acceptor.clone();
+        // 2. A handshaking seat, taken here so that arrival order decides who is oldest.
+        let (seat, evicted) = handshaking.take();
+        if evicted > 0 {
+            debug!(
+                endpoint = endpoint.name,
+                evicted, "handshaking seats full: the oldest gave way"
+            );
+        }
+        let task = Admit {
+            acceptor: endpoint.acceptor.clone(),
+            handshake_timeout: endpoint.handshake_timeout,
+            write_timeout: endpoint.write_timeout,
+            shutdown: endpoint.shutdown.clone(),
+            metrics: endpoint.metrics.clone(),
+            name: endpoint.name,
+            limit: limit.clone(),
+            unauthenticated: unauthenticated.clone(),
+        };
         let handle = handle.clone();
-        let shutdown = endpoint.shutdown.clone();
-        let deadline = endpoint.handshake_timeout;
-        let metrics = endpoint.metrics.clone();
-        let name = endpoint.name;
         let span = info_span!("conn", endpoint = endpoint.name, %peer);
-        endpoint.tracker.spawn(
-            async move {
-                let _permit = permit;
-                let tls = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = tokio::time::timeout(deadline, acceptor.accept(tcp)) => r,
-                };
-                match tls {
-                    Ok(Ok(stream)) => {
-                        // Open until the guard drops: the handler returned, or the task
-                        // was dropped mid-way.
-                        let _open = metrics.connection_opened(name);
-                        handle(stream, peer).await;
-                    }
-                    // The span names the endpoint and the peer.
-                    Ok(Err(err)) => {
-                        let cause = handshake_failure(&err);
-                        warn!(%cause, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        let cause = format!("no complete handshake within {deadline:?}");
-                        warn!(%cause, "TLS handshake timed out");
-                    }
-                }
+        endpoint.tracker.spawn(abortable(
+            endpoint.abort.clone(),
+            async move { task.run(tcp, peer, seat, &*handle).await }.instrument(span),
+        ));
+    }
+}
+
+/// What one connection's task needs to be admitted.
+struct Admit {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    write_timeout: Duration,
+    shutdown: CancellationToken,
+    metrics: Metrics,
+    name: &'static str,
+    limit: Arc<Semaphore>,
+    unauthenticated: Arc<Seats>,
+}
+
+impl Admit {
+    /// Handshake, slot, then the endpoint's handler (steps 2 and 3 of the module docs).
+    async fn run<H, F>(self, tcp: TcpStream, peer: SocketAddr, seat: Seat, handle: &H)
+    where
+        H: Fn(TlsStream<Transport>, SocketAddr, Admission) -> F,
+        F: Future<Output = ()>,
+    {
+        let deadline = self.handshake_timeout;
+        let tcp = WriteDeadline::new(tcp, self.write_timeout);
+        // 2a. The handshake, unless a newcomer takes the seat first.
+        let tls = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            _ = seat.gave_way.cancelled() => {
+                info!("handshaking connections at their limit: the oldest, this one, gave way to a newcomer");
+                return;
             }
-            .instrument(span),
-        );
+            r = tokio::time::timeout(deadline, self.acceptor.accept(tcp)) => r,
+        };
+        let stream = match tls {
+            Ok(Ok(stream)) => stream,
+            // The span names the endpoint and the peer.
+            Ok(Err(err)) => {
+                let cause = handshake_failure(&err);
+                warn!(%cause, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                let cause = format!("no complete handshake within {deadline:?}");
+                warn!(%cause, "TLS handshake timed out");
+                return;
+            }
+        };
+        // 3. A peer without a certificate joins the unauthenticated share (pushing out its
+        //    oldest member if it is full) before it waits for a slot, so that the slot the
+        //    one pushed out frees can be its own.
+        let certified = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_some_and(|certs| !certs.is_empty());
+        let unauthenticated = (!certified).then(|| {
+            let (seat, evicted) = self.unauthenticated.take();
+            if evicted > 0 {
+                debug!(evicted, "unauthenticated share full: the oldest gave way");
+            }
+            seat
+        });
+        let gave_way = unauthenticated
+            .as_ref()
+            .map_or_else(CancellationToken::new, |s| s.gave_way.clone());
+        // 2b. A slot, waited for in the handshaking seat.
+        let permit = match self.limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = seat.gave_way.cancelled() => {
+                    info!("waiting for a connection slot, gave way to a newer connection");
+                    return;
+                }
+                _ = gave_way.cancelled() => {
+                    info!("unauthenticated share full: the oldest, this one, gave way to a newcomer");
+                    return;
+                }
+                permit = self.limit.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            },
+        };
+        drop(seat);
+        let _permit = permit;
+        // Open until the guard drops: the handler returned, or the task was dropped mid-way.
+        let _open = self.metrics.connection_opened(self.name);
+        let admission = Admission { unauthenticated };
+        // The handler runs until it ends, or (still unauthenticated) it has to give way: the
+        // token cannot fire once `Admission::authenticated` returned true.
+        tokio::select! {
+            _ = handle(stream, peer, admission) => {}
+            _ = gave_way.cancelled() => {
+                info!("unauthenticated share full: the oldest, this one, gave way to a newcomer");
+            }
+        }
     }
 }
 
@@ -280,12 +502,16 @@ mod tests {
             name: "gateway",
             acceptor: TlsAcceptor::from(tls::provider_server_config(pki, &[]).unwrap()),
             max_connections: 8,
+            max_handshaking: 8,
+            max_unauthenticated: 2,
             handshake_timeout,
+            write_timeout: Duration::from_secs(30),
             shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: Metrics::new(),
         };
-        tokio::spawn(serve(listener, endpoint, |_, _| async {}));
+        tokio::spawn(serve(listener, endpoint, |_, _, _| async {}));
         addr
     }
 

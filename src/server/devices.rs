@@ -15,6 +15,11 @@
 //!      silence for three heartbeats ends the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
 //!
+//! Every write has the accept loop's deadline ([`crate::server::write_deadline`]): a device
+//! that stops reading is cut off after [`Settings::write_timeout`] and goes through step 4
+//! like any other. A device counts as unauthenticated (a smaller share of the slots, see
+//! [`crate::server::accept`]) until its Hello.
+//!
 //! A fault on `devices` (`POST /v1/faults`) is looked up for each notification about to be
 //! written (`SessionFaults`): `drop` ends the connection instead (so step 4 routes it again),
 //! `withhold_ack` never passes the device's answer on, `delay_ms` passes it on late. The
@@ -26,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +45,7 @@ use crate::protocol::device::{
 };
 use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
-use crate::server::accept::{self, Endpoint};
+use crate::server::accept::{self, Admission, Endpoint, Transport};
 use crate::settings::Settings;
 
 /// Initial read buffer of a device session: device messages are a few bytes (acks, pings),
@@ -130,24 +135,25 @@ impl SessionError {
 /// Serves the device endpoint on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
-    accept::serve(listener, endpoint, move |stream, peer| {
+    accept::serve(listener, endpoint, move |stream, peer, admission| {
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        async move { handle(stream, peer, hub, settings, shutdown).await }
+        async move { handle(stream, peer, admission, hub, settings, shutdown).await }
     })
     .await;
 }
 
 async fn handle(
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<Transport>,
     peer: SocketAddr,
+    mut admission: Admission,
     hub: Hub,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) {
     let mut conn = Connection::with_capacity(stream, DEVICE_READ_BUFFER);
-    serve_device(&mut conn, peer, &hub, &settings, &shutdown).await;
+    serve_device(&mut conn, peer, &mut admission, &hub, &settings, &shutdown).await;
 }
 
 /// Sends an `Error` frame and closes. Best effort: the device may already be gone.
@@ -166,6 +172,7 @@ async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(
 pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
+    admission: &mut Admission,
     hub: &Hub,
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -184,6 +191,11 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
             ..
         }))) => {
             debug!(%peer, %serial, %environment, "hello");
+            // The Hello authenticates the device (it leaves the unauthenticated share),
+            // unless a newer connection already pushed this one out of it.
+            if !admission.authenticated() {
+                return;
+            }
             return serve_session(conn, hub, settings, shutdown, serial, environment).await;
         }
         Ok(Ok(Some(other))) => SessionError::NotHello(Box::new(other)),
@@ -253,9 +265,24 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                if let Err(err) = conn.flush().await {
-                    debug!(%err, "device write failed");
-                    break None;
+                // The write has the transport's deadline (a device that stops reading is
+                // cut off after `Settings::write_timeout`), and gives way to shutdown: either
+                // way no goodbye is written to a device that takes no bytes, and step 4
+                // routes what it had not acknowledged again.
+                let flushed = tokio::select! {
+                    r = conn.flush() => Some(r),
+                    _ = shutdown.cancelled() => None,
+                };
+                match flushed {
+                    Some(Ok(())) => {}
+                    Some(Err(err)) => {
+                        info!(%serial, %err, "device write failed: session ended, its pending notifications routed again");
+                        break None;
+                    }
+                    None => {
+                        debug!(%serial, "shutdown during a write to the device");
+                        break None;
+                    }
                 }
                 if dropped {
                     // Dropped without a word, as a network failure would; the hub routes what
@@ -559,7 +586,15 @@ mod tests {
         let served = tokio::spawn(async move {
             let mut conn = Connection::new(server);
             let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-            serve_device(&mut conn, peer, &hub, &Settings::default(), &shutdown).await;
+            serve_device(
+                &mut conn,
+                peer,
+                &mut Admission::authenticated_peer(),
+                &hub,
+                &Settings::default(),
+                &shutdown,
+            )
+            .await;
         });
         Device {
             conn: Connection::new(device),

@@ -14,20 +14,23 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::hub::{Effect, FaultOn, Hit, Hub, Phase, Probe, ProviderEndpoint};
-use crate::server::accept::{self, Endpoint};
+use crate::server::accept::{self, Endpoint, Transport};
 use crate::server::provider::{identify, Connected, IdentifyError};
 use crate::settings::Settings;
 
 /// Serves the feedback service on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
-    accept::serve(listener, endpoint, move |stream, peer| {
+    // A certificate is required, so every peer is authenticated at the handshake. Writes
+    // have the accept loop's deadline: a provider that stops reading is cut off and its
+    // tuples kept for its next visit.
+    accept::serve(listener, endpoint, move |stream, peer, _admission| {
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();
@@ -37,7 +40,7 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
 }
 
 async fn handle(
-    mut stream: TlsStream<TcpStream>,
+    mut stream: TlsStream<Transport>,
     peer: SocketAddr,
     hub: Hub,
     settings: Arc<Settings>,
@@ -114,7 +117,7 @@ const HOLD_MAX_BYTES: usize = 64 * 1024;
 /// Holds a connection with nothing to send open (a fault's `hold_ms`, spec §9 item 6):
 /// until `limit` passes, the provider closes (or sends too much), or the simulator shuts
 /// down.
-async fn hold(stream: &mut TlsStream<TcpStream>, limit: Duration, shutdown: &CancellationToken) {
+async fn hold(stream: &mut TlsStream<Transport>, limit: Duration, shutdown: &CancellationToken) {
     let read = async {
         let mut sink = [0u8; 4096];
         let mut discarded = 0usize;

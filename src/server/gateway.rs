@@ -30,18 +30,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::connection::{Connection, ReadError};
+use crate::connection::{Connection, ReadError, TimedReadError};
 use crate::hub::{
     Api, Effect, FaultOn, Hub, Phase, Probe, ProviderEndpoint, PushError, PushRequest,
 };
 use crate::protocol::error_response::{ErrorResponse, Status};
 use crate::protocol::notification::{self, Command, Notification, RejectReason};
-use crate::server::accept::{self, Endpoint};
+use crate::server::accept::{self, Endpoint, Transport};
 use crate::server::provider::{identify, Connected, IdentifyError, Provider};
 use crate::settings::{Settings, UnknownCommand};
 
@@ -51,7 +51,9 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// Serves the binary gateway on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
-    accept::serve(listener, endpoint, move |stream, peer| {
+    // Every gateway peer presented a certificate (the TLS configuration requires one), so
+    // the admission has nothing more to learn: it is authenticated from the start.
+    accept::serve(listener, endpoint, move |stream, peer, _admission| {
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();
@@ -61,7 +63,7 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
 }
 
 async fn handle(
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<Transport>,
     peer: SocketAddr,
     hub: Hub,
     settings: Arc<Settings>,
@@ -150,6 +152,13 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
     } = *ctx;
     // Identifier of the last notification accepted, for status 10 on shutdown.
     let mut last_accepted = [0u8; 4];
+    // The first complete notification is due within the first-request deadline; after it,
+    // the idle clock runs from the last complete one (a begun frame has its own deadline).
+    let mut idle_deadline = tokio::time::Instant::now()
+        + settings
+            .first_request_timeout
+            .min(settings.provider_idle_timeout);
+    let mut first = true;
     let legacy_max = settings.legacy_payload_max();
     loop {
         // The command byte of the notification at the front of the buffer when the decoder
@@ -172,7 +181,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 refuse(conn, Status::Shutdown, last_accepted, settings).await;
                 return;
             }
-            r = tokio::time::timeout(settings.provider_idle_timeout, conn.read_frame(decode)) => r,
+            r = conn.read_frame_within(decode, idle_deadline, settings.frame_timeout) => r,
         };
         let refused = Refused {
             peer,
@@ -180,16 +189,25 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             command: command_byte.and_then(Command::from_code),
         };
         match frame {
-            Err(_) => {
-                debug!("idle timeout: closing");
+            Err(TimedReadError::Idle) => {
+                if first && settings.first_request_timeout < settings.provider_idle_timeout {
+                    info!(%peer, deadline = ?settings.first_request_timeout, "no notification within the first-request deadline: closing");
+                } else {
+                    debug!("idle timeout: closing");
+                }
                 let _ = conn.shutdown().await;
                 return;
             }
-            Ok(Ok(None)) => {
+            Err(TimedReadError::Stalled { buffered, after }) => {
+                info!(%peer, buffered, deadline = ?after, "a notification begun was not complete within the frame deadline: closing");
+                let _ = conn.shutdown().await;
+                return;
+            }
+            Ok(None) => {
                 debug!("provider closed the connection");
                 return;
             }
-            Ok(Err(ReadError::Decode(rejection))) => {
+            Err(TimedReadError::Read(ReadError::Decode(rejection))) => {
                 let reason = rejection.reason.to_string();
                 hub.record_refused_frame(
                     &provider.topic,
@@ -208,11 +226,13 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                 send(conn, answer, rejection.identifier, settings).await;
                 return;
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 debug!(%err, "connection ended");
                 return;
             }
-            Ok(Ok(Some((n, frame)))) => {
+            Ok(Some((n, frame))) => {
+                first = false;
+                idle_deadline = tokio::time::Instant::now() + settings.provider_idle_timeout;
                 let identifier = n.identifier;
                 let command = n.command;
                 let hit = hub.fault(&Probe {

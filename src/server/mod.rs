@@ -1,8 +1,10 @@
 //! Everything that accepts connections: one module per endpoint, all built on the same
 //! accept loop.
 //!
-//! - [`accept`]: the accept loop every TLS endpoint shares (connection limit, handshake
-//!   deadline inside the connection's task, a span per connection, shutdown).
+//! - [`accept`]: the accept loop every TLS endpoint shares (admission: the handshake budget,
+//!   the connection limit and the unauthenticated share; the handshake deadline inside the
+//!   connection's task, a span per connection, shutdown and its abort).
+//! - [`write_deadline`]: the deadline on every write to a peer.
 //! - [`gateway`]: the legacy binary provider API (commands 0, 1, 2; error response 8).
 //! - [`feedback`]: the feedback service (tuples of uninstalled apps, once).
 //! - [`http2`]: the HTTP/2 provider API (certificate and token auth).
@@ -22,3 +24,4 @@ pub mod feedback;
 pub mod gateway;
 pub mod http2;
 mod provider;
+pub mod write_deadline;

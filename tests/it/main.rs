@@ -18,6 +18,7 @@ mod devices;
 mod docs;
 mod feedback;
 mod garbage;
+mod hardening;
 mod http2;
 mod kinds;
 mod limits;

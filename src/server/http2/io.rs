@@ -7,8 +7,11 @@
 //! stopped polling `h2`, writes the closing GOAWAY through it, provided [`SharedIo::quiet`]
 //! says `h2` left the stream between two frames with everything flushed.
 //!
-//! The handle also records when the client last sent anything, which is what the idle
-//! timeout measures (PINGs count: `h2` answers them without telling us).
+//! The handle also follows the client's frames (`InboundFrames`): when the last one was
+//! complete, which is what the idle timeout measures (PINGs count: `h2` answers them without
+//! telling us), and since when an incomplete one is under way, which the frame deadline
+//! measures. A byte on its own proves nothing: a client dripping one every few seconds
+//! moves neither clock.
 //!
 //! # SETTINGS of our own on a live connection
 //!
@@ -49,8 +52,8 @@ struct Inner<S> {
     written: FrameBoundary,
     /// Bytes were written since the last successful flush.
     unflushed: bool,
-    /// When the peer last sent bytes.
-    last_read: Instant,
+    /// The client's frames as they arrive.
+    inbound: InboundFrames,
     /// Frames of our own waiting for a frame boundary, the first possibly half written.
     queued: std::collections::VecDeque<Bytes>,
     /// Bytes of the first queued frame already written.
@@ -105,7 +108,7 @@ impl<S> SharedIo<S> {
                 stream,
                 written: FrameBoundary::default(),
                 unflushed: false,
-                last_read: Instant::now(),
+                inbound: InboundFrames::new(Instant::now()),
                 queued: std::collections::VecDeque::new(),
                 queued_sent: 0,
                 filter: InboundFilter::server(),
@@ -177,9 +180,15 @@ impl<S> SharedIo<S> {
         polled
     }
 
-    /// When the peer last sent any bytes.
-    pub fn last_read(&self) -> Instant {
-        self.lock().last_read
+    /// When the client's last complete frame arrived (the connection's start before any).
+    pub fn last_frame(&self) -> Instant {
+        self.lock().inbound.last_complete
+    }
+
+    /// Since when an incomplete frame of the client's is under way (`None`: it stands
+    /// between frames).
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.lock().inbound.partial_since
     }
 
     /// Runs `f` on the stream (e.g. to read TLS session details).
@@ -210,7 +219,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SharedIo<S> {
                 let before = buf.filled().len();
                 let polled = Pin::new(&mut inner.stream).poll_read(cx, buf);
                 if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                    inner.last_read = Instant::now();
+                    inner.inbound.feed(&buf.filled()[before..], Instant::now());
                     // Nothing is pending, so this only follows the frames.
                     let (kept, _) = inner.filter.filter(&mut buf.filled_mut()[before..]);
                     buf.set_filled(before + kept);
@@ -230,7 +239,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SharedIo<S> {
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Ok(())) => {
-                    inner.last_read = Instant::now();
+                    inner.inbound.feed(into.filled(), Instant::now());
                     let mut data = std::mem::take(&mut inner.held);
                     data.extend_from_slice(into.filled());
                     let (kept, held) = inner.filter.filter(&mut data);
@@ -241,6 +250,80 @@ impl<S: AsyncRead + Unpin> AsyncRead for SharedIo<S> {
                 }
             }
         }
+    }
+}
+
+/// The client connection preface ("PRI * HTTP/2.0…"), which comes before its frames.
+const CLIENT_PREFACE_LEN: usize = 24;
+
+/// Follows the frame boundaries of what the client sends (the preface, then 9-byte headers
+/// and their payloads), for the idle and frame deadlines.
+#[derive(Debug)]
+struct InboundFrames {
+    /// Preface bytes still to come.
+    preface_left: usize,
+    /// Header bytes of the current frame seen so far (0: between frames, or in a payload).
+    header_seen: usize,
+    /// The length field of the current header, as far as seen.
+    length: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// When the last complete frame arrived.
+    last_complete: Instant,
+    /// When the incomplete frame under way began, if one is.
+    partial_since: Option<Instant>,
+}
+
+impl InboundFrames {
+    fn new(now: Instant) -> Self {
+        InboundFrames {
+            preface_left: CLIENT_PREFACE_LEN,
+            header_seen: 0,
+            length: 0,
+            payload_left: 0,
+            last_complete: now,
+            partial_since: None,
+        }
+    }
+
+    /// Takes bytes the client sent, read at `now`.
+    fn feed(&mut self, mut bytes: &[u8], now: Instant) {
+        let preface = self.preface_left.min(bytes.len());
+        self.preface_left -= preface;
+        bytes = &bytes[preface..];
+        let mut completed = false;
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+                completed |= self.payload_left == 0;
+                continue;
+            }
+            // A header byte: the first three are the payload length, big-endian.
+            if self.header_seen < 3 {
+                self.length = (self.length << 8) | usize::from(bytes[0]);
+            }
+            self.header_seen += 1;
+            bytes = &bytes[1..];
+            if self.header_seen == FRAME_HEADER_LEN {
+                self.payload_left = self.length;
+                self.header_seen = 0;
+                self.length = 0;
+                completed |= self.payload_left == 0;
+            }
+        }
+        if completed {
+            self.last_complete = now;
+        }
+        let preface_begun = self.preface_left > 0 && self.preface_left < CLIENT_PREFACE_LEN;
+        let inside = self.header_seen > 0 || self.payload_left > 0 || preface_begun;
+        self.partial_since = match (inside, self.partial_since) {
+            (false, _) => None,
+            // A frame completed in this read, and the next one began in it.
+            (true, _) if completed => Some(now),
+            (true, since) => since.or(Some(now)),
+        };
     }
 }
 
@@ -356,15 +439,34 @@ mod tests {
         assert_eq!(read, want);
     }
 
-    #[tokio::test]
-    async fn reads_move_last_read() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut io = SharedIo::new(a);
-        let before = io.last_read();
-        b.write_all(b"ping").await.unwrap();
-        let mut buf = [0u8; 4];
-        io.read_exact(&mut buf).await.unwrap();
-        assert!(io.last_read() >= before);
-        assert_eq!(&buf, b"ping");
+    #[test]
+    fn only_complete_frames_move_the_idle_clock() {
+        let start = Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        let mut frames = InboundFrames::new(start);
+        // The preface, in two pieces: under way, then done (no frame yet).
+        frames.feed(&b"PRI * HTTP/2.0\r\n"[..], at(1));
+        assert_eq!(frames.partial_since, Some(at(1)));
+        frames.feed(&b"\r\nSM\r\n\r\n"[..], at(2));
+        assert_eq!((frames.partial_since, frames.last_complete), (None, start));
+        // An empty SETTINGS frame: complete.
+        frames.feed(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0], at(3));
+        assert_eq!((frames.partial_since, frames.last_complete), (None, at(3)));
+        // A PING dripped a byte at a time: the partial clock starts with its first byte
+        // and no later byte moves either clock.
+        let ping = [&[0u8, 0, 8, 0x6, 0, 0, 0, 0, 0][..], &[7; 8]].concat();
+        for (i, byte) in ping[..16].iter().enumerate() {
+            frames.feed(&[*byte], at(10 + i as u64));
+            assert_eq!(
+                (frames.partial_since, frames.last_complete),
+                (Some(at(10)), at(3))
+            );
+        }
+        // Its last byte and the first of another frame in one read.
+        frames.feed(&[7, 0], at(40));
+        assert_eq!(
+            (frames.partial_since, frames.last_complete),
+            (Some(at(40)), at(40))
+        );
     }
 }

@@ -23,9 +23,13 @@
 //!    stream reads the body (bounded, with a deadline), checks the payload, routes through
 //!    [`Hub::push`] and answers ([`response`]). Ordinary request failures never close the
 //!    connection. Every outcome is logged once through the hub.
-//! 5. The connection ends when the client closes it, after [`Settings::provider_idle_timeout`]
-//!    without a byte from the client (`GOAWAY {"reason":"IdleTimeout"}`), or on shutdown
-//!    (in-flight requests finish, then `GOAWAY {"reason":"Shutdown"}`).
+//! 5. The connection ends when the client closes it; with `GOAWAY {"reason":"IdleTimeout"}`
+//!    after [`Settings::http2_idle_timeout`] without a complete frame from the client, when
+//!    no request came within [`Settings::first_request_timeout`], or when a frame it began is
+//!    not complete within [`Settings::frame_timeout`] (a lone byte moves no clock,
+//!    [`io::SharedIo::last_frame`]); or on shutdown (in-flight requests finish, then
+//!    `GOAWAY {"reason":"Shutdown"}`). A token connection counts as unauthenticated (a smaller
+//!    share of the slots, [`crate::server::accept`]) until its first valid provider token.
 //!
 //! # Where `h2` could not do what Apple does
 //!
@@ -53,6 +57,9 @@
 //!
 //! - A payload that is not a JSON object gets 400 `PayloadEmpty`: it has no notification
 //!   content, and Apple's vocabulary has no closer reason; the log names the parse error.
+//! - Request bodies in flight share [`Settings::http2_body_budget`] across all connections;
+//!   past it a new stream gets 503 `ServiceUnavailable` (Apple's status for an unavailable
+//!   service; 429 would blame the device token) and its body is not kept.
 //! - A request body that does not complete within [`Settings::request_body_timeout`] of its
 //!   headers gets 400 `IdleTimeout`.
 //! - The 410 `timestamp` is the hub's record of when the device reported the app gone, in
@@ -88,7 +95,7 @@ use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::RecvStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
@@ -104,7 +111,7 @@ use crate::protocol::http2 as frames;
 use crate::protocol::payload::{self, PayloadError};
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
-use crate::server::accept::{self, Endpoint};
+use crate::server::accept::{self, Admission, Endpoint, Transport};
 use crate::server::provider::Connected;
 use crate::settings::Settings;
 use crate::tls;
@@ -162,14 +169,16 @@ pub async fn run(
 ) {
     let keys = Arc::new(keys);
     let shutdown = endpoint.shutdown.clone();
-    accept::serve(listener, endpoint, move |stream, peer| {
+    let budget = BodyBudget::new(settings.http2_body_budget);
+    accept::serve(listener, endpoint, move |stream, peer, admission| {
         let conn = ConnectionContext {
             hub: hub.clone(),
             settings: settings.clone(),
             keys: keys.clone(),
             shutdown: shutdown.clone(),
+            budget: budget.clone(),
         };
-        async move { conn.handle(stream, peer).await }
+        async move { conn.handle(stream, peer, admission).await }
     })
     .await;
 }
@@ -180,6 +189,53 @@ struct ConnectionContext {
     settings: Arc<Settings>,
     keys: Arc<TokenKeys>,
     shutdown: CancellationToken,
+    budget: BodyBudget,
+}
+
+/// The bytes of request bodies all connections may buffer at once
+/// ([`Settings::http2_body_budget`]). A stream reserves its payload limit before its body is
+/// read and gives it back once the body is read (or the stream ends).
+#[derive(Debug, Clone)]
+struct BodyBudget {
+    /// Bytes not reserved.
+    free: Arc<AtomicUsize>,
+    /// The whole budget, for the refusal's words.
+    total: usize,
+}
+
+/// Bytes of the budget held by one stream's body, given back on drop.
+#[derive(Debug)]
+struct Reservation {
+    free: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    fn new(total: usize) -> Self {
+        BodyBudget {
+            free: Arc::new(AtomicUsize::new(total)),
+            total,
+        }
+    }
+
+    /// Reserves `bytes`, or `None` if fewer are free.
+    fn reserve(&self, bytes: usize) -> Option<Reservation> {
+        self.free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(bytes)
+            })
+            .ok()
+            .map(|_| Reservation {
+                free: self.free.clone(),
+                bytes,
+            })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.free.fetch_add(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// How a connection authenticates its requests.
@@ -253,8 +309,10 @@ impl Refusal {
 enum End {
     /// The client closed the connection, or it failed.
     Closed,
-    /// Nothing from the client for the idle timeout.
-    Idle,
+    /// No complete frame from the client for the idle timeout, no request within the
+    /// first-request deadline, or a frame begun and not complete within the frame deadline
+    /// (the detail says which).
+    Idle(&'static str),
     /// The simulator is shutting down.
     Shutdown,
     /// A `goaway` fault hit a stream: end as at shutdown, with this reason.
@@ -262,7 +320,12 @@ enum End {
 }
 
 impl ConnectionContext {
-    async fn handle(self, mut stream: TlsStream<TcpStream>, peer: SocketAddr) {
+    async fn handle(
+        self,
+        mut stream: TlsStream<Transport>,
+        peer: SocketAddr,
+        admission: Admission,
+    ) {
         let authenticated = self.authenticate(&stream);
         let identity = match &authenticated {
             Ok((Auth::Certificate(topics), _)) => topics.join(", "),
@@ -304,13 +367,13 @@ impl ConnectionContext {
             }
             Auth::Token(_) => info!(%peer, %environment, "http2 provider connected (token)"),
         }
-        self.serve(stream, auth, environment, peer, connected.id)
+        self.serve(stream, auth, environment, peer, connected.id, admission)
             .await;
     }
 
     /// Reads the auth mode and environment from the TLS session; an `Err` says why the
     /// connection is refused (and so the GOAWAY's reason).
-    fn authenticate(&self, stream: &TlsStream<TcpStream>) -> Result<(Auth, Environment), Refusal> {
+    fn authenticate(&self, stream: &TlsStream<Transport>) -> Result<(Auth, Environment), Refusal> {
         let (tcp, session) = stream.get_ref();
         let sni = session.server_name();
         let default = self.settings.default_environment;
@@ -319,7 +382,7 @@ impl ConnectionContext {
             Ok(None) => {
                 let environment = profile::environment_for_server_name(sni).unwrap_or(default);
                 Ok((
-                    Auth::Token(TokenAuth::new(tcp.peer_addr().ok())),
+                    Auth::Token(TokenAuth::new(tcp.get_ref().peer_addr().ok())),
                     environment,
                 ))
             }
@@ -341,11 +404,12 @@ impl ConnectionContext {
     /// own: [`MAX_CONCURRENT_STREAMS`] is then enforced here).
     async fn serve(
         &self,
-        stream: TlsStream<TcpStream>,
+        stream: TlsStream<Transport>,
         mut auth: Auth,
         environment: Environment,
         peer: SocketAddr,
         connection: u64,
+        mut admission: Admission,
     ) {
         let io = SharedIo::new(stream);
         let control = io.handle();
@@ -384,11 +448,29 @@ impl ConnectionContext {
         let (goaway_tx, mut goaway_rx) = mpsc::channel::<Reason>(1);
         let mut last_stream_id = 0u32;
         let idle = self.settings.http2_idle_timeout;
+        let frame_timeout = self.settings.frame_timeout;
+        // The first request is due within this; `None` once it came.
+        let mut first_request_due =
+            Some(tokio::time::Instant::now() + self.settings.first_request_timeout);
         let mut who = Who::new(peer, &auth);
         // A token connection's stream limit was raised (or there is none to raise).
         let mut raised = matches!(auth, Auth::Certificate(_));
         let end = loop {
-            let idle_at = control.last_read() + idle;
+            // The next time a deadline could pass: the idle one (while no stream is in
+            // flight), the first request's, and the frame deadline of a frame under way. A
+            // frame can begin without waking this loop (`h2` reads it), so the loop looks
+            // again at least every `frame_timeout`.
+            let now = tokio::time::Instant::now();
+            let mut check_at = now + frame_timeout;
+            if streams.is_empty() {
+                check_at = check_at.min(control.last_frame() + idle);
+            }
+            if let Some(due) = first_request_due {
+                check_at = check_at.min(due);
+            }
+            if let Some(began) = control.partial_since() {
+                check_at = check_at.min(began + frame_timeout);
+            }
             let queued = control.has_queued();
             tokio::select! {
                 biased;
@@ -424,11 +506,18 @@ impl ConnectionContext {
                         }
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
+                        first_request_due = None;
                         let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
                         let job = StreamJob { connection, goaway: Some(goaway_tx.clone()), ..job };
                         who.refresh(&auth);
                         if !raised && matches!(&auth, Auth::Token(state) if state.has_valid_token()) {
                             raised = true;
+                            // A valid token: no longer among the unauthenticated (unless a
+                            // newcomer already pushed this connection out of them).
+                            if !admission.authenticated() {
+                                info!(who = %who.text, "unauthenticated share full: this connection had given way to a newcomer");
+                                break End::Closed;
+                            }
                             control.inject_settings(&[(
                                 frames::SETTINGS_MAX_CONCURRENT_STREAMS,
                                 MAX_CONCURRENT_STREAMS,
@@ -438,9 +527,16 @@ impl ConnectionContext {
                         streams.spawn(job.run());
                     }
                 },
-                _ = tokio::time::sleep_until(idle_at), if streams.is_empty() => {
-                    if control.last_read() + idle <= tokio::time::Instant::now() {
-                        break End::Idle;
+                _ = tokio::time::sleep_until(check_at) => {
+                    let now = tokio::time::Instant::now();
+                    if control.partial_since().is_some_and(|began| began + frame_timeout <= now) {
+                        break End::Idle("a frame begun was not complete within the frame deadline");
+                    }
+                    if first_request_due.is_some_and(|due| due <= now) {
+                        break End::Idle("no request within the first-request deadline");
+                    }
+                    if streams.is_empty() && control.last_frame() + idle <= now {
+                        break End::Idle("no complete frame within the idle deadline");
                     }
                 }
             }
@@ -448,7 +544,10 @@ impl ConnectionContext {
 
         let reason = match end {
             End::Closed => return,
-            End::Idle => Reason::IdleTimeout,
+            End::Idle(why) => {
+                info!(who = %who.text, why, "http2 connection idle: GOAWAY IdleTimeout");
+                Reason::IdleTimeout
+            }
             End::Shutdown | End::Fault(_) => {
                 // Let in-flight requests finish (refusing new ones) for a bounded time.
                 let grace = tokio::time::sleep(SHUTDOWN_GRACE);
@@ -545,6 +644,27 @@ impl ConnectionContext {
                 .map(|()| c)
                 .map_err(Rejection::from),
         });
+        // The body's bytes come out of the global budget; when it is spent the stream is
+        // answered 503 ServiceUnavailable and its body is read without being kept.
+        let limit = match &verdict {
+            Ok(c) => c.push_type.payload_limit(),
+            Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
+        };
+        let reservation = self.budget.reserve(limit);
+        let (verdict, buffer_limit) = match (&reservation, verdict) {
+            (Some(_), verdict) => (verdict, limit),
+            (None, _) => {
+                let rejection = Rejection::new(
+                    Reason::ServiceUnavailable,
+                    format!(
+                        "the simulator's budget for request bodies in flight ({} bytes, \
+                         Settings::http2_body_budget) is spent; retry later",
+                        self.budget.total
+                    ),
+                );
+                (Err(rejection), 0)
+            }
+        };
         // What the log can say about a request refused before the hub.
         let topic_hint = head
             .headers
@@ -571,6 +691,8 @@ impl ConnectionContext {
             topic_hint,
             token_hint,
             body_deadline: self.settings.request_body_timeout,
+            buffer_limit,
+            reservation,
             guard: in_flight.enter(),
             who: who.text.clone(),
             connection: 0,
@@ -635,6 +757,10 @@ struct StreamJob {
     topic_hint: String,
     token_hint: Option<DeviceToken>,
     body_deadline: Duration,
+    /// Most body bytes kept: the payload limit, or 0 for a stream refused for the budget.
+    buffer_limit: usize,
+    /// This stream's share of [`BodyBudget`], until its body is read.
+    reservation: Option<Reservation>,
     guard: InFlightGuard,
     /// The connection, for the log line of a refusal.
     who: Arc<str>,
@@ -667,12 +793,11 @@ enum Body {
 impl StreamJob {
     async fn run(mut self) {
         // Read the body even for a refused head, so the answer follows the whole request
-        // (no reset races with clients), but never beyond the largest payload limit.
-        let limit = match &self.verdict {
-            Ok(c) => c.push_type.payload_limit(),
-            Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
-        };
+        // (no reset races with clients), but never beyond the largest payload limit (and not
+        // at all beyond the budget), then give the budget back.
+        let limit = self.buffer_limit;
         let body = read_body(&mut self.body, limit, self.body_deadline).await;
+        drop(self.reservation.take());
         let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath.into()));
         let result = match (verdict, body) {
             (_, Body::Reset) => {
@@ -915,7 +1040,7 @@ async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> B
 
 /// Refuses a connection the way Apple does: SETTINGS, then GOAWAY with the reason as JSON,
 /// then the close. `h2` is never started.
-async fn refuse_connection(stream: TlsStream<TcpStream>, reason: Reason, linger: Duration) {
+async fn refuse_connection(stream: TlsStream<Transport>, reason: Reason, linger: Duration) {
     let mut bytes = BytesMut::new();
     bytes.extend_from_slice(&server_settings());
     bytes.extend_from_slice(&frames::goaway(0, frames::NO_ERROR, &reason.body(None)));

@@ -1,0 +1,564 @@
+//! Availability under hostile or broken peers (issue 11, admission and deadlines): each
+//! attack reproduced at small scale against a real simulator over TLS on 127.0.0.1. In each,
+//! the offenders are cut off or held to their share and a well-behaved client on the same
+//! server is still served. Deadlines are set short in the test's settings; the tests wait on
+//! outcomes (a closed socket, an answer, an event) with generous timeouts, never on time.
+//!
+//! - a half-open flood (sockets that never send a ClientHello): the oldest give way;
+//! - HTTP/2 connections without credentials dripping bytes: cut off by the frame deadline,
+//!   and held to the unauthenticated share (the oldest gives way);
+//! - gateway connections with a valid certificate dripping a frame that never completes;
+//! - a device that stops reading: cut off by the write deadline, its notifications routed
+//!   again;
+//! - stalled HTTP/2 bodies past the global body budget: 503 `ServiceUnavailable`;
+//! - `apns-sim serve` with a device that stops reading exits on SIGTERM.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apns_sim::client::http2::{read_response, Http2Request};
+use apns_sim::client::{connect_tls, BinaryClient, CertsDir};
+use apns_sim::hub::Event;
+use apns_sim::pki::{DEFAULT_KEY_ID, DEFAULT_TOPIC};
+use apns_sim::protocol::device::{
+    decode_server_message, encode_device_message, DeviceMessage, ServerMessage, PROTOCOL_VERSION,
+};
+use apns_sim::protocol::http2 as frames;
+use apns_sim::protocol::token::{DeviceToken, TokenKind};
+use apns_sim::protocol::Environment;
+use bytes::{Bytes, BytesMut};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::Command;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::common::{self, next_hub_event, TIMEOUT};
+
+/// How long a dripping client waits between two bytes: slow enough that every frame it
+/// drips outlives the frame deadline the tests set (300 ms) many times over.
+const DRIP_EVERY: Duration = Duration::from_millis(100);
+
+/// Reads and discards until the server closes `stream` (end of stream or an error); panics
+/// if it is still open after [`TIMEOUT`].
+async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S, what: &str) {
+    let wait = async {
+        let mut sink = [0u8; 4096];
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open"));
+}
+
+/// Writes `bytes` one at a time, [`DRIP_EVERY`] apart, over and over, while reading what the
+/// server sends; returns once the server has closed the connection (or [`TIMEOUT`] passes:
+/// a panic).
+async fn drip_until_closed<S: AsyncRead + AsyncWrite + Unpin>(stream: S, bytes: &[u8], what: &str) {
+    let (mut read, mut write) = tokio::io::split(stream);
+    let drip = async {
+        for byte in bytes.iter().cycle() {
+            // The pacing is the attack itself, not a way to wait for the server.
+            tokio::time::sleep(DRIP_EVERY).await;
+            if write.write_all(&[*byte]).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+        }
+        // The server stopped taking bytes: wait for its close on the read side.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = closed_by_server(&mut read, what) => {}
+        _ = drip => {}
+    }
+}
+
+/// A device connected as `serial` (sandbox) on the device endpoint: its raw TLS stream, what
+/// was read past the token, the default topic's token, and the messages that came before it
+/// (a stored notification may). `recv_buffer`: the socket's receive buffer, small for a device
+/// that is to stop reading (so that the simulator's writes block soon).
+async fn raw_device(
+    addr: std::net::SocketAddr,
+    tls: Arc<ClientConfig>,
+    serial: &str,
+    recv_buffer: Option<u32>,
+) -> (
+    TlsStream<TcpStream>,
+    BytesMut,
+    DeviceToken,
+    Vec<ServerMessage>,
+) {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+    let mut out = BytesMut::new();
+    for m in [
+        DeviceMessage::Hello {
+            version: PROTOCOL_VERSION,
+            environment: Environment::Sandbox,
+            serial: serial.to_owned(),
+        },
+        DeviceMessage::Register {
+            fresh_install: false,
+            app: DEFAULT_TOPIC.to_owned(),
+            kind: TokenKind::Remote,
+        },
+    ] {
+        encode_device_message(&m, &mut out);
+    }
+    stream.write_all(&out).await.unwrap();
+    let mut read = BytesMut::new();
+    let mut before = Vec::new();
+    loop {
+        match next_message(&mut stream, &mut read).await {
+            ServerMessage::Registered { token, .. } => return (stream, read, token, before),
+            other => before.push(other),
+        }
+    }
+}
+
+/// The next message the simulator sends a raw device.
+async fn next_message(stream: &mut TlsStream<TcpStream>, read: &mut BytesMut) -> ServerMessage {
+    let wait = async {
+        loop {
+            if let Some(m) = decode_server_message(read).expect("valid frame") {
+                return m;
+            }
+            let n = stream.read_buf(read).await.expect("read");
+            assert!(n > 0, "closed");
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait).await.expect("in time")
+}
+
+/// An HTTP/2 alert push of `payload` to `token` for the default topic.
+fn alert(token: &DeviceToken, payload: &str) -> Http2Request {
+    Http2Request::push(&token.to_hex(), payload.to_owned()).header("apns-topic", DEFAULT_TOPIC)
+}
+
+/// Client TLS with ALPN h2 and no certificate: an HTTP/2 peer without credentials.
+fn no_cert_h2(t: &common::TestSim) -> Arc<ClientConfig> {
+    t.client_tls(None, vec![b"h2".to_vec()])
+}
+
+#[tokio::test]
+async fn a_half_open_flood_keeps_no_provider_out() {
+    // Fewer connection slots than flooding sockets, and the handshake deadline far away:
+    // only the oldest giving way can let anyone in.
+    let t = common::start_with(|c| {
+        c.settings.max_provider_connections = 16;
+        c.settings.max_handshaking = 8;
+        c.settings.handshake_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let (mut phone, tokens) = t
+        .device("FLOOD-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let addrs = *t.sim.addrs();
+    // Sockets that connect and never send a ClientHello, many more than the seats.
+    let mut flood = Vec::new();
+    for addr in [addrs.gateway, addrs.http2] {
+        for _ in 0..40 {
+            flood.push(TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    // A provider arriving after the flood is served on both APIs.
+    let mut gw = t.gateway().await;
+    let expiry = common::in_an_hour(&t.clock);
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &common::alert("binary, through the flood"),
+        1,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(common::next_id(&mut phone).await, 1);
+    let mut h2 = t.http2().await;
+    let answer = h2
+        .send(&alert(&token, &common::alert("http2, through the flood")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    // The oldest of each flood gave way, long before their handshake deadline.
+    closed_by_server(&mut flood[0], "oldest half-open gateway socket").await;
+    closed_by_server(&mut flood[40], "oldest half-open HTTP/2 socket").await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn http2_peers_without_credentials_dripping_bytes_are_cut_off() {
+    // Eight slots, so two for peers without credentials; the first-request deadline is far
+    // away, so the frame deadline is what cuts a drip off.
+    let t = common::start_with(|c| {
+        c.settings.max_provider_connections = 8;
+        c.settings.frame_timeout = Duration::from_millis(300);
+        c.settings.first_request_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let (mut phone, tokens) = t
+        .device("DRIP-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    // Ten connections without a certificate, more than the slots: the preface and
+    // SETTINGS, then a PING frame a byte at a time, for ever.
+    let ping = [&[0u8, 0, 8, 0x6, 0, 0, 0, 0, 0][..], &[1; 8]].concat();
+    let mut drippers = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut stream = connect_tls(&t.http2_addr(), "localhost", no_cert_h2(&t))
+            .await
+            .unwrap();
+        // A dripper the next ones already pushed out may find its socket closed: the
+        // drip below then sees the close.
+        let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        opening.extend_from_slice(&frames::settings(&[]));
+        let _ = stream.write_all(&opening).await;
+        let _ = stream.flush().await;
+        let ping = ping.clone();
+        drippers.spawn(async move {
+            drip_until_closed(stream, &ping, &format!("dripping HTTP/2 connection {i}")).await
+        });
+    }
+    // Meanwhile a provider with a certificate is served...
+    let mut client = t.http2().await;
+    let answer = client
+        .send(&alert(&token, &common::alert("certificate")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    // ...and so is one with a valid provider token.
+    let mut token_client = t.http2_token().await;
+    let answer = token_client
+        .send(&alert(&token, &common::alert("token")).bearer(&t.jwt(DEFAULT_KEY_ID)))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    // Every dripper was closed by the server (each task returns only then).
+    while let Some(done) = drippers.join_next().await {
+        done.unwrap();
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn http2_peers_without_credentials_are_held_to_their_share() {
+    // Eight slots, two for peers without credentials; no deadline comes near.
+    let t = common::start_with(|c| {
+        c.settings.max_provider_connections = 8;
+        c.settings.first_request_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let (mut phone, tokens) = t
+        .device("SHARE-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    // Three well-formed HTTP/2 connections without credentials that never send a request:
+    // the third arrival makes the first give way.
+    let first = t.http2_token().await;
+    let _second = t.http2_token().await;
+    let _third = t.http2_token().await;
+    tokio::time::timeout(TIMEOUT, first.closed())
+        .await
+        .expect("the oldest connection without credentials gave way");
+    // A newcomer with a valid token is served (and, authenticated, leaves the share). One
+    // token for both its pushes: a new one so soon would be TooManyProviderTokenUpdates.
+    let jwt = t.jwt(DEFAULT_KEY_ID);
+    let mut newcomer = t.http2_token().await;
+    let answer = newcomer
+        .send(&alert(&token, &common::alert("token")).bearer(&jwt))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    // Once authenticated it no longer gives way to newcomers without credentials.
+    let _fourth = t.http2_token().await;
+    let _fifth = t.http2_token().await;
+    let _sixth = t.http2_token().await;
+    let answer = newcomer
+        .send(&alert(&token, &common::alert("still here")).bearer(&jwt))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn gateway_connections_dripping_a_frame_are_cut_off() {
+    // Two slots, both taken by providers with a valid certificate dripping a frame.
+    let t = common::start_with(|c| {
+        c.settings.max_provider_connections = 2;
+        c.settings.frame_timeout = Duration::from_millis(300);
+        c.settings.first_request_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let (mut phone, tokens) = t
+        .device("GW-DRIP-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let expiry = common::in_an_hour(&t.clock);
+    let dripped = common::frame(
+        token.as_bytes(),
+        &common::alert("never whole"),
+        9,
+        expiry,
+        10,
+    );
+    let gateway = t.sim.addrs().gateway.to_string();
+    let mut drippers = tokio::task::JoinSet::new();
+    for i in 0..2 {
+        let stream = connect_tls(&gateway, "localhost", t.default_provider_tls())
+            .await
+            .unwrap();
+        let dripped = dripped.clone();
+        drippers.spawn(async move {
+            drip_until_closed(
+                stream,
+                &dripped,
+                &format!("dripping gateway connection {i}"),
+            )
+            .await
+        });
+    }
+    // A provider arriving while both slots are held is served once the drips are cut off.
+    let mut gw = BinaryClient::connect(&gateway, "localhost", t.default_provider_tls())
+        .await
+        .unwrap();
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &common::alert("whole"),
+        1,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(common::next_id(&mut phone).await, 1);
+    while let Some(done) = drippers.join_next().await {
+        done.unwrap();
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_that_stops_reading_is_cut_off_and_its_notifications_routed_again() {
+    let t = common::start_with(|c| c.settings.write_timeout = Duration::from_millis(300)).await;
+    let mut events = t.sim.hub().subscribe();
+    let devices = t.sim.addrs().devices;
+    let tls = t.client_tls(None, Vec::new());
+    // Says hello, registers, then never reads again (with a tiny receive buffer, so the
+    // simulator's writes to it block soon).
+    let (stalled, _, token, _) = raw_device(devices, tls.clone(), "STALL-1", Some(4096)).await;
+    // Push nearly 4 KiB notifications until the hub sees the device go.
+    let big = common::alert(&"x".repeat(3900));
+    let mut client = t.http2().await;
+    let pusher = async {
+        for _ in 0..1000 {
+            let answer = client.send(&alert(&token, &big)).await.unwrap();
+            assert_eq!(answer.status, 200, "{answer}");
+        }
+        panic!("1000 notifications pushed and the device that stopped reading still online");
+    };
+    let offline = next_hub_event(
+        &mut events,
+        |e| matches!(e, Event::DeviceOffline { serial, .. } if serial == "STALL-1"),
+    );
+    tokio::select! {
+        _ = offline => {}
+        _ = pusher => {}
+    }
+    drop(stalled);
+    // What it had not acknowledged was routed again: the device, back, receives it.
+    // (The stored notification may come before or after the token.)
+    let (mut back, mut read, again, before) = raw_device(devices, tls, "STALL-1", None).await;
+    assert_eq!(again, token, "same device, same app: same token");
+    let mut first = before.into_iter().find_map(|m| match m {
+        ServerMessage::Notification(n) => Some(n),
+        _ => None,
+    });
+    while first.is_none() {
+        if let ServerMessage::Notification(n) = next_message(&mut back, &mut read).await {
+            first = Some(n);
+        }
+    }
+    assert_eq!(first.map(|n| n.token), Some(token));
+    // And a well-behaved device on the same server is served.
+    let (mut phone, tokens) = t
+        .device("WELL-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let answer = client
+        .send(&alert(&tokens[DEFAULT_TOPIC], &common::alert("hello")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_http2_bodies_past_the_budget_get_service_unavailable() {
+    // Room for two bodies of alert size (4096 bytes each) at once.
+    let t = common::start_with(|c| {
+        c.settings.http2_body_budget = 2 * 4096;
+        c.settings.request_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (mut phone, tokens) = t
+        .device("BUDGET-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    let token = tokens[DEFAULT_TOPIC];
+    let mut client = t.http2().await;
+    // Two streams whose bodies start and never end hold the whole budget.
+    let stalled = alert(&token, "");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (response, mut body) = client.start(&stalled, false).await.unwrap();
+        body.send_data(Bytes::from_static(b"{\"aps\":"), false)
+            .unwrap();
+        held.push((response, body));
+    }
+    // The next stream is refused without being buffered.
+    let answer = client
+        .send(&alert(&token, &common::alert("over budget")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.status, answer.reason.as_deref()),
+        (503, Some("ServiceUnavailable")),
+        "{answer}"
+    );
+    // The stalled ones get their deadline's answer, and give the budget back...
+    for (response, _body) in held {
+        let answer = tokio::time::timeout(TIMEOUT, read_response(response))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(
+            (answer.status, answer.reason.as_deref()),
+            (400, Some("IdleTimeout")),
+            "{answer}"
+        );
+    }
+    // ...so a well-behaved request is served.
+    let answer = client
+        .send(&alert(&token, &common::alert("within budget")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{answer}");
+    common::next_notification(&mut phone).await;
+    t.stop().await;
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
+
+/// The first line of `serve`'s standard output containing `needle`, its last word.
+async fn banner_value(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let wait = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(needle) {
+                return line.split_whitespace().last().unwrap().to_owned();
+            }
+        }
+        panic!("serve's output ended before a line with {needle:?}");
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
+/// Starts `apns-sim serve` in `dir` on ports chosen by the system, without a demo fleet and
+/// with a short shutdown deadline.
+fn serve(dir: &Path) -> tokio::process::Child {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("APNS_SIM_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "info")
+        .args(["serve", "--devices", "0", "--shutdown-timeout-secs", "1"])
+        .args([
+            "--gateway-port",
+            "0",
+            "--feedback-port",
+            "0",
+            "--http2-port",
+            "0",
+        ])
+        .args(["--device-port", "0", "--control-port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve started")
+}
+
+#[tokio::test]
+async fn sigterm_ends_serve_while_a_device_has_stopped_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = serve(dir.path());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let gateway = banner_value(&mut lines, "binary gateway").await;
+    let devices = banner_value(&mut lines, "device endpoint").await;
+    let certs = CertsDir(dir.path().join("certs"));
+    let provider = certs
+        .provider_files("localhost")
+        .client_config(Vec::new())
+        .unwrap();
+    let ca = std::fs::read(certs.ca()).unwrap();
+    let device_tls = apns_sim::tls::client_config(&ca, None, Vec::new()).unwrap();
+    // A device that says hello, registers, and never reads again.
+    let (_stalled, _, token, _) = raw_device(
+        devices.parse().unwrap(),
+        device_tls,
+        "STALLED-PROCESS",
+        Some(4096),
+    )
+    .await;
+    // Enough notifications that the simulator's writes to it block.
+    let mut gw = BinaryClient::connect(&gateway, "localhost", provider)
+        .await
+        .unwrap();
+    let expiry = u32::MAX - 1;
+    let payload = common::alert(&"y".repeat(200));
+    for id in 0..2000u32 {
+        gw.send(&common::frame(token.as_bytes(), &payload, id, expiry, 10))
+            .await
+            .unwrap();
+    }
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("serve exited after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
