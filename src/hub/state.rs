@@ -400,8 +400,8 @@ struct DeviceRecord {
     /// Its current token per (app, kind): re-registering without a reinstall gets it again.
     /// At most [`Settings::max_apps_per_device`] entries.
     registered: HashMap<AppToken, DeviceToken>,
-    /// Its tokens that a newer one replaced after they were reported as not installed,
-    /// oldest first, kept in `tokens` for their 410 and feedback; at most
+    /// Its tokens that a reinstall replaced, oldest first, kept in `tokens` so that a push
+    /// to one is reported not installed and then answered 410; at most
     /// [`Settings::max_unregistered_per_device`].
     retired: VecDeque<DeviceToken>,
     /// When it last connected or left (ms): a device offline past
@@ -841,20 +841,14 @@ impl State {
         (Ok(token), events)
     }
 
-    /// A token a newer one replaced for its (device, app, kind): it no longer routes. One
-    /// reported as not installed stays, for its 410 and feedback (the device's oldest such
-    /// record goes past [`Settings::max_unregistered_per_device`]); any other is forgotten,
-    /// and a push to it is refused like one to a token no device holds.
+    /// A token a newer one replaced for its (device, app, kind). It is no longer the one a
+    /// registration returns, but its record stays: a push to it still reaches the device,
+    /// which reports the app as not installed (README, "Device protocol"), and once it is
+    /// unregistered its record answers 410 with the time and feeds the feedback service.
+    /// The device keeps at most [`Settings::max_unregistered_per_device`] replaced tokens;
+    /// past it the oldest is forgotten (a push to it: `BadDeviceToken`), so reinstalling in
+    /// a loop cannot grow the token table.
     fn retire(&mut self, key: &DeviceKey, old: DeviceToken) {
-        let unregistered = self
-            .tokens
-            .get(&old)
-            .is_some_and(|r| r.unregistered_at_ms.is_some());
-        if !unregistered {
-            self.tokens.remove(&old);
-            self.forget_token(old);
-            return;
-        }
         self.save_token(old, false);
         let Some(record) = self.devices.get_mut(key) else {
             return;
@@ -1532,11 +1526,9 @@ impl State {
                 record
                     .registered
                     .insert(AppToken::new(row.app.clone(), kind.clone()), token);
-            } else if let Some(at) = row.unregistered_at_ms {
-                retired.push((at, key.clone(), token));
             } else {
-                // Neither current nor kept for a 410: nothing routes to it.
-                continue;
+                // Replaced: kept in the order it was reported gone (never reported: first).
+                retired.push((row.unregistered_at_ms.unwrap_or(0), key.clone(), token));
             }
             self.tokens.insert(
                 token,
@@ -2427,6 +2419,7 @@ pub(super) mod tests {
                 pushes: 5,
                 per: Duration::from_secs(60),
             },
+            max_unregistered_per_device: 2,
             ..Settings::default()
         };
         let mut w = bounded(&settings);
@@ -2439,8 +2432,8 @@ pub(super) mod tests {
             matches!(&refused, RegisterError::Limited(why) if why.contains("device_token_rate")),
             "{refused:?}"
         );
-        // Each reinstall freed the token it replaced: only the last one routes.
-        assert_eq!(w.st.tokens.len(), 1);
+        // The tokens reinstalls replaced are bounded: the current one and two kept.
+        assert_eq!(w.st.tokens.len(), 3);
         // Re-registering without a reinstall mints nothing, so it is not held.
         assert!(w.register("D1", APP, false).is_ok());
         assert!(w.register("D2", APP, true).is_ok(), "another device");
@@ -2512,41 +2505,37 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_reinstall_frees_the_old_token_but_keeps_an_unregistered_one_for_its_410() {
+    fn a_reinstall_keeps_a_bounded_record_of_the_tokens_it_replaced() {
         let settings = Settings {
             max_unregistered_per_device: 2,
             ..Settings::default()
         };
         let mut w = bounded(&settings);
         let mut session = w.connect("D1");
-        let plain = w.register("D1", APP, false).unwrap();
-        let second = w.register("D1", APP, true).unwrap();
-        assert_eq!(
-            w.push(request(plain, 1, 0)),
-            Err(PushError::UnknownToken),
-            "the replaced token no longer routes"
-        );
-        // Reported as not installed, then reinstalled: the old token answers 410.
-        let mut gone = vec![second];
-        for id in 2..5 {
-            let token = *gone.last().unwrap();
-            assert_eq!(w.push(request(token, id, 0)), Ok(PushOutcome::Sent));
-            let d = session.rx.try_recv().unwrap();
-            assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
-            gone.push(w.register("D1", APP, true).unwrap());
+        let mut tokens = vec![w.register("D1", APP, false).unwrap()];
+        for _ in 0..3 {
+            tokens.push(w.register("D1", APP, true).unwrap());
         }
-        let at = w.st.unregistered_at(&gone[2]).unwrap();
+        // The newest replaced one still reaches the device, which reports it gone: 410.
+        assert_eq!(w.push(request(tokens[2], 1, 0)), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let at = w.st.unregistered_at(&tokens[2]).unwrap();
         assert_eq!(
-            w.push(request(gone[2], 9, 0)),
+            w.push(request(tokens[2], 2, 0)),
             Err(PushError::Unregistered { at_ms: at })
         );
-        assert!(w.st.unregistered_at(&gone[1]).is_some());
-        // The oldest of three unregistered records went past the bound of two.
+        assert_eq!(w.st.peek_feedback(APP, SANDBOX).len(), 1);
+        // Three replaced, two kept: the oldest is forgotten.
         assert_eq!(
-            w.push(request(gone[0], 10, 0)),
+            w.push(request(tokens[0], 3, 0)),
             Err(PushError::UnknownToken)
         );
-        assert_eq!(w.st.tokens.len(), 3, "two kept for their 410, one current");
+        assert_eq!(w.push(request(tokens[1], 4, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(w.push(request(tokens[3], 5, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(w.st.tokens.len(), 3, "two kept, one current");
+        // Registering again without a reinstall returns the current one.
+        assert_eq!(w.register("D1", APP, false), Ok(tokens[3]));
     }
 
     #[test]

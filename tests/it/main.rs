@@ -15,6 +15,7 @@ mod control_events;
 mod control_faults;
 mod dashboard;
 mod devices;
+mod durable;
 mod feedback;
 mod garbage;
 mod http2;
