@@ -1026,7 +1026,7 @@ impl State {
                 timestamp: (at_ms / 1000) as u32,
                 token,
             };
-            added = Some(tuple.clone());
+            added = Some(tuple);
             list.push_back(tuple);
             self.feedback_recorded += 1;
         }
@@ -1189,9 +1189,9 @@ impl State {
             .get(&q.note.token)
             .map_or_else(|| q.note.topic.to_string(), |r| r.app.clone());
         if let Some(journal) = self.journal.as_mut() {
-            journal.push(Change::Put(Row::Stored(stored_row(
+            journal.push(Change::Put(Row::Stored(Box::new(stored_row(
                 device, &app, &q, until,
-            ))));
+            )))));
         }
         match record.stored.insert(app, q) {
             Some(old) => {
@@ -1235,7 +1235,7 @@ impl State {
         let mut put = Vec::new();
         for t in tuples.into_iter().rev() {
             if !list.iter().any(|x| x.token == t.token) {
-                put.push(t.clone());
+                put.push(t);
                 list.push_front(t);
             }
         }
@@ -1301,7 +1301,6 @@ impl State {
         self.devices.retain(|_, d| d.session.is_some());
         for record in self.devices.values_mut() {
             record.stored.clear();
-            record.retired.clear();
         }
         counts.offline_devices = (before - self.devices.len()) as u64;
         let devices = &self.devices;
@@ -1325,6 +1324,7 @@ impl State {
         let tokens = &self.tokens;
         for record in self.devices.values_mut() {
             record.registered.retain(|_, t| tokens.contains_key(t));
+            record.retired.retain(|t| tokens.contains_key(t));
         }
         for token in forgotten {
             self.forget_token(token);
@@ -1439,7 +1439,11 @@ impl State {
                 .filter(|(_, d)| d.session.is_none())
                 .map(|(k, d)| (d.last_seen_ms, k.clone()))
                 .collect();
-            let evict = (self.bounds.max_devices / 100).clamp(1, offline.len().max(1));
+            if offline.is_empty() {
+                // Every record is online: the connection limit bounds them.
+                return;
+            }
+            let evict = (self.bounds.max_devices / 100).clamp(1, offline.len());
             if offline.len() > evict {
                 offline.select_nth_unstable_by_key(evict - 1, |(seen, _)| *seen);
                 offline.truncate(evict);
@@ -2591,7 +2595,7 @@ pub(super) mod tests {
                 Row::Device(d) => snapshot.devices.push(d),
                 Row::Token(t) => snapshot.tokens.push(t),
                 Row::Feedback(f) => snapshot.feedback.push(f),
-                Row::Stored(s) => snapshot.stored.push(s),
+                Row::Stored(s) => snapshot.stored.push(*s),
             }
         }
         snapshot.feedback.sort_by_key(|f| f.timestamp);

@@ -167,8 +167,8 @@ pub enum Row {
     Token(TokenRow),
     /// A feedback tuple.
     Feedback(FeedbackRow),
-    /// A stored notification.
-    Stored(StoredRow),
+    /// A stored notification (boxed: it is several times the size of the others).
+    Stored(Box<StoredRow>),
 }
 
 impl Row {
@@ -650,7 +650,7 @@ mod tests {
             })),
             Change::Put(Row::Token(token_row(1, true, None))),
             Change::Put(Row::Token(token_row(2, false, Some(77)))),
-            Change::Put(Row::Stored(stored_row())),
+            Change::Put(Row::Stored(Box::new(stored_row()))),
             Change::Put(Row::Feedback(FeedbackRow {
                 topic: "com.example.app".into(),
                 environment: "sandbox".into(),
