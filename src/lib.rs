@@ -20,6 +20,8 @@
 //!             profile, ES256 provider tokens (JWT)
 //! tls         rustls configurations built from the PKI
 //! connection  a framed connection over any async stream (used by servers and clients)
+//! store/      durable state: one SQLite file (WAL) of rows, written by one thread in group
+//!             commits; knows nothing of the hub's rules
 //! hub/        the routing core: tokens, sessions, store-and-forward, feedback, delivery log
 //! server/     everything that accepts connections: the accept loop, gateway, feedback,
 //!             HTTP/2 API, device endpoint, control API (`server/control/`: HTTP and JSON
@@ -55,6 +57,7 @@ pub mod scenario;
 pub mod server;
 pub mod settings;
 pub mod sim;
+pub mod store;
 pub mod tls;
 pub mod tour;
 

@@ -195,6 +195,41 @@ pub struct Settings {
     /// connection (an event stream above all) holds a task and buffers, so a runaway client
     /// must not open thousands: 64.
     pub max_control_connections: usize,
+
+    // ----- registrations and device records (issue 11) ----------------------------------
+    /// Registrations (`Register` messages) one device connection may send in its life. A
+    /// device registers each of its apps once per connection, so a few per app is plenty;
+    /// a connection that loops on registering is closed with `Limit`, so one socket cannot
+    /// drive the token table: 2,048.
+    pub max_registrations_per_connection: u32,
+    /// Registrations one device connection may send per window: a phone registers its apps
+    /// in a burst after connecting, then rarely; a loop is held to this rate: 100 per 10 s.
+    pub connection_registration_rate: RateLimit,
+    /// Tokens the hub may mint for one device (serial and environment) per window, whatever
+    /// connection asks: a fresh install or a first registration mints one, re-registering
+    /// does not. Reinstalling apps in a loop was how one device minted a million tokens in
+    /// nine seconds (issue 11). 200 per minute lets the control API install its most apps
+    /// at once (64) three times over, and no person reinstalling by hand comes near it.
+    pub device_token_rate: RateLimit,
+    /// Apps (and kinds of token) one device may hold tokens for. A real phone has a few
+    /// hundred apps at most, and each kind of token of an app counts: 512.
+    pub max_apps_per_device: usize,
+    /// Tokens of one device that a reinstall replaced, kept so that a push to one is still
+    /// reported as not installed by the device and then answered 410 with its timestamp
+    /// (feeding the feedback service). Past this the oldest is forgotten (a push to it:
+    /// `BadDeviceToken`), so reinstalling in a loop cannot grow the table: 64, far more
+    /// than the reinstalls a provider's stale tokens span for one device.
+    pub max_unregistered_per_device: usize,
+    /// An offline device not seen for this long is forgotten with its tokens and anything
+    /// stored for it (its stored notifications are recorded as expired). Longer than the
+    /// storage policy (30 days), so nothing a provider may still expect delivered is
+    /// dropped by it: 60 days.
+    pub device_record_ttl: Duration,
+    /// Devices (serial and environment) the hub keeps records of, online or not. When a new
+    /// device says hello with the table full, the one offline longest is forgotten first, so
+    /// serials made up in a loop cannot grow memory or the state file without bound;
+    /// 100,000 is several device connection limits' worth of real devices.
+    pub max_device_records: usize,
 }
 
 /// How the binary gateway answers an unknown command byte (see
@@ -256,6 +291,19 @@ impl Default for Settings {
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             http2_body_budget: 64 * 1024 * 1024,
+            max_registrations_per_connection: 2_048,
+            connection_registration_rate: RateLimit {
+                pushes: 100,
+                per: Duration::from_secs(10),
+            },
+            device_token_rate: RateLimit {
+                pushes: 200,
+                per: Duration::from_secs(60),
+            },
+            max_apps_per_device: 512,
+            max_unregistered_per_device: 64,
+            device_record_ttl: Duration::from_secs(60 * SECONDS_PER_DAY),
+            max_device_records: 100_000,
         }
     }
 }

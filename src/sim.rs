@@ -32,6 +32,7 @@ use crate::pki::Pki;
 use crate::server::accept::{self, Endpoint};
 use crate::server::{control, devices, feedback, gateway, http2};
 use crate::settings::Settings;
+use crate::store::Store;
 use crate::tls;
 
 /// Everything a simulator needs besides its listeners.
@@ -55,6 +56,10 @@ pub struct SimulatorConfig {
     /// request must carry it, and the API may listen on any address; without one it must
     /// listen on a loopback address ([`StartError::ControlNotLoopback`]).
     pub control_token: Option<String>,
+    /// The state directory (`serve --state`): devices, tokens, unregistered tokens,
+    /// unread feedback and stored notifications survive a restart there, even one after
+    /// kill -9. `None` keeps everything in memory (tests, scenario runs, the tour, bench).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl SimulatorConfig {
@@ -67,6 +72,7 @@ impl SimulatorConfig {
             pki_dir: None,
             bundle_owners: Vec::new(),
             control_token: None,
+            state_dir: None,
         }
     }
 }
@@ -143,6 +149,10 @@ pub enum StartError {
     /// A listener has no local address.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The state directory cannot be used: written by a newer version, corrupt, or not
+    /// writable. The message names the file.
+    #[error("state: {0}")]
+    State(crate::store::StoreError),
 }
 
 /// A running simulator.
@@ -190,7 +200,14 @@ impl Simulator {
             .with_folder(config.pki_dir.clone())
             .with_bundle_owners(config.bundle_owners.clone());
 
-        let hub = Hub::with_settings(config.clock.clone(), &config.settings);
+        let hub = match &config.state_dir {
+            Some(dir) => {
+                let (store, snapshot) = Store::open(dir).map_err(StartError::State)?;
+                Hub::with_store(config.clock.clone(), &config.settings, store, snapshot)
+                    .map_err(StartError::State)?
+            }
+            None => Hub::with_settings(config.clock.clone(), &config.settings),
+        };
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -360,8 +377,9 @@ impl Simulator {
                 );
             }
         }
-        // 4. Every endpoint task has ended or been aborted: the final flush of durable
-        //    state belongs here, after the last connection could change it.
+        // 4. Every endpoint task has ended or been aborted, so nothing can change the durable
+        //    state any more: it is written out last.
+        self.hub.close_store().await;
         info!("simulator stopped");
     }
 }

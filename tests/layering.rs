@@ -40,7 +40,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The routing core: rules over protocol values, timed by the clock, bounded by the
     // settings. It never sees a socket or a certificate, so its state is testable without
     // TLS; the endpoints feed it.
-    ("hub", &["protocol", "clock", "settings"]),
+    // Durable state: rows in one SQLite file, written by one thread. Plain strings and
+    // bytes, so it needs no other layer and the hub alone decides what a row means.
+    ("store", &[]),
+    ("hub", &["protocol", "clock", "settings", "store"]),
     // The other side of every endpoint: what an outside provider or device has (codecs, a
     // clock, certificates, TLS, a framed connection). Never the hub or the servers, so a
     // client proves the wire protocol alone is enough.
@@ -88,6 +91,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pki",
             "tls",
             "connection",
+            "store",
             "hub",
             "client",
             "server",

@@ -46,6 +46,18 @@ pub(crate) struct ServeArgs {
     /// Certificate folder (minted on first start, reused later).
     #[arg(long, default_value = DEFAULT_CERTS_DIR, env = "APNS_SIM_CERTS")]
     pub(crate) certs: PathBuf,
+    /// State directory: devices, tokens, unregistered tokens, unread feedback and stored
+    /// notifications survive restarts there (SQLite). Default: state/ beside --certs.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "APNS_SIM_STATE",
+        conflicts_with = "in_memory"
+    )]
+    state: Option<PathBuf>,
+    /// Keep all state in memory: a restart forgets every device and token.
+    #[arg(long, env = "APNS_SIM_IN_MEMORY")]
+    in_memory: bool,
     /// Address every endpoint binds to.
     #[arg(long, default_value = "127.0.0.1", env = "APNS_SIM_BIND")]
     bind: IpAddr,
@@ -197,6 +209,18 @@ impl ServeArgs {
         Ok(())
     }
 
+    /// Where the durable state lives: `--state`, else `state/` beside the certificate
+    /// folder; `None` with `--in-memory`.
+    fn state_dir(&self) -> Option<PathBuf> {
+        if self.in_memory {
+            return None;
+        }
+        Some(self.state.clone().unwrap_or_else(|| {
+            let beside = self.certs.parent().unwrap_or(Path::new(""));
+            beside.join("state")
+        }))
+    }
+
     /// The simulator's limits and defaults: the library's, with what the flags set.
     pub(crate) fn settings(&self) -> Settings {
         Settings {
@@ -286,6 +310,7 @@ impl ServeArgs {
         config.pki_dir = Some(self.certs.clone());
         config.bundle_owners = fleet.bundle_owners();
         config.control_token = self.control_token.clone();
+        config.state_dir = self.state_dir();
         let sim = Simulator::start(config, self.listeners().await?)?;
         let addrs = *sim.addrs();
 

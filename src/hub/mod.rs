@@ -17,6 +17,16 @@
 //!   events every rule returns, so each notification event is counted exactly once;
 //! - `rate.rs`: the opt-in per-token push limit.
 //!
+//! # Durable state
+//!
+//! A hub built with [`Hub::with_store`] starts from the state file's rows and keeps it up to
+//! date: each rule describes the rows it changed, and `Hub::apply` hands them to the store
+//! under the lock (so the file sees changes in the order the state made them), without
+//! waiting for the disk. An answer that must be durable first (an HTTP/2 200 for a stored
+//! notification, a registration) awaits [`Hub::synced`] after the rule ran; the store
+//! commits many changes at once (`store/`). An in-memory hub describes nothing and its
+//! `synced` is ready at once.
+//!
 //! # What happens to a notification
 //!
 //! Every notification the hub accepts ends in exactly one recorded outcome (see [`Outcome`]):
@@ -63,7 +73,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -71,6 +81,7 @@ use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings, DEFAULT_DELIVERY_LOG_LEN};
+use crate::store::{NotSaved, Snapshot, Store, StoreError};
 
 pub use events::{
     Api, Event, Frame, LogRead, Logged, Outcome, ProviderEndpoint, ResetCounts, EVENT_CHANNEL,
@@ -93,7 +104,7 @@ use events::{Broadcast, EventLog, Record, Subject};
 /// so any refusal of a well-sized one shows entire, while a 64 KiB garbage prefix does not
 /// sit in the log 10,000 times.
 pub const MAX_REFUSED_FRAME: usize = 5 + crate::protocol::notification::MAX_FRAME_LEN as usize;
-use state::{Queued, State};
+use state::{Bounds, Queued, State};
 
 /// The routing core. Clone it freely.
 #[derive(Debug, Clone)]
@@ -118,6 +129,8 @@ struct Shared {
     faults_any: AtomicBool,
     /// The last provider connection number handed out.
     next_connection: AtomicU64,
+    /// The durable state, if the hub has one ([`Hub::with_store`]).
+    store: Option<Store>,
 }
 
 /// What the lock guards.
@@ -145,31 +158,53 @@ impl Hub {
     /// for an offline device at most `storage`: that long when it has no expiry, and never
     /// past its expiry (0: not at all). The delivery log keeps the default length.
     pub fn with_policy(clock: Clock, rate_limit: Option<RateLimit>, storage: Duration) -> Self {
-        Self::build(clock, rate_limit, storage, DEFAULT_DELIVERY_LOG_LEN)
+        let state = State::new(rate_limit, storage);
+        Self::build(clock, state, DEFAULT_DELIVERY_LOG_LEN, None)
     }
 
     /// The hub the simulator runs: the rate limit, storage policy and delivery log length
     /// of `settings` ([`Settings::token_rate_limit`], [`Settings::storage`],
     /// [`Settings::delivery_log_len`]).
     pub fn with_settings(clock: Clock, settings: &Settings) -> Self {
-        Self::build(
-            clock,
-            settings.token_rate_limit,
-            settings.storage(),
-            settings.delivery_log_max(),
-        )
+        let state = Self::state_for(settings);
+        Self::build(clock, state, settings.delivery_log_max(), None)
     }
 
-    fn build(
+    /// [`Hub::with_settings`], starting from what a state file held (`snapshot`) and keeping
+    /// `store` up to date from then on. A row that does not read is reported as a corrupt
+    /// file, naming it.
+    pub fn with_store(
         clock: Clock,
-        rate_limit: Option<RateLimit>,
-        storage: Duration,
-        log_len: usize,
-    ) -> Self {
+        settings: &Settings,
+        store: Store,
+        snapshot: Snapshot,
+    ) -> Result<Self, StoreError> {
+        let mut state = Self::state_for(settings).durable();
+        state
+            .restore(snapshot, clock.now_ms())
+            .map_err(|detail| StoreError::Corrupt {
+                path: store.path().to_owned(),
+                detail,
+            })?;
+        let hub = Self::build(clock, state, settings.delivery_log_max(), Some(store));
+        let guard = hub.lock();
+        hub.shared
+            .metrics
+            .holding(guard.state.sessions_open(), guard.state.stored_len());
+        drop(guard);
+        Ok(hub)
+    }
+
+    /// An empty state under `settings`' rate limit, storage policy and registration bounds.
+    fn state_for(settings: &Settings) -> State {
+        State::new(settings.token_rate_limit, settings.storage()).with_bounds(Bounds::of(settings))
+    }
+
+    fn build(clock: Clock, state: State, log_len: usize, store: Option<Store>) -> Self {
         Hub {
             shared: Arc::new(Shared {
                 locked: Mutex::new(Locked {
-                    state: State::new(rate_limit, storage),
+                    state,
                     log: EventLog::new(log_len),
                 }),
                 events: Broadcast::new(),
@@ -177,7 +212,46 @@ impl Hub {
                 metrics: Metrics::new(),
                 faults_any: AtomicBool::new(false),
                 next_connection: AtomicU64::new(0),
+                store,
             }),
+        }
+    }
+
+    /// Resolves once every change the hub made before this call is on disk: at once for an
+    /// in-memory hub. Answers that must be durable (an HTTP/2 200 for a stored notification,
+    /// a registration, a 410) await it before they are written; a failure means the state
+    /// file cannot be written now, and the answer says so instead.
+    pub fn synced(&self) -> impl std::future::Future<Output = Result<(), NotSaved>> + Send {
+        let pending = self.shared.store.as_ref().map(Store::synced);
+        async move {
+            match pending {
+                Some(pending) => pending.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Whether the hub keeps durable state (answers may wait for [`Hub::synced`]).
+    pub fn is_durable(&self) -> bool {
+        self.shared.store.is_some()
+    }
+
+    /// Writes what is left to the state file and stops its writer (the simulator's
+    /// shutdown, after the endpoints stopped). Nothing for an in-memory hub.
+    pub async fn close_store(&self) {
+        if let Some(store) = &self.shared.store {
+            store.close().await;
+        }
+    }
+
+    /// Hands the rows the last rule changed to the store, under the lock (see the module
+    /// docs); nothing in memory.
+    fn journal(&self, state: &mut State) {
+        if let Some(store) = &self.shared.store {
+            let changes = state.take_changes();
+            if !changes.is_empty() {
+                store.submit(changes);
+            }
         }
     }
 
@@ -231,6 +305,8 @@ impl Hub {
             // 2. Under the lock: the rule changes the state …
             let mut guard = self.lock();
             let (outcome, records) = rule(&mut guard.state, now_ms);
+            //    … the rows it changed go to the store, in the order the state changed …
+            self.journal(&mut guard.state);
             // 3. … every notification record is counted once (atomics), before anyone can
             //    hear of it; the gauges are set here too, so they follow the state's order …
             let metrics = &self.shared.metrics;
@@ -276,6 +352,7 @@ impl Hub {
         let (cleared, logged) = {
             let mut guard = self.lock();
             let mut cleared = guard.state.reset();
+            self.journal(&mut guard.state);
             cleared.events = guard.log.clear();
             self.shared
                 .faults_any
@@ -353,16 +430,22 @@ impl Hub {
         fresh_install: bool,
         token_len: usize,
     ) -> Result<DeviceToken, RegisterError> {
-        let token = self.apply(|st, now_ms| {
-            st.register(
-                serial,
-                environment,
-                wanted,
-                fresh_install,
-                token_len,
-                now_ms,
-            )
-        })?;
+        let token = self
+            .apply(|st, now_ms| {
+                st.register(
+                    serial,
+                    environment,
+                    wanted,
+                    fresh_install,
+                    token_len,
+                    now_ms,
+                )
+            })
+            .inspect_err(|err| {
+                if matches!(err, RegisterError::Limited(_)) {
+                    warn!(serial, app = %wanted.app, kind = %wanted.kind, %environment, %err, "registration refused");
+                }
+            })?;
         info!(serial, app = %wanted.app, kind = %wanted.kind, %environment, %token, "registered");
         Ok(token)
     }
@@ -517,7 +600,10 @@ impl Hub {
 
     /// Takes (and clears) the feedback tuples recorded for a topic and environment.
     pub fn take_feedback(&self, topic: &str, environment: Environment) -> Vec<FeedbackTuple> {
-        self.lock().state.take_feedback(topic, environment)
+        let mut guard = self.lock();
+        let taken = guard.state.take_feedback(topic, environment);
+        self.journal(&mut guard.state);
+        taken
     }
 
     /// The unread feedback tuples of a topic and environment, oldest first, left in place
@@ -533,9 +619,9 @@ impl Hub {
         environment: Environment,
         tuples: Vec<FeedbackTuple>,
     ) {
-        self.lock()
-            .state
-            .restore_feedback(topic, environment, tuples);
+        let mut guard = self.lock();
+        guard.state.restore_feedback(topic, environment, tuples);
+        self.journal(&mut guard.state);
     }
 
     /// The serial number of the device a token was minted for, if the hub minted it (the

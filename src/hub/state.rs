@@ -8,6 +8,7 @@
 //! `try_send` and `try_recv` need no runtime.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,8 @@ use crate::protocol::device::DeviceNotification;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::{push_type_of_topic, topic_suffix, AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
-use crate::settings::RateLimit;
+use crate::settings::{RateLimit, Settings};
+use crate::store::{Change, DeviceRow, FeedbackRow, Key, Row, Snapshot, StoredRow, TokenRow};
 
 use super::events::{decided, Api, Detail, Event, Note, Outcome, Record, ResetCounts};
 use super::faults::FaultTable;
@@ -147,6 +149,15 @@ pub enum RegisterError {
     /// The device has no live session (it must say hello first).
     #[error("device {0} is not connected")]
     NotConnected(String),
+    /// A registration bound of the settings was hit (per connection or per device, rate or
+    /// count: [`Settings::max_registrations_per_connection`] and the rest of that block),
+    /// said in words: the device is told `Limit` with them and its connection closes.
+    #[error("registration refused: {0}")]
+    Limited(String),
+    /// The token was registered but the state file could not be written, so the device is
+    /// not told a token that a restart might not know (the device is told `Shutdown`).
+    #[error("registration not saved: {0}")]
+    NotSaved(String),
 }
 
 /// A live device session as the device endpoint holds it.
@@ -205,13 +216,11 @@ pub(super) struct State {
     /// marked, so that later pushes to it are answered 410 with the time. At most
     /// [`MAX_TOKENS`] entries: registration refuses past it.
     tokens: FastMap<DeviceToken, TokenRecord>,
-    /// Current token per (device and environment, app, kind): re-registering without a
-    /// reinstall gets it again. One entry per (device, app, kind) that ever registered, so no
-    /// more entries than `tokens`.
-    registrations: FastMap<(DeviceKey, AppToken), DeviceToken>,
-    /// Every device that said hello: its live session, if any, and what is stored for it.
-    /// Kept after the device leaves, so that store-and-forward works; one entry per
-    /// (serial, environment) seen.
+    /// Every device that said hello: its live session, if any, its tokens and what is
+    /// stored for it. Kept after the device leaves, so that store-and-forward works; one
+    /// entry per (serial, environment) seen, at most [`Settings::max_device_records`] (the
+    /// one offline longest gives way) and forgotten after [`Settings::device_record_ttl`]
+    /// offline.
     devices: FastMap<DeviceKey, DeviceRecord>,
     /// Every session opened and not yet ended, whether still live or already replaced by a
     /// newer connection of the same device, with the deliveries sent to it that it has not
@@ -243,6 +252,84 @@ pub(super) struct State {
     storage_secs: u64,
     /// The faults the control API added (`hub/faults.rs`).
     pub(super) faults: FaultTable,
+    /// The registration bounds and device record limits of the settings.
+    bounds: Bounds,
+    /// With durable state: the changes of rows the rules made since the hub last took them
+    /// ([`State::take_changes`]), for the store. `None` in memory, where rules skip the
+    /// work of describing rows.
+    journal: Option<Vec<Change>>,
+    /// When the device records were last swept for expired ones.
+    last_sweep_ms: u64,
+}
+
+/// How often the device records are swept for those offline longer than
+/// [`Settings::device_record_ttl`]: a sweep walks every record, so not at every hello, and
+/// an hour is nothing against a TTL of days.
+const SWEEP_EVERY_MS: u64 = 3_600_000;
+
+/// The registration bounds and device record limits, from the settings block of the same
+/// names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// [`Settings::max_registrations_per_connection`].
+    per_connection: u32,
+    /// [`Settings::connection_registration_rate`].
+    connection_rate: RateLimit,
+    /// [`Settings::device_token_rate`].
+    device_rate: RateLimit,
+    /// [`Settings::max_apps_per_device`].
+    apps_per_device: usize,
+    /// [`Settings::max_unregistered_per_device`].
+    unregistered_per_device: usize,
+    /// [`Settings::device_record_ttl`], in ms.
+    device_ttl_ms: u64,
+    /// [`Settings::max_device_records`], at least 1.
+    max_devices: usize,
+}
+
+impl Bounds {
+    /// The bounds `settings` set.
+    pub(super) fn of(settings: &Settings) -> Self {
+        Bounds {
+            per_connection: settings.max_registrations_per_connection,
+            connection_rate: settings.connection_registration_rate,
+            device_rate: settings.device_token_rate,
+            apps_per_device: settings.max_apps_per_device,
+            unregistered_per_device: settings.max_unregistered_per_device,
+            device_ttl_ms: u64::try_from(settings.device_record_ttl.as_millis())
+                .unwrap_or(u64::MAX),
+            max_devices: settings.max_device_records.max(1),
+        }
+    }
+}
+
+/// What is left of a rate within its current window: a fixed window, restarted by the
+/// first use after it ends. Two numbers, whatever the rate, so every device and connection
+/// can have one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    /// Uses left in the window.
+    left: u32,
+    /// When the window started (ms); 0: never used.
+    since_ms: u64,
+}
+
+impl Budget {
+    /// Takes one use of `limit` at `now_ms`; false when the window has none left.
+    fn take(&mut self, limit: RateLimit, now_ms: u64) -> bool {
+        let per_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
+        if self.since_ms == 0 || now_ms.saturating_sub(self.since_ms) >= per_ms {
+            self.since_ms = now_ms.max(1);
+            self.left = limit.pushes;
+        }
+        match self.left.checked_sub(1) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// How long the hub may hold a notification its device cannot take now, decided once when
@@ -310,6 +397,19 @@ struct DeviceRecord {
     /// Store-and-forward: the newest notification per app while the device is away (or too
     /// far behind). One per app the device registered.
     stored: HashMap<String, Queued>,
+    /// Its current token per (app, kind): re-registering without a reinstall gets it again.
+    /// At most [`Settings::max_apps_per_device`] entries.
+    registered: HashMap<AppToken, DeviceToken>,
+    /// Its tokens that a reinstall replaced, oldest first, kept in `tokens` so that a push
+    /// to one is reported not installed and then answered 410; at most
+    /// [`Settings::max_unregistered_per_device`].
+    retired: VecDeque<DeviceToken>,
+    /// When it last connected or left (ms): a device offline past
+    /// [`Settings::device_record_ttl`] is forgotten.
+    last_seen_ms: u64,
+    /// The tokens it may still be minted in the current window
+    /// ([`Settings::device_token_rate`]).
+    mints: Budget,
 }
 
 /// The sending end of a device's live session.
@@ -328,6 +428,10 @@ struct SessionRecord {
     device: DeviceKey,
     /// Deliveries sent to it and not yet answered, by delivery number (so in sending order).
     pending: BTreeMap<u64, Queued>,
+    /// Registrations it sent ([`Settings::max_registrations_per_connection`]).
+    registrations: u32,
+    /// What is left of [`Settings::connection_registration_rate`].
+    budget: Budget,
 }
 
 impl SessionRecord {
@@ -335,6 +439,8 @@ impl SessionRecord {
         SessionRecord {
             device,
             pending: BTreeMap::new(),
+            registrations: 0,
+            budget: Budget::default(),
         }
     }
 }
@@ -496,7 +602,6 @@ impl State {
     pub(super) fn new(rate_limit: Option<RateLimit>, storage: Duration) -> Self {
         State {
             tokens: FastMap::default(),
-            registrations: FastMap::default(),
             devices: FastMap::default(),
             sessions: FastMap::default(),
             feedback: HashMap::new(),
@@ -507,7 +612,16 @@ impl State {
             rate: RateLimiter::new(rate_limit),
             storage_secs: storage.as_secs(),
             faults: FaultTable::default(),
+            bounds: Bounds::of(&Settings::default()),
+            journal: None,
+            last_sweep_ms: 0,
         }
+    }
+
+    /// The same state under the registration bounds and device record limits `bounds`.
+    pub(super) fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     // ----- devices -------------------------------------------------------------------
@@ -528,15 +642,23 @@ impl State {
         self.next_session += 1;
         let id = self.next_session;
         let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let mut events = Vec::new();
+        // A new device makes room first: records gone for long expire, and with the table
+        // full the one offline longest gives way.
+        if !self.devices.contains_key(&key) {
+            self.make_room(now_ms, &mut events);
+        }
         let record = self.devices.entry(key.clone()).or_default();
         // Dropping the old sender ends the old session's queue.
         record.session = Some(LiveSession { id, tx });
+        record.last_seen_ms = now_ms;
         self.sessions.insert(id, SessionRecord::new(key.clone()));
-        let mut events = vec![Record::from(Event::DeviceOnline {
+        self.save_device(&key, now_ms);
+        events.push(Record::from(Event::DeviceOnline {
             at_ms: now_ms,
             serial: serial.to_owned(),
             environment,
-        })];
+        }));
         self.flush_stored(&key, now_ms, &mut events);
         (DeviceSession { id, rx }, events)
     }
@@ -551,9 +673,11 @@ impl State {
         if record.stored.is_empty() {
             return;
         }
-        let stored: Vec<Queued> = record.stored.drain().map(|(_, q)| q).collect();
+        let stored: Vec<(String, Queued)> = record.stored.drain().collect();
         self.stored_len -= stored.len();
-        for q in stored {
+        for (app, q) in stored {
+            // Off the disk too; routing it again stores it again if the device has no room.
+            self.forget_stored(key, app);
             if let Keep::Until(until) = q.keep {
                 if until <= now_ms / 1000 {
                     let detail = format!("kept until {until}, which passed while it was stored");
@@ -582,10 +706,14 @@ impl State {
         let ended = match self.devices.get_mut(&key) {
             Some(record) if record.session.as_ref().is_some_and(|s| s.id == session) => {
                 record.session = None;
+                record.last_seen_ms = now_ms;
                 true
             }
             _ => false,
         };
+        if ended {
+            self.save_device(&key, now_ms);
+        }
         // 2. Its unanswered deliveries are routed again; the session is forgotten.
         if let Some(gone) = self.sessions.remove(&session) {
             for mut q in gone.pending.into_values() {
@@ -624,14 +752,35 @@ impl State {
         now_ms: u64,
     ) -> (Result<DeviceToken, RegisterError>, Vec<Record>) {
         let key = DeviceKey::new(serial, environment);
-        if !self.devices.get(&key).is_some_and(|d| d.session.is_some()) {
-            return (
-                Err(RegisterError::NotConnected(serial.to_owned())),
-                Vec::new(),
-            );
+        let refused = |why: RegisterError| (Err(why), Vec::new());
+        let Some(record) = self.devices.get_mut(&key) else {
+            return refused(RegisterError::NotConnected(serial.to_owned()));
+        };
+        let Some(live) = record.session.as_ref() else {
+            return refused(RegisterError::NotConnected(serial.to_owned()));
+        };
+        let bounds = self.bounds;
+        // 1. The connection's bounds: every Register counts, whatever it asks for.
+        if let Some(connection) = self.sessions.get_mut(&live.id) {
+            if connection.registrations >= bounds.per_connection {
+                return refused(RegisterError::Limited(format!(
+                    "{} registrations on one connection (max_registrations_per_connection)",
+                    bounds.per_connection
+                )));
+            }
+            if !connection.budget.take(bounds.connection_rate, now_ms) {
+                return refused(RegisterError::Limited(format!(
+                    "more than {} registrations within {} s on one connection \
+                     (connection_registration_rate)",
+                    bounds.connection_rate.pushes,
+                    bounds.connection_rate.per.as_secs()
+                )));
+            }
+            connection.registrations += 1;
         }
-        let reg_key = (key, wanted.clone());
-        let reusable = self.registrations.get(&reg_key).copied().filter(|t| {
+        // 2. The same token again, unless the app was reinstalled or reported gone.
+        let current = record.registered.get(wanted).copied();
+        let reusable = current.filter(|t| {
             !fresh_install
                 && self
                     .tokens
@@ -641,20 +790,43 @@ impl State {
         let token = match reusable {
             Some(t) => t,
             None => {
+                // 3. A new token: the device's bounds, then the simulator's.
+                if current.is_none() && record.registered.len() >= bounds.apps_per_device {
+                    return refused(RegisterError::Limited(format!(
+                        "device {serial} holds tokens for {} apps and kinds \
+                         (max_apps_per_device)",
+                        bounds.apps_per_device
+                    )));
+                }
+                if !record.mints.take(bounds.device_rate, now_ms) {
+                    return refused(RegisterError::Limited(format!(
+                        "more than {} new tokens within {} s for device {serial} \
+                         (device_token_rate)",
+                        bounds.device_rate.pushes,
+                        bounds.device_rate.per.as_secs()
+                    )));
+                }
                 if self.tokens.len() >= MAX_TOKENS {
-                    return (Err(RegisterError::TooManyTokens(MAX_TOKENS)), Vec::new());
+                    return refused(RegisterError::TooManyTokens(MAX_TOKENS));
                 }
                 let token = self.mint_token(token_len);
                 self.tokens.insert(
                     token,
                     TokenRecord {
-                        device: reg_key.0.clone(),
+                        device: key.clone(),
                         app: wanted.app.clone(),
                         kind: wanted.kind.clone(),
                         unregistered_at_ms: None,
                     },
                 );
-                self.registrations.insert(reg_key, token);
+                if let Some(record) = self.devices.get_mut(&key) {
+                    record.registered.insert(wanted.clone(), token);
+                }
+                self.save_token(token, true);
+                // 4. The token it replaces no longer routes.
+                if let Some(old) = current {
+                    self.retire(&key, old);
+                }
                 token
             }
         };
@@ -667,6 +839,29 @@ impl State {
             token,
         })];
         (Ok(token), events)
+    }
+
+    /// A token a newer one replaced for its (device, app, kind). It is no longer the one a
+    /// registration returns, but its record stays: a push to it still reaches the device,
+    /// which reports the app as not installed (README, "Device protocol"), and once it is
+    /// unregistered its record answers 410 with the time and feeds the feedback service.
+    /// The device keeps at most [`Settings::max_unregistered_per_device`] replaced tokens;
+    /// past it the oldest is forgotten (a push to it: `BadDeviceToken`), so reinstalling in
+    /// a loop cannot grow the token table.
+    fn retire(&mut self, key: &DeviceKey, old: DeviceToken) {
+        self.save_token(old, false);
+        let Some(record) = self.devices.get_mut(key) else {
+            return;
+        };
+        record.retired.push_back(old);
+        let mut dropped = Vec::new();
+        while record.retired.len() > self.bounds.unregistered_per_device {
+            dropped.extend(record.retired.pop_front());
+        }
+        for token in dropped {
+            self.tokens.remove(&token);
+            self.forget_token(token);
+        }
     }
 
     /// A random token of `len` bytes (clamped to 1..=[`DeviceToken::MAX_LEN`]) that no
@@ -814,20 +1009,36 @@ impl State {
         let Some(record) = self.tokens.get_mut(&token) else {
             return now_ms;
         };
+        let first = record.unregistered_at_ms.is_none();
         let at_ms = *record.unregistered_at_ms.get_or_insert(now_ms);
         let key = (record.kind.topic(&record.app), record.device.environment);
-        let list = self.feedback.entry(key).or_default();
+        let list = self.feedback.entry(key.clone()).or_default();
+        let mut dropped = None;
+        let mut added = None;
         if !list.iter().any(|t| t.token == token) {
             if list.len() >= MAX_FEEDBACK_PER_TOPIC {
                 if let Some(old) = list.pop_front() {
                     warn!(token = %old.token, "feedback list full: oldest unread tuple dropped");
+                    dropped = Some(old.token);
                 }
             }
-            list.push_back(FeedbackTuple {
+            let tuple = FeedbackTuple {
                 timestamp: (at_ms / 1000) as u32,
                 token,
-            });
+            };
+            added = Some(tuple);
+            list.push_back(tuple);
             self.feedback_recorded += 1;
+        }
+        if first {
+            let current = self.is_current(&token);
+            self.save_token(token, current);
+        }
+        if let Some(old) = dropped {
+            self.forget_feedback(&key, old);
+        }
+        if let Some(tuple) = added {
+            self.save_feedback(&key, &tuple);
         }
         at_ms
     }
@@ -977,6 +1188,11 @@ impl State {
             .tokens
             .get(&q.note.token)
             .map_or_else(|| q.note.topic.to_string(), |r| r.app.clone());
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Put(Row::Stored(Box::new(stored_row(
+                device, &app, &q, until,
+            )))));
+        }
         match record.stored.insert(app, q) {
             Some(old) => {
                 let detail = "a newer notification for the same app replaced it".to_owned();
@@ -995,10 +1211,16 @@ impl State {
         topic: &str,
         environment: Environment,
     ) -> Vec<FeedbackTuple> {
-        self.feedback
-            .remove(&(topic.to_owned(), environment))
+        let key = (topic.to_owned(), environment);
+        let taken: Vec<FeedbackTuple> = self
+            .feedback
+            .remove(&key)
             .map(Vec::from)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for tuple in &taken {
+            self.forget_feedback(&key, tuple.token);
+        }
+        taken
     }
 
     /// Puts back tuples whose delivery failed, ahead of any recorded since.
@@ -1008,17 +1230,24 @@ impl State {
         environment: Environment,
         tuples: Vec<FeedbackTuple>,
     ) {
-        let list = self
-            .feedback
-            .entry((topic.to_owned(), environment))
-            .or_default();
+        let key = (topic.to_owned(), environment);
+        let list = self.feedback.entry(key.clone()).or_default();
+        let mut put = Vec::new();
         for t in tuples.into_iter().rev() {
             if !list.iter().any(|x| x.token == t.token) {
+                put.push(t);
                 list.push_front(t);
             }
         }
+        let mut dropped = Vec::new();
         while list.len() > MAX_FEEDBACK_PER_TOPIC {
-            list.pop_front();
+            dropped.extend(list.pop_front().map(|t| t.token));
+        }
+        for tuple in &put {
+            self.save_feedback(&key, tuple);
+        }
+        for token in dropped {
+            self.forget_feedback(&key, token);
         }
     }
 
@@ -1049,6 +1278,23 @@ impl State {
             faults: self.faults.clear().len() as u64,
             ..ResetCounts::default()
         };
+        // What leaves the disk with it, described before the maps are cleared.
+        if let Some(journal) = self.journal.as_mut() {
+            for ((topic, environment), list) in &self.feedback {
+                for tuple in list {
+                    let key = feedback_key(topic, *environment, tuple.token);
+                    journal.push(Change::Delete(key));
+                }
+            }
+            for (device, record) in &self.devices {
+                for app in record.stored.keys() {
+                    journal.push(Change::Delete(stored_key(device, app)));
+                }
+                if record.session.is_none() {
+                    journal.push(Change::Delete(device_key(device)));
+                }
+            }
+        }
         self.feedback.clear();
         self.stored_len = 0;
         let before = self.devices.len();
@@ -1060,17 +1306,29 @@ impl State {
         let devices = &self.devices;
         let mut unregistered = 0;
         let tokens_before = self.tokens.len();
-        self.tokens.retain(|_, r| {
-            if r.unregistered_at_ms.is_some() {
+        let mut forgotten = Vec::new();
+        self.tokens.retain(|token, r| {
+            let keep = if r.unregistered_at_ms.is_some() {
                 unregistered += 1;
-                return false;
+                false
+            } else {
+                devices.contains_key(&r.device)
+            };
+            if !keep {
+                forgotten.push(*token);
             }
-            devices.contains_key(&r.device)
+            keep
         });
         counts.unregistered = unregistered;
         counts.tokens = (tokens_before - self.tokens.len()) as u64 - unregistered;
         let tokens = &self.tokens;
-        self.registrations.retain(|_, t| tokens.contains_key(t));
+        for record in self.devices.values_mut() {
+            record.registered.retain(|_, t| tokens.contains_key(t));
+            record.retired.retain(|t| tokens.contains_key(t));
+        }
+        for token in forgotten {
+            self.forget_token(token);
+        }
         counts
     }
 
@@ -1118,22 +1376,359 @@ impl State {
                 tokens: Vec::new(),
             })
             .collect();
-        let index: HashMap<&DeviceKey, usize> =
-            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-        for ((key, held), token) in &self.registrations {
-            let Some(&i) = index.get(key) else { continue };
-            let live = self
-                .tokens
-                .get(token)
-                .is_some_and(|r| r.unregistered_at_ms.is_none());
-            if live {
-                out[i].tokens.push((held.clone(), *token));
+        for (key, device) in keys.iter().zip(&mut out) {
+            for (held, token) in &self.devices[*key].registered {
+                let live = self
+                    .tokens
+                    .get(token)
+                    .is_some_and(|r| r.unregistered_at_ms.is_none());
+                if live {
+                    device.tokens.push((held.clone(), *token));
+                }
             }
         }
         for device in &mut out {
             device.tokens.sort();
         }
         out
+    }
+}
+
+// ----- device records, and durable state ---------------------------------------------------
+
+impl State {
+    /// Makes room for a new device record: every so often ([`SWEEP_EVERY_MS`]) the records
+    /// offline longer than [`Settings::device_record_ttl`] are forgotten, and with the table
+    /// full the oldest offline hundredth of it is, in one walk (so a flood of new serials
+    /// costs one walk per hundred of them, not one each).
+    fn make_room(&mut self, now_ms: u64, events: &mut Vec<Record>) {
+        let full = self.devices.len() >= self.bounds.max_devices;
+        if !full && now_ms.saturating_sub(self.last_sweep_ms) < SWEEP_EVERY_MS {
+            return;
+        }
+        if now_ms.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
+            self.last_sweep_ms = now_ms;
+            let ttl = self.bounds.device_ttl_ms;
+            let expired: Vec<DeviceKey> = self
+                .devices
+                .iter()
+                .filter(|(_, d)| {
+                    d.session.is_none() && now_ms.saturating_sub(d.last_seen_ms) >= ttl
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !expired.is_empty() {
+                info!(
+                    devices = expired.len(),
+                    "device records offline longer than device_record_ttl forgotten"
+                );
+            }
+            for key in expired {
+                self.forget_device(
+                    &key,
+                    now_ms,
+                    "offline longer than device_record_ttl",
+                    events,
+                );
+            }
+        }
+        if self.devices.len() >= self.bounds.max_devices {
+            let mut offline: Vec<(u64, DeviceKey)> = self
+                .devices
+                .iter()
+                .filter(|(_, d)| d.session.is_none())
+                .map(|(k, d)| (d.last_seen_ms, k.clone()))
+                .collect();
+            if offline.is_empty() {
+                // Every record is online: the connection limit bounds them.
+                return;
+            }
+            let evict = (self.bounds.max_devices / 100).clamp(1, offline.len());
+            if offline.len() > evict {
+                offline.select_nth_unstable_by_key(evict - 1, |(seen, _)| *seen);
+                offline.truncate(evict);
+            }
+            warn!(
+                devices = offline.len(),
+                max_device_records = self.bounds.max_device_records(),
+                "device table full: the records offline longest are forgotten"
+            );
+            for (_, key) in offline {
+                let why = "the device table was full (max_device_records), it was offline longest";
+                self.forget_device(&key, now_ms, why, events);
+            }
+        }
+    }
+
+    /// Forgets an offline device: its record, its tokens (a push to one is refused like one
+    /// to a token no device holds) and what is stored for it (recorded as expired, `why`).
+    fn forget_device(&mut self, key: &DeviceKey, now_ms: u64, why: &str, events: &mut Vec<Record>) {
+        let Some(record) = self.devices.remove(key) else {
+            return;
+        };
+        for (app, q) in record.stored {
+            self.stored_len -= 1;
+            let detail = format!("device {} forgotten: {why}", key.serial);
+            events.push(q.record(now_ms, Outcome::Expired, detail.into()));
+            self.forget_stored(key, app);
+        }
+        for token in record.registered.into_values().chain(record.retired) {
+            self.tokens.remove(&token);
+            self.forget_token(token);
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Delete(device_key(key)));
+        }
+    }
+
+    /// From now on, rules describe the rows they change, for the store
+    /// ([`State::take_changes`]).
+    pub(super) fn durable(mut self) -> Self {
+        self.journal = Some(Vec::new());
+        self
+    }
+
+    /// The row changes since the last call (none in memory).
+    pub(super) fn take_changes(&mut self) -> Vec<Change> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Fills an empty state from what the state file held, `now_ms` being the time of the
+    /// restart: devices (all offline now), tokens with their unregistration times, unread
+    /// feedback and stored notifications. A row that does not read (an unknown environment,
+    /// a token of a bad length) is an error naming it: the file is corrupt, and guessing
+    /// would route to the wrong device.
+    pub(super) fn restore(&mut self, snapshot: Snapshot, now_ms: u64) -> Result<(), String> {
+        let env = |text: &str| {
+            Environment::from_str(text).map_err(|_| format!("unknown environment {text:?}"))
+        };
+        let token_of = |bytes: &[u8]| {
+            DeviceToken::new(bytes).map_err(|e| format!("token {}: {e}", hex::encode(bytes)))
+        };
+        for row in snapshot.devices {
+            let key = DeviceKey::new(&row.serial, env(&row.environment)?);
+            let record = self.devices.entry(key).or_default();
+            record.last_seen_ms = row.last_seen_ms;
+        }
+        let mut retired: Vec<(u64, DeviceKey, DeviceToken)> = Vec::new();
+        for row in snapshot.tokens {
+            let token = token_of(&row.token)?;
+            let kind = TokenKind::from_str(&row.kind)
+                .map_err(|e| format!("token {token}: kind {:?}: {e}", row.kind))?;
+            let key = DeviceKey::new(&row.serial, env(&row.environment)?);
+            let record = self
+                .devices
+                .entry(key.clone())
+                .or_insert_with(|| DeviceRecord {
+                    last_seen_ms: now_ms,
+                    ..DeviceRecord::default()
+                });
+            if row.current {
+                record
+                    .registered
+                    .insert(AppToken::new(row.app.clone(), kind.clone()), token);
+            } else {
+                // Replaced: kept in the order it was reported gone (never reported: first).
+                retired.push((row.unregistered_at_ms.unwrap_or(0), key.clone(), token));
+            }
+            self.tokens.insert(
+                token,
+                TokenRecord {
+                    device: key,
+                    app: row.app,
+                    kind,
+                    unregistered_at_ms: row.unregistered_at_ms,
+                },
+            );
+        }
+        retired.sort_by_key(|(at, _, _)| *at);
+        for (_, key, token) in retired {
+            if let Some(record) = self.devices.get_mut(&key) {
+                record.retired.push_back(token);
+            }
+        }
+        for row in snapshot.feedback {
+            let tuple = FeedbackTuple {
+                timestamp: row.timestamp,
+                token: token_of(&row.token)?,
+            };
+            let list = self
+                .feedback
+                .entry((row.topic, env(&row.environment)?))
+                .or_default();
+            if list.len() < MAX_FEEDBACK_PER_TOPIC {
+                list.push_back(tuple);
+            }
+        }
+        for row in snapshot.stored {
+            let key = DeviceKey::new(&row.serial, env(&row.environment)?);
+            let api = match row.api.as_str() {
+                "binary" => Api::Binary,
+                "http2" => Api::Http2,
+                other => return Err(format!("stored notification: unknown api {other:?}")),
+            };
+            let record = self
+                .devices
+                .entry(key.clone())
+                .or_insert_with(|| DeviceRecord {
+                    last_seen_ms: now_ms,
+                    ..DeviceRecord::default()
+                });
+            let q = Queued {
+                note: Arc::new(Note {
+                    api,
+                    token: token_of(&row.token)?,
+                    topic: Arc::from(row.topic),
+                    identifier: row.identifier,
+                    apns_id: Uuid::from_bytes(row.apns_id),
+                    expiry: row.expiry,
+                    priority: row.priority,
+                    push_type: row.push_type,
+                    collapse_id: row.collapse_id,
+                    payload: Bytes::from(row.payload),
+                    frame: row.frame.map(Bytes::from),
+                    serial: Some(key.serial.clone()),
+                }),
+                keep: Keep::Until(row.keep_until),
+                fault: row.fault.map(Arc::from),
+                held: false,
+                accepted: Instant::now(),
+            };
+            if record.stored.insert(row.app, q).is_none() {
+                self.stored_len += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `token` is its (device, app, kind)'s current token.
+    fn is_current(&self, token: &DeviceToken) -> bool {
+        self.tokens.get(token).is_some_and(|r| {
+            self.devices.get(&r.device).is_some_and(|d| {
+                d.registered
+                    .get(&AppToken::new(r.app.clone(), r.kind.clone()))
+                    .is_some_and(|t| t == token)
+            })
+        })
+    }
+
+    /// Journals a device's row.
+    fn save_device(&mut self, key: &DeviceKey, now_ms: u64) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Put(Row::Device(DeviceRow {
+                serial: key.serial.to_string(),
+                environment: key.environment.as_str().to_owned(),
+                last_seen_ms: now_ms,
+            })));
+        }
+    }
+
+    /// Journals a token's row as it is now in `tokens`.
+    fn save_token(&mut self, token: DeviceToken, current: bool) {
+        let (Some(journal), Some(r)) = (self.journal.as_mut(), self.tokens.get(&token)) else {
+            return;
+        };
+        journal.push(Change::Put(Row::Token(TokenRow {
+            token: token.as_bytes().to_vec(),
+            serial: r.device.serial.to_string(),
+            environment: r.device.environment.as_str().to_owned(),
+            app: r.app.clone(),
+            kind: r.kind.to_string(),
+            current,
+            unregistered_at_ms: r.unregistered_at_ms,
+        })));
+    }
+
+    /// Journals that a token is forgotten.
+    fn forget_token(&mut self, token: DeviceToken) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Delete(Key::Token(token.as_bytes().to_vec())));
+        }
+    }
+
+    /// Journals that nothing is stored for a device's app any more.
+    fn forget_stored(&mut self, device: &DeviceKey, app: String) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Delete(stored_key(device, &app)));
+        }
+    }
+
+    /// Journals an unread feedback tuple of a (topic, environment).
+    fn save_feedback(&mut self, key: &(String, Environment), tuple: &FeedbackTuple) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Put(Row::Feedback(FeedbackRow {
+                topic: key.0.clone(),
+                environment: key.1.as_str().to_owned(),
+                token: tuple.token.as_bytes().to_vec(),
+                timestamp: tuple.timestamp,
+            })));
+        }
+    }
+
+    /// Journals that a feedback tuple was read or dropped.
+    fn forget_feedback(&mut self, key: &(String, Environment), token: DeviceToken) {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(Change::Delete(feedback_key(&key.0, key.1, token)));
+        }
+    }
+}
+
+impl Bounds {
+    /// [`Settings::max_device_records`], for log lines.
+    fn max_device_records(&self) -> usize {
+        self.max_devices
+    }
+}
+
+/// The store's key of a device's row.
+fn device_key(device: &DeviceKey) -> Key {
+    Key::Device(
+        device.serial.to_string(),
+        device.environment.as_str().to_owned(),
+    )
+}
+
+/// The store's key of what is stored for a device's app.
+fn stored_key(device: &DeviceKey, app: &str) -> Key {
+    Key::Stored(
+        device.serial.to_string(),
+        device.environment.as_str().to_owned(),
+        app.to_owned(),
+    )
+}
+
+/// The store's key of a feedback tuple.
+fn feedback_key(topic: &str, environment: Environment, token: DeviceToken) -> Key {
+    Key::Feedback(
+        topic.to_owned(),
+        environment.as_str().to_owned(),
+        token.as_bytes().to_vec(),
+    )
+}
+
+/// The store's row of a notification stored for `device`'s `app`, kept until `until`.
+fn stored_row(device: &DeviceKey, app: &str, q: &Queued, until: u64) -> StoredRow {
+    let note = &*q.note;
+    StoredRow {
+        serial: device.serial.to_string(),
+        environment: device.environment.as_str().to_owned(),
+        app: app.to_owned(),
+        api: note.api.as_str().to_owned(),
+        token: note.token.as_bytes().to_vec(),
+        topic: note.topic.to_string(),
+        identifier: note.identifier,
+        apns_id: *note.apns_id.as_bytes(),
+        expiry: note.expiry,
+        keep_until: until,
+        priority: note.priority,
+        push_type: note.push_type.clone(),
+        collapse_id: note.collapse_id.clone(),
+        payload: note.payload.to_vec(),
+        frame: note.frame.as_ref().map(|f| f.to_vec()),
+        fault: q.fault.as_deref().map(str::to_owned),
     }
 }
 
@@ -1812,5 +2407,277 @@ pub(super) mod tests {
         let mut third = w.connect("D1");
         let kept: Vec<[u8; 4]> = drain(&mut third).iter().map(|n| n.identifier).collect();
         assert_eq!(kept, [5u32.to_be_bytes()]);
+    }
+
+    /// A world under `settings`' registration bounds.
+    fn bounded(settings: &Settings) -> World {
+        let mut w = World::new(None);
+        w.st = State::new(None, STORAGE).with_bounds(Bounds::of(settings));
+        w
+    }
+
+    #[test]
+    fn fresh_installs_in_a_loop_are_held_to_the_device_rate_and_other_devices_still_register() {
+        let settings = Settings {
+            device_token_rate: RateLimit {
+                pushes: 5,
+                per: Duration::from_secs(60),
+            },
+            max_unregistered_per_device: 2,
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let _d1 = w.connect("D1");
+        let _d2 = w.connect("D2");
+        let minted: Vec<_> = (0..10).map(|_| w.register("D1", APP, true)).collect();
+        assert_eq!(minted.iter().filter(|r| r.is_ok()).count(), 5);
+        let refused = minted.last().unwrap().clone().unwrap_err();
+        assert!(
+            matches!(&refused, RegisterError::Limited(why) if why.contains("device_token_rate")),
+            "{refused:?}"
+        );
+        // The tokens reinstalls replaced are bounded: the current one and two kept.
+        assert_eq!(w.st.tokens.len(), 3);
+        // Re-registering without a reinstall mints nothing, so it is not held.
+        assert!(w.register("D1", APP, false).is_ok());
+        assert!(w.register("D2", APP, true).is_ok(), "another device");
+        // The window passes and D1 may mint again.
+        w.now_ms += 60_000;
+        assert!(w.register("D1", APP, true).is_ok());
+    }
+
+    #[test]
+    fn a_connection_is_held_to_its_registration_count_and_rate() {
+        let settings = Settings {
+            max_registrations_per_connection: 3,
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let first = w.connect("D1");
+        for _ in 0..3 {
+            assert!(w.register("D1", APP, false).is_ok());
+        }
+        let err = w.register("D1", APP, false).unwrap_err();
+        assert!(
+            matches!(&err, RegisterError::Limited(why) if why.contains("max_registrations_per_connection")),
+            "{err:?}"
+        );
+        // A new connection of the same device starts afresh.
+        w.disconnect("D1", first.id);
+        let _second = w.connect("D1");
+        assert!(w.register("D1", APP, false).is_ok());
+
+        let settings = Settings {
+            connection_registration_rate: RateLimit {
+                pushes: 2,
+                per: Duration::from_secs(10),
+            },
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let _s = w.connect("D1");
+        assert!(w.register("D1", APP, false).is_ok());
+        assert!(w.register("D1", "com.b", false).is_ok());
+        let err = w.register("D1", "com.c", false).unwrap_err();
+        assert!(
+            matches!(&err, RegisterError::Limited(why) if why.contains("connection_registration_rate")),
+            "{err:?}"
+        );
+        w.now_ms += 10_000;
+        assert!(w.register("D1", "com.c", false).is_ok());
+    }
+
+    #[test]
+    fn a_device_holds_tokens_for_at_most_its_apps() {
+        let settings = Settings {
+            max_apps_per_device: 2,
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let _s = w.connect("D1");
+        assert!(w.register("D1", "com.a", false).is_ok());
+        assert!(w.register("D1", "com.b", false).is_ok());
+        let err = w.register("D1", "com.c", false).unwrap_err();
+        assert!(
+            matches!(&err, RegisterError::Limited(why) if why.contains("max_apps_per_device")),
+            "{err:?}"
+        );
+        assert!(
+            w.register("D1", "com.a", true).is_ok(),
+            "a reinstall of one it holds"
+        );
+    }
+
+    #[test]
+    fn a_reinstall_keeps_a_bounded_record_of_the_tokens_it_replaced() {
+        let settings = Settings {
+            max_unregistered_per_device: 2,
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let mut session = w.connect("D1");
+        let mut tokens = vec![w.register("D1", APP, false).unwrap()];
+        for _ in 0..3 {
+            tokens.push(w.register("D1", APP, true).unwrap());
+        }
+        // The newest replaced one still reaches the device, which reports it gone: 410.
+        assert_eq!(w.push(request(tokens[2], 1, 0)), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let at = w.st.unregistered_at(&tokens[2]).unwrap();
+        assert_eq!(
+            w.push(request(tokens[2], 2, 0)),
+            Err(PushError::Unregistered { at_ms: at })
+        );
+        assert_eq!(w.st.peek_feedback(APP, SANDBOX).len(), 1);
+        // Three replaced, two kept: the oldest is forgotten.
+        assert_eq!(
+            w.push(request(tokens[0], 3, 0)),
+            Err(PushError::UnknownToken)
+        );
+        assert_eq!(w.push(request(tokens[1], 4, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(w.push(request(tokens[3], 5, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(w.st.tokens.len(), 3, "two kept, one current");
+        // Registering again without a reinstall returns the current one.
+        assert_eq!(w.register("D1", APP, false), Ok(tokens[3]));
+    }
+
+    #[test]
+    fn devices_gone_for_long_expire_and_the_table_is_bounded() {
+        let settings = Settings {
+            max_device_records: 200,
+            device_record_ttl: Duration::from_secs(3600 * 24),
+            ..Settings::default()
+        };
+        let mut w = bounded(&settings);
+        let old = w.connect("OLD");
+        let token = w.register("OLD", APP, false).unwrap();
+        w.disconnect("OLD", old.id);
+        let later = w.now_secs() + 40 * 86_400;
+        assert_eq!(w.push(request(token, 1, later)), Ok(PushOutcome::Stored));
+        // Two days on, a new device's hello sweeps the record away, with what it stored.
+        w.now_ms += 2 * 86_400_000;
+        let _new = w.connect("NEW");
+        assert!(!w.st.devices.contains_key(&DeviceKey::new("OLD", SANDBOX)));
+        assert_eq!(w.push(request(token, 2, 0)), Err(PushError::UnknownToken));
+        assert!(w.outcomes().contains(&(1, Outcome::Expired)));
+        assert_eq!(w.st.stored_len(), 0);
+        // Serials made up in a loop: the table never grows past its bound.
+        for i in 0..1_000 {
+            let s = w.connect(&format!("S{i}"));
+            w.disconnect(&format!("S{i}"), s.id);
+            assert!(w.st.devices.len() <= 200);
+        }
+        assert!(
+            w.st.devices.contains_key(&DeviceKey::new("NEW", SANDBOX)),
+            "an online device is never the one forgotten"
+        );
+    }
+
+    /// Applies changes to rows as the store would, last change of a row winning.
+    fn apply_changes(rows: &mut HashMap<Key, Row>, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Put(row) => {
+                    rows.insert(row.key(), row);
+                }
+                Change::Delete(key) => {
+                    rows.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn snapshot_of(rows: &HashMap<Key, Row>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for row in rows.values() {
+            match row.clone() {
+                Row::Device(d) => snapshot.devices.push(d),
+                Row::Token(t) => snapshot.tokens.push(t),
+                Row::Feedback(f) => snapshot.feedback.push(f),
+                Row::Stored(s) => snapshot.stored.push(*s),
+            }
+        }
+        snapshot.feedback.sort_by_key(|f| f.timestamp);
+        snapshot
+    }
+
+    #[test]
+    fn what_the_journal_describes_restores_the_same_state() {
+        let mut w = World::new(None);
+        w.st = State::new(None, STORAGE).durable();
+        let mut rows = HashMap::new();
+        let mut session = w.connect("D1");
+        let kept = w.register("D1", APP, false).unwrap();
+        let voip = w.register_voip("D1");
+        let gone = w.register("D1", "com.gone", false).unwrap();
+        let mut to_gone = request(gone, 1, 0);
+        to_gone.topic = "com.gone".into();
+        assert_eq!(w.push(to_gone), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let at_ms = w.st.unregistered_at(&gone).unwrap();
+        w.disconnect("D1", session.id);
+        let later = w.hour_from_now();
+        assert_eq!(w.push(request(kept, 2, later)), Ok(PushOutcome::Stored));
+        assert_eq!(w.push(request(kept, 3, later)), Ok(PushOutcome::Stored));
+        apply_changes(&mut rows, w.st.take_changes());
+        assert!(w.st.take_changes().is_empty(), "taken once");
+
+        let mut back = World::new(None);
+        back.now_ms = w.now_ms + 1000;
+        back.st = State::new(None, STORAGE).durable();
+        back.st.restore(snapshot_of(&rows), back.now_ms).unwrap();
+        assert_eq!(back.st.unregistered_at(&gone), Some(at_ms));
+        assert_eq!(
+            back.push(request(gone, 4, 0))
+                .map_err(|e| matches!(e, PushError::WrongTopic { .. })),
+            Err(true),
+            "the unregistered token is still known (its app is com.gone)"
+        );
+        let feedback = back.st.peek_feedback("com.gone", SANDBOX);
+        assert_eq!(feedback.len(), 1);
+        assert_eq!(feedback[0].token, gone);
+        // The device comes back: its stored notification (the newest), its tokens again.
+        let mut again = back.connect("D1");
+        let n = again.rx.try_recv().unwrap();
+        assert_eq!(n.identifier, 3u32.to_be_bytes());
+        assert_eq!(n.expiry, later);
+        assert_eq!(back.register("D1", APP, false), Ok(kept));
+        assert_eq!(back.register_voip("D1"), voip);
+        // Reading the feedback is journaled too: a second restart has none.
+        back.st.take_feedback("com.gone", SANDBOX);
+        apply_changes(&mut rows, back.st.take_changes());
+        assert!(snapshot_of(&rows).feedback.is_empty());
+        assert!(
+            snapshot_of(&rows).stored.is_empty(),
+            "delivered, so no longer stored"
+        );
+    }
+
+    #[test]
+    fn a_row_that_does_not_read_is_an_error_not_a_guess() {
+        let mut st = State::new(None, STORAGE);
+        let snapshot = Snapshot {
+            tokens: vec![TokenRow {
+                token: vec![1; 32],
+                serial: "D1".into(),
+                environment: "staging".into(),
+                app: APP.into(),
+                kind: "remote".into(),
+                current: true,
+                unregistered_at_ms: None,
+            }],
+            ..Snapshot::default()
+        };
+        let err = st.restore(snapshot, 0).unwrap_err();
+        assert!(err.contains("staging"), "{err}");
+    }
+
+    #[test]
+    fn every_kind_of_token_reads_back_as_written() {
+        for kind in TokenKind::every("ride-42") {
+            assert_eq!(TokenKind::from_str(&kind.to_string()), Ok(kind));
+        }
     }
 }

@@ -120,14 +120,18 @@ impl SessionError {
             | SessionError::UnknownNotInstalled(_)
             | SessionError::AckBeyondSent { .. }
             | SessionError::Write(_) => CloseCode::Protocol,
-            SessionError::Register(RegisterError::TooManyTokens(_)) => CloseCode::Limit,
+            SessionError::Register(RegisterError::TooManyTokens(_) | RegisterError::Limited(_)) => {
+                CloseCode::Limit
+            }
             // The hub drops a live session's record only for a newer connection with the
             // same serial.
             SessionError::Register(RegisterError::NotConnected(_)) | SessionError::Replaced(_) => {
                 CloseCode::Replaced
             }
             SessionError::NoHello(_) | SessionError::Idle(_) => CloseCode::Idle,
-            SessionError::Shutdown => CloseCode::Shutdown,
+            SessionError::Shutdown | SessionError::Register(RegisterError::NotSaved(_)) => {
+                CloseCode::Shutdown
+            }
         }
     }
 }
@@ -310,7 +314,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 deadline = Instant::now() + idle;
                 let who = Who { serial: &serial, environment, session: session.id, token_len: settings.token_len };
-                let mut read = Read { faults: &mut faults, answers: &mut answers, last_sent };
+                let mut read = Read { faults: &mut faults, answers: &mut answers, last_sent, registered: false };
                 if let Err(problem) = read.handle(conn, hub, &who, msg).await {
                     break Some(problem);
                 }
@@ -446,6 +450,9 @@ struct Read<'a> {
     answers: &'a mut Vec<DeviceAnswer>,
     /// The last delivery written to the device.
     last_sent: u64,
+    /// A token was registered in this read: with durable state, its answer waits for
+    /// the commit ([`Hub::synced`]).
+    registered: bool,
 }
 
 impl Read<'_> {
@@ -475,6 +482,10 @@ impl Read<'_> {
             };
         }
         self.settle(hub, who)?;
+        if std::mem::take(&mut self.registered) && hub.is_durable() {
+            let saved = hub.synced().await;
+            saved.map_err(|e| SessionError::Register(RegisterError::NotSaved(e.0)))?;
+        }
         if wrote {
             conn.flush().await.map_err(SessionError::Write)?;
         }
@@ -511,6 +522,7 @@ impl Read<'_> {
                 let registered = ServerMessage::Registered { app, kind, token };
                 conn.buffer(|b| encode_server_message(&registered, b));
                 *wrote = true;
+                self.registered = true;
             }
             DeviceMessage::Ack { delivery } => self.answers.push(DeviceAnswer::One {
                 delivery,

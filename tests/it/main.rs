@@ -16,6 +16,7 @@ mod control_faults;
 mod dashboard;
 mod devices;
 mod docs;
+mod durable;
 mod feedback;
 mod garbage;
 mod hardening;

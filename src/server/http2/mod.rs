@@ -104,7 +104,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::hub::{
-    Api, Effect, FaultOn, Hub, Phase, Probe, ProviderEndpoint, PushError, PushRequest,
+    Api, Effect, FaultOn, Hub, Phase, Probe, ProviderEndpoint, PushError, PushOutcome, PushRequest,
 };
 use crate::pki::profile;
 use crate::protocol::http2 as frames;
@@ -842,6 +842,16 @@ impl StreamJob {
                 self.push(checked, payload)
             }
         };
+        // Durable state: a 200 for a stored notification and a 410 are answered only once
+        // what they report is on disk (group-committed; never awaited in memory).
+        let result = match result {
+            Ok(stored) if !stored || !self.hub.is_durable() => Ok(()),
+            Err(r) if r.reason != Reason::Unregistered || !self.hub.is_durable() => Err(r),
+            durable => match self.hub.synced().await {
+                Ok(()) => durable.map(drop),
+                Err(e) => Err(Rejection::new(Reason::InternalServerError, e.to_string())),
+            },
+        };
         if let Some(delay) = self.delay {
             tokio::time::sleep(delay).await;
         }
@@ -879,8 +889,8 @@ impl StreamJob {
     }
 
     /// Checks the payload and hands the notification to the hub. A rejection before the hub
-    /// is recorded here; the hub records its own outcomes.
-    fn push(&mut self, checked: Checked, payload: Bytes) -> Result<(), Rejection> {
+    /// is recorded here; the hub records its own outcomes. `Ok(true)`: it was stored.
+    fn push(&mut self, checked: Checked, payload: Bytes) -> Result<bool, Rejection> {
         let hit = self.hub.fault(&Probe {
             on: FaultOn::Http2,
             phase: Phase::Notification,
@@ -962,7 +972,7 @@ impl StreamJob {
             fault,
         };
         match self.hub.push(request) {
-            Ok(_) => Ok(()),
+            Ok(outcome) => Ok(outcome == PushOutcome::Stored),
             Err(err) => Err(hub_rejection(&err)),
         }
     }
