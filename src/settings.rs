@@ -144,7 +144,17 @@ pub struct Settings {
     /// connection (an event stream above all) holds a task and buffers, so a runaway client
     /// must not open thousands: 64.
     pub max_control_connections: usize,
+    /// Per-notification info lines written in one second before the log turns into one
+    /// summary line per second (counts by fate and the lines suppressed; the delivery log
+    /// keeps every record), and back once a second stays below it. A person reads a few
+    /// dozen lines a second, and a terminal takes some thousands; a load test pushing 100k/s
+    /// must not spend its time writing them. 1,000 ([`DEFAULT_LOG_LINES_PER_SEC`]); 0 writes
+    /// every line, always.
+    pub log_lines_per_sec: u32,
 }
+
+/// The per-notification log line rate unless [`Settings::log_lines_per_sec`] says otherwise.
+pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 1_000;
 
 /// How the binary gateway answers an unknown command byte (see
 /// [`Settings::unknown_command`]).
@@ -198,6 +208,7 @@ impl Default for Settings {
             token_len: DEFAULT_TOKEN_LEN,
             delivery_log_len: DEFAULT_DELIVERY_LOG_LEN,
             max_control_connections: 64,
+            log_lines_per_sec: DEFAULT_LOG_LINES_PER_SEC,
         }
     }
 }
