@@ -20,6 +20,7 @@ mod garbage;
 mod http2;
 mod kinds;
 mod limits;
+mod logline;
 mod metrics;
 mod readme;
 mod scenarios;
