@@ -19,7 +19,7 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Log lines as text, or as one JSON object per line (RUST_LOG filters either)
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "APNS_SIM_LOG_FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true, env = "APNS_SIM_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: cli::Command,
