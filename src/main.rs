@@ -18,9 +18,27 @@ struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines as text, or as one JSON object per line (RUST_LOG filters either)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true, env = "APNS_SIM_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: cli::Command,
 }
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format): `timestamp`, `level`,
+    /// `fields` (with `message`), `target`.
+    Json,
+}
+
+/// Bytes of log lines the writer thread gathers before one write: the lines of a busy
+/// moment go out in a few large writes instead of one system call each (the thread also
+/// writes whenever it has drained every line queued, so a quiet log is not held back).
+const LOG_BUFFER: usize = 64 * 1024;
 
 /// Exit code of an error that is not a push refused by the simulator.
 const EXIT_ERROR: u8 = 2;
@@ -45,17 +63,26 @@ fn main() -> ExitCode {
     };
     // Log lines are written by a background thread, so a busy simulator's connection tasks
     // format their line and move on instead of each making a write system call. Not lossy:
-    // when the writer falls behind, loggers wait. The guard flushes what is left at exit.
+    // when the writer falls behind, loggers wait. The thread writes through a buffer that it
+    // flushes each time it has drained the queue: lines are written in batches. The guard
+    // flushes what is left at exit.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_BUFFER,
+            std::io::stderr(),
+        ));
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    match cli.log_format {
+        LogFormat::Text => logger
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logger.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

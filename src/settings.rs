@@ -230,7 +230,19 @@ pub struct Settings {
     /// serials made up in a loop cannot grow memory or the state file without bound;
     /// 100,000 is several device connection limits' worth of real devices.
     pub max_device_records: usize,
+
+    // ----- the per-notification log line (issue 10) -------------------------------------
+    /// Per-notification info lines written in one second before the log turns into one
+    /// summary line per second (counts by fate and the lines suppressed; the delivery log
+    /// keeps every record), and back once a second stays below it. A person reads a few
+    /// dozen lines a second, and a terminal takes some thousands; a load test pushing 100k/s
+    /// must not spend its time writing them. 1,000 ([`DEFAULT_LOG_LINES_PER_SEC`]); 0 writes
+    /// every line, always.
+    pub log_lines_per_sec: u32,
 }
+
+/// The per-notification log line rate unless [`Settings::log_lines_per_sec`] says otherwise.
+pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 1_000;
 
 /// How the binary gateway answers an unknown command byte (see
 /// [`Settings::unknown_command`]).
@@ -304,6 +316,7 @@ impl Default for Settings {
             max_unregistered_per_device: 64,
             device_record_ttl: Duration::from_secs(60 * SECONDS_PER_DAY),
             max_device_records: 100_000,
+            log_lines_per_sec: DEFAULT_LOG_LINES_PER_SEC,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What the hub tells the world: the [`Event`]s of the delivery log, the bounded ring that
-//! keeps the recent ones, the broadcast channel that streams them live, and the one info line
-//! per notification that names its path (`path="provider -> gateway -> device"`).
+//! keeps the recent ones, and the broadcast channel that streams them live. (The one info
+//! line per notification is written from these records too, after the lock:
+//! [`super::logline`].)
 //!
 //! Nothing here decides anything; [`super::state`] decides and hands its events over, and
 //! [`super::Hub`] appends them to the ring under the lock and broadcasts them after it.
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::broadcast;
-use tracing::{field, info};
 use uuid::Uuid;
 
 use super::faults::{Fault, Removed};
+use super::logline::Trail;
 use crate::protocol::token::{DeviceToken, TokenKind};
 use crate::protocol::Environment;
 
@@ -38,14 +39,6 @@ impl Api {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Api::Binary => "binary",
-            Api::Http2 => "http2",
-        }
-    }
-
-    /// The endpoint's name in a log line's path.
-    fn gateway_name(self) -> &'static str {
-        match self {
-            Api::Binary => "gateway",
             Api::Http2 => "http2",
         }
     }
@@ -464,6 +457,14 @@ pub(super) enum Detail {
     Device(Arc<str>),
     /// Any other words, as written.
     Text(String),
+    /// A refusal by the hub: Apple's reason name (what a log summary counts it under) and
+    /// the words.
+    Refused {
+        /// The reason's name (`BadDeviceToken`, `Unregistered`, …).
+        reason: &'static str,
+        /// The words, as written.
+        text: String,
+    },
 }
 
 impl Detail {
@@ -471,7 +472,7 @@ impl Detail {
     pub(super) fn text(&self) -> String {
         match self {
             Detail::Device(serial) => format!("device {serial}"),
-            Detail::Text(text) => text.clone(),
+            Detail::Text(text) | Detail::Refused { text, .. } => text.clone(),
         }
     }
 }
@@ -501,6 +502,9 @@ pub(super) enum Record {
         /// The id of the fault that hit it, if one did (set after it was sent, so not in
         /// `note`).
         fault: Option<Arc<str>>,
+        /// Whether it was stored and how often it was routed again, so far (for its log
+        /// line's path).
+        trail: Trail,
     },
     /// Any other event, as it is shown.
     Event(Box<Event>),
@@ -516,6 +520,7 @@ impl Record {
                 outcome,
                 detail,
                 fault,
+                ..
             } => note
                 .subject(fault.as_deref())
                 .event(*at_ms, *outcome, detail.text()),
@@ -543,7 +548,7 @@ impl From<Event> for Record {
 
 impl Subject<'_> {
     /// `detail`, followed by the notification's warning if it has one.
-    fn annotate(&self, detail: String) -> String {
+    pub(super) fn annotate(&self, detail: String) -> String {
         match self.warning {
             None => detail,
             Some(warning) if detail.is_empty() => warning.to_owned(),
@@ -578,48 +583,6 @@ impl Subject<'_> {
             fault: self.fault.map(str::to_owned),
         }
     }
-}
-
-/// Logs a routing decision (the one info line per notification, naming its path, `to` being
-/// where it went) and records it: a compact [`Record`], sharing `note`.
-pub(super) fn decided(
-    records: &mut Vec<Record>,
-    now_ms: u64,
-    note: &Arc<Note>,
-    fault: Option<&Arc<str>>,
-    outcome: Outcome,
-    to: &'static str,
-    detail: Detail,
-) {
-    let about = note.subject(fault.map(|f| &**f));
-    info!(
-        api = about.api.as_str(),
-        apns_id = %about.apns_id,
-        id = u32::from_be_bytes(about.identifier),
-        token = about.token.map(field::display),
-        topic = %about.topic,
-        path = %format_args!("provider -> {} -> {to}", about.api.gateway_name()),
-        detail = %about.annotate(detail.text()),
-    );
-    records.push(Record::Note {
-        at_ms: now_ms,
-        note: note.clone(),
-        outcome,
-        detail,
-        fault: fault.cloned(),
-    });
-}
-
-/// Logs the one info line of a notification a gateway refused before it reached the hub.
-pub(super) fn log_rejection(about: Subject<'_>, reason: &str) {
-    info!(
-        api = about.api.as_str(),
-        apns_id = %about.apns_id,
-        identifier = u32::from_be_bytes(about.identifier),
-        topic = about.topic,
-        path = %format_args!("provider -> {} -> rejected", about.api.gateway_name()),
-        %reason,
-    );
 }
 
 /// The delivery log: the most recent events, at most its capacity
@@ -979,25 +942,24 @@ mod tests {
         });
         let warning = crate::protocol::http2::priority_warning(Some("background"), 10).unwrap();
         let fault: Arc<str> = Arc::from("f1");
-        let mut records = Vec::new();
-        decided(
-            &mut records,
-            43,
-            &note,
-            None,
-            Outcome::Sent,
-            "device",
-            Detail::Device(Arc::from("D1")),
-        );
-        decided(
-            &mut records,
-            44,
-            &note,
-            Some(&fault),
-            Outcome::Acknowledged,
-            "device",
-            Detail::Text(String::new()),
-        );
+        let records = [
+            Record::Note {
+                at_ms: 43,
+                note: note.clone(),
+                outcome: Outcome::Sent,
+                detail: Detail::Device(Arc::from("D1")),
+                fault: None,
+                trail: Trail::default(),
+            },
+            Record::Note {
+                at_ms: 44,
+                note: note.clone(),
+                outcome: Outcome::Acknowledged,
+                detail: Detail::Text(String::new()),
+                fault: Some(fault.clone()),
+                trail: Trail::default(),
+            },
+        ];
         let shown: Vec<Event> = records.iter().map(Record::event).collect();
         let sent = format!("device D1; {warning}");
         for (event, (want, want_fault)) in shown

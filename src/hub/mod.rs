@@ -11,8 +11,9 @@
 //! - `faults.rs`: the fault table the control API fills and the endpoints probe;
 //! - `state.rs`: plain data and its rules (routing, store-and-forward, tokens, feedback),
 //!   given the time and returning outcomes plus events, so they are tested without tokio;
-//! - `events.rs`: [`Event`], [`Outcome`], the bounded log, the live broadcast and the one
-//!   info line per notification;
+//! - `events.rs`: [`Event`], [`Outcome`], the bounded log and the live broadcast;
+//! - `logline.rs`: the one info line per notification, naming its final path, written after
+//!   the lock, and the per-second summary it turns into under load;
 //! - `metrics.rs`: the Prometheus metrics ([`Metrics`]), counted in `Hub::apply` from the
 //!   events every rule returns, so each notification event is counted exactly once;
 //! - `rate.rs`: the opt-in per-token push limit.
@@ -58,11 +59,13 @@
 //! 3. append those events to the delivery log in the same critical section, so that the log
 //!    lists events in the order the state changed and an operation takes the lock once;
 //! 4. release the lock;
-//! 5. broadcast the events to live subscribers, so that waking subscribers never happens
-//!    while the lock is held.
+//! 5. write the log lines of the records (formatting happens here, never under the lock),
+//!    and broadcast the events to live subscribers, so that waking subscribers never
+//!    happens while the lock is held.
 
 mod events;
 mod faults;
+mod logline;
 mod metrics;
 mod rate;
 mod state;
@@ -80,7 +83,7 @@ use crate::clock::Clock;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::{AppToken, DeviceToken};
 use crate::protocol::Environment;
-use crate::settings::{RateLimit, Settings, DEFAULT_DELIVERY_LOG_LEN};
+use crate::settings::{RateLimit, Settings, DEFAULT_DELIVERY_LOG_LEN, DEFAULT_LOG_LINES_PER_SEC};
 use crate::store::{NotSaved, Snapshot, Store, StoreError};
 
 pub use events::{
@@ -120,6 +123,8 @@ struct Shared {
     locked: Mutex<Locked>,
     /// Live events, sent to only after the lock is released.
     events: Broadcast,
+    /// The per-notification log lines' rate gate, used after the lock is released.
+    lines: logline::Lines,
     /// Where every rule's time comes from; shared with the endpoints, advanced by tests.
     clock: Clock,
     /// The Prometheus metrics, updated by every rule and by the endpoints.
@@ -159,15 +164,27 @@ impl Hub {
     /// past its expiry (0: not at all). The delivery log keeps the default length.
     pub fn with_policy(clock: Clock, rate_limit: Option<RateLimit>, storage: Duration) -> Self {
         let state = State::new(rate_limit, storage);
-        Self::build(clock, state, DEFAULT_DELIVERY_LOG_LEN, None)
+        Self::build(
+            clock,
+            state,
+            DEFAULT_DELIVERY_LOG_LEN,
+            DEFAULT_LOG_LINES_PER_SEC,
+            None,
+        )
     }
 
-    /// The hub the simulator runs: the rate limit, storage policy and delivery log length
-    /// of `settings` ([`Settings::token_rate_limit`], [`Settings::storage`],
-    /// [`Settings::delivery_log_len`]).
+    /// The hub the simulator runs: the rate limit, storage policy, delivery log length and
+    /// log line rate of `settings` ([`Settings::token_rate_limit`], [`Settings::storage`],
+    /// [`Settings::delivery_log_len`], [`Settings::log_lines_per_sec`]).
     pub fn with_settings(clock: Clock, settings: &Settings) -> Self {
         let state = Self::state_for(settings);
-        Self::build(clock, state, settings.delivery_log_max(), None)
+        Self::build(
+            clock,
+            state,
+            settings.delivery_log_max(),
+            settings.log_lines_per_sec,
+            None,
+        )
     }
 
     /// [`Hub::with_settings`], starting from what a state file held (`snapshot`) and keeping
@@ -186,7 +203,13 @@ impl Hub {
                 path: store.path().to_owned(),
                 detail,
             })?;
-        let hub = Self::build(clock, state, settings.delivery_log_max(), Some(store));
+        let hub = Self::build(
+            clock,
+            state,
+            settings.delivery_log_max(),
+            settings.log_lines_per_sec,
+            Some(store),
+        );
         let guard = hub.lock();
         hub.shared
             .metrics
@@ -200,7 +223,13 @@ impl Hub {
         State::new(settings.token_rate_limit, settings.storage()).with_bounds(Bounds::of(settings))
     }
 
-    fn build(clock: Clock, state: State, log_len: usize, store: Option<Store>) -> Self {
+    fn build(
+        clock: Clock,
+        state: State,
+        log_len: usize,
+        log_lines_per_sec: u32,
+        store: Option<Store>,
+    ) -> Self {
         Hub {
             shared: Arc::new(Shared {
                 locked: Mutex::new(Locked {
@@ -208,6 +237,7 @@ impl Hub {
                     log: EventLog::new(log_len),
                 }),
                 events: Broadcast::new(),
+                lines: logline::Lines::new(log_lines_per_sec),
                 clock,
                 metrics: Metrics::new(),
                 faults_any: AtomicBool::new(false),
@@ -318,22 +348,31 @@ impl Hub {
                 .store(!guard.state.faults.is_empty(), Ordering::Relaxed);
             // … and the records join the log, numbered, before anyone else can change the
             //    state. Copies for the broadcast (reference counts) are kept only when someone
-            //    listens; asked under the lock, so a subscriber that joins later finds these
-            //    records in the log.
-            let live = self
-                .shared
-                .events
-                .listened()
-                .then(|| records.clone())
-                .filter(|r| !r.is_empty());
+            //    listens (asked under the lock, so a subscriber that joins later finds these
+            //    records in the log); otherwise only those that write a log line at the
+            //    levels enabled, none at all at `warn`.
+            let listened = self.shared.events.listened();
+            let copies: Vec<Record> = if listened {
+                records.clone()
+            } else {
+                records
+                    .iter()
+                    .filter(|r| logline::wanted(r))
+                    .cloned()
+                    .collect()
+            };
             let first = guard.log.append(records);
-            (outcome, live.map(|records| (first, records)))
+            (outcome, (listened, first, copies))
             // 4. The guard drops here, releasing the lock.
         };
-        // 5. Subscribers hear of it with the lock released: the events they see are built
-        //    from the records only now.
-        if let Some((first, records)) = live {
-            self.shared.events.send(logged(first, &records));
+        // 5. The log lines are formatted and written with the lock released, and subscribers
+        //    hear of it: the events they see are built from the records only now.
+        let (listened, first, copies) = live;
+        if !copies.is_empty() {
+            logline::publish(&self.shared.lines, &copies);
+            if listened {
+                self.shared.events.send(logged(first, &copies));
+            }
         }
         outcome
     }
@@ -584,7 +623,6 @@ impl Hub {
             fields: None,
             frame,
         };
-        events::log_rejection(about, &reason);
         self.shared.metrics.gateway_rejected(api, &reason);
         // The state does not change; the event still goes through the log and the broadcast.
         self.apply(|_, now_ms| {

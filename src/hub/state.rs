@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::RngCore;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::protocol::device::DeviceNotification;
@@ -25,8 +25,9 @@ use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 use crate::store::{Change, DeviceRow, FeedbackRow, Key, Row, Snapshot, StoredRow, TokenRow};
 
-use super::events::{decided, Api, Detail, Event, Note, Outcome, Record, ResetCounts};
+use super::events::{Api, Detail, Event, Note, Outcome, Record, ResetCounts};
 use super::faults::FaultTable;
+use super::logline::{reason_name, Trail};
 use super::rate::RateLimiter;
 
 /// Capacity of each device session's delivery queue. A device that falls this far behind
@@ -463,6 +464,8 @@ pub(super) struct Queued {
     /// When the hub was handed it (a monotonic instant, not the settable clock): the start of
     /// its delivery latency, measured when the device acknowledges.
     accepted: Instant,
+    /// Stored or routed again so far: its final log line's path says so.
+    trail: Trail,
 }
 
 impl Queued {
@@ -503,6 +506,7 @@ impl Queued {
             fault: req.fault.map(Arc::from),
             held: false,
             accepted,
+            trail: Trail::default(),
         }
     }
 
@@ -525,7 +529,7 @@ impl Queued {
         }
     }
 
-    /// Its record in the delivery log, without a log line (for what follows a decision).
+    /// Its record in the delivery log (its log line, if any, is written after the lock).
     fn record(&self, at_ms: u64, outcome: Outcome, detail: Detail) -> Record {
         Record::Note {
             at_ms,
@@ -533,27 +537,14 @@ impl Queued {
             outcome,
             detail,
             fault: self.fault.clone(),
+            trail: self.trail,
         }
     }
 
-    /// Logs a routing decision and records it ([`decided`]).
-    fn decided(
-        &self,
-        records: &mut Vec<Record>,
-        now_ms: u64,
-        outcome: Outcome,
-        to: &'static str,
-        detail: Detail,
-    ) {
-        decided(
-            records,
-            now_ms,
-            &self.note,
-            self.fault.as_ref(),
-            outcome,
-            to,
-            detail,
-        );
+    /// Records a routing decision; its log line is written after the lock
+    /// ([`super::logline`]).
+    fn decided(&self, records: &mut Vec<Record>, now_ms: u64, outcome: Outcome, detail: Detail) {
+        records.push(self.record(now_ms, outcome, detail));
     }
 
     /// The expiry a device is shown: the deadline the hub applies (the provider's, the
@@ -718,6 +709,7 @@ impl State {
         if let Some(gone) = self.sessions.remove(&session) {
             for mut q in gone.pending.into_values() {
                 q.held = false;
+                q.trail = q.trail.requeued();
                 let detail = format!("device {serial} disconnected before acknowledging");
                 events.push(q.record(now_ms, Outcome::Requeued, detail.into()));
                 self.route(&gone.device, q, now_ms, &mut events);
@@ -935,19 +927,12 @@ impl State {
         for (q, reply) in answered {
             match reply {
                 DeviceReply::Ack => {
-                    debug!(apns_id = %q.note.apns_id, serial = %device.serial, "acknowledged");
                     acked(q.accepted);
                     let detail = Detail::Device(device.serial.clone());
                     events.push(q.record(now_ms, Outcome::Acknowledged, detail));
                 }
                 DeviceReply::NotInstalled => {
                     let at_ms = self.unregister(q.note.token, now_ms);
-                    info!(
-                        apns_id = %q.note.apns_id,
-                        token = %q.note.token,
-                        topic = %q.note.topic,
-                        "device -> app not installed: token unregistered, feedback recorded"
-                    );
                     let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
                     events.push(q.record(now_ms, Outcome::NotInstalled, detail.into()));
                 }
@@ -1079,12 +1064,11 @@ impl State {
                     | PushError::WrongEnvironment { .. }
                     | PushError::WrongTopic { .. } => Outcome::Rejected,
                 };
-                let path = if outcome == Outcome::Rejected {
-                    "rejected"
-                } else {
-                    "dropped"
+                let detail = Detail::Refused {
+                    reason: reason_name(&err),
+                    text: err.to_string(),
                 };
-                q.decided(&mut events, now_ms, outcome, path, err.to_string().into());
+                q.decided(&mut events, now_ms, outcome, detail);
                 Err(err)
             }
             Ok(device) => Ok(self.route(&device, q, now_ms, &mut events)),
@@ -1123,7 +1107,7 @@ impl State {
     fn route(
         &mut self,
         device: &DeviceKey,
-        q: Queued,
+        mut q: Queued,
         now_ms: u64,
         events: &mut Vec<Record>,
     ) -> PushOutcome {
@@ -1146,7 +1130,7 @@ impl State {
                     Ok(()) => {
                         self.next_delivery = delivery;
                         let detail = Detail::Device(device.serial.clone());
-                        q.decided(events, now_ms, Outcome::Sent, "device", detail);
+                        q.decided(events, now_ms, Outcome::Sent, detail);
                         session.pending.insert(delivery, q);
                         return PushOutcome::Sent;
                     }
@@ -1166,24 +1150,19 @@ impl State {
         let until = match q.keep {
             Keep::Never => {
                 let detail = format!("{why}; expiry 0 means do not store");
-                q.decided(
-                    events,
-                    now_ms,
-                    Outcome::Discarded,
-                    "discarded",
-                    detail.into(),
-                );
+                q.decided(events, now_ms, Outcome::Discarded, detail.into());
                 return PushOutcome::Discarded;
             }
             Keep::Until(until) if until <= now_ms / 1000 => {
                 let detail = format!("{why}; expiry {until} has passed");
-                q.decided(events, now_ms, Outcome::Expired, "expired", detail.into());
+                q.decided(events, now_ms, Outcome::Expired, detail.into());
                 return PushOutcome::Discarded;
             }
             Keep::Until(until) => until,
         };
         let detail = format!("{why}; {}", q.storage_note(until));
-        q.decided(events, now_ms, Outcome::Stored, "store", detail.into());
+        q.decided(events, now_ms, Outcome::Stored, detail.into());
+        q.trail.stored = true;
         let app = self
             .tokens
             .get(&q.note.token)
@@ -1596,6 +1575,11 @@ impl State {
                 fault: row.fault.map(Arc::from),
                 held: false,
                 accepted: Instant::now(),
+                // Restored from the store: its line will say it waited there.
+                trail: Trail {
+                    stored: true,
+                    ..Trail::default()
+                },
             };
             if record.stored.insert(row.app, q).is_none() {
                 self.stored_len += 1;

@@ -23,6 +23,7 @@ mod hardening;
 mod http2;
 mod kinds;
 mod limits;
+mod logline;
 mod metrics;
 mod readme;
 mod run;
