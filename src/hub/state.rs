@@ -624,7 +624,7 @@ impl State {
         now_ms: u64,
     ) -> (Result<DeviceToken, RegisterError>, Vec<Record>) {
         let key = DeviceKey::new(serial, environment);
-        if !self.devices.get(&key).is_some_and(|d| d.session.is_some()) {
+        if self.devices.get(&key).is_none_or(|d| d.session.is_none()) {
             return (
                 Err(RegisterError::NotConnected(serial.to_owned())),
                 Vec::new(),
