@@ -127,7 +127,7 @@ fn auth_key(actors: &Actors, bundle: &str, topic: &str) -> Option<AuthKey> {
     pki.auth_keys()
         .iter()
         .filter(|k| k.allows_topic(topic) || k.allows_topic(bundle))
-        .find(|k| owner.as_ref().map_or(true, |team| k.team_id == *team))
+        .find(|k| owner.as_ref().is_none_or(|team| k.team_id == *team))
         .cloned()
 }
 
@@ -344,7 +344,7 @@ async fn recorded(
                     outcome,
                     detail,
                     ..
-                }) if id == identifier && to.map_or(true, |t| t == token) => {
+                }) if id == identifier && to.is_none_or(|t| t == token) => {
                     return Some((apns_id, outcome, detail));
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

@@ -12,8 +12,10 @@ use clap::{ArgMatches, Args, Subcommand};
 
 mod bench;
 mod certs;
+mod completions;
 mod device;
 mod feedback;
+mod man;
 mod push;
 mod run;
 mod scenario;
@@ -43,7 +45,8 @@ pub(crate) enum Outcome {
 pub(crate) enum Command {
     /// Run the simulator: gateway, feedback, HTTP/2 API, device endpoint, control API, demo devices.
     Serve(serve::ServeArgs),
-    /// Create the certificates in certs/ (if missing) and list them; mint more.
+    /// Create the certificates in certs/ (if missing) and list them; mint more; export them
+    /// (PEM, .p12, the CA bundle, .p8).
     Certs(certs::CertsArgs),
     /// Send notifications (binary gateway, or the HTTP/2 API with --http2) and print the outcome.
     Push(push::PushArgs),
@@ -66,6 +69,10 @@ pub(crate) enum Command {
     Run(run::RunArgs),
     /// Load-test a simulator (or an anchor): throughput, push -> device latency, CPU and memory.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff) of apns-sim or of one of its commands.
+    Man(man::ManArgs),
 }
 
 impl Command {
@@ -122,6 +129,8 @@ impl Command {
             Command::Test(args) => args.run().await,
             Command::Bench(args) => args.run().await,
             Command::Run(args) => args.run().await,
+            Command::Completions(args) => args.run(),
+            Command::Man(args) => args.run(),
         }
     }
 
@@ -133,6 +142,17 @@ impl Command {
             Command::Run(args) => args.enter_sandbox(),
             _ => Ok(()),
         }
+    }
+}
+
+/// Writes generated output (a completion script, a man page) to stdout. A reader that
+/// stops early (`| head`) is not an error: what it read is what it wanted.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

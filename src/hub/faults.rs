@@ -332,12 +332,10 @@ impl Entry {
         let Some(m) = &spec.matches else {
             return true;
         };
-        self.token.map_or(true, |t| probe.token == Some(&t))
-            && m.topic.as_deref().map_or(true, |t| probe.topic == Some(t))
-            && m.connection.map_or(true, |c| probe.connection == Some(c))
-            && m.serial
-                .as_deref()
-                .map_or(true, |s| probe.serial == Some(s))
+        self.token.is_none_or(|t| probe.token == Some(&t))
+            && m.topic.as_deref().is_none_or(|t| probe.topic == Some(t))
+            && m.connection.is_none_or(|c| probe.connection == Some(c))
+            && m.serial.as_deref().is_none_or(|s| probe.serial == Some(s))
     }
 
     /// Counts a matching event and says whether `every` and `rate` let it be hit.
@@ -348,7 +346,7 @@ impl Entry {
         };
         let mut k = self.seen;
         if let Some(every) = m.every {
-            if k % every != 0 {
+            if !k.is_multiple_of(every) {
                 return false;
             }
             // Among the events `every` lets through, this is the k-th.
@@ -596,7 +594,7 @@ impl FaultTable {
     pub(super) fn expire(&mut self, now_ms: u64) -> Vec<String> {
         let mut gone = Vec::new();
         self.entries.retain(|e| {
-            let keep = e.fault.expires_at_ms.map_or(true, |at| now_ms < at);
+            let keep = e.fault.expires_at_ms.is_none_or(|at| now_ms < at);
             if !keep {
                 gone.push(e.fault.id.clone());
             }

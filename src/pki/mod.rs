@@ -8,12 +8,15 @@
 //! - [`profile`]: Apple's provider certificate profile (OIDs, CN prefixes, the topic-list
 //!   extension, topic suffixes) and the provider identity read from a certificate.
 //! - [`jwt`]: ES256 provider tokens for token-based auth on the HTTP/2 API.
+//! - [`export`]: the store's credentials as provider libraries load them (PEM, `.p12`,
+//!   the CA bundle, the `.p8` with its ids), encoded in memory.
 //!
 //! `profile` uses nothing else here; `mint` shapes certificates from `profile` (and reports
 //! through the store's [`CertError`], the one error of minting and storing); `store` keeps
 //! what `mint` makes; `jwt` signs with the store's keys. Nothing here does I/O on sockets
 //! or knows tokio or rustls configurations; those live one layer up, in [`crate::tls`].
 
+pub mod export;
 pub mod jwt;
 mod mint;
 pub mod profile;

@@ -1331,7 +1331,7 @@ mod tests {
                 let mut chunk: Vec<u8> = (0..len).map(|_| xorshift(&mut seed) as u8).collect();
                 // Now and then a plausible small frame header, so payload labellers and
                 // HPACK run too, not only the length check.
-                if chunk.len() > 9 && xorshift(&mut seed) % 2 == 0 {
+                if chunk.len() > 9 && xorshift(&mut seed).is_multiple_of(2) {
                     chunk[0] = 0;
                     chunk[1] = 0;
                     chunk[2] = (xorshift(&mut seed) % 40) as u8;

@@ -156,7 +156,7 @@ impl DeviceToken {
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::NotHex);
         }
-        if text.len() % 2 != 0 || text.len() > 2 * Self::MAX_LEN {
+        if !text.len().is_multiple_of(2) || text.len() > 2 * Self::MAX_LEN {
             return Err(TokenError::BadHexLength(text.len()));
         }
         let len = text.len() / 2;

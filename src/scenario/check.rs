@@ -1305,7 +1305,7 @@ impl Checker<'_> {
                     format!("{} {}", o.step.get_ref(), o.is.get_ref()),
                 )
             } else {
-                let flag = d.nothing_else.as_ref().map_or(true, |f| *f.get_ref());
+                let flag = d.nothing_else.as_ref().is_none_or(|f| *f.get_ref());
                 if !flag {
                     if let Some(f) = &d.nothing_else {
                         self.at(

@@ -1453,7 +1453,7 @@ impl<'a> Runner<'a> {
             let shown: Vec<&Shown> = all
                 .iter()
                 .filter(|s| {
-                    app.as_ref().map_or(true, |a| {
+                    app.as_ref().is_none_or(|a| {
                         s.app == a.app
                             && (a.kind == crate::protocol::token::TokenKind::Remote
                                 || s.kind == a.kind.to_string())
@@ -1464,13 +1464,13 @@ impl<'a> Runner<'a> {
                 !shown.is_empty() || payloads.is_some() || decl.collapse_ids.is_some(),
                 |n| shown.len() as u64 == n,
             );
-            let ok_payloads = payloads.as_ref().map_or(true, |p| {
+            let ok_payloads = payloads.as_ref().is_none_or(|p| {
                 p.len() == shown.len()
                     && p.iter()
                         .zip(&shown)
                         .all(|(want, s)| contains(&s.payload, want))
             });
-            let ok_collapse = decl.collapse_ids.as_ref().map_or(true, |c| {
+            let ok_collapse = decl.collapse_ids.as_ref().is_none_or(|c| {
                 c.len() == shown.len()
                     && c.iter()
                         .zip(&shown)
@@ -1912,7 +1912,7 @@ fn binary_matches<'a>(
         .into_iter()
         .flatten()
         .copied()
-        .filter(move |&i| token.map_or(true, |t| t.as_bytes() == keys[i].1))
+        .filter(move |&i| token.is_none_or(|t| t.as_bytes() == keys[i].1))
 }
 
 /// Runs `work` for each serial, [`DEVICE_CONCURRENCY`] at a time; the first failure wins.

@@ -116,7 +116,7 @@ fn h2_story(seen: &[(Dir, UnitKind)]) -> String {
             } => {
                 *d == dir
                     && *frame_type == wanted
-                    && stream.map_or(true, |want| want == *s)
+                    && stream.is_none_or(|want| want == *s)
                     && (!ack || flags & ACK != 0)
             }
             UnitKind::Preface => false,
