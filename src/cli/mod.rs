@@ -12,6 +12,7 @@ use clap::{ArgMatches, Args, Subcommand};
 
 mod bench;
 mod certs;
+mod config;
 mod device;
 mod feedback;
 mod push;
@@ -22,7 +23,7 @@ mod tour;
 
 /// Folder `serve` and `certs` write to, and the client commands read from, when neither
 /// `--certs` nor `APNS_SIM_CERTS` says otherwise.
-pub(crate) const DEFAULT_CERTS_DIR: &str = "certs";
+pub(crate) use apns_sim::config::DEFAULT_CERTS_DIR;
 
 /// How a command ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +62,15 @@ pub(crate) enum Command {
     Test(test::TestArgs),
     /// Load-test a simulator (or an anchor): throughput, push -> device latency, CPU and memory.
     Bench(bench::BenchArgs),
+    /// serve's configuration file: `config init` prints one with every setting at its default.
+    Config(config::ConfigArgs),
 }
 
 impl Command {
     /// Checks what clap cannot express declaratively, where a flag typed on the command line
     /// and a value from an `APNS_SIM_*` variable must be told apart: `push` flags given for
-    /// the other API, and `serve`'s two ways of choosing the demo fleet. `cli` is the whole
+    /// the other API, and `bench --smoke`'s defaults. (`serve`'s two ways of choosing the demo fleet are
+    /// the library's to settle: `apns_sim::config`.) `cli` is the whole
     /// built command (for the error's usage line) and `matches` what it parsed.
     pub(crate) fn check(
         &mut self,
@@ -81,7 +85,6 @@ impl Command {
             .expect("the parsed subcommand exists");
         match self {
             Command::Push(args) => args.check(sub_command, sub),
-            Command::Serve(args) => args.check(sub_command, sub),
             Command::Bench(args) => args.check(sub_command, sub),
             _ => Ok(()),
         }
@@ -115,6 +118,7 @@ impl Command {
             Command::Scenario(args) => args.run().await,
             Command::Test(args) => args.run().await,
             Command::Bench(args) => args.run().await,
+            Command::Config(args) => args.run(),
         }
     }
 }

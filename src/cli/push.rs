@@ -155,7 +155,7 @@ struct Http2Args {
     #[arg(long)]
     collapse_id: Option<String>,
     /// apns-id, sent as given (a canonical UUID; uppercase is accepted and echoed unless the
-    /// simulator runs with --strict-apns-id); the server generates one when absent.
+    /// simulator runs with --accept-uppercase-apns-id false); the server generates one when absent.
     #[arg(long)]
     apns_id: Option<String>,
 }
@@ -398,7 +398,7 @@ impl PushArgs {
             }
         };
         // Sent as typed: the simulator judges it as APNs does (BadMessageId, or an uppercase
-        // id echoed as sent unless `serve --strict-apns-id`), which is what a user tests.
+        // id echoed as sent unless `serve --accept-uppercase-apns-id false`), which is what a user tests.
         let apns_id = h2.apns_id.clone();
         let answers = client_http2::push(&client_http2::PushOptions {
             addr: h2.api,
