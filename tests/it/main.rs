@@ -9,6 +9,7 @@ mod bench;
 mod binary;
 mod cli;
 mod common;
+mod config;
 mod control;
 mod control_devices;
 mod control_events;
