@@ -663,12 +663,12 @@ impl ServeConfig {
     }
 }
 
+/// One key of a file: as written, its entry, and its value with where it stands.
+type FileEntry = (String, &'static Entry, Spanned<toml::Value>);
+
 /// The file's keys with their entries and values, in the file's order; an unknown key or a
 /// syntax error is refused with its line and column.
-fn read_file<'t>(
-    path: &Path,
-    text: &'t str,
-) -> Result<Vec<(String, &'static Entry, Spanned<toml::Value>)>, ConfigError> {
+fn read_file(path: &Path, text: &str) -> Result<Vec<FileEntry>, ConfigError> {
     let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
         toml::from_str(text).map_err(|e| ConfigError {
             place: e.span().map_or_else(

@@ -25,6 +25,15 @@ mod tour;
 /// `--certs` nor `APNS_SIM_CERTS` says otherwise.
 pub(crate) use apns_sim::config::DEFAULT_CERTS_DIR;
 
+/// How `push` and `feedback` print what they got (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Sentences for a person.
+    Text,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
 /// How a command ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {

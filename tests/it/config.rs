@@ -187,7 +187,10 @@ async fn a_bad_file_is_refused_with_its_line() {
     )
     .await;
     assert_eq!(code, Some(2));
-    assert!(err.contains("APNS_SIM_HANDSHAKE_TIMEOUT: \"soon\""), "{err}");
+    assert!(
+        err.contains("APNS_SIM_HANDSHAKE_TIMEOUT: \"soon\""),
+        "{err}"
+    );
     assert!(!dir.path().join("certs").exists(), "nothing minted");
 }
 
@@ -208,9 +211,12 @@ async fn config_init_reads_back_as_the_defaults() {
         assert!(init.contains(&format!("({}, --{})", entry.env(), entry.flag())));
     }
     std::fs::write(dir.path().join("defaults.toml"), &init).unwrap();
-    let (code, shown, err) = run_code(
-        apns_sim(dir.path()).args(["serve", "--config", "defaults.toml", "--print-config"]),
-    )
+    let (code, shown, err) = run_code(apns_sim(dir.path()).args([
+        "serve",
+        "--config",
+        "defaults.toml",
+        "--print-config",
+    ]))
     .await;
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(shown, init);

@@ -22,6 +22,7 @@ mod http2;
 mod kinds;
 mod limits;
 mod metrics;
+mod output;
 mod readme;
 mod scenarios;
 mod store;
