@@ -16,6 +16,7 @@
 //! protocol/   pure codecs, no I/O: binary frames, error responses, feedback tuples, the
 //!             device protocol, payload checks, device tokens, the raw HTTP/2 frames we write
 //! clock, settings   the simulator's clock (tests advance it); plain configuration values
+//! config      `serve`'s settings from a TOML file, `APNS_SIM_*` variables and flags
 //! pki/        identity: minting and storing certificates and keys, Apple's certificate
 //!             profile, ES256 provider tokens (JWT)
 //! tls         rustls configurations built from the PKI
@@ -46,6 +47,7 @@
 pub mod actors;
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod loadgen;
@@ -61,13 +63,8 @@ pub mod store;
 pub mod tls;
 pub mod tour;
 
-/// Default port of the binary gateway (Apple's `gateway.push.apple.com:2195`).
-pub const DEFAULT_GATEWAY_PORT: u16 = 2195;
-/// Default port of the feedback service (Apple's `feedback.push.apple.com:2196`).
-pub const DEFAULT_FEEDBACK_PORT: u16 = 2196;
-/// Default port of the HTTP/2 provider API (Apple's alternative port 2197).
-pub const DEFAULT_HTTP2_PORT: u16 = 2197;
-/// Default port of the control API (HTTP and JSON, loopback only).
-pub const DEFAULT_CONTROL_PORT: u16 = 8080;
-/// Default port of the device endpoint (5223, the port real devices use for APNs).
-pub const DEFAULT_DEVICE_PORT: u16 = 5223;
+// The default ports live with the rest of `serve`'s defaults, in the configuration layer.
+pub use config::{
+    DEFAULT_CONTROL_PORT, DEFAULT_DEVICE_PORT, DEFAULT_FEEDBACK_PORT, DEFAULT_GATEWAY_PORT,
+    DEFAULT_HTTP2_PORT,
+};

@@ -29,6 +29,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Plain configuration values; they speak in protocol terms (environments) and nothing
     // else, so the CLI can build them without starting anything.
     ("settings", &["protocol"]),
+    // `serve`'s configuration (file, variables, flags) mapped onto the settings; plain
+    // values too, so the CLI and any launcher can resolve it without starting anything.
+    ("config", &["protocol", "settings"]),
     // Identity: minting and storing certificates and keys, Apple's certificate profile,
     // provider tokens. Needs the protocol's environments and the time a token is issued.
     ("pki", &["protocol", "clock"]),

@@ -13,6 +13,7 @@ use clap::{ArgMatches, Args, Subcommand};
 mod bench;
 mod certs;
 mod completions;
+mod config;
 mod device;
 mod feedback;
 mod man;
@@ -25,7 +26,16 @@ mod tour;
 
 /// Folder `serve` and `certs` write to, and the client commands read from, when neither
 /// `--certs` nor `APNS_SIM_CERTS` says otherwise.
-pub(crate) const DEFAULT_CERTS_DIR: &str = "certs";
+pub(crate) use apns_sim::config::DEFAULT_CERTS_DIR;
+
+/// How `push` and `feedback` print what they got (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Sentences for a person.
+    Text,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
 
 /// How a command ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +83,15 @@ pub(crate) enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the manual page (roff) of apns-sim or of one of its commands.
     Man(man::ManArgs),
+    /// serve's configuration file: `config init` prints one with every setting at its default.
+    Config(config::ConfigArgs),
 }
 
 impl Command {
     /// Checks what clap cannot express declaratively, where a flag typed on the command line
     /// and a value from an `APNS_SIM_*` variable must be told apart: `push` flags given for
-    /// the other API, and `serve`'s two ways of choosing the demo fleet. `cli` is the whole
+    /// the other API, and `bench --smoke`'s defaults. (`serve`'s two ways of choosing the demo fleet are
+    /// the library's to settle: `apns_sim::config`.) `cli` is the whole
     /// built command (for the error's usage line) and `matches` what it parsed.
     pub(crate) fn check(
         &mut self,
@@ -93,7 +106,6 @@ impl Command {
             .expect("the parsed subcommand exists");
         match self {
             Command::Push(args) => args.check(sub_command, sub),
-            Command::Serve(args) => args.check(sub_command, sub),
             Command::Bench(args) => args.check(sub_command, sub),
             Command::Run(args) => args.check(sub_command, sub),
             _ => Ok(()),
@@ -131,6 +143,7 @@ impl Command {
             Command::Run(args) => args.run().await,
             Command::Completions(args) => args.run(),
             Command::Man(args) => args.run(),
+            Command::Config(args) => args.run(),
         }
     }
 

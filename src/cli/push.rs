@@ -1,5 +1,6 @@
 //! `apns-sim push`: sends notifications through the binary gateway (commands 0, 1, 2) or,
-//! with `--http2`, the HTTP/2 provider API, and prints the outcome in words.
+//! with `--http2`, the HTTP/2 provider API, and prints the outcome in words, or with
+//! `--output json` as one JSON document with each notification's answer.
 //!
 //! The two APIs share the token, payload, expiry, priority and TLS flags; each has flags of
 //! its own, shown under its own heading. A flag typed for the API not chosen is refused with
@@ -12,13 +13,14 @@ use apns_sim::client::files::{self, FilesError};
 use apns_sim::client::http2::{self as client_http2, PushAuth};
 use apns_sim::client::{BinaryClient, GatewayAnswer};
 use apns_sim::pki::{DEFAULT_TEAM_ID, DEFAULT_TOPIC};
+use apns_sim::protocol::error_response::Status;
 use apns_sim::protocol::notification;
 use apns_sim::tls;
 use bytes::{Bytes, BytesMut};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 
-use super::{given_on_command_line, Outcome, ProviderTlsArgs};
+use super::{given_on_command_line, Outcome, OutputFormat, ProviderTlsArgs};
 
 /// The largest `.apns` file `--file` reads: a payload is at most 5 KiB on APNs, and the
 /// file adds one key.
@@ -99,6 +101,10 @@ pub(crate) struct PushArgs {
     /// Send through the HTTP/2 provider API; prints status, reason and apns-id per token.
     #[arg(long)]
     http2: bool,
+    /// How to print the answers: text for a person, or one JSON document for scripts
+    /// (each notification's token, identifier or apns-id, status and reason).
+    #[arg(long, value_enum, default_value = "text", env = "APNS_SIM_OUTPUT")]
+    output: OutputFormat,
     #[command(flatten)]
     tls: ProviderTlsArgs,
     #[command(flatten)]
@@ -155,7 +161,7 @@ struct Http2Args {
     #[arg(long)]
     collapse_id: Option<String>,
     /// apns-id, sent as given (a canonical UUID; uppercase is accepted and echoed unless the
-    /// simulator runs with --strict-apns-id); the server generates one when absent.
+    /// simulator runs with --accept-uppercase-apns-id false); the server generates one when absent.
     #[arg(long)]
     apns_id: Option<String>,
 }
@@ -351,7 +357,16 @@ impl PushArgs {
         let mut client = BinaryClient::connect(gateway, &files.server_name, config).await?;
         client.send(&out).await?;
         let n = self.tokens.len();
-        match client.finish(wait).await? {
+        let answer = client.finish(wait).await?;
+        if self.output == OutputFormat::Json {
+            println!("{}", binary_json(&self, gateway, &answer));
+            if matches!(answer, GatewayAnswer::Silent) {
+                let _ = client.close().await;
+                return Ok(Outcome::Done);
+            }
+            return Ok(Outcome::PushRefused);
+        }
+        match answer {
             GatewayAnswer::Silent => {
                 println!(
                     "sent {n} notification(s) to {gateway}: no error response within {} ms, so the gateway accepted them",
@@ -398,7 +413,7 @@ impl PushArgs {
             }
         };
         // Sent as typed: the simulator judges it as APNs does (BadMessageId, or an uppercase
-        // id echoed as sent unless `serve --strict-apns-id`), which is what a user tests.
+        // id echoed as sent unless `serve --accept-uppercase-apns-id false`), which is what a user tests.
         let apns_id = h2.apns_id.clone();
         let answers = client_http2::push(&client_http2::PushOptions {
             addr: h2.api,
@@ -416,14 +431,94 @@ impl PushArgs {
         })
         .await?;
         let mut outcome = Outcome::Done;
+        if self.output == OutputFormat::Json {
+            let list: Vec<serde_json::Value> = self
+                .tokens
+                .iter()
+                .zip(&answers)
+                .map(|(token, a)| {
+                    serde_json::json!({
+                        "token": token.trim(),
+                        "status": a.status,
+                        "reason": a.reason,
+                        "apns_id": a.apns_id,
+                        "apns_unique_id": a.apns_unique_id,
+                        "timestamp": a.timestamp,
+                        "detail": a.detail,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"api": "http2", "notifications": list})
+            );
+        }
         for (token, answer) in self.tokens.iter().zip(&answers) {
-            println!("{}: {answer}", token.trim());
+            if self.output == OutputFormat::Text {
+                println!("{}: {answer}", token.trim());
+            }
             if answer.status != 200 {
                 outcome = Outcome::PushRefused;
             }
         }
         Ok(outcome)
     }
+}
+
+/// The binary gateway's answer as one JSON document: the error response if any, and each
+/// notification's identifier, token and outcome as the binary API lets a provider infer it:
+/// `accepted` before the one an error response names (and that one too for status 10,
+/// Shutdown, which names the last good one), `refused` for the one it names, `dropped`
+/// after it; `unknown` when nothing names one (a close without an error response, command
+/// 0's missing identifier).
+fn binary_json(args: &PushArgs, gateway: &str, answer: &GatewayAnswer) -> serde_json::Value {
+    let ids: Vec<u32> = (0..args.tokens.len())
+        .map(|i| args.binary.id.wrapping_add(i as u32))
+        .collect();
+    let (error, named) = match answer {
+        GatewayAnswer::Error(resp) => {
+            let id = u32::from_be_bytes(resp.identifier);
+            let named = if args.binary.format == Format::Simple {
+                None
+            } else {
+                ids.iter().position(|&i| i == id)
+            };
+            let error = serde_json::json!({
+                "status": resp.status.code(),
+                "reason": resp.status.description(),
+                "identifier": id,
+            });
+            (error, named.map(|at| (at, resp.status == Status::Shutdown)))
+        }
+        _ => (serde_json::Value::Null, None),
+    };
+    let notifications: Vec<serde_json::Value> = ids
+        .iter()
+        .zip(&args.tokens)
+        .enumerate()
+        .map(|(i, (id, token))| {
+            let outcome = match (answer, named) {
+                (GatewayAnswer::Silent, _) => "accepted",
+                (_, Some((at, shutdown))) if i < at || (i == at && shutdown) => "accepted",
+                (_, Some((at, _))) if i == at => "refused",
+                (_, Some(_)) => "dropped",
+                (_, None) => "unknown",
+            };
+            serde_json::json!({"identifier": id, "token": token.trim(), "outcome": outcome})
+        })
+        .collect();
+    let answer = match answer {
+        GatewayAnswer::Silent => "accepted",
+        GatewayAnswer::Error(_) => "error_response",
+        GatewayAnswer::Closed => "closed",
+    };
+    serde_json::json!({
+        "api": "binary",
+        "gateway": gateway,
+        "answer": answer,
+        "error": error,
+        "notifications": notifications,
+    })
 }
 
 #[cfg(test)]

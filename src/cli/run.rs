@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Args, ValueEnum};
 
-use super::serve::ServeArgs;
+use super::serve::{Serve, ServeArgs};
 use super::{given_on_command_line, Outcome};
 
 /// Options of `apns-sim run`.
@@ -94,7 +94,7 @@ impl RunArgs {
                 ));
             }
         }
-        self.serve.check(command, matches)
+        Ok(())
     }
 
     /// Enters the namespaces. `main` calls this before logging and the runtime start any
@@ -122,18 +122,19 @@ impl RunArgs {
         let entered = self
             .entered
             .ok_or_else(|| anyhow::anyhow!("the namespaces were not entered"))?;
-        let file = self
-            .serve
+        let serve = Serve(self.serve.resolve()?);
+        let file = serve
+            .0
             .scenario
             .as_ref()
             .map_or_else(|| "the demo fleet".to_owned(), |p| p.display().to_string());
-        let fleet = self.serve.fleet()?;
+        let fleet = serve.fleet()?;
         let config = RunConfig {
-            certs_dir: self.serve.certs.clone(),
-            settings: self.serve.settings(),
-            control_token: self.serve.control_token.clone(),
-            device_port: self.serve.device_port,
-            control_port: self.serve.control_port,
+            certs_dir: serve.0.certs.clone(),
+            settings: serve.0.settings.clone(),
+            control_token: serve.0.control_token.clone(),
+            device_port: serve.0.device_port,
+            control_port: serve.0.control_port,
         };
         // COMMAND's standard output is the command's own; what apns-sim says goes to
         // standard error.

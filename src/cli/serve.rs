@@ -4,26 +4,21 @@
 //! into the certificate folder, its timeline runs, and each expectation's verdict is printed
 //! when the timeline has settled; serving goes on.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use apns_sim::client::device::DeviceEvent;
+use apns_sim::config::{self, Entry, ServeConfig};
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
-use apns_sim::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::check::{check_for, Host};
 use apns_sim::scenario::run::{mint, Runner};
 use apns_sim::scenario::{self, Scenario};
-use apns_sim::settings::{
-    RateLimit, Settings, UnknownCommand, DEFAULT_DELIVERY_LOG_LEN, DEFAULT_STORAGE_DAYS,
-    DEFAULT_TOKEN_LEN, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS, TOKEN_LEN_RANGE,
-};
 use apns_sim::sim::{Addrs, Listeners, Simulator, SimulatorConfig, StartError};
-use clap::error::ErrorKind;
-use clap::{ArgMatches, Args, ValueEnum};
+use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tracing::info;
@@ -40,136 +35,79 @@ fn fleet_ready_timeout(devices: usize) -> Duration {
     Duration::from_millis(20).saturating_mul(u32::try_from(devices).unwrap_or(u32::MAX))
 }
 
-/// Options of `apns-sim serve`.
+/// Options of `apns-sim serve`: the configuration file, and a flag for every setting of
+/// [`config::ENTRIES`] (see [`SettingFlags`]).
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Certificate folder (minted on first start, reused later).
-    #[arg(long, default_value = DEFAULT_CERTS_DIR, env = "APNS_SIM_CERTS")]
-    pub(crate) certs: PathBuf,
-    /// State directory: devices, tokens, unregistered tokens, unread feedback and stored
-    /// notifications survive restarts there (SQLite). Default: state/ beside --certs.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "APNS_SIM_STATE",
-        conflicts_with = "in_memory"
-    )]
-    state: Option<PathBuf>,
-    /// Keep all state in memory: a restart forgets every device and token.
-    #[arg(long, env = "APNS_SIM_IN_MEMORY")]
-    in_memory: bool,
-    /// Address every endpoint binds to.
-    #[arg(long, default_value = "127.0.0.1", env = "APNS_SIM_BIND")]
-    bind: IpAddr,
-    /// Binary gateway port (0 = any free port).
-    #[arg(long, default_value_t = apns_sim::DEFAULT_GATEWAY_PORT, env = "APNS_SIM_GATEWAY_PORT")]
-    gateway_port: u16,
-    /// Feedback service port (0 = any free port).
-    #[arg(long, default_value_t = apns_sim::DEFAULT_FEEDBACK_PORT, env = "APNS_SIM_FEEDBACK_PORT")]
-    feedback_port: u16,
-    /// HTTP/2 provider API port (0 = any free port; 443 works too, given the privilege).
-    #[arg(long, default_value_t = apns_sim::DEFAULT_HTTP2_PORT, env = "APNS_SIM_HTTP2_PORT")]
-    http2_port: u16,
-    /// Device endpoint port (0 = any free port).
-    #[arg(long, default_value_t = apns_sim::DEFAULT_DEVICE_PORT, env = "APNS_SIM_DEVICE_PORT")]
-    pub(crate) device_port: u16,
-    /// Control API port (HTTP and JSON; 0 = any free port). Without --control-token,
-    /// `--bind` must be a loopback address.
-    #[arg(long, default_value_t = apns_sim::DEFAULT_CONTROL_PORT, env = "APNS_SIM_CONTROL_PORT")]
-    pub(crate) control_port: u16,
-    /// Require this bearer token on every control API request (Authorization: Bearer T;
-    /// the dashboard and /v1/events also take ?access_token=T). Needed to bind off loopback.
-    #[arg(long, env = "APNS_SIM_CONTROL_TOKEN", hide_env_values = true)]
-    pub(crate) control_token: Option<String>,
-    /// Events the delivery log keeps (GET /v1/notifications, /v1/events replay from it);
-    /// a cursor older than that is told it missed some.
-    #[arg(long, default_value_t = DEFAULT_DELIVERY_LOG_LEN, env = "APNS_SIM_DELIVERY_LOG_LEN",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
-              .range(1..=MAX_DELIVERY_LOG_LEN as u64))]
-    delivery_log_len: usize,
-    /// Start N plain demo devices (sandbox, com.example.app) instead of the demo fleet;
-    /// 0 starts none.
-    #[arg(long, env = "APNS_SIM_DEVICES")]
-    devices: Option<usize>,
-    /// Serve this scenario file's world: its apps' credentials (minted into --certs), its
-    /// devices, its timeline, and its expectations' verdicts once the timeline has settled
-    /// (default: scenarios/demo.toml, embedded).
-    #[arg(long, env = "APNS_SIM_SCENARIO")]
-    pub(crate) scenario: Option<PathBuf>,
-    /// Environment of universal certificates when the TLS server name is not an Apple host.
-    #[arg(long, default_value = "sandbox", env = "APNS_SIM_DEFAULT_ENVIRONMENT")]
-    default_environment: Environment,
-    /// Throttle pushes per device token, as PUSHES/SECONDS (e.g. 10/60): beyond it HTTP/2
-    /// answers 429 TooManyRequests and the binary API drops silently. Off by default.
-    #[arg(long, env = "APNS_SIM_TOKEN_RATE_LIMIT")]
-    token_rate_limit: Option<RateLimit>,
-    /// Length in bytes of the device tokens minted, 1 to 100: Apple promises no size, and
-    /// e.g. 80 catches a provider that hard-codes 64 hex digits (the binary API keeps 32).
-    #[arg(long, default_value_t = DEFAULT_TOKEN_LEN, env = "APNS_SIM_TOKEN_LEN",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
-              .range(*TOKEN_LEN_RANGE.start() as u64..=*TOKEN_LEN_RANGE.end() as u64))]
-    token_len: usize,
-    /// Days a notification for an offline device is kept when the provider gave no expiry,
-    /// and the most any expiry keeps it (Apple: "up to 30 days").
-    #[arg(long, default_value_t = DEFAULT_STORAGE_DAYS, env = "APNS_SIM_STORAGE_DAYS",
-          help_heading = "Where Apple's sources disagree (README, Protocol)",
-          value_parser = clap::builder::RangedU64ValueParser::<u32>::new()
-              .range(1..=u64::from(MAX_STORAGE_DAYS)))]
-    storage_days: u32,
-    /// Largest payload of binary commands 0 and 1 in bytes: 256 as Apple's legacy-format
-    /// text says; 2048 for the reading that the iOS 8 limit applied to them too.
-    #[arg(long, default_value_t = MAX_PAYLOAD_LEGACY, env = "APNS_SIM_LEGACY_PAYLOAD_LIMIT",
-          help_heading = "Where Apple's sources disagree (README, Protocol)",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
-              .range(MAX_PAYLOAD_LEGACY as u64..=MAX_PAYLOAD_FRAME as u64))]
-    legacy_payload_limit: usize,
-    /// What the binary gateway answers to a command byte other than 0, 1 or 2.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "close",
-        env = "APNS_SIM_UNKNOWN_COMMAND",
-        help_heading = "Where Apple's sources disagree (README, Protocol)"
-    )]
-    unknown_command: UnknownCommandArg,
-    /// Refuse an apns-id with uppercase hex digits (400 BadMessageId), as Apple's
-    /// documentation reads, instead of accepting and echoing it as APNs has been seen to.
-    #[arg(
-        long,
-        env = "APNS_SIM_STRICT_APNS_ID",
-        help_heading = "Where Apple's sources disagree (README, Protocol)"
-    )]
-    strict_apns_id: bool,
-    /// How far ahead of the simulator's clock a provider token's iat may be, in seconds,
-    /// before it is answered ExpiredProviderToken.
-    #[arg(
-        long,
-        default_value_t = 3600,
-        env = "APNS_SIM_MAX_IAT_AHEAD_SECS",
-        help_heading = "Where Apple's sources disagree (README, Protocol)"
-    )]
-    max_iat_ahead_secs: u64,
-    /// Seconds shutdown (Ctrl-C, SIGTERM) lets connections say goodbye and close before it
-    /// aborts the rest; the process always exits.
-    #[arg(long, default_value_t = 10, env = "APNS_SIM_SHUTDOWN_TIMEOUT_SECS")]
-    shutdown_timeout_secs: u64,
+    /// Read the settings from this TOML file (`apns-sim config init` prints one with every
+    /// default); APNS_SIM_* variables override it, and flags override both.
+    #[arg(long, value_name = "FILE", env = "APNS_SIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the configuration the file, the variables and the flags make, as a TOML file
+    /// `--config` reads, and exit without starting anything.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    settings: SettingFlags,
 }
 
-/// `--unknown-command`: the CLI's names for [`UnknownCommand`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum UnknownCommandArg {
-    /// Close the connection without a byte (TN2265).
-    Close,
-    /// Send status 128 (Protocol error) with identifier 0, then close.
-    ProtocolError,
-}
+/// The flags of `serve`'s settings, made from [`config::ENTRIES`]: `--KEY-WITH-DASHES`,
+/// with the entry's variable, default and documentation shown in the help. Only values
+/// typed on the command line are kept: the variables and the defaults are the library's
+/// to apply ([`ServeConfig::resolve`]), under the precedence it documents.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SettingFlags(Vec<(&'static str, String)>);
 
-impl From<UnknownCommandArg> for UnknownCommand {
-    fn from(arg: UnknownCommandArg) -> Self {
-        match arg {
-            UnknownCommandArg::Close => UnknownCommand::Close,
-            UnknownCommandArg::ProtocolError => UnknownCommand::ProtocolError,
+impl SettingFlags {
+    /// The clap argument of one entry.
+    fn arg(entry: &Entry) -> Arg {
+        let mut arg = Arg::new(entry.key)
+            .long(entry.flag())
+            .value_name(entry.shape)
+            .env(entry.env())
+            // Values are not shown: a control token is a secret.
+            .hide_env_values(true)
+            .help(entry.summary())
+            .long_help(entry.doc());
+        if let Some(default) = entry.default_value() {
+            arg = arg.default_value(default);
         }
+        if entry.is_switch() {
+            // `--accept-uppercase-apns-id` alone means true; `… false` turns it off.
+            arg = arg.num_args(0..=1).default_missing_value("true");
+        }
+        if let Some(heading) = entry.heading {
+            arg = arg.help_heading(heading);
+        }
+        arg
+    }
+}
+
+impl Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        config::ENTRIES
+            .iter()
+            .fold(cmd, |cmd, entry| cmd.arg(Self::arg(entry)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let typed = config::ENTRIES
+            .iter()
+            .filter(|entry| given_on_command_line(matches, entry.key))
+            .filter_map(|entry| Some((entry.key, matches.get_one::<String>(entry.key)?.clone())))
+            .collect();
+        Ok(SettingFlags(typed))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
@@ -183,66 +121,45 @@ struct Registered {
 }
 
 impl ServeArgs {
-    /// `--devices` and `--scenario` both choose the demo fleet. One typed on the command line
-    /// wins over the other's `APNS_SIM_*` variable; two from the same source are refused.
-    pub(crate) fn check(
-        &mut self,
-        command: &mut clap::Command,
-        matches: &ArgMatches,
-    ) -> Result<(), clap::Error> {
-        if self.devices.is_none() || self.scenario.is_none() {
-            return Ok(());
-        }
-        match (
-            given_on_command_line(matches, "devices"),
-            given_on_command_line(matches, "scenario"),
-        ) {
-            (true, false) => self.scenario = None,
-            (false, true) => self.devices = None,
-            _ => {
-                return Err(command.error(
-                    ErrorKind::ArgumentConflict,
-                    "--devices and --scenario both choose the demo fleet: give one of them",
-                ))
-            }
-        }
-        Ok(())
+    /// The configuration: the file (if any), the process's `APNS_SIM_*` variables and the
+    /// flags typed, resolved by the library.
+    pub(crate) fn resolve(&self) -> Result<ServeConfig> {
+        self.resolve_with(&|name| std::env::var(name).ok())
     }
 
-    /// Where the durable state lives: `--state`, else `state/` beside the certificate
-    /// folder; `None` with `--in-memory`.
-    fn state_dir(&self) -> Option<PathBuf> {
-        if self.in_memory {
-            return None;
-        }
-        Some(self.state.clone().unwrap_or_else(|| {
-            let beside = self.certs.parent().unwrap_or(Path::new(""));
-            beside.join("state")
-        }))
+    /// [`ServeArgs::resolve`] with the variables `env` looks up.
+    fn resolve_with(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeConfig> {
+        let text = match &self.config {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let file = self.config.as_deref().zip(text.as_deref());
+        Ok(ServeConfig::resolve(file, env, &self.settings.0)?)
     }
 
-    /// The simulator's limits and defaults: the library's, with what the flags set.
-    pub(crate) fn settings(&self) -> Settings {
-        Settings {
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
-            default_environment: self.default_environment,
-            token_rate_limit: self.token_rate_limit,
-            token_len: self.token_len,
-            default_storage_days: self.storage_days,
-            legacy_payload_limit: self.legacy_payload_limit,
-            unknown_command: self.unknown_command.into(),
-            accept_uppercase_apns_id: !self.strict_apns_id,
-            max_iat_ahead: Duration::from_secs(self.max_iat_ahead_secs),
-            delivery_log_len: self.delivery_log_len,
-            ..Settings::default()
+    /// Runs the simulator until Ctrl-C or SIGTERM (or prints the configuration).
+    pub(crate) async fn run(self) -> Result<Outcome> {
+        let config = self.resolve()?;
+        if self.print_config {
+            print!("{}", config.to_toml());
+            return Ok(Outcome::Done);
         }
+        Serve(config).run().await
     }
+}
 
+/// `serve` with its configuration resolved.
+pub(crate) struct Serve(pub(crate) ServeConfig);
+
+impl Serve {
     /// The demo fleet: `--devices N` plain devices, a scenario file, or the embedded demo.
     /// A scenario file runs whole (see [`run_timeline`]), except what cannot run under a
     /// simulator that keeps serving (a `shutdown` step), which is refused at its line.
     pub(crate) fn fleet(&self) -> Result<Scenario> {
-        Ok(match (self.devices, &self.scenario) {
+        Ok(match (self.0.devices, &self.0.scenario) {
             (Some(n), _) => Scenario::uniform(n, DEFAULT_TOPIC)?,
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path)
@@ -266,51 +183,53 @@ impl ServeArgs {
     /// Binds the five endpoints on `--bind`.
     async fn listeners(&self) -> Result<Listeners> {
         let bind = |port: u16| {
-            let addr = SocketAddr::new(self.bind, port);
+            let addr = SocketAddr::new(self.0.bind, port);
             async move {
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding {addr}"))
             }
         };
+        let c = &self.0;
         Ok(Listeners {
-            gateway: bind(self.gateway_port).await?,
-            feedback: bind(self.feedback_port).await?,
-            http2: bind(self.http2_port).await?,
-            devices: bind(self.device_port).await?,
-            control: bind(self.control_port).await?,
+            gateway: bind(c.gateway_port).await?,
+            feedback: bind(c.feedback_port).await?,
+            http2: bind(c.http2_port).await?,
+            devices: bind(c.device_port).await?,
+            control: bind(c.control_port).await?,
         })
     }
 
     /// Runs the simulator until Ctrl-C or SIGTERM.
-    pub(crate) async fn run(self) -> Result<Outcome> {
+    async fn run(self) -> Result<Outcome> {
+        let serve = &self.0;
         // Refused before anything is minted or bound: without a token the control API is
         // open to whoever reaches it.
-        match &self.control_token {
+        match &serve.control_token {
             Some(token) if !apns_sim::sim::valid_control_token(token) => {
                 return Err(StartError::BadControlToken.into());
             }
-            None if !self.bind.is_loopback() => {
-                let addr = SocketAddr::new(self.bind, self.control_port);
+            None if !serve.bind.is_loopback() => {
+                let addr = SocketAddr::new(serve.bind, serve.control_port);
                 return Err(StartError::ControlNotLoopback(addr).into());
             }
             _ => {}
         }
-        let mut pki = Pki::load_or_create(&self.certs)
-            .with_context(|| format!("certificates in {}", self.certs.display()))?;
+        let mut pki = Pki::load_or_create(&serve.certs)
+            .with_context(|| format!("certificates in {}", serve.certs.display()))?;
         let fleet = self.fleet()?;
         // The scenario's [[app]] credentials join the folder, as `certs --mint` adds them,
         // so a provider outside reads them from the same place as the others.
         if mint(&fleet, &mut pki).map_err(anyhow::Error::msg)? {
-            pki.write(&self.certs)
-                .with_context(|| format!("writing {}", self.certs.display()))?;
+            pki.write(&serve.certs)
+                .with_context(|| format!("writing {}", serve.certs.display()))?;
         }
         let mut config = SimulatorConfig::new(pki);
-        config.settings = self.settings();
-        config.pki_dir = Some(self.certs.clone());
+        config.settings = serve.settings.clone();
+        config.pki_dir = Some(serve.certs.clone());
         config.bundle_owners = fleet.bundle_owners();
-        config.control_token = self.control_token.clone();
-        config.state_dir = self.state_dir();
+        config.control_token = serve.control_token.clone();
+        config.state_dir = serve.state_dir();
         let sim = Simulator::start(config, self.listeners().await?)?;
         let addrs = *sim.addrs();
 
@@ -319,13 +238,13 @@ impl ServeArgs {
         println!("  feedback service {}", addrs.feedback);
         println!("  HTTP/2 API       {}", addrs.http2);
         println!("  device endpoint  {}", addrs.devices);
-        let token_note = if self.control_token.is_some() {
+        let token_note = if serve.control_token.is_some() {
             " (bearer token required)"
         } else {
             ""
         };
         println!("  control API      {}{token_note}", addrs.control);
-        println!("  certificates     {}", self.certs.display());
+        println!("  certificates     {}", serve.certs.display());
 
         let mut runner = Runner::new(&sim, sim.hub().clock().clone(), &fleet, Instant::now());
         let registered = start_fleet(&sim, &fleet, &mut runner).await?;
@@ -354,16 +273,16 @@ impl ServeArgs {
                 })
             };
             if let Some(first) = sandbox(&TokenKind::Remote) {
-                print_push_commands(&addrs, &self.certs, &first.token);
+                print_push_commands(&addrs, &serve.certs, &first.token);
             }
             if let Some(voip) = sandbox(&TokenKind::Voip) {
-                print_voip_command(&addrs, &self.certs, &voip.serial, &voip.token);
+                print_voip_command(&addrs, &serve.certs, &voip.serial, &voip.token);
             }
         }
         if fleet.steps.is_empty() && fleet.expects.is_empty() {
             stop_signal().await?;
         } else {
-            let name = self
+            let name = serve
                 .scenario
                 .as_ref()
                 .map_or_else(|| "scenario".to_owned(), |p| p.display().to_string());
@@ -556,62 +475,65 @@ mod tests {
         args: ServeArgs,
     }
 
-    fn settings(argv: &[&str]) -> Settings {
+    /// The settings `serve ARGV` runs with, in an environment with no variables.
+    fn resolved(argv: &[&str]) -> anyhow::Result<Settings> {
         let matches = <Serve as clap::CommandFactory>::command()
             .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))
             .expect("flags parse");
-        Serve::from_arg_matches(&matches)
-            .expect("flags")
-            .args
-            .settings()
+        let args = Serve::from_arg_matches(&matches).expect("flags").args;
+        Ok(args.resolve_with(&|_| None)?.settings)
+    }
+
+    fn settings(argv: &[&str]) -> Settings {
+        resolved(argv).expect("valid settings")
     }
 
     #[test]
     fn the_fidelity_choices_reach_the_settings() {
         let default = Settings::default();
         let plain = settings(&[]);
-        assert_eq!(plain.default_storage_days, default.default_storage_days);
-        assert_eq!(plain.legacy_payload_limit, default.legacy_payload_limit);
-        assert_eq!(plain.unknown_command, default.unknown_command);
-        assert_eq!(
-            plain.accept_uppercase_apns_id,
-            default.accept_uppercase_apns_id
-        );
-        assert_eq!(plain.max_iat_ahead, default.max_iat_ahead);
-        assert_eq!(plain.delivery_log_len, default.delivery_log_len);
+        assert_eq!(format!("{plain:?}"), format!("{default:?}"));
         assert_eq!(settings(&["--delivery-log-len", "50"]).delivery_log_len, 50);
         let chosen = settings(&[
-            "--storage-days",
+            "--default-storage-days",
             "7",
             "--legacy-payload-limit",
             "2048",
             "--unknown-command",
             "protocol-error",
-            "--strict-apns-id",
-            "--max-iat-ahead-secs",
-            "60",
+            "--accept-uppercase-apns-id",
+            "false",
+            "--max-iat-ahead",
+            "60s",
+            "--handshake-timeout",
+            "500ms",
         ]);
         assert_eq!(chosen.default_storage_days, 7);
         assert_eq!(chosen.legacy_payload_limit, 2048);
         assert_eq!(chosen.unknown_command, UnknownCommand::ProtocolError);
         assert!(!chosen.accept_uppercase_apns_id);
         assert_eq!(chosen.max_iat_ahead, Duration::from_secs(60));
+        assert_eq!(chosen.handshake_timeout, Duration::from_millis(500));
+        let switched = settings(&["--accept-uppercase-apns-id", "--token-len", "80"]);
+        assert!(switched.accept_uppercase_apns_id);
+        assert_eq!(switched.token_len, 80);
     }
 
     #[test]
     fn out_of_range_choices_are_refused() {
-        let parse = |argv: &[&str]| {
-            <Serve as clap::CommandFactory>::command()
-                .try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))
-                .is_err()
-        };
-        assert!(parse(&["--storage-days", "0"]));
-        assert!(parse(&["--storage-days", "3651"]));
-        assert!(parse(&["--legacy-payload-limit", "255"]));
-        assert!(parse(&["--legacy-payload-limit", "2049"]));
-        assert!(parse(&["--unknown-command", "shrug"]));
-        assert!(parse(&["--delivery-log-len", "0"]));
-        assert!(parse(&["--delivery-log-len", "1000001"]));
+        for argv in [
+            &["--default-storage-days", "0"][..],
+            &["--default-storage-days", "3651"],
+            &["--legacy-payload-limit", "255"],
+            &["--legacy-payload-limit", "2049"],
+            &["--unknown-command", "shrug"],
+            &["--delivery-log-len", "0"],
+            &["--delivery-log-len", "1000001"],
+            &["--hello-timeout", "0s"],
+        ] {
+            let err = resolved(argv).expect_err("refused").to_string();
+            assert!(err.starts_with(argv[0]), "{argv:?}: {err}");
+        }
     }
 
     #[test]

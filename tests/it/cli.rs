@@ -353,7 +353,7 @@ async fn readme_help_matches_the_binary() {
         assert_eq!(out, shown, "README's `apns-sim{command}` is out of date");
         checked += 1;
     }
-    assert_eq!(checked, 18, "help blocks found in the README");
+    assert_eq!(checked, 19, "help blocks found in the README");
 }
 
 /// SIGTERM shuts `serve` down gracefully: a connected provider gets status 10 (Shutdown)

@@ -498,7 +498,7 @@ fn serve(dir: &Path) -> tokio::process::Child {
     }
     cmd.current_dir(dir)
         .env("RUST_LOG", "info")
-        .args(["serve", "--devices", "0", "--shutdown-timeout-secs", "1"])
+        .args(["serve", "--devices", "0", "--shutdown-timeout", "1s"])
         .args([
             "--gateway-port",
             "0",
