@@ -459,25 +459,37 @@ pub(crate) mod log_capture {
                 .with_ansi(false)
                 .with_writer(Lines(tx))
                 .finish();
+            // While exactly one dispatcher exists, tracing-core decides a callsite's interest
+            // from the registering thread's dispatcher alone: a parallel test's thread that
+            // first reaches a callsite (the `conn` span) would cache "never" for it, and the
+            // span's fields would vanish from this capture. A second dispatcher kept for the
+            // process makes every registration ask all of them.
+            static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+            SECOND.get_or_init(|| {
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
+            });
+            let guard = tracing::subscriber::set_default(subscriber);
+            tracing::callsite::rebuild_interest_cache();
             Capture {
                 lines,
-                _guard: tracing::subscriber::set_default(subscriber),
+                _guard: guard,
             }
         }
 
         /// Waits for the first line containing every one of `parts`, skipping others.
         pub(crate) async fn line_with(&mut self, parts: &[&str]) -> String {
+            let mut skipped = Vec::new();
             let wait = async {
                 loop {
                     let line = self.lines.recv().await.expect("capture open");
                     if parts.iter().all(|p| line.contains(p)) {
                         return line;
                     }
+                    skipped.push(line);
                 }
             };
-            tokio::time::timeout(WAIT, wait)
-                .await
-                .unwrap_or_else(|_| panic!("no log line with {parts:?}"))
+            let found = tokio::time::timeout(WAIT, wait).await;
+            found.unwrap_or_else(|_| panic!("no log line with {parts:?}; seen: {skipped:#?}"))
         }
     }
 }

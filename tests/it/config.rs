@@ -64,11 +64,11 @@ pub(crate) async fn line_where(
 }
 
 /// A file that moves every port to 0, binds 127.0.0.2, mints 40-byte tokens, starts one
-/// demo device and sets a deadline.
+/// demo device, sets a deadline and keeps its state in memory (a second start mints afresh).
 const FILE: &str = "# a test's configuration\n\
     gateway_port = 0\nfeedback_port = 0\nhttp2_port = 0\ndevice_port = 0\ncontrol_port = 0\n\
     bind = \"127.0.0.2\"\ntoken_len = 40\ndevices = 1\nhello_timeout = \"3s\"\n\
-    linger = \"750ms\"\n";
+    linger = \"750ms\"\nin_memory = true\n";
 
 /// Starts `serve` with `cmd`'s configuration and returns the address its gateway binds
 /// and the token its demo device got.
@@ -143,7 +143,7 @@ async fn print_config_shows_the_effective_settings() {
     assert_eq!(text("hello_timeout"), "4s", "environment over file");
     assert_eq!(text("linger"), "250ms", "flag over environment and file");
     assert_eq!(text("device_heartbeat"), "1m", "environment over default");
-    assert_eq!(text("handshake_timeout"), "10s", "the default");
+    assert_eq!(text("handshake_timeout"), "2s", "the default");
     assert_eq!(shown["token_len"].as_integer(), Some(40), "the file");
     assert_eq!(shown["accept_uppercase_apns_id"].as_bool(), Some(false));
     assert!(!dir.path().join("certs").exists(), "nothing minted");
