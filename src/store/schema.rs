@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-/// The schema version this build writes. Bump it with a new entry in [`MIGRATIONS`].
+/// The schema version this build writes. Bump it with a new entry in `MIGRATIONS` (below).
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// The statements that take a file from version `i` to `i + 1`, at index `i`. Version 0 is
