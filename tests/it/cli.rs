@@ -11,26 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::common::{self, TIMEOUT};
-
-const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
-
-/// The binary, run in `dir`, with none of the caller's `APNS_SIM_*` variables: each test
-/// sets the ones it is about.
-fn apns_sim(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("APNS_SIM_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
+use crate::process::{apns_sim, line_where, run_code};
 
 /// Starts `apns-sim serve` in `dir` with every port chosen by the system.
 fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
@@ -54,38 +35,6 @@ fn spawn_serve(dir: &Path, extra: &[&str]) -> Child {
 async fn run(cmd: &mut Command) -> (bool, String, String) {
     let (code, out, err) = run_code(cmd).await;
     (code == Some(0), out, err)
-}
-
-/// Runs a command to completion; returns (exit code, stdout, stderr).
-async fn run_code(cmd: &mut Command) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(TIMEOUT, cmd.output())
-        .await
-        .expect("command finished in time")
-        .expect("command ran");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Reads stdout lines until one satisfies `pred`.
-async fn line_where(
-    lines: &mut Lines<BufReader<ChildStdout>>,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let wait = async {
-        loop {
-            match lines.next_line().await.expect("read stdout") {
-                Some(l) if pred(&l) => return l,
-                Some(_) => {}
-                None => panic!("process ended before the expected line"),
-            }
-        }
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .expect("line in time")
 }
 
 /// Starts an `apns-sim device` process and waits for its first `registered` event; returns

@@ -10,7 +10,7 @@
 //! reinstalling in a loop is held to its bound while another still registers.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent, DeviceHandle};
@@ -26,8 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{self, next_device_event, TIMEOUT};
-
-const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
+use crate::process::apns_sim;
 
 /// `apns-sim serve` as a process, on ports of its own choosing.
 struct Serve {
@@ -38,22 +37,6 @@ struct Serve {
     devices: String,
     /// Its log lines (stderr), as they come.
     log: mpsc::UnboundedReceiver<String>,
-}
-
-/// The binary in `dir` without the caller's `APNS_SIM_*` variables.
-fn apns_sim(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("APNS_SIM_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
 }
 
 /// `serve --state STATE` in `dir` (certificates in `dir/certs`), no demo devices, every

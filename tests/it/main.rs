@@ -29,6 +29,7 @@ mod limits;
 mod logline;
 mod metrics;
 mod output;
+mod process;
 mod readme;
 mod run;
 mod scenarios;

@@ -4,7 +4,7 @@
 //! text form.
 
 use crate::common;
-use crate::config::{apns_sim, run_code};
+use crate::process::{apns_sim, run_code};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim())
