@@ -467,36 +467,19 @@ async fn stalled_http2_bodies_past_the_budget_get_service_unavailable() {
     t.stop().await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_apns-sim");
-
 /// The first line of `serve`'s standard output containing `needle`, its last word.
 async fn banner_value(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     needle: &str,
 ) -> String {
-    let wait = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(needle) {
-                return line.split_whitespace().last().unwrap().to_owned();
-            }
-        }
-        panic!("serve's output ended before a line with {needle:?}");
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+    let line = crate::process::line_where(lines, |l| l.contains(needle)).await;
+    line.split_whitespace().last().unwrap().to_owned()
 }
 
 /// Starts `apns-sim serve` in `dir` on ports chosen by the system, without a demo fleet and
 /// with a short shutdown deadline.
 fn serve(dir: &Path) -> tokio::process::Child {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("APNS_SIM_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.current_dir(dir)
+    crate::process::apns_sim(dir)
         .env("RUST_LOG", "info")
         .args(["serve", "--devices", "0", "--shutdown-timeout", "1s"])
         .args([
@@ -508,10 +491,7 @@ fn serve(dir: &Path) -> tokio::process::Child {
             "0",
         ])
         .args(["--device-port", "0", "--control-port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("serve started")
 }
