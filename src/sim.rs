@@ -296,6 +296,7 @@ impl Simulator {
                     token: config.control_token.clone(),
                     max_connections: settings.max_control_connections,
                     actors: Some(control_actors),
+                    write_timeout: settings.write_timeout,
                 },
             ),
         );
