@@ -14,6 +14,8 @@
 //!      `Settings::token_len` bytes), `Ack` / `NotInstalled` → the hub, `Ping` → `Pong`;
 //!      three heartbeats without a complete message end the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
+//!    This runs however the session ends, even when shutdown aborts the task where it
+//!    stands (`Online`, a drop guard), so the state the store keeps at shutdown is complete.
 //!
 //! Deadlines, the same rules as the provider endpoints' (through
 //! [`Connection::read_frame_within`], as the binary gateway reads): the Hello must be complete
@@ -248,13 +250,19 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     // 2. Session and welcome.
     let mut session = hub.connect_device(&serial, environment);
+    // Step 4 when this function returns, or when its task is dropped where it stands.
+    let _online = Online {
+        hub,
+        serial: &serial,
+        environment,
+        session: session.id,
+    };
     let heartbeat_secs = settings
         .device_heartbeat
         .as_secs()
         .clamp(1, u16::MAX as u64) as u16;
     conn.buffer(|b| encode_server_message(&ServerMessage::Welcome { heartbeat_secs }, b));
     if conn.flush().await.is_err() {
-        hub.disconnect_device(&serial, environment, session.id);
         return;
     }
 
@@ -361,8 +369,29 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         }
         close_with(conn, &error).await;
     }
-    // 4. Hand back what was not acknowledged.
-    hub.disconnect_device(&serial, environment, session.id);
+    // 4. `_online` hands back what was not acknowledged.
+}
+
+/// A device's session while it is online: dropping it is step 4 (the hub takes the session
+/// offline and routes what it had not acknowledged again). A guard rather than a call at
+/// the end, so that it also runs when shutdown aborts the task mid-write
+/// ([`crate::server::accept::abortable`]), before the store is closed.
+struct Online<'a> {
+    /// The routing core.
+    hub: &'a Hub,
+    /// The device's serial.
+    serial: &'a str,
+    /// The device's environment.
+    environment: Environment,
+    /// The hub's session id.
+    session: u64,
+}
+
+impl Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .disconnect_device(self.serial, self.environment, self.session);
+    }
 }
 
 /// What faults on `devices` made of a session's deliveries: answers to withhold or delay.
@@ -835,6 +864,38 @@ mod tests {
             message,
             "a message begun was not complete within 50ms (1 bytes arrived)"
         );
+    }
+
+    #[tokio::test]
+    async fn an_aborted_session_still_goes_offline_and_routes_its_pending_again() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+        let token = registered(&mut device).await;
+        // Delivered, never acknowledged.
+        push(&hub, token, 7, None);
+        let ServerMessage::Notification(n) = device.next().await else {
+            panic!("expected a Notification");
+        };
+        assert_eq!(n.identifier, 7u32.to_be_bytes());
+        // What shutdown does past its deadline: the task is dropped where it stands.
+        let Device { conn, served } = device;
+        served.abort();
+        assert!(served.await.unwrap_err().is_cancelled());
+        let known = hub.devices(10);
+        assert_eq!(known.len(), 1);
+        assert!(
+            !known[0].online,
+            "the aborted session left the device online"
+        );
+        // The notification was stored again: a new session of the device receives it.
+        let mut again = hub.connect_device("DUPLEX-1", Environment::Sandbox);
+        let stored = again
+            .rx
+            .try_recv()
+            .expect("the unacknowledged notification, stored");
+        assert_eq!(stored.identifier, 7u32.to_be_bytes());
+        drop(conn);
     }
 
     #[tokio::test]
