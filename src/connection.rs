@@ -140,7 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.partial_since = (!self.read_buf.is_empty()).then(Instant::now);
                 return Ok(Some(frame));
             }
-            if !self.read_buf.is_empty() && self.partial_since.is_none() {
+            // Frames taken out through `buffered_frame` may have emptied the buffer since:
+            // then no frame is under way, and only the idle deadline runs.
+            if self.read_buf.is_empty() {
+                self.partial_since = None;
+            } else if self.partial_since.is_none() {
                 self.partial_since = Some(Instant::now());
             }
             let deadline = match self.partial_since {
@@ -277,6 +281,34 @@ mod tests {
                 .await,
             Err(TimedReadError::Idle)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_taken_from_the_buffer_leave_no_frame_under_way() {
+        // Two whole frames in one read: the first is returned (the second, still buffered,
+        // counts as begun), the second is taken with `buffered_frame`.
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let frame = Duration::from_millis(30);
+        client.write_all(&[1, b'a', 1, b'b']).await.unwrap();
+        assert_eq!(
+            conn.read_frame_within(decode, far, frame).await.unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(conn.buffered_frame(decode).unwrap(), Some(b"b".to_vec()));
+        // Silence well past the frame deadline is no stalled frame: the next frame, sent
+        // later (in paused time), is read.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(frame * 10).await;
+            client.write_all(&[1, b'c']).await.unwrap();
+            client
+        });
+        assert_eq!(
+            conn.read_frame_within(decode, far, frame).await.unwrap(),
+            Some(b"c".to_vec())
+        );
+        drop(late.await.unwrap());
     }
 
     #[tokio::test]

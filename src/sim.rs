@@ -296,6 +296,7 @@ impl Simulator {
                     token: config.control_token.clone(),
                     max_connections: settings.max_control_connections,
                     actors: Some(control_actors),
+                    write_timeout: settings.write_timeout,
                 },
             ),
         );
@@ -378,7 +379,9 @@ impl Simulator {
             }
         }
         // 4. Every endpoint task has ended or been aborted, so nothing can change the durable
-        //    state any more: it is written out last.
+        //    state any more: it is written out last. An aborted device session has taken its
+        //    device offline and routed what it had not acknowledged again as it was dropped
+        //    (its drop guard, `server::devices`), so that state is complete.
         self.hub.close_store().await;
         info!("simulator stopped");
     }

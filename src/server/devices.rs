@@ -12,12 +12,20 @@
 //!      TLS write; a closed queue means a newer connection with the same serial replaced us;
 //!    - the socket: `Register` → `Registered` (one token per app and kind, of
 //!      `Settings::token_len` bytes), `Ack` / `NotInstalled` → the hub, `Ping` → `Pong`;
-//!      silence for three heartbeats ends the session;
+//!      three heartbeats without a complete message end the session;
 //! 4. the hub routes anything still unacknowledged again (to the store or a newer session).
+//!    This runs however the session ends, even when shutdown aborts the task where it
+//!    stands (`Online`, a drop guard), so the state the store keeps at shutdown is complete.
 //!
-//! Every write has the accept loop's deadline ([`crate::server::write_deadline`]): a device
-//! that stops reading is cut off after [`Settings::write_timeout`] and goes through step 4
-//! like any other. A device counts as unauthenticated (a smaller share of the slots, see
+//! Deadlines, the same rules as the provider endpoints' (through
+//! [`Connection::read_frame_within`], as the binary gateway reads): the Hello must be complete
+//! within [`Settings::hello_timeout`]; after it, the idle clock counts from the last
+//! *complete* message, not the last byte, and a message that has begun must be complete
+//! within [`Settings::frame_timeout`], so a device dripping a frame a byte at a time is told
+//! (`Error` IDLE) and cut off. Every write has the accept loop's deadline
+//! ([`crate::server::write_deadline`]): a device that stops reading is cut off after
+//! [`Settings::write_timeout`]. Either way step 4 follows, as for any device that drops. A
+//! device counts as unauthenticated (a smaller share of the slots, see
 //! [`crate::server::accept`]) until its Hello.
 //!
 //! A fault on `devices` (`POST /v1/faults`) is looked up for each notification about to be
@@ -37,7 +45,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::connection::{Connection, ReadError};
+use crate::connection::{Connection, ReadError, TimedReadError};
 use crate::hub::{DeviceAnswer, DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
 use crate::protocol::device::{
     decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceNotification,
@@ -101,6 +109,15 @@ pub(crate) enum SessionError {
     /// The device sent nothing, not even a Ping, for its idle timeout (three heartbeats).
     #[error("nothing received for {0:?}")]
     Idle(Duration),
+    /// A message the device began was not complete within [`Settings::frame_timeout`]: a
+    /// device dripping bytes would otherwise hold its connection for ever.
+    #[error("a message begun was not complete within {after:?} ({buffered} bytes arrived)")]
+    Stalled {
+        /// Bytes of the incomplete message that had arrived.
+        buffered: usize,
+        /// The frame deadline.
+        after: Duration,
+    },
     /// A newer connection with the same serial took over the device's session.
     #[error("another connection for serial {0} replaced this one")]
     Replaced(String),
@@ -128,7 +145,10 @@ impl SessionError {
             SessionError::Register(RegisterError::NotConnected(_)) | SessionError::Replaced(_) => {
                 CloseCode::Replaced
             }
-            SessionError::NoHello(_) | SessionError::Idle(_) => CloseCode::Idle,
+            // A stalled message is a device that has stopped talking in the middle of one.
+            SessionError::NoHello(_) | SessionError::Idle(_) | SessionError::Stalled { .. } => {
+                CloseCode::Idle
+            }
             SessionError::Shutdown | SessionError::Register(RegisterError::NotSaved(_)) => {
                 CloseCode::Shutdown
             }
@@ -181,19 +201,19 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) {
-    // 1. Hello, within its deadline. The decoder refuses a version other than
-    //    PROTOCOL_VERSION, so a decoded Hello always speaks ours.
-    let hello = tokio::time::timeout(
-        settings.hello_timeout,
-        conn.read_frame(decode_device_message),
-    )
-    .await;
+    // 1. Hello, within its deadline (and, once begun, within the frame deadline). The
+    //    decoder refuses a version other than PROTOCOL_VERSION, so a decoded Hello always
+    //    speaks ours.
+    let hello_due = Instant::now() + settings.hello_timeout;
+    let hello = conn
+        .read_frame_within(decode_device_message, hello_due, settings.frame_timeout)
+        .await;
     let refusal = match hello {
-        Ok(Ok(Some(DeviceMessage::Hello {
+        Ok(Some(DeviceMessage::Hello {
             environment,
             serial,
             ..
-        }))) => {
+        })) => {
             debug!(%peer, %serial, %environment, "hello");
             // The Hello authenticates the device (it leaves the unauthenticated share),
             // unless a newer connection already pushed this one out of it.
@@ -202,14 +222,20 @@ pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
             }
             return serve_session(conn, hub, settings, shutdown, serial, environment).await;
         }
-        Ok(Ok(Some(other))) => SessionError::NotHello(Box::new(other)),
-        Ok(Err(ReadError::Decode(DeviceProtocolError::UnsupportedVersion(version)))) => {
-            SessionError::UnsupportedVersion(version)
+        Ok(Some(other)) => SessionError::NotHello(Box::new(other)),
+        Err(TimedReadError::Read(ReadError::Decode(DeviceProtocolError::UnsupportedVersion(
+            version,
+        )))) => SessionError::UnsupportedVersion(version),
+        Err(TimedReadError::Read(ReadError::Decode(e))) => SessionError::Malformed(e),
+        Ok(None) | Err(TimedReadError::Read(ReadError::Truncated(_) | ReadError::Io(_))) => return,
+        Err(TimedReadError::Idle) => SessionError::NoHello(settings.hello_timeout),
+        Err(TimedReadError::Stalled { buffered, after }) => {
+            SessionError::Stalled { buffered, after }
         }
-        Ok(Err(ReadError::Decode(e))) => SessionError::Malformed(e),
-        Ok(Ok(None)) | Ok(Err(ReadError::Truncated(_) | ReadError::Io(_))) => return,
-        Err(_) => SessionError::NoHello(settings.hello_timeout),
     };
+    if matches!(refusal, SessionError::Stalled { .. }) {
+        info!(%peer, cause = %refusal, "device stalled in its Hello: Error IDLE, then close");
+    }
     close_with(conn, &refusal).await;
 }
 
@@ -224,13 +250,19 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     // 2. Session and welcome.
     let mut session = hub.connect_device(&serial, environment);
+    // Step 4 when this function returns, or when its task is dropped where it stands.
+    let _online = Online {
+        hub,
+        serial: &serial,
+        environment,
+        session: session.id,
+    };
     let heartbeat_secs = settings
         .device_heartbeat
         .as_secs()
         .clamp(1, u16::MAX as u64) as u16;
     conn.buffer(|b| encode_server_message(&ServerMessage::Welcome { heartbeat_secs }, b));
     if conn.flush().await.is_err() {
-        hub.disconnect_device(&serial, environment, session.id);
         return;
     }
 
@@ -301,16 +333,23 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            read = tokio::time::timeout_at(deadline, conn.read_frame(decode_device_message)) => {
+            // Cancel-safe: a message under way, and when it began, stay in `conn` while
+            // another branch runs.
+            read = conn.read_frame_within(decode_device_message, deadline, settings.frame_timeout) => {
                 let msg = match read {
-                    Err(_) => break Some(SessionError::Idle(idle)),
-                    Ok(Ok(None)) => break None,
-                    Ok(Err(ReadError::Decode(e))) => break Some(SessionError::Malformed(e)),
-                    Ok(Err(err)) => {
+                    Err(TimedReadError::Idle) => break Some(SessionError::Idle(idle)),
+                    Err(TimedReadError::Stalled { buffered, after }) => {
+                        break Some(SessionError::Stalled { buffered, after })
+                    }
+                    Ok(None) => break None,
+                    Err(TimedReadError::Read(ReadError::Decode(e))) => {
+                        break Some(SessionError::Malformed(e))
+                    }
+                    Err(err) => {
                         debug!(%err, "device connection ended");
                         break None;
                     }
-                    Ok(Ok(Some(msg))) => msg,
+                    Ok(Some(msg)) => msg,
                 };
                 deadline = Instant::now() + idle;
                 let who = Who { serial: &serial, environment, session: session.id, token_len: settings.token_len };
@@ -325,10 +364,34 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         if error.close_code() == CloseCode::Protocol {
             warn!(%serial, message = %error, "device protocol error");
         }
+        if matches!(error, SessionError::Stalled { .. }) {
+            info!(%serial, cause = %error, "device stalled in a message: Error IDLE, then close; its pending notifications routed again");
+        }
         close_with(conn, &error).await;
     }
-    // 4. Hand back what was not acknowledged.
-    hub.disconnect_device(&serial, environment, session.id);
+    // 4. `_online` hands back what was not acknowledged.
+}
+
+/// A device's session while it is online: dropping it is step 4 (the hub takes the session
+/// offline and routes what it had not acknowledged again). A guard rather than a call at
+/// the end, so that it also runs when shutdown aborts the task mid-write
+/// ([`crate::server::accept::abortable`]), before the store is closed.
+struct Online<'a> {
+    /// The routing core.
+    hub: &'a Hub,
+    /// The device's serial.
+    serial: &'a str,
+    /// The device's environment.
+    environment: Environment,
+    /// The hub's session id.
+    session: u64,
+}
+
+impl Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .disconnect_device(self.serial, self.environment, self.session);
+    }
 }
 
 /// What faults on `devices` made of a session's deliveries: answers to withhold or delay.
@@ -592,6 +655,10 @@ mod tests {
     }
 
     fn serve(hub: &Hub, shutdown: &CancellationToken) -> Device {
+        serve_with(hub, shutdown, Settings::default())
+    }
+
+    fn serve_with(hub: &Hub, shutdown: &CancellationToken, settings: Settings) -> Device {
         let (device, server) = tokio::io::duplex(8);
         let hub = hub.clone();
         let shutdown = shutdown.clone();
@@ -603,7 +670,7 @@ mod tests {
                 peer,
                 &mut Admission::authenticated_peer(),
                 &hub,
-                &Settings::default(),
+                &settings,
                 &shutdown,
             )
             .await;
@@ -677,7 +744,8 @@ mod tests {
             .expect("acknowledged in time");
     }
 
-    fn push(hub: &Hub, token: DeviceToken, id: u32) {
+    /// Pushes `id` to `token`; `expiry` as the provider gave it (`Some(0)`: now or never).
+    fn push(hub: &Hub, token: DeviceToken, id: u32, expiry: Option<u32>) {
         hub.push(PushRequest {
             api: Api::Binary,
             token,
@@ -685,7 +753,7 @@ mod tests {
             environment: Environment::Sandbox,
             identifier: id.to_be_bytes(),
             apns_id: Uuid::new_v4(),
-            expiry: Some(0),
+            expiry,
             priority: 10,
             push_type: None,
             collapse_id: None,
@@ -720,7 +788,7 @@ mod tests {
         assert_eq!((app.as_str(), kind), (APP, TokenKind::Remote));
         assert_eq!(token.len(), DeviceToken::LEN);
 
-        push(&hub, token, 7);
+        push(&hub, token, 7, Some(0));
         let ServerMessage::Notification(n) = device.next().await else {
             panic!("expected a Notification");
         };
@@ -739,6 +807,95 @@ mod tests {
         let (code, message) = device.closed_with().await;
         assert_eq!(code, CloseCode::Shutdown);
         assert_eq!(message, "simulator shutting down");
+    }
+
+    /// Says hello, reads the welcome, registers [`APP`] and returns its token.
+    async fn registered(device: &mut Device) -> DeviceToken {
+        device.send(hello(PROTOCOL_VERSION)).await;
+        assert!(matches!(device.next().await, ServerMessage::Welcome { .. }));
+        device
+            .send(DeviceMessage::Register {
+                fresh_install: false,
+                app: APP.into(),
+                kind: TokenKind::Remote,
+            })
+            .await;
+        let ServerMessage::Registered { token, .. } = device.next().await else {
+            panic!("expected Registered");
+        };
+        token
+    }
+
+    #[tokio::test]
+    async fn a_message_dripped_after_hello_is_cut_off_at_the_frame_deadline() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            frame_timeout: Duration::from_millis(50),
+            ..Settings::default()
+        };
+        let mut device = serve_with(&hub, &shutdown, settings);
+        registered(&mut device).await;
+        // The first two bytes of a Ping (type, half its length), and no more: the idle
+        // deadline is 90 s away, the frame deadline ends it.
+        device.send_raw(&[0x05, 0x00]).await;
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Idle);
+        assert_eq!(
+            message,
+            "a message begun was not complete within 50ms (2 bytes arrived)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dripped_hello_is_cut_off_at_the_frame_deadline() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            frame_timeout: Duration::from_millis(50),
+            hello_timeout: Duration::from_secs(3600),
+            ..Settings::default()
+        };
+        let mut device = serve_with(&hub, &shutdown, settings);
+        device.send_raw(&[0x01]).await;
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Idle);
+        assert_eq!(
+            message,
+            "a message begun was not complete within 50ms (1 bytes arrived)"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_aborted_session_still_goes_offline_and_routes_its_pending_again() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+        let token = registered(&mut device).await;
+        // Delivered, never acknowledged.
+        push(&hub, token, 7, None);
+        let ServerMessage::Notification(n) = device.next().await else {
+            panic!("expected a Notification");
+        };
+        assert_eq!(n.identifier, 7u32.to_be_bytes());
+        // What shutdown does past its deadline: the task is dropped where it stands.
+        let Device { conn, served } = device;
+        served.abort();
+        assert!(served.await.unwrap_err().is_cancelled());
+        let known = hub.devices(10);
+        assert_eq!(known.len(), 1);
+        assert!(
+            !known[0].online,
+            "the aborted session left the device online"
+        );
+        // The notification was stored again: a new session of the device receives it.
+        let mut again = hub.connect_device("DUPLEX-1", Environment::Sandbox);
+        let stored = again
+            .rx
+            .try_recv()
+            .expect("the unacknowledged notification, stored");
+        assert_eq!(stored.identifier, 7u32.to_be_bytes());
+        drop(conn);
     }
 
     #[tokio::test]
@@ -832,6 +989,13 @@ mod tests {
                 CloseCode::Replaced,
             ),
             (SessionError::Idle(Duration::from_secs(90)), CloseCode::Idle),
+            (
+                SessionError::Stalled {
+                    buffered: 1,
+                    after: Duration::from_secs(10),
+                },
+                CloseCode::Idle,
+            ),
             (SessionError::Replaced("S".into()), CloseCode::Replaced),
             (SessionError::Shutdown, CloseCode::Shutdown),
         ];

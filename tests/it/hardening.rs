@@ -542,3 +542,232 @@ async fn sigterm_ends_serve_while_a_device_has_stopped_reading() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The next message the simulator sends on `read` (a raw device's read half), decoded from
+/// `buf`; `None` once the simulator has closed the stream.
+async fn next_message_on<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+) -> Option<ServerMessage> {
+    let wait = async {
+        loop {
+            if let Some(m) = decode_server_message(buf).expect("valid frame") {
+                return Some(m);
+            }
+            match read.read_buf(buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, wait).await.expect("in time")
+}
+
+#[tokio::test]
+async fn a_device_dripping_a_message_is_cut_off_and_its_notifications_routed_again() {
+    // The idle deadline (three heartbeats) stays far away: only the frame deadline can end
+    // a drip that completes a Ping every 1.1 s.
+    let t = common::start_with(|c| c.settings.frame_timeout = Duration::from_millis(300)).await;
+    let mut events = t.sim.hub().subscribe();
+    let devices = t.sim.addrs().devices;
+    let tls = t.client_tls(None, Vec::new());
+    let (dripper, mut read, token, _) =
+        raw_device(devices, tls.clone(), "DRIP-DEVICE-1", None).await;
+    // A notification it receives and never acknowledges.
+    let mut gw = t.gateway().await;
+    let expiry = common::in_an_hour(&t.clock);
+    gw.send(&common::frame(
+        token.as_bytes(),
+        &common::alert("pending"),
+        41,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(dripper);
+    loop {
+        match next_message_on(&mut rd, &mut read).await {
+            Some(ServerMessage::Notification(n)) => {
+                assert_eq!(n.identifier, 41u32.to_be_bytes());
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed before the notification"),
+        }
+    }
+    // Then Pings, a byte at a time, for ever.
+    let ping = {
+        let mut b = BytesMut::new();
+        encode_device_message(&DeviceMessage::Ping { nonce: 7 }, &mut b);
+        b
+    };
+    let drip = async {
+        for byte in ping.iter().cycle() {
+            // The pacing is the attack itself, not a way to wait for the server.
+            tokio::time::sleep(DRIP_EVERY).await;
+            if wr.write_all(&[*byte]).await.is_err() || wr.flush().await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    // The simulator says why (Error IDLE, naming the frame deadline), then closes.
+    let told = async {
+        let mut error = None;
+        while let Some(m) = next_message_on(&mut rd, &mut read).await {
+            if let ServerMessage::Error { code, message } = m {
+                error = Some((code, message));
+            }
+        }
+        error
+    };
+    let told = tokio::select! {
+        told = told => told,
+        _ = drip => unreachable!("the drip never ends on its own"),
+    };
+    let (code, message) = told.expect("an Error frame before the close");
+    assert_eq!(code, apns_sim::protocol::device::CloseCode::Idle);
+    assert!(message.contains("not complete within 300ms"), "{message}");
+    // Its notification was routed again: stored for the device.
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 41, apns_sim::hub::Outcome::Stored)
+    })
+    .await;
+    drop((rd, wr));
+    // The device, back, receives it.
+    let (mut back, mut read, again, before) = raw_device(devices, tls, "DRIP-DEVICE-1", None).await;
+    assert_eq!(again, token, "same device, same app: same token");
+    let mut first = before.into_iter().find_map(|m| match m {
+        ServerMessage::Notification(n) => Some(n),
+        _ => None,
+    });
+    while first.is_none() {
+        if let ServerMessage::Notification(n) = next_message(&mut back, &mut read).await {
+            first = Some(n);
+        }
+    }
+    assert_eq!(first.map(|n| n.identifier), Some(41u32.to_be_bytes()));
+    // And a well-behaved device on the same server is served.
+    let (mut phone, tokens) = t
+        .device("WELL-DRIP-1", Environment::Sandbox, &[DEFAULT_TOPIC])
+        .await;
+    gw.send(&common::frame(
+        tokens[DEFAULT_TOPIC].as_bytes(),
+        &common::alert("hello"),
+        42,
+        expiry,
+        10,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(common::next_id(&mut phone).await, 42);
+    t.stop().await;
+}
+
+/// A control API client that sends `GET path` with a tiny receive buffer and never reads.
+async fn control_client_that_never_reads(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// Sends `GET path` on a kept-alive control connection and reads the answer (its status
+/// and body; the body has a `content-length`).
+async fn control_get_on(tcp: &mut TcpStream, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let read = async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the answer");
+            got.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let Some(end) = text.find("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if got.len() >= end + 4 + length {
+                let status = text[9..12].parse().unwrap();
+                return (status, text[end + 4..end + 4 + length].to_owned());
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .expect("answered in time")
+}
+
+/// Logs a rejection with a `size`-byte reason: an event of that size in the delivery log
+/// and on the event stream.
+fn big_event(t: &common::TestSim, size: usize) {
+    t.sim.hub().record_rejection(
+        apns_sim::hub::Api::Http2,
+        DEFAULT_TOPIC,
+        [0; 4],
+        uuid::Uuid::new_v4(),
+        None,
+        "z".repeat(size),
+    );
+}
+
+#[tokio::test]
+async fn control_clients_that_stop_reading_are_cut_off_by_the_write_deadline() {
+    // Two connection slots: one for the client that stops reading, one for a well-behaved
+    // client that keeps its connection; a third client is served only once the first is
+    // cut off.
+    let t = common::start_with(|c| {
+        c.settings.max_control_connections = 2;
+        c.settings.write_timeout = Duration::from_millis(300);
+        c.settings.delivery_log_len = 1000;
+    })
+    .await;
+    let control = t.sim.addrs().control;
+
+    // 1. The event stream, with events far larger than every buffer on the way.
+    let mut stalled = control_client_that_never_reads(control, "/v1/events").await;
+    let mut kept = TcpStream::connect(control).await.unwrap();
+    let (status, _) = control_get_on(&mut kept, "/v1/health").await;
+    assert_eq!(
+        status, 200,
+        "served while the stalled stream holds its slot"
+    );
+    // Events until the third client is answered (or its request times out: a failure).
+    let flood = async {
+        loop {
+            big_event(&t, 8 * 1024);
+            tokio::task::yield_now().await;
+        }
+    };
+    let served = tokio::select! {
+        served = common::control_json(control, "GET", "/v1/health", None) => served,
+        _ = flood => unreachable!("the flood never ends on its own"),
+    };
+    assert_eq!(served.0, 200);
+    closed_by_server(&mut stalled, "event stream nobody reads").await;
+
+    // 2. The delivery log: a page of 1,000 records of 8 KiB each.
+    for _ in 0..1000 {
+        big_event(&t, 8 * 1024);
+    }
+    let mut stalled =
+        control_client_that_never_reads(control, "/v1/notifications?limit=1000").await;
+    let (status, _) = control_get_on(&mut kept, "/v1/health").await;
+    assert_eq!(status, 200, "served while the stalled log holds its slot");
+    let (status, _) = common::control_json(control, "GET", "/v1/health", None).await;
+    assert_eq!(status, 200);
+    closed_by_server(&mut stalled, "delivery log nobody reads").await;
+    t.stop().await;
+}

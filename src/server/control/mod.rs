@@ -28,7 +28,14 @@
 //! opening an `EventSource` cannot set headers); without one,
 //! [`crate::sim::Simulator`] refuses to start the API on anything but a loopback address.
 //! At most [`ControlConfig::max_connections`] connections are served at once
-//! ([`Settings::max_control_connections`](crate::settings::Settings::max_control_connections)).
+//! ([`Settings::max_control_connections`](crate::settings::Settings::max_control_connections)),
+//! and every write to a client must make progress within [`ControlConfig::write_timeout`]
+//! ([`crate::server::write_deadline`], as on every other endpoint): a client that stops
+//! reading a large answer (the delivery log, the event stream) is cut off and gives its slot
+//! back. What waits for such a client meanwhile is bounded: hyper buffers a few hundred KiB
+//! of a response before it stops polling the body, and the event stream makes a message only
+//! when polled (a receiver that falls behind the broadcast reads the gap from the hub's
+//! ring, [`events`]).
 //!
 //! Every refusal is a 4xx with a JSON body `{"error": …, "field": …}` ([`ErrorBody`]) naming
 //! the parameter at fault; no input makes a handler panic.
@@ -50,6 +57,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
@@ -68,6 +76,7 @@ use tracing::{info, warn};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::hub::{Hub, Metrics, OpenConnection};
+use crate::server::write_deadline::WriteDeadline;
 
 /// The largest request body any route reads. The routes that take one (devices, push,
 /// faults) take small JSON objects (a push's payload is at most 5 KiB on APNs), and a
@@ -147,15 +156,20 @@ pub struct ControlConfig {
     /// and `POST /v1/reset` with `"devices": "remove"` removes; `None` for a control API built
     /// alone, whose device and push routes then answer 503.
     pub actors: Option<Arc<dyn devices::Actors>>,
+    /// Every write to a client must make progress within this, or the connection is cut
+    /// off ([`crate::settings::Settings::write_timeout`]).
+    pub write_timeout: Duration,
 }
 
 impl Default for ControlConfig {
-    /// No token, the default connection limit, no actors.
+    /// No token, the default connection limit and write deadline, no actors.
     fn default() -> Self {
+        let settings = crate::settings::Settings::default();
         ControlConfig {
             token: None,
-            max_connections: crate::settings::Settings::default().max_control_connections,
+            max_connections: settings.max_control_connections,
             actors: None,
+            write_timeout: settings.write_timeout,
         }
     }
 }
@@ -220,6 +234,7 @@ pub async fn run(
         listener,
         slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
         metrics: ctx.hub.metrics().clone(),
+        write_timeout: config.write_timeout,
     };
     let served = axum::serve(listener, router(ctx))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -316,7 +331,8 @@ fn refusal(token: &str, request: &Request) -> Option<&'static str> {
 /// The control listener with a bound on connections served at once. `axum::serve` accepts
 /// without limit, so this wraps the listener: a connection slot is taken before each accept
 /// (a client beyond the bound waits in the kernel's backlog, as on the other endpoints)
-/// and travels with the connection, freed when axum drops it.
+/// and travels with the connection, freed when axum drops it. Each accepted stream gets the
+/// write deadline: when it passes, hyper's write fails and axum drops the connection.
 struct Limited {
     /// The bound listener.
     listener: TcpListener,
@@ -325,6 +341,8 @@ struct Limited {
     /// Where each connection is counted (`endpoint="control"`), as the accept loop counts
     /// the provider and device endpoints' connections.
     metrics: Metrics,
+    /// [`ControlConfig::write_timeout`].
+    write_timeout: Duration,
 }
 
 impl axum::serve::Listener for Limited {
@@ -339,7 +357,7 @@ impl axum::serve::Listener for Limited {
         let (stream, peer) = axum::serve::Listener::accept(&mut self.listener).await;
         (
             Held {
-                stream,
+                stream: WriteDeadline::new(stream, self.write_timeout),
                 _slot: slot,
                 _open: self.metrics.connection_opened("control"),
             },
@@ -354,8 +372,8 @@ impl axum::serve::Listener for Limited {
 
 /// An accepted control connection holding its slot.
 struct Held {
-    /// The connection.
-    stream: TcpStream,
+    /// The connection, with a deadline on every write.
+    stream: WriteDeadline<TcpStream>,
     /// Its slot, released when the connection is dropped.
     _slot: OwnedSemaphorePermit,
     /// Counts it open until it is dropped.
