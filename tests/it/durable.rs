@@ -6,8 +6,9 @@
 //! again on the same directory, and everything must still be there: the same token routes,
 //! the 410 carries the same timestamp, feedback returns the tuple once, and the stored
 //! notification reaches its device when it comes back. A state file of a newer version is
-//! refused and a corrupt one reported, each naming the file. The bound test: one device
-//! reinstalling in a loop is held to its bound while another still registers.
+//! refused and a corrupt one reported, each naming the file, and a second `serve` on a state
+//! directory another one holds is refused naming it and the owner's pid. The bound test: one
+//! device reinstalling in a loop is held to its bound while another still registers.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -433,4 +434,36 @@ async fn a_device_reinstalling_in_a_loop_is_held_to_its_bound_and_others_still_r
         .await;
     assert_eq!(tokens.len(), 1);
     t.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_state_directory_is_refused_naming_it_and_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("shared-state");
+    let first = serve(dir.path(), &state, "0").await;
+    let owner = first.child.id().expect("running");
+    let (code, _, err) = crate::process::run_code(
+        apns_sim(dir.path())
+            .args(["serve", "--devices", "0", "--gateway-port", "0"])
+            .args(["--feedback-port", "0", "--http2-port", "0"])
+            .args(["--device-port", "0", "--control-port", "0", "--state"])
+            .arg(&state),
+    )
+    .await;
+    assert_eq!(code, Some(2), "a start failure (README, exit codes): {err}");
+    assert!(err.contains("in use by another apns-sim"), "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {owner}")), "{err}");
+    // The first one still serves, and once it is gone the directory can be taken again.
+    let mut h2 = http2(&first, dir.path()).await;
+    let answer = h2
+        .send(&push(&DeviceToken::new(&[7; 32]).unwrap(), "to nobody"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(first.signal("TERM").await.success());
+    // (Its banner is all this checks: killed, as a SIGTERM this early could come before
+    // its handler is installed.)
+    let again = serve(dir.path(), &state, "0").await;
+    again.signal("KILL").await;
 }
