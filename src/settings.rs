@@ -214,9 +214,9 @@ pub struct Settings {
     /// Apps (and kinds of token) one device may hold tokens for. A real phone has a few
     /// hundred apps at most, and each kind of token of an app counts: 512.
     pub max_apps_per_device: usize,
-    /// Tokens of one device that a reinstall replaced, kept so that a push to one is still
-    /// reported as not installed by the device and then answered 410 with its timestamp
-    /// (feeding the feedback service). Past this the oldest is forgotten (a push to it:
+    /// Tokens of one device that a reinstall replaced, kept so that a push to one is
+    /// answered 410 Unregistered with the reinstall's timestamp (feeding the feedback
+    /// service). Past this the oldest is forgotten (a push to it:
     /// `BadDeviceToken`), so reinstalling in a loop cannot grow the table: 64, far more
     /// than the reinstalls a provider's stale tokens span for one device.
     pub max_unregistered_per_device: usize,

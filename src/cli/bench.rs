@@ -33,6 +33,10 @@ pub(crate) struct BenchArgs {
     /// CPU and memory from /proc).
     #[arg(long, value_name = "LEVEL")]
     serve: Option<String>,
+    /// Run the `--serve` child with durable state (`--state`, a fresh folder per run)
+    /// instead of `--in-memory`, to measure what durability costs.
+    #[arg(long, requires = "serve")]
+    durable: bool,
     /// Provider API.
     #[arg(long, value_enum, default_value = "binary")]
     api: ApiArg,
@@ -42,6 +46,11 @@ pub(crate) struct BenchArgs {
     /// Simulated devices to hold (0: send to random tokens and count acceptance only).
     #[arg(long, default_value_t = 1000)]
     devices: usize,
+    /// The devices register, then go offline before the first push: every notification is
+    /// stored for them (HTTP/2 only: the binary load frames have expiry 0, never stored),
+    /// and only acceptance is measured (the load that writes to disk with `--durable`).
+    #[arg(long)]
+    offline: bool,
     /// Notifications to send.
     #[arg(short = 'n', long, default_value_t = 200_000)]
     notifications: u64,
@@ -105,16 +114,25 @@ impl BenchArgs {
     /// Runs the benchmark and prints its summary.
     pub(crate) async fn run(self) -> Result<Outcome> {
         let devices = self.devices;
+        if self.offline && matches!(self.api, ApiArg::Binary) {
+            anyhow::bail!(
+                "--offline needs --api http2 or http2-cert: the binary load frames have \
+                 expiry 0, which is never stored"
+            );
+        }
         let target = match (&self.target, &self.serve) {
             (Some(file), _) => Target::Running(TargetInfo::read(file)?),
-            (None, Some(log)) => Target::Serve { log: log.clone() },
+            (None, Some(log)) => Target::Serve {
+                log: log.clone(),
+                durable: self.durable,
+            },
             (None, None) => Target::InProcess,
         };
         let pace = match (self.rate, self.window) {
             (Some(r), _) => Pace::Rate(r),
             (None, Some(0)) => Pace::Full,
             (None, Some(w)) => Pace::Window(w),
-            (None, None) if devices == 0 => Pace::Full,
+            (None, None) if devices == 0 || self.offline => Pace::Full,
             (None, None) => Pace::Window(devices as u64 * 4),
         };
         let config = BenchConfig {
@@ -126,6 +144,7 @@ impl BenchArgs {
             },
             connections: self.connections,
             devices,
+            offline: self.offline,
             notifications: self.notifications,
             pace,
             batch: self.batch,

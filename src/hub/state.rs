@@ -817,7 +817,7 @@ impl State {
                 self.save_token(token, true);
                 // 4. The token it replaces no longer routes.
                 if let Some(old) = current {
-                    self.retire(&key, old);
+                    self.retire(&key, old, now_ms);
                 }
                 token
             }
@@ -833,14 +833,26 @@ impl State {
         (Ok(token), events)
     }
 
-    /// A token a newer one replaced for its (device, app, kind). It is no longer the one a
-    /// registration returns, but its record stays: a push to it still reaches the device,
-    /// which reports the app as not installed (README, "Device protocol"), and once it is
-    /// unregistered its record answers 410 with the time and feeds the feedback service.
+    /// A token a newer one replaced for its (device, app, kind): a reinstall, or a
+    /// registration after the app was reported gone. It no longer routes: it is unregistered
+    /// from `now_ms` (a token already reported gone keeps its first time), so a push to it is
+    /// answered at once, HTTP/2 410 `Unregistered` with that timestamp, the binary API
+    /// silently, and records a feedback tuple (once per unread list) instead of reaching the
+    /// device. The evidence (apns-spec.md): a new token is issued on install and the app must
+    /// fetch it at every launch (§6), so after a reinstall the old one is inactive for the
+    /// topic, which is what 410 `Unregistered` means; its timestamp is when APNs confirmed
+    /// the token invalid, "stop pushing until the device registers a token later than that"
+    /// (§4.5), which the new token is. Feedback entries are added when a notification could
+    /// not be delivered because the app is gone (§2), so the tuple comes with the first
+    /// failed push, not with the reinstall; its time is the reinstall's, later than the old
+    /// token's registration and not later than the new one's, as providers compare them.
     /// The device keeps at most [`Settings::max_unregistered_per_device`] replaced tokens;
     /// past it the oldest is forgotten (a push to it: `BadDeviceToken`), so reinstalling in
     /// a loop cannot grow the token table.
-    fn retire(&mut self, key: &DeviceKey, old: DeviceToken) {
+    fn retire(&mut self, key: &DeviceKey, old: DeviceToken, now_ms: u64) {
+        if let Some(record) = self.tokens.get_mut(&old) {
+            record.unregistered_at_ms.get_or_insert(now_ms);
+        }
         self.save_token(old, false);
         let Some(record) = self.devices.get_mut(key) else {
             return;
@@ -2504,23 +2516,27 @@ pub(super) mod tests {
         for _ in 0..3 {
             tokens.push(w.register("D1", APP, true).unwrap());
         }
-        // The newest replaced one still reaches the device, which reports it gone: 410.
-        assert_eq!(w.push(request(tokens[2], 1, 0)), Ok(PushOutcome::Sent));
-        let d = session.rx.try_recv().unwrap();
-        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
-        let at = w.st.unregistered_at(&tokens[2]).unwrap();
-        assert_eq!(
-            w.push(request(tokens[2], 2, 0)),
-            Err(PushError::Unregistered { at_ms: at })
-        );
-        assert_eq!(w.st.peek_feedback(APP, SANDBOX).len(), 1);
+        // The replaced ones kept answer 410 (the reinstall's unregistered_at rule is tested
+        // at the end of this module).
+        for (id, old) in [(1, tokens[1]), (2, tokens[2])] {
+            let refused = w.push(request(old, id, 0));
+            assert!(
+                matches!(refused, Err(PushError::Unregistered { .. })),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(w.st.peek_feedback(APP, SANDBOX).len(), 2);
         // Three replaced, two kept: the oldest is forgotten.
         assert_eq!(
             w.push(request(tokens[0], 3, 0)),
             Err(PushError::UnknownToken)
         );
-        assert_eq!(w.push(request(tokens[1], 4, 0)), Ok(PushOutcome::Sent));
         assert_eq!(w.push(request(tokens[3], 5, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(
+            drain(&mut session).len(),
+            1,
+            "only the current token routes"
+        );
         assert_eq!(w.st.tokens.len(), 3, "two kept, one current");
         // Registering again without a reinstall returns the current one.
         assert_eq!(w.register("D1", APP, false), Ok(tokens[3]));
@@ -2663,5 +2679,60 @@ pub(super) mod tests {
         for kind in TokenKind::every("ride-42") {
             assert_eq!(TokenKind::from_str(&kind.to_string()), Ok(kind));
         }
+    }
+
+    #[test]
+    fn a_reinstall_unregisters_the_old_token_at_once_and_a_push_to_it_feeds_feedback_once() {
+        let (mut w, mut session, old) = online();
+        w.now_ms += 5_000;
+        let reinstalled_at = w.now_ms;
+        let new = w.register("D1", APP, true).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(w.st.unregistered_at(&old), Some(reinstalled_at));
+        assert!(
+            w.st.peek_feedback(APP, SANDBOX).is_empty(),
+            "feedback comes with a failed push, not with the reinstall"
+        );
+        // Later pushes to the old token: 410 with the reinstall's time, never delivered.
+        w.now_ms += 5_000;
+        for id in 1..=3 {
+            assert_eq!(
+                w.push(request(old, id, 0)),
+                Err(PushError::Unregistered {
+                    at_ms: reinstalled_at
+                })
+            );
+        }
+        assert!(
+            drain(&mut session).is_empty(),
+            "the old token routes nowhere"
+        );
+        assert_eq!(
+            w.outcomes(),
+            [
+                (1, Outcome::Unregistered),
+                (2, Outcome::Unregistered),
+                (3, Outcome::Unregistered)
+            ]
+        );
+        let feedback = w.st.peek_feedback(APP, SANDBOX);
+        assert_eq!(feedback.len(), 1, "listed once: {feedback:?}");
+        assert_eq!(feedback[0].token, old);
+        assert_eq!(u64::from(feedback[0].timestamp), reinstalled_at / 1000);
+        // The new token routes; re-registering without a reinstall keeps it.
+        assert_eq!(w.push(request(new, 4, 0)), Ok(PushOutcome::Sent));
+        assert_eq!(drain(&mut session).len(), 1);
+        assert_eq!(w.register("D1", APP, false), Ok(new));
+        // A token already reported gone keeps its first time when a registration replaces it.
+        let gone = w.register("D1", "com.gone", false).unwrap();
+        let mut to_gone = request(gone, 5, 0);
+        to_gone.topic = "com.gone".into();
+        assert_eq!(w.push(to_gone), Ok(PushOutcome::Sent));
+        let d = session.rx.try_recv().unwrap();
+        assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
+        let reported = w.st.unregistered_at(&gone).unwrap();
+        w.now_ms += 5_000;
+        assert_ne!(w.register("D1", "com.gone", false).unwrap(), gone);
+        assert_eq!(w.st.unregistered_at(&gone), Some(reported));
     }
 }

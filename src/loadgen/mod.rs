@@ -97,6 +97,10 @@ pub enum Target {
     Serve {
         /// The child's `RUST_LOG`.
         log: String,
+        /// Whether the child keeps durable state (`--state` in its temporary folder, fresh
+        /// for each run) instead of `--in-memory`: what durability costs is this against
+        /// that.
+        durable: bool,
     },
     /// Something already running, described by a target file.
     Running(TargetInfo),
@@ -153,6 +157,10 @@ pub struct BenchConfig {
     pub connections: usize,
     /// Devices held (D); 0 sends to random tokens and measures acceptance only.
     pub devices: usize,
+    /// The devices register, then all go offline before the first push: every notification
+    /// is stored for its device (the newest per device and app kept), and acceptance only is
+    /// measured. With a durable target this is the load that writes to disk.
+    pub offline: bool,
     /// Notifications (N).
     pub notifications: u64,
     /// How the providers hold back.
@@ -350,7 +358,7 @@ async fn resolve(config: &BenchConfig) -> Result<Resolved> {
                 },
             })
         }
-        Target::Serve { log } => spawn_serve(config, log).await,
+        Target::Serve { log, durable } => spawn_serve(config, log, *durable).await,
         Target::Running(info) => Ok(Resolved {
             name: info.name.clone(),
             probe: info
@@ -368,17 +376,25 @@ async fn resolve(config: &BenchConfig) -> Result<Resolved> {
 }
 
 /// Starts `apns-sim serve` on ports chosen by the system, without demo devices, and reads
-/// its addresses from the banner it prints.
-async fn spawn_serve(config: &BenchConfig, log: &str) -> Result<Resolved> {
+/// its addresses from the banner it prints. Its state is in memory, or with `durable` in a
+/// `state` folder of its own temporary folder (never the default one beside `--certs`,
+/// which two runs at once would share).
+async fn spawn_serve(config: &BenchConfig, log: &str, durable: bool) -> Result<Resolved> {
     let exe = config
         .exe
         .as_deref()
         .context("starting a simulator needs the apns-sim executable")?;
     let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    let mut state = vec![std::ffi::OsString::from("--in-memory")];
+    if durable {
+        state = vec!["--state".into(), dir.path().join("state").into()];
+    }
     let mut child = tokio::process::Command::new(exe)
         .arg("serve")
         .arg("--certs")
-        .arg(dir.path())
+        .arg(&certs)
+        .args(&state)
         .args([
             "--gateway-port",
             "0",
@@ -427,14 +443,15 @@ async fn spawn_serve(config: &BenchConfig, log: &str) -> Result<Resolved> {
         .context("apns-sim serve did not start in time")??;
     // Keep reading what it prints, so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let kept = if durable { ", durable state" } else { "" };
     Ok(Resolved {
-        name: format!("serve (RUST_LOG={log})"),
+        name: format!("serve (RUST_LOG={log}{kept})"),
         probe: measure::Probe::Process(pid),
         gateway,
         http2,
         devices,
-        pki: Pki::load(dir.path())?,
-        certs: dir.path().to_path_buf(),
+        pki: Pki::load(&certs)?,
+        certs,
         keep: Keep::Child { child, _dir: dir },
     })
 }
@@ -483,6 +500,15 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
         None => (0..TOKENS_WITHOUT_DEVICES)
             .map(|_| DeviceToken::from_bytes(rand::random()))
             .collect(),
+    };
+
+    // Offline: the devices leave with their tokens registered (the hub stores what comes).
+    let fleet = match fleet {
+        Some(f) if config.offline => {
+            f.stop(config.timeout).await;
+            None
+        }
+        other => other,
     };
 
     // Providers.
@@ -534,6 +560,12 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
         streams: config.streams,
         pace: config.pace,
         delivered: fleet.is_some(),
+        // Stored for offline devices: a day from now.
+        expiration: if config.offline {
+            (Clock::system().now_secs() + 86_400).to_string()
+        } else {
+            "0".to_owned()
+        },
         timeout: config.timeout,
     };
     let shown0 = seen.shown();
@@ -578,7 +610,7 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
     let cpu_secs = cpu0.zip(cpu1).map(|(a, b)| b - a);
     let h = seen.latency();
     let complete = pumped.accepted == config.notifications
-        && (config.devices == 0 || delivered == pumped.accepted);
+        && (config.devices == 0 || config.offline || delivered == pumped.accepted);
     Ok(Summary {
         target: target.name.clone(),
         api: config.api,

@@ -56,6 +56,9 @@ pub(crate) struct PumpPlan {
     /// Whether devices show what is sent (a window then counts shown notifications; without
     /// devices it counts answers, or nothing on the binary API).
     pub(crate) delivered: bool,
+    /// The HTTP/2 `apns-expiration`: `0` (now or never), or a later time for notifications
+    /// that an offline device is to have stored.
+    pub(crate) expiration: String,
     /// Deadline of the whole send.
     pub(crate) timeout: Duration,
 }
@@ -291,7 +294,7 @@ async fn http2_connection(ctx: Ctx, mut client: Http2Client) -> Result<Option<St
             let mut r = Http2Request::push(&t.to_hex(), Bytes::new())
                 .header("apns-topic", crate::pki::DEFAULT_TOPIC)
                 .header("apns-push-type", "alert")
-                .header("apns-expiration", "0");
+                .header("apns-expiration", ctx.plan.expiration.clone());
             if let Some(b) = &ctx.plan.bearer {
                 r = r.header("authorization", b.clone());
             }

@@ -29,7 +29,9 @@
 mod schema;
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::future::Future;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -42,6 +44,12 @@ pub use schema::{StoreError, SCHEMA_VERSION};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "apns-sim.sqlite3";
+
+/// The lock file's name inside the state directory. The store holds an exclusive lock on it
+/// from [`Store::open`] to [`Store::close`] (or the process's end, kill -9 included: the
+/// kernel releases it), so one process at a time writes a state directory; it holds the
+/// owner's process id, for the message that refuses a second one.
+pub const LOCK_FILE: &str = "apns-sim.lock";
 
 /// How long the writer waits before trying again after a failed commit (a full disk, a
 /// file locked by another program): long enough not to spin, short enough that answers
@@ -227,6 +235,8 @@ struct Shared {
     committed: watch::Sender<Committed>,
     /// The writer thread, joined by [`Store::close`].
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The open lock file, locked; dropped (unlocked) by [`Store::close`].
+    lock_file: Mutex<Option<File>>,
 }
 
 #[derive(Debug, Default)]
@@ -250,13 +260,16 @@ struct Committed {
 
 impl Store {
     /// Opens (creating it if needed) the state file in `dir`, migrates it to
-    /// [`SCHEMA_VERSION`], reads it, and starts its writer thread. Refuses a file of a newer
-    /// version and reports a corrupt one, leaving both untouched.
+    /// [`SCHEMA_VERSION`], reads it, and starts its writer thread. Refuses a directory
+    /// another process holds ([`LOCK_FILE`]) and a file of a newer version, and reports a
+    /// corrupt one, leaving all of them untouched.
     pub fn open(dir: &Path) -> Result<(Store, Snapshot), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
         })?;
+        // Before the database is opened at all, so that a second process changes nothing.
+        let lock_file = lock_dir(dir)?;
         let path = dir.join(STATE_FILE);
         let sqlite = |e| StoreError::from_sqlite(&path, e);
         let mut conn = Connection::open(&path).map_err(sqlite)?;
@@ -292,6 +305,7 @@ impl Store {
             wake: Condvar::new(),
             committed,
             writer: Mutex::new(None),
+            lock_file: Mutex::new(Some(lock_file)),
         });
         let writer = {
             let shared = shared.clone();
@@ -363,7 +377,48 @@ impl Store {
                 error!(path = %self.shared.path.display(), "the state writer panicked");
             }
         }
+        // Nothing writes the file any more: another process (or a restart in this one) may
+        // take the directory.
+        drop(lock(&self.shared.lock_file).take());
     }
+}
+
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`] without waiting, and writes this
+/// process's id into it; the lock lasts as long as the returned file is open.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Dir {
+        path: path.clone(),
+        source,
+    };
+    // Not truncated on opening: the owner's pid must stay readable for a second process.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            // Best effort: the owner may not have written its pid yet.
+            let pid = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                pid,
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(io(source)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -705,6 +760,30 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_a_directory_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let owner = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(owner.trim(), std::process::id().to_string());
+        // A lock on the open file, so a second open in the same process is refused too.
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Locked { dir: d, pid: Some(p) }
+                if d == dir.path() && *p == std::process::id()),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        store.close().await;
+        let (again, _) = Store::open(dir.path()).unwrap();
+        again.close().await;
     }
 
     #[test]

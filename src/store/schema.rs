@@ -97,7 +97,22 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The state directory could not be created.
+    /// Another process holds the state directory's lock ([`LOCK_FILE`](crate::store::LOCK_FILE)): two simulators
+    /// writing one file would each answer from state the other does not see, and a token one
+    /// minted could route nowhere in the other. The first one keeps it; this one does not
+    /// start.
+    #[error(
+        "{dir}: the state directory is in use by another apns-sim{}: stop it, or pass \
+         another --state directory (or --in-memory)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The process holding it, as it wrote it into the lock file (if it had yet).
+        pid: Option<u32>,
+    },
+    /// The state directory (or its lock file) could not be created or opened.
     #[error("{path}: {source}")]
     Dir {
         /// The directory.

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use apns_sim::client::connect_tls;
 use apns_sim::client::device::{DeviceCommand, DeviceEvent};
+use apns_sim::client::http2::Http2Request;
+use apns_sim::client::{connect_tls, read_feedback};
 use apns_sim::hub::Outcome;
 use apns_sim::pki::DEFAULT_TOPIC;
 use apns_sim::protocol::device::{decode_server_message, CloseCode, ServerMessage};
@@ -119,8 +120,12 @@ async fn stored_notification_expires_while_device_is_away() {
     t.stop().await;
 }
 
+/// The reinstall rule (`State::retire`; README, "How long a token lives"): the old token is
+/// unregistered from the reinstall on and reaches the device no more. HTTP/2 answers 410
+/// `Unregistered` with the reinstall's time, the binary API drops it silently, and the
+/// feedback service lists it once however many pushes it got.
 #[tokio::test]
-async fn reinstall_gets_a_new_token_and_the_old_one_is_reported() {
+async fn reinstall_gets_a_new_token_and_the_old_one_is_unregistered() {
     let t = common::start().await;
     let (mut dev, tokens) = t
         .device("REINST-1", Environment::Sandbox, &[DEFAULT_TOPIC])
@@ -134,26 +139,57 @@ async fn reinstall_gets_a_new_token_and_the_old_one_is_reported() {
         unreachable!()
     };
     assert_ne!(new, old, "a reinstalled app gets a new token");
+    let at_ms = t
+        .sim
+        .hub()
+        .unregistered_at(&old)
+        .expect("unregistered by the reinstall");
+    assert!(t.sim.hub().unregistered_at(&new).is_none());
 
+    let mut h2 = t.http2().await;
+    let to_old = Http2Request::push(&old.to_hex(), common::alert("to the old token"))
+        .header("apns-topic", DEFAULT_TOPIC);
+    for _ in 0..2 {
+        let answer = h2.send(&to_old).await.unwrap();
+        assert_eq!(
+            (answer.status, answer.reason.as_deref(), answer.timestamp),
+            (410, Some("Unregistered"), Some(at_ms)),
+            "{answer}"
+        );
+    }
+
+    let mut events = t.sim.hub().subscribe();
     let mut gw = t.gateway().await;
     gw.send(&frame(old.as_bytes(), "to the old token", 1, 0))
         .await
         .unwrap();
-    let DeviceEvent::NotInstalled { token, app, .. } =
-        next_device_event(&mut dev, |e| matches!(e, DeviceEvent::NotInstalled { .. })).await
-    else {
-        unreachable!()
-    };
-    assert_eq!((token, app.as_deref()), (old, Some(DEFAULT_TOPIC)));
+    next_hub_event(&mut events, |e| {
+        common::is_outcome(e, 1, Outcome::Unregistered)
+    })
+    .await;
+    // No error response: the same connection goes on, and the device sees only the new one.
     gw.send(&frame(new.as_bytes(), "to the new token", 2, 0))
         .await
         .unwrap();
-    let DeviceEvent::Notification { id, token, .. } = next_notification(&mut dev).await else {
-        unreachable!()
-    };
-    assert_eq!((id, token), (2, new));
-    assert!(t.sim.hub().unregistered_at(&old).is_some());
-    assert!(t.sim.hub().unregistered_at(&new).is_none());
+    let shown = next_device_event(&mut dev, |e| {
+        matches!(
+            e,
+            DeviceEvent::Notification { .. } | DeviceEvent::NotInstalled { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(shown, DeviceEvent::Notification { id: 2, token, .. } if token == new),
+        "{shown:?}"
+    );
+
+    let feedback = t.sim.addrs().feedback.to_string();
+    let tuples = read_feedback(&feedback, "localhost", t.default_provider_tls(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(tuples.len(), 1, "listed once: {tuples:?}");
+    assert_eq!(tuples[0].token, old);
+    assert_eq!(u64::from(tuples[0].timestamp), at_ms / 1000);
     t.stop().await;
 }
 

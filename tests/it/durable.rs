@@ -6,8 +6,9 @@
 //! again on the same directory, and everything must still be there: the same token routes,
 //! the 410 carries the same timestamp, feedback returns the tuple once, and the stored
 //! notification reaches its device when it comes back. A state file of a newer version is
-//! refused and a corrupt one reported, each naming the file. The bound test: one device
-//! reinstalling in a loop is held to its bound while another still registers.
+//! refused and a corrupt one reported, each naming the file, and a second `serve` on a state
+//! directory another one holds is refused naming it and the owner's pid. The bound test: one
+//! device reinstalling in a loop is held to its bound while another still registers.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -28,13 +29,16 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{self, next_device_event, TIMEOUT};
 use crate::process::apns_sim;
 
-/// `apns-sim serve` as a process, on ports of its own choosing.
-struct Serve {
-    child: Child,
-    /// The HTTP/2 API, feedback service and device endpoint addresses from its banner.
-    http2: String,
-    feedback: String,
-    devices: String,
+/// `apns-sim serve` as a process, on ports of its own choosing (also used by the SIGTERM
+/// test in `hardening`).
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    /// The binary gateway, HTTP/2 API, feedback service and device endpoint addresses from
+    /// its banner.
+    pub(crate) gateway: String,
+    pub(crate) http2: String,
+    pub(crate) feedback: String,
+    pub(crate) devices: String,
     /// Its log lines (stderr), as they come.
     log: mpsc::UnboundedReceiver<String>,
 }
@@ -43,6 +47,16 @@ struct Serve {
 /// port 0 but the device endpoint's, `device_port` (0: any). Returns once the banner has
 /// named every endpoint.
 async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
+    serve_with(dir, state, device_port, &[]).await
+}
+
+/// [`serve`] with `extra` flags.
+pub(crate) async fn serve_with(
+    dir: &Path,
+    state: &Path,
+    device_port: &str,
+    extra: &[&str],
+) -> Serve {
     let mut child = apns_sim(dir)
         .env("RUST_LOG", "info")
         .args(["serve", "--devices", "0", "--gateway-port", "0"])
@@ -55,6 +69,7 @@ async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
             "--state",
         ])
         .arg(state)
+        .args(extra)
         .spawn()
         .expect("serve started");
     let (tx, log) = mpsc::unbounded_channel();
@@ -68,7 +83,7 @@ async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
     });
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner = async {
-        let (mut http2, mut feedback, mut devices) = (None, None, None);
+        let (mut gateway, mut http2, mut feedback, mut devices) = (None, None, None, None);
         while let Some(line) = stdout.next_line().await.expect("stdout") {
             let last = line
                 .split_whitespace()
@@ -76,7 +91,9 @@ async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
                 .unwrap_or_default()
                 .to_owned();
             let line = line.trim_start();
-            if line.starts_with("HTTP/2 API") {
+            if line.starts_with("binary gateway") {
+                gateway = Some(last);
+            } else if line.starts_with("HTTP/2 API") {
                 http2 = Some(last);
             } else if line.starts_with("feedback service") {
                 feedback = Some(last);
@@ -86,15 +103,16 @@ async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
                 break;
             }
         }
-        (http2, feedback, devices)
+        (gateway, http2, feedback, devices)
     };
-    let (http2, feedback, devices) = tokio::time::timeout(TIMEOUT, banner)
+    let (gateway, http2, feedback, devices) = tokio::time::timeout(TIMEOUT, banner)
         .await
         .expect("banner in time");
     // Keep reading stdout so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
     Serve {
         child,
+        gateway: gateway.expect("gateway address"),
         http2: http2.expect("HTTP/2 address"),
         feedback: feedback.expect("feedback address"),
         devices: devices.expect("device address"),
@@ -104,7 +122,7 @@ async fn serve(dir: &Path, state: &Path, device_port: &str) -> Serve {
 
 impl Serve {
     /// Waits for a log line satisfying `pred`.
-    async fn log_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn log_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
         let wait = async {
             loop {
                 match self.log.recv().await {
@@ -120,7 +138,7 @@ impl Serve {
     }
 
     /// Sends `signal` (`KILL`, `TERM`) and waits for the process to end.
-    async fn signal(mut self, signal: &str) -> ExitStatus {
+    pub(crate) async fn signal(mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().expect("running").to_string();
         // The shell's own `kill`, so no extra package is needed.
         let sent = Command::new("sh")
@@ -138,12 +156,12 @@ impl Serve {
 
 /// TLS from the certificate folder `serve` minted in `dir`: the default provider
 /// certificate (with `alpn`), or only trust for devices.
-fn files(dir: &Path) -> apns_sim::client::ProviderTlsFiles {
+pub(crate) fn files(dir: &Path) -> apns_sim::client::ProviderTlsFiles {
     CertsDir(dir.join("certs")).provider_files("localhost")
 }
 
 /// A device with the default app, on `sim`; returns it and its token once registered.
-async fn device(
+pub(crate) async fn device(
     sim: &Serve,
     dir: &Path,
     serial: &str,
@@ -169,14 +187,16 @@ async fn device(
     (handle, token)
 }
 
-async fn http2(sim: &Serve, dir: &Path) -> Http2Client {
+/// An HTTP/2 connection to `sim` with the default provider certificate.
+pub(crate) async fn http2(sim: &Serve, dir: &Path) -> Http2Client {
     let tls = files(dir).client_config(vec![b"h2".to_vec()]).unwrap();
     Http2Client::connect(&sim.http2, "localhost", tls)
         .await
         .expect("connect to the HTTP/2 API")
 }
 
-fn push(token: &DeviceToken, text: &str) -> Http2Request {
+/// An alert for the default topic, expiring in an hour (so stored for an offline device).
+pub(crate) fn push(token: &DeviceToken, text: &str) -> Http2Request {
     let in_an_hour = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -201,6 +221,66 @@ fn alert(event: &DeviceEvent) -> String {
     }
 }
 
+/// A device `serial` on `sim` whose app is uninstalled, pushed to over `h2` until the hub
+/// answers 410 (its report of the first push comes first). Returns its token and the 410's
+/// timestamp (ms); the device is stopped.
+pub(crate) async fn uninstalled(
+    sim: &Serve,
+    dir: &Path,
+    h2: &mut Http2Client,
+    serial: &str,
+) -> (DeviceToken, u64) {
+    let stop = CancellationToken::new();
+    let (mut handle, token) = device(sim, dir, serial, &stop).await;
+    common::command(
+        &handle,
+        DeviceCommand::Uninstall(AppToken::from(DEFAULT_TOPIC)),
+    )
+    .await;
+    next_device_event(&mut handle, |e| {
+        matches!(e, DeviceEvent::Uninstalled { .. })
+    })
+    .await;
+    let mut unregistered_at = None;
+    for _ in 0..20 {
+        let answer = h2.send(&push(&token, "to a gone app")).await.unwrap();
+        if answer.status == 410 {
+            unregistered_at = answer.timestamp;
+            break;
+        }
+        // Delivered before the device's report reached the hub: it reports this one too.
+        assert_eq!(answer.status, 200, "{answer:?}");
+        next_device_event(&mut handle, |e| {
+            matches!(e, DeviceEvent::NotInstalled { .. })
+        })
+        .await;
+    }
+    stop.cancel();
+    (token, unregistered_at.expect("a 410 with a timestamp"))
+}
+
+/// A device `serial` on `sim` that registers and goes offline (`stop` ends it), and a
+/// notification stored for it (HTTP/2 200: durable). Returns the device, its token and the
+/// stored notification's apns-id; its alert is "kept for you".
+pub(crate) async fn stored_for(
+    sim: &mut Serve,
+    dir: &Path,
+    h2: &mut Http2Client,
+    serial: &str,
+    stop: &CancellationToken,
+) -> (DeviceHandle, DeviceToken, uuid::Uuid) {
+    let (mut handle, token) = device(sim, dir, serial, stop).await;
+    common::command(&handle, DeviceCommand::Offline).await;
+    next_device_event(&mut handle, |e| matches!(e, DeviceEvent::Offline { .. })).await;
+    sim.log_line(|l| l.contains("device offline") && l.contains(serial))
+        .await;
+    let apns_id = uuid::Uuid::new_v4();
+    let stored = push(&token, "kept for you").header("apns-id", apns_id.to_string());
+    let answer = h2.send(&stored).await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    (handle, token, apns_id)
+}
+
 /// Every durable thing, before and after the process is stopped with `signal`.
 async fn state_survives(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -212,48 +292,12 @@ async fn state_survives(signal: &str) {
     let device_port = sim.devices.rsplit(':').next().unwrap().to_owned();
 
     // DUR-1's app is uninstalled: a push is reported as not installed, then answered 410.
-    let gone_stop = CancellationToken::new();
-    let (mut gone_device, gone) = device(&sim, dir.path(), "DUR-1", &gone_stop).await;
-    common::command(
-        &gone_device,
-        DeviceCommand::Uninstall(AppToken::from(DEFAULT_TOPIC)),
-    )
-    .await;
-    next_device_event(&mut gone_device, |e| {
-        matches!(e, DeviceEvent::Uninstalled { .. })
-    })
-    .await;
-    let mut unregistered_at = None;
-    for _ in 0..20 {
-        let answer = h2.send(&push(&gone, "to a gone app")).await.unwrap();
-        if answer.status == 410 {
-            unregistered_at = answer.timestamp;
-            break;
-        }
-        // Delivered before the device's report reached the hub: it reports this one too.
-        assert_eq!(answer.status, 200, "{answer:?}");
-        next_device_event(&mut gone_device, |e| {
-            matches!(e, DeviceEvent::NotInstalled { .. })
-        })
-        .await;
-    }
-    let unregistered_at = unregistered_at.expect("a 410 with a timestamp");
-    gone_stop.cancel();
+    let (gone, unregistered_at) = uninstalled(&sim, dir.path(), &mut h2, "DUR-1").await;
 
     // DUR-2 goes offline, and a notification is stored for it.
     let away_stop = CancellationToken::new();
-    let (mut away_device, away) = device(&sim, dir.path(), "DUR-2", &away_stop).await;
-    common::command(&away_device, DeviceCommand::Offline).await;
-    next_device_event(&mut away_device, |e| {
-        matches!(e, DeviceEvent::Offline { .. })
-    })
-    .await;
-    sim.log_line(|l| l.contains("device offline") && l.contains("DUR-2"))
-        .await;
-    let apns_id = uuid::Uuid::new_v4();
-    let stored = push(&away, "kept for you").header("apns-id", apns_id.to_string());
-    let answer = h2.send(&stored).await.unwrap();
-    assert_eq!(answer.status, 200, "{answer:?}");
+    let (mut away_device, away, apns_id) =
+        stored_for(&mut sim, dir.path(), &mut h2, "DUR-2", &away_stop).await;
 
     // The 200 was durable: the process may die now.
     let status = sim.signal(signal).await;
@@ -433,4 +477,36 @@ async fn a_device_reinstalling_in_a_loop_is_held_to_its_bound_and_others_still_r
         .await;
     assert_eq!(tokens.len(), 1);
     t.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_state_directory_is_refused_naming_it_and_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("shared-state");
+    let first = serve(dir.path(), &state, "0").await;
+    let owner = first.child.id().expect("running");
+    let (code, _, err) = crate::process::run_code(
+        apns_sim(dir.path())
+            .args(["serve", "--devices", "0", "--gateway-port", "0"])
+            .args(["--feedback-port", "0", "--http2-port", "0"])
+            .args(["--device-port", "0", "--control-port", "0", "--state"])
+            .arg(&state),
+    )
+    .await;
+    assert_eq!(code, Some(2), "a start failure (README, exit codes): {err}");
+    assert!(err.contains("in use by another apns-sim"), "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {owner}")), "{err}");
+    // The first one still serves, and once it is gone the directory can be taken again.
+    let mut h2 = http2(&first, dir.path()).await;
+    let answer = h2
+        .send(&push(&DeviceToken::new(&[7; 32]).unwrap(), "to nobody"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(first.signal("TERM").await.success());
+    // (Its banner is all this checks: killed, as a SIGTERM this early could come before
+    // its handler is installed.)
+    let again = serve(dir.path(), &state, "0").await;
+    again.signal("KILL").await;
 }

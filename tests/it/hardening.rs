@@ -11,10 +11,9 @@
 //! - a device that stops reading: cut off by the write deadline, its notifications routed
 //!   again;
 //! - stalled HTTP/2 bodies past the global body budget: 503 `ServiceUnavailable`;
-//! - `apns-sim serve` with a device that stops reading exits on SIGTERM.
+//! - `apns-sim serve --state` with a device that stops reading exits on SIGTERM, its state
+//!   file complete.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,13 +30,13 @@ use apns_sim::protocol::Environment;
 use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::Command;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::common::{self, next_hub_event, TIMEOUT};
+use crate::durable;
 
 /// How long a dripping client waits between two bytes: slow enough that every frame it
 /// drips outlives the frame deadline the tests set (300 ms) many times over.
@@ -467,42 +466,23 @@ async fn stalled_http2_bodies_past_the_budget_get_service_unavailable() {
     t.stop().await;
 }
 
-/// The first line of `serve`'s standard output containing `needle`, its last word.
-async fn banner_value(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    needle: &str,
-) -> String {
-    let line = crate::process::line_where(lines, |l| l.contains(needle)).await;
-    line.split_whitespace().last().unwrap().to_owned()
-}
-
-/// Starts `apns-sim serve` in `dir` on ports chosen by the system, without a demo fleet and
-/// with a short shutdown deadline.
-fn serve(dir: &Path) -> tokio::process::Child {
-    crate::process::apns_sim(dir)
-        .env("RUST_LOG", "info")
-        .args(["serve", "--devices", "0", "--shutdown-timeout", "1s"])
-        .args([
-            "--gateway-port",
-            "0",
-            "--feedback-port",
-            "0",
-            "--http2-port",
-            "0",
-        ])
-        .args(["--device-port", "0", "--control-port", "0"])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve started")
-}
-
+/// `serve --state DIR` with a short shutdown deadline and a device that has stopped reading,
+/// while notifications are pushed to it; before the SIGTERM, what must be durable: a token
+/// unregistered with its feedback tuple (an uninstall), a notification stored for an offline
+/// device (HTTP/2 200), and the registrations. The process exits, and the state file holds
+/// all of it.
 #[tokio::test]
 async fn sigterm_ends_serve_while_a_device_has_stopped_reading() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = serve(dir.path());
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let gateway = banner_value(&mut lines, "binary gateway").await;
-    let devices = banner_value(&mut lines, "device endpoint").await;
+    let state = dir.path().join("state");
+    let mut sim = durable::serve_with(dir.path(), &state, "0", &["--shutdown-timeout", "1s"]).await;
+    let mut h2 = durable::http2(&sim, dir.path()).await;
+    let (gone, unregistered_at) =
+        durable::uninstalled(&sim, dir.path(), &mut h2, "TERM-GONE").await;
+    let away_stop = tokio_util::sync::CancellationToken::new();
+    let (_away, away, apns_id) =
+        durable::stored_for(&mut sim, dir.path(), &mut h2, "TERM-AWAY", &away_stop).await;
+
     let certs = CertsDir(dir.path().join("certs"));
     let provider = certs
         .provider_files("localhost")
@@ -512,14 +492,14 @@ async fn sigterm_ends_serve_while_a_device_has_stopped_reading() {
     let device_tls = apns_sim::tls::client_config(&ca, None, Vec::new()).unwrap();
     // A device that says hello, registers, and never reads again.
     let (_stalled, _, token, _) = raw_device(
-        devices.parse().unwrap(),
+        sim.devices.parse().unwrap(),
         device_tls,
         "STALLED-PROCESS",
         Some(4096),
     )
     .await;
     // Enough notifications that the simulator's writes to it block.
-    let mut gw = BinaryClient::connect(&gateway, "localhost", provider)
+    let mut gw = BinaryClient::connect(&sim.gateway, "localhost", provider)
         .await
         .unwrap();
     let expiry = u32::MAX - 1;
@@ -529,18 +509,55 @@ async fn sigterm_ends_serve_while_a_device_has_stopped_reading() {
             .await
             .unwrap();
     }
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(TIMEOUT, child.wait())
-        .await
-        .expect("serve exited after SIGTERM")
-        .unwrap();
+    let status = sim.signal("TERM").await;
     assert!(status.success(), "{status:?}");
+    away_stop.cancel();
+
+    // Read only, as `sqlite3` would: every answer given as durable is in the file.
+    let db = rusqlite::Connection::open_with_flags(
+        state.join(apns_sim::store::STATE_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let token_row = |t: &DeviceToken| -> (String, bool, Option<i64>) {
+        db.query_row(
+            "SELECT serial, current, unregistered_at_ms FROM tokens WHERE token = ?1",
+            [t.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        token_row(&gone),
+        ("TERM-GONE".to_owned(), true, Some(unregistered_at as i64))
+    );
+    assert_eq!(token_row(&away), ("TERM-AWAY".to_owned(), true, None));
+    assert_eq!(
+        token_row(&token),
+        ("STALLED-PROCESS".to_owned(), true, None)
+    );
+    let feedback: Vec<(Vec<u8>, u32)> = db
+        .prepare("SELECT token, timestamp FROM feedback")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        feedback,
+        [(gone.as_bytes().to_vec(), (unregistered_at / 1000) as u32)]
+    );
+    let stored: (Vec<u8>, Vec<u8>) = db
+        .query_row(
+            "SELECT token, apns_id FROM stored WHERE serial = 'TERM-AWAY'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        (away.as_bytes().to_vec(), apns_id.as_bytes().to_vec())
+    );
 }
 
 /// The next message the simulator sends on `read` (a raw device's read half), decoded from
