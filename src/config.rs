@@ -32,7 +32,8 @@ use toml::Spanned;
 use crate::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use crate::protocol::Environment;
 use crate::settings::{
-    RateLimit, Settings, UnknownCommand, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS, TOKEN_LEN_RANGE,
+    RateLimit, Settings, StateSync, UnknownCommand, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS,
+    TOKEN_LEN_RANGE,
 };
 
 /// Folder `serve` and `certs` write to, and the client commands read from, unless told
@@ -331,6 +332,24 @@ impl Knob for UnknownCommand {
     }
 }
 
+impl Knob for StateSync {
+    const SHAPE: &'static str = "normal|full";
+    fn read(raw: Raw<'_>) -> Result<Self, String> {
+        match raw.text("\"normal\" or \"full\"")?.trim() {
+            "normal" => Ok(StateSync::Normal),
+            "full" => Ok(StateSync::Full),
+            other => Err(format!("{other:?} is not \"normal\" or \"full\"")),
+        }
+    }
+    fn write(&self) -> Option<toml::Value> {
+        let name = match self {
+            StateSync::Normal => "normal",
+            StateSync::Full => "full",
+        };
+        Some(toml::Value::String(name.to_owned()))
+    }
+}
+
 /// Unset unless a source sets it.
 impl<T: Knob> Knob for Option<T> {
     const SHAPE: &'static str = T::SHAPE;
@@ -480,6 +499,7 @@ pub static ENTRIES: &[Entry] = &[
     entry!("device_record_ttl", settings.device_record_ttl: Duration, TIMEOUT, Doc::Field),
     entry!("max_device_records", settings.max_device_records: usize,
         Bounds::Int(1, u32::MAX as u64), Doc::Field),
+    entry!("state_sync", settings.state_sync: StateSync, ANY, Doc::Field),
     // The per-notification log line.
     entry!("log_lines_per_sec", settings.log_lines_per_sec: u32, ANY, Doc::Field),
 ];

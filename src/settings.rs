@@ -230,6 +230,14 @@ pub struct Settings {
     /// serials made up in a loop cannot grow memory or the state file without bound;
     /// 100,000 is several device connection limits' worth of real devices.
     pub max_device_records: usize,
+    /// When a commit of the state file counts as done (SQLite's `synchronous` in WAL mode).
+    /// `normal` (default): the commit is in the write-ahead log in the kernel's page cache,
+    /// so it survives the simulator's own crash or kill -9, the failure a test tool meets;
+    /// only a power cut or a kernel crash can lose the last commits. `full`: the log is
+    /// also synced to the disk at every group commit, which costs one fsync per batch (about
+    /// 120 ms on this project's shared VM disk, where it cut HTTP/2 200s for stored
+    /// notifications to 0.16× of in-memory; BENCHMARKS.md, "Durable state").
+    pub state_sync: StateSync,
 
     // ----- the per-notification log line (issue 10) -------------------------------------
     /// Per-notification info lines written in one second before the log turns into one
@@ -243,6 +251,17 @@ pub struct Settings {
 
 /// The per-notification log line rate unless [`Settings::log_lines_per_sec`] says otherwise.
 pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 1_000;
+
+/// How far a commit of the state file goes before it counts as done (see
+/// [`Settings::state_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateSync {
+    /// In the write-ahead log, in the kernel's cache: survives kill -9, not a power cut.
+    #[default]
+    Normal,
+    /// Synced to the disk at every group commit: survives a power cut too.
+    Full,
+}
 
 /// How the binary gateway answers an unknown command byte (see
 /// [`Settings::unknown_command`]).
@@ -316,6 +335,7 @@ impl Default for Settings {
             max_unregistered_per_device: 64,
             device_record_ttl: Duration::from_secs(60 * SECONDS_PER_DAY),
             max_device_records: 100_000,
+            state_sync: StateSync::Normal,
             log_lines_per_sec: DEFAULT_LOG_LINES_PER_SEC,
         }
     }

@@ -202,7 +202,8 @@ impl Simulator {
 
         let hub = match &config.state_dir {
             Some(dir) => {
-                let (store, snapshot) = Store::open(dir).map_err(StartError::State)?;
+                let full = config.settings.state_sync == crate::settings::StateSync::Full;
+                let (store, snapshot) = Store::open(dir, full).map_err(StartError::State)?;
                 Hub::with_store(config.clock.clone(), &config.settings, store, snapshot)
                     .map_err(StartError::State)?
             }

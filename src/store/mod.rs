@@ -262,8 +262,10 @@ impl Store {
     /// Opens (creating it if needed) the state file in `dir`, migrates it to
     /// [`SCHEMA_VERSION`], reads it, and starts its writer thread. Refuses a directory
     /// another process holds ([`LOCK_FILE`]) and a file of a newer version, and reports a
-    /// corrupt one, leaving all of them untouched.
-    pub fn open(dir: &Path) -> Result<(Store, Snapshot), StoreError> {
+    /// corrupt one, leaving all of them untouched. `sync_to_disk`: sync the write-ahead log
+    /// at every commit (SQLite `synchronous = FULL`, survives a power cut) rather than
+    /// leaving it in the kernel's cache (`NORMAL`, survives kill -9).
+    pub fn open(dir: &Path, sync_to_disk: bool) -> Result<(Store, Snapshot), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
@@ -278,16 +280,17 @@ impl Store {
         // not changed at all.
         schema::migrate(&mut conn, &path)?;
         // WAL: readers (a `sqlite3` shell) do not block the writer, and a commit appends to
-        // the log instead of rewriting pages. FULL: the log is synced at every commit, so a
-        // committed change survives a power cut, not only kill -9; group commits keep this
-        // to one sync per batch.
+        // the log instead of rewriting pages. NORMAL: a commit is in the log, in the
+        // kernel's cache, so it survives kill -9; FULL also syncs the log at every commit
+        // (one sync per group commit), so it survives a power cut.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(sqlite)?;
         if !mode.eq_ignore_ascii_case("wal") {
             warn!(path = %path.display(), mode, "the state file could not use WAL mode");
         }
-        conn.pragma_update(None, "synchronous", "FULL")
+        let synchronous = if sync_to_disk { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(sqlite)?;
         let snapshot = load(&conn).map_err(sqlite)?;
         info!(
@@ -695,7 +698,7 @@ mod tests {
     #[tokio::test]
     async fn changes_are_committed_and_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, snapshot) = Store::open(dir.path()).unwrap();
+        let (store, snapshot) = Store::open(dir.path(), false).unwrap();
         assert_eq!(snapshot, Snapshot::default());
         store.submit([
             Change::Put(Row::Device(DeviceRow {
@@ -720,7 +723,7 @@ mod tests {
         store.synced().await.unwrap();
         store.close().await;
 
-        let (again, snapshot) = Store::open(dir.path()).unwrap();
+        let (again, snapshot) = Store::open(dir.path(), false).unwrap();
         assert_eq!(snapshot.devices.len(), 1);
         let mut tokens = snapshot.tokens.clone();
         tokens.sort_by(|a, b| a.token.cmp(&b.token));
@@ -736,7 +739,7 @@ mod tests {
     #[tokio::test]
     async fn synced_waits_only_for_what_was_submitted_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path(), false).unwrap();
         // Nothing submitted: resolves at once.
         store.synced().await.unwrap();
         for i in 0..100u8 {
@@ -754,7 +757,7 @@ mod tests {
     #[test]
     fn the_file_is_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path(), false).unwrap();
         let conn = Connection::open(store.path()).unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -765,11 +768,11 @@ mod tests {
     #[tokio::test]
     async fn a_second_open_of_a_directory_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path(), false).unwrap();
         let owner = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(owner.trim(), std::process::id().to_string());
         // A lock on the open file, so a second open in the same process is refused too.
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = Store::open(dir.path(), false).unwrap_err();
         assert!(
             matches!(&err, StoreError::Locked { dir: d, pid: Some(p) }
                 if d == dir.path() && *p == std::process::id()),
@@ -782,7 +785,7 @@ mod tests {
             "{text}"
         );
         store.close().await;
-        let (again, _) = Store::open(dir.path()).unwrap();
+        let (again, _) = Store::open(dir.path(), false).unwrap();
         again.close().await;
     }
 
@@ -795,7 +798,7 @@ mod tests {
             b"this is not a database, just some text padding it out",
         )
         .unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
+        let err = Store::open(dir.path(), false).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         assert!(
             err.to_string().contains(&path.display().to_string()),
