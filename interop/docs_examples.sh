@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every example of docs/clients.md and docs/ci.md against a fresh simulator, each
-# under `apns-sim test --scenario docs/examples/scenario.toml -- COMMAND`: the scenario
+# under `apns-sim test --scenario docs/examples/scenario.toml -- COMMAND` (docs/ci.md's
+# suite under `apns-sim run` too): the scenario
 # expects exactly one delivery to its phone and nothing refused, so a PASSED verdict proves
 # the example's notification arrived. Run by .ci/run, which installs what it needs
 # (aioapns in interop/.venv, @parse/node-apn in interop/node_modules, Go, a JDK, curl).
@@ -76,6 +77,14 @@ open(sys.argv[1], "w").write(step["run"])
 PY
 check "github-actions.yml: its test step" 0 "PASSED (3 of 3 expectations hold" -- \
   sh -c "cd '$WORK/checkout' && bash -e '$WORK/step.sh' && test -s apns-sim-junit.xml"
+# docs/ci.md's `apns-sim run` command (Linux, as root or with user namespaces), in the
+# checkout too, so the certs/ it mints are the copy's (the report removed first: the step
+# above wrote one).
+check "docs/ci.md: the suite under apns-sim run" 0 "PASSED (3 of 3 expectations hold" -- \
+  sh -c "cd '$WORK/checkout' && rm -f apns-sim-junit.xml \
+    && apns-sim run --scenario docs/examples/scenario.toml \
+    --junit apns-sim-junit.xml -- python3 -m unittest discover -v -s docs/examples/ci \
+    && test -s apns-sim-junit.xml"
 
 echo "$passed passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -16,6 +16,8 @@
 //! protocol/   pure codecs, no I/O: binary frames, error responses, feedback tuples, the
 //!             device protocol, payload checks, device tokens, the raw HTTP/2 frames we write
 //! clock, settings   the simulator's clock (tests advance it); plain configuration values
+//! progress    progress bars for long work (a fleet's start, the load generator), drawn
+//!             only on a terminal
 //! config      `serve`'s settings from a TOML file, `APNS_SIM_*` variables and flags
 //! pki/        identity: minting and storing certificates and keys, Apple's certificate
 //!             profile, ES256 provider tokens (JWT)
@@ -52,6 +54,7 @@ pub mod connection;
 pub mod hub;
 pub mod loadgen;
 pub mod pki;
+pub mod progress;
 pub mod protocol;
 #[cfg(target_os = "linux")]
 pub mod sandbox;

@@ -26,6 +26,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The simulator's clock (tests move it): a primitive every layer may read, so it must
     // depend on nothing.
     ("clock", &[]),
+    // Progress bars on a terminal (indicatif): counts the long work above it reports, so
+    // it needs no other layer.
+    ("progress", &[]),
     // Plain configuration values; they speak in protocol terms (environments) and nothing
     // else, so the CLI can build them without starting anything.
     ("settings", &["protocol"]),
@@ -104,12 +107,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Scenario files: the format names the hub's fault spec and protocol values; the run
     // starts a simulator, drives its actors (their types are the control API's, in
     // `server`), mints credentials (pki, tls) and pushes through the clients, and reads the
-    // hub's delivery log for its verdicts. It never frames bytes itself (no `connection`).
+    // hub's delivery log for its verdicts; a fleet's start is shown on a progress bar. It
+    // never frames bytes itself (no `connection`).
     (
         "scenario",
         &[
             "protocol", "clock", "settings", "pki", "tls", "hub", "client", "server", "actors",
-            "sim",
+            "sim", "progress",
         ],
     ),
     // The guided tour (`apns-sim tour`): starts its own simulator and drives it through
@@ -133,9 +137,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The load generator (`apns-sim bench`): starts a simulator (sim) or targets one over
     // the wire like any provider and device (clients), with the PKI's credentials. It never
     // reads the hub: what it counts comes back over the wire, so it measures the anchors too.
+    // Its pump counts on a progress bar.
     (
         "loadgen",
-        &["protocol", "clock", "pki", "tls", "client", "sim"],
+        &[
+            "protocol", "clock", "pki", "tls", "client", "sim", "progress",
+        ],
     ),
     // `apns-sim run` (Linux): namespaces, bind mounts and a relay around a simulator on
     // Apple's ports (sim, with the PKI's CA and the settings), handed to the scenario

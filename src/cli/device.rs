@@ -1,6 +1,7 @@
 //! `apns-sim device`: runs simulated devices in this process, prints their events as JSON
 //! lines on stdout and reads commands on stdin (sent to every device), until `quit` or end
-//! of input.
+//! of input. Their start (connected and registered, against `--count`) is drawn on a
+//! progress bar on stderr when that is a terminal.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use anyhow::{bail, Result};
 use apns_sim::client::device::{self, DeviceCommand, DeviceConfig, DeviceEvent};
 use apns_sim::client::{files, webhook, CertsDir};
 use apns_sim::pki::DEFAULT_TOPIC;
+use apns_sim::progress::{DeviceProgress, Draw, FleetProgress};
 use apns_sim::protocol::token::AppToken;
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::MAX_DEVICES;
@@ -70,6 +72,7 @@ impl DeviceArgs {
         let tls = files::trust_config(&ca, Vec::new())?;
         let stop = CancellationToken::new();
         let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<DeviceEvent>(EVENT_QUEUE);
+        let fleet = FleetProgress::new(self.count, Draw::Stderr);
         let mut commands = Vec::new();
         let mut tasks = Vec::new();
         for i in 1..=self.count {
@@ -93,8 +96,18 @@ impl DeviceArgs {
             commands.push(handle.commands);
             tasks.push(handle.task);
             let tx = events_tx.clone();
+            let mut progress =
+                DeviceProgress::new(fleet.clone(), self.apps.iter().map(AppToken::to_string));
             tokio::spawn(async move {
                 while let Some(e) = handle.events.recv().await {
+                    match &e {
+                        DeviceEvent::Online { .. } => progress.online(),
+                        DeviceEvent::Registered { app, kind, .. } => {
+                            progress
+                                .registered(&AppToken::new(app.clone(), kind.clone()).to_string());
+                        }
+                        _ => {}
+                    }
                     if tx.send(e).await.is_err() {
                         break;
                     }
@@ -103,10 +116,14 @@ impl DeviceArgs {
         }
         drop(events_tx);
 
+        // The printer's clone keeps the bar until the devices' events end; its lines are
+        // printed with the bar cleared, so a terminal showing both stays legible.
+        let shown = fleet.clone();
+        drop(fleet);
         let printer = tokio::spawn(async move {
             while let Some(e) = events_rx.recv().await {
                 match serde_json::to_string(&e) {
-                    Ok(line) => println!("{line}"),
+                    Ok(line) => shown.suspend(|| println!("{line}")),
                     Err(err) => eprintln!("cannot print event: {err}"),
                 }
             }

@@ -1,9 +1,11 @@
 //! `apns-sim run [serve options] -- COMMAND…` (Linux): parse the flags, enter the namespaces
 //! while the process has one thread ([`RunArgs::enter_sandbox`], called by `main`), then
-//! call `apns_sim::sandbox::run` and print its verdicts. The flow is the library's
+//! call `apns_sim::sandbox::run`, print its verdicts and write the reports `--json` and
+//! `--junit` ask for (as `apns-sim test` writes them). The flow is the library's
 //! (`src/sandbox/mod.rs`); the exit code is the `apns-sim test` harness's.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::error::ErrorKind;
@@ -29,7 +31,8 @@ where the simulator listens on Apple's ports: 443 and 2197 (HTTP/2), 2195 (binar
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and NODE_EXTRA_CA_CERTS are set. --bind and the three
 provider ports do not apply. COMMAND also gets apns-sim test's variables (APNS_SIM_TOKEN,
 APNS_SIM_CERT_FILE, …, APNS_SIM_INFO); the world is the demo fleet unless --scenario or
---devices says otherwise, and a scenario's expectations are judged after COMMAND.
+--devices says otherwise, and a scenario's expectations are judged after COMMAND; --json
+and --junit write the verdicts as apns-sim test's do.
 
 Exit status: as apns-sim test: COMMAND's own code when it fails (128 + N for signal N, 127
 or 126 when it could not start), otherwise 0, or 1 when an expectation does not hold; 2
@@ -47,6 +50,14 @@ pub(crate) struct RunArgs {
         env = "APNS_SIM_USER_NAMESPACE"
     )]
     user_namespace: UserNamespaceArg,
+    /// Also write a JSON report of the verdicts (COMMAND's and the scenario's expectations)
+    /// to this file, as apns-sim test does (- for standard output; COMMAND's own standard
+    /// output then goes to standard error).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Also write a JUnit XML report of the verdicts to this file, as apns-sim test does.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
     /// The provider to run, with its arguments, unmodified.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -119,6 +130,7 @@ impl RunArgs {
     #[cfg(target_os = "linux")]
     pub(crate) async fn run(self) -> Result<Outcome> {
         use apns_sim::sandbox::{self, RunConfig};
+        use apns_sim::scenario::harness::CommandStdout;
         let entered = self
             .entered
             .ok_or_else(|| anyhow::anyhow!("the namespaces were not entered"))?;
@@ -135,6 +147,11 @@ impl RunArgs {
             control_token: serve.0.control_token.clone(),
             device_port: serve.0.device_port,
             control_port: serve.0.control_port,
+            command_stdout: if self.json.as_deref() == Some(std::path::Path::new("-")) {
+                CommandStdout::Stderr
+            } else {
+                CommandStdout::Inherit
+            },
         };
         // COMMAND's standard output is the command's own; what apns-sim says goes to
         // standard error.
@@ -175,6 +192,7 @@ impl RunArgs {
                 test.command.describe()
             ));
         }
+        super::test::write_reports(&test, self.json.as_deref(), self.junit.as_deref())?;
         Ok(Outcome::Exit(test.exit_code()))
     }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use apns_sim::client::device::DeviceEvent;
 use apns_sim::config::{self, Entry, ServeConfig};
 use apns_sim::pki::{Pki, DEFAULT_TOPIC};
+use apns_sim::progress::Draw;
 use apns_sim::protocol::token::{AppToken, DeviceToken, TokenKind};
 use apns_sim::protocol::Environment;
 use apns_sim::scenario::check::{check_for, Host};
@@ -246,7 +247,8 @@ impl Serve {
         println!("  control API      {}{token_note}", addrs.control);
         println!("  certificates     {}", serve.certs.display());
 
-        let mut runner = Runner::new(&sim, sim.hub().clock().clone(), &fleet, Instant::now());
+        let mut runner = Runner::new(&sim, sim.hub().clock().clone(), &fleet, Instant::now())
+            .with_progress(Draw::Stderr);
         let registered = start_fleet(&sim, &fleet, &mut runner).await?;
         if !registered.is_empty() {
             println!("demo devices:");

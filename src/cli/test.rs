@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use apns_sim::scenario::harness::{self, CommandStdout};
+use apns_sim::scenario::harness::{self, CommandStdout, TestReport};
 use apns_sim::scenario::{report, Scenario};
 use clap::Args;
 
@@ -103,25 +103,37 @@ impl TestArgs {
             test.report.verdicts.len(),
             test.command.describe()
         ));
-        let reports = [test.report.clone()];
-        if let Some(path) = &self.json {
-            let mut json = report::json(&reports);
-            json["command"] = serde_json::to_value(&test.command)?;
-            json["exit_code"] = test.exit_code().into();
-            let text = serde_json::to_string_pretty(&json)?;
-            if to_stdout {
-                println!("{text}");
-            } else {
-                std::fs::write(path, text + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-        }
-        if let Some(path) = &self.junit {
-            let xml = report::junit(&reports).context("writing the JUnit report")?;
-            std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
-        }
+        write_reports(&test, self.json.as_deref(), self.junit.as_deref())?;
         Ok(Outcome::Exit(test.exit_code()))
     }
+}
+
+/// Writes `test`'s reports where `--json PATH|-` (`-`: standard output) and `--junit PATH`
+/// say: `scenario run`'s JSON with COMMAND's end and the exit code added, and its JUnit XML.
+/// `apns-sim test` and `apns-sim run` share it, so their reports are the same.
+pub(super) fn write_reports(
+    test: &TestReport,
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) -> Result<()> {
+    let reports = [test.report.clone()];
+    if let Some(path) = json {
+        let mut json = report::json(&reports);
+        json["command"] = serde_json::to_value(&test.command)?;
+        json["exit_code"] = test.exit_code().into();
+        let text = serde_json::to_string_pretty(&json)?;
+        if path == Path::new("-") {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = junit {
+        let xml = report::junit(&reports).context("writing the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Resolves when the user presses Ctrl-C (SIGINT) or the process is asked to stop

@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::clock::Clock;
 use crate::pki::{jwt, Pki};
+use crate::progress::{self, Draw};
 use crate::protocol::token::DeviceToken;
 use crate::sim::{Listeners, Simulator, SimulatorConfig};
 use crate::tls;
@@ -535,18 +535,12 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
         _ => None,
     };
     let provider_tls = tls::client_config(ca, identity, alpn)?;
-    let progress = if config.progress && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        let bar =
-            ProgressBar::with_draw_target(Some(config.notifications), ProgressDrawTarget::stdout());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} accepted, {per_sec}, {elapsed} elapsed",
-        ) {
-            bar.set_style(style);
-        }
-        bar
+    let draw = if config.progress {
+        Draw::Stdout
     } else {
-        ProgressBar::hidden()
+        Draw::Hidden
     };
+    let progress = progress::bar(config.notifications, "accepted", "{per_sec}", draw.target());
     let cpu0 = target.probe.cpu_secs();
     let plan = pump::PumpPlan {
         api: config.api,

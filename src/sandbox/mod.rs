@@ -70,6 +70,9 @@ pub struct RunConfig {
     pub device_port: u16,
     /// The control API's port inside the namespace.
     pub control_port: u16,
+    /// Where COMMAND's standard output goes: apns-sim's own, or its standard error when
+    /// that carries a report (`run --json -`).
+    pub command_stdout: CommandStdout,
 }
 
 /// Runs COMMAND against `scenario`'s world on a simulator listening on Apple's ports, in
@@ -166,7 +169,7 @@ pub async fn run(
         scenario,
         file,
         command,
-        CommandStdout::Inherit,
+        config.command_stdout,
         interrupt,
         print,
     )

@@ -26,6 +26,7 @@ use super::run::{start, Runner};
 use super::Scenario;
 use crate::clock::Clock;
 use crate::pki::{CertEnvironment, Pki, DEFAULT_KEY_ID};
+use crate::progress::Draw;
 use crate::server::control::devices::Device;
 use crate::sim::{Addrs, Simulator};
 
@@ -372,7 +373,9 @@ pub struct World {
 /// inside its namespaces): creates `scenario`'s devices on it, writes the credentials and
 /// the [`Info`] file to a temporary folder, runs COMMAND with the `APNS_SIM_*` variables
 /// and `world.extra_env`, lets it settle and judges. The simulator is shut down before
-/// this returns, whatever the outcome. `scenario` must pass [`check`].
+/// this returns, whatever the outcome. `scenario` must pass [`check`]. The devices' start
+/// is drawn on a progress bar on standard error when that is a terminal (the binary's
+/// `apns-sim test` and `apns-sim run` are the callers; a pipe gets nothing).
 pub async fn test_in(
     world: World,
     scenario: &Scenario,
@@ -396,8 +399,9 @@ pub async fn test_in(
 
     // 3. The world's devices online.
     let result = async {
-        let mut runner =
-            Runner::new(&sim, clock, scenario, Instant::now()).with_external_provider();
+        let mut runner = Runner::new(&sim, clock, scenario, Instant::now())
+            .with_external_provider()
+            .with_progress(Draw::Stderr);
         let devices = runner.create_devices().await?;
         runner.line(
             "world",

@@ -25,11 +25,13 @@ use uuid::Uuid;
 use super::format::{Auth, CertChoice, PushDecl, Via};
 use super::report::{FileReport, TimelineLine, Verdict, MAX_CLOSEST};
 use super::{outcome_name, Action, ExpectKind, Expectation, Milestone, Scenario};
+use crate::client::device::DeviceEvent;
 use crate::client::http2::{Http2Client, Http2ClientError, Http2Request};
 use crate::client::{read_feedback, BinaryClient, GatewayAnswer};
 use crate::clock::Clock;
 use crate::hub::{Api, Event, Hub, Logged, Outcome};
 use crate::pki::{jwt, CertEnvironment, Pki};
+use crate::progress::{Draw, FleetProgress};
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::notification;
@@ -116,6 +118,16 @@ pub async fn run(
     let report = runner.report(file, &name, error);
     sim.shutdown().await;
     report
+}
+
+/// The next event of `events`, or never when there is no receiver (it closed).
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<DeviceEvent>>,
+) -> Result<DeviceEvent, broadcast::error::RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Checks that every index a [`Scenario`] holds points at one of its steps (true of every
@@ -402,7 +414,7 @@ pub struct Runner<'a> {
     started: Instant,
     log: Log,
     /// Wakes the end's wait for the inboxes.
-    inbox_events: broadcast::Receiver<crate::client::device::DeviceEvent>,
+    inbox_events: broadcast::Receiver<DeviceEvent>,
     /// The last token each (device, app token) held, kept after an uninstall so a later
     /// push goes to the stale token as a provider's would.
     tokens: HashMap<(String, AppToken), DeviceToken>,
@@ -421,6 +433,8 @@ pub struct Runner<'a> {
     /// The provider is a program of the user's (`apns-sim test`), not this runner: a
     /// `nothing_else` then also counts every notification the hub rejected.
     external_provider: bool,
+    /// Where [`Runner::create_devices`] draws the fleet's progress bar.
+    progress: Draw,
 }
 
 /// Which HTTP/2 connection a push may reuse: its app, whether it authenticates with the
@@ -452,7 +466,16 @@ impl<'a> Runner<'a> {
             provider_tokens: HashMap::new(),
             open_binary: Vec::new(),
             external_provider: false,
+            progress: Draw::Hidden,
         }
+    }
+
+    /// Draws the fleet's start (devices connected and registered) on a progress bar as
+    /// `draw` says; without it the start is not drawn. The binary's hosts of a scenario
+    /// (`serve`, `apns-sim test`, `apns-sim run`) ask for standard error.
+    pub fn with_progress(mut self, draw: Draw) -> Self {
+        self.progress = draw;
+        self
     }
 
     /// Says that the provider is a program of the user's (see [`Runner`]'s field).
@@ -580,8 +603,15 @@ impl<'a> Runner<'a> {
     }
 
     /// Creates every device, a few dozen at a time, and records its tokens;
-    /// returns them in the scenario's order, each with the tokens it registered.
+    /// returns them in the scenario's order, each with the tokens it registered. The
+    /// fleet's progress (devices online, devices with every token) is counted on a bar
+    /// drawn where [`Runner::with_progress`] said.
     pub async fn create_devices(&mut self) -> Result<Vec<Device>, String> {
+        let fleet = FleetProgress::new(self.scenario.devices.len(), self.progress);
+        // A device's first `online` counts it as connected; a lagging receiver misses
+        // some, so a created device (online by then) counts too if it was missed.
+        let mut events = Some(self.sim.actors().subscribe());
+        let mut online = HashSet::new();
         let mut set = JoinSet::new();
         let mut pending = self.scenario.devices.iter().enumerate();
         let mut created = Vec::new();
@@ -596,7 +626,25 @@ impl<'a> Runner<'a> {
                 };
                 set.spawn(async move { (i, actors.create(spec).await) });
             }
-            let Some(joined) = set.join_next().await else {
+            if set.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                event = next_event(&mut events) => {
+                    match event {
+                        Ok(DeviceEvent::Online { serial, .. }) => {
+                            if online.insert(serial) {
+                                fleet.connected();
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => events = None,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    }
+                    continue;
+                }
+            };
+            let Some(joined) = joined else {
                 break;
             };
             let (i, device) = joined.map_err(|e| e.to_string())?;
@@ -604,6 +652,10 @@ impl<'a> Runner<'a> {
             for app in &device.apps {
                 self.remember(&device.serial, app);
             }
+            if online.insert(device.serial.clone()) {
+                fleet.connected();
+            }
+            fleet.registered();
             created.push((i, device));
         }
         created.sort_by_key(|(i, _)| *i);

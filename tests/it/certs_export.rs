@@ -3,7 +3,8 @@
 //! and by Java's `keytool`; the PEM pair and the combined file presented over real TLS to a
 //! simulator (HTTP/2 and binary pushes that reach a device), trusting only the exported CA
 //! bundle; the bundle verifying the exported certificate with `openssl verify`; the `.p8`
-//! with its key id and team id signing a token the simulator accepts.
+//! with its key id and team id signing a token the simulator accepts; certs/README.md's
+//! export section naming the files each format writes and flags that exist.
 //!
 //! The binary exports from a folder holding the test simulator's own PKI
 //! (`Pki::write`), so what it writes is checked against the simulator that runs in this
@@ -487,4 +488,71 @@ async fn export_refuses_flags_of_another_format() {
         assert!(!ok, "{args:?} was accepted");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// certs/README.md's section on `certs export` stays true: each format in its table writes
+/// exactly the files the row names (`<KEYID>` the simulator's key id), and every flag it
+/// shows in backticks is one `certs export -h` lists.
+#[tokio::test]
+async fn certs_readme_names_the_files_and_flags_export_has() {
+    let readme = include_str!("../../certs/README.md");
+    let section = readme
+        .split_once("## Exporting: `apns-sim certs export`")
+        .expect("certs/README.md has the export section")
+        .1;
+    let empty = tempfile::tempdir().unwrap();
+    let help = certs(empty.path(), &["export", "-h"]).await;
+    let mut flags = 0;
+    // The flags it names in backticks (`--password P`), not other programs' (`curl --cacert`).
+    for span in section.split('`').skip(1).step_by(2) {
+        let Some(flag) = span
+            .split_whitespace()
+            .next()
+            .filter(|w| w.starts_with("--"))
+        else {
+            continue;
+        };
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}]")),
+            "certs/README.md names {flag}, which `certs export -h` does not list:\n{help}"
+        );
+        flags += 1;
+    }
+    assert!(
+        flags >= 6,
+        "the section names the flags it documents ({flags})"
+    );
+    let (_t, dir) = sim_with_folder().await;
+    let mut formats = 0;
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let format = cells[1].trim_matches('`');
+        if format.starts_with('-') {
+            continue; // the header row
+        }
+        let named: std::collections::BTreeSet<String> = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|name| name.contains('.'))
+            .map(|name| name.replace("<KEYID>", DEFAULT_KEY_ID))
+            .collect();
+        let out = dir.path().join(format!("export-{format}"));
+        let out_arg = out.display().to_string();
+        certs(
+            dir.path(),
+            &["export", "--format", format, "--out", &out_arg],
+        )
+        .await;
+        let written: std::collections::BTreeSet<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            written, named,
+            "certs/README.md's row for --format {format}"
+        );
+        formats += 1;
+    }
+    assert_eq!(formats, 4, "a row for each of pem, p12, bundle and p8");
 }

@@ -162,3 +162,107 @@ async fn serve_flags_that_do_not_apply_are_refused_by_name() {
         "{seen}"
     );
 }
+
+/// A world of one app and one phone, expecting the phone to show what COMMAND pushes.
+const WORLD: &str = r#"
+name = "run reports"
+
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "PHONE-1"
+apps = ["com.example.app"]
+
+[[expect]]
+name = "the phone shows what COMMAND pushed"
+shows = { device = "PHONE-1", count = 1, payloads = [{ aps = { alert = "via run" } }] }
+
+[[expect]]
+nothing_else = true
+"#;
+
+/// COMMAND's HTTP/2 push to the world's phone, on Apple's port inside the namespace.
+fn push_script() -> String {
+    format!(
+        r#"{BIN} push --http2 --api "$APNS_SIM_HTTP2" --token "$APNS_SIM_TOKEN" \
+            --cert "$APNS_SIM_CERT_FILE" --key "$APNS_SIM_KEY_FILE" --ca "$APNS_SIM_CA_FILE" \
+            --payload '{{"aps":{{"alert":"via run"}}}}'"#
+    )
+}
+
+#[tokio::test]
+async fn a_scenario_run_writes_its_verdicts_as_junit_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("world.toml"), WORLD).unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--scenario",
+            "world.toml",
+            "--json",
+            "report.json",
+            "--junit",
+            "report.xml",
+        ],
+        &push_script(),
+    )
+    .await;
+    let seen = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{seen}");
+    assert!(seen.contains("PASSED (3 of 3 expectations hold"), "{seen}");
+    let xml = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    let junit = quick_junit::Report::deserialize_from_str(&xml).expect("well-formed JUnit XML");
+    // COMMAND's own verdict and the scenario's two expectations.
+    assert_eq!(
+        (junit.tests, junit.failures, junit.errors),
+        (3, 0, 0),
+        "{xml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["passed"], true, "{json}");
+    assert_eq!(json["exit_code"], 0, "{json}");
+    assert_eq!(json["command"]["exited"], 0, "{json}");
+    assert_eq!(
+        json["files"][0]["verdicts"].as_array().map(Vec::len),
+        Some(3),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_verdict_is_in_the_reports_and_json_dash_keeps_stdout_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("world.toml"), WORLD).unwrap();
+    // COMMAND pushes nothing, and says so on its standard output.
+    let out = run(
+        dir.path(),
+        &[
+            "--scenario",
+            "world.toml",
+            "--json",
+            "-",
+            "--junit",
+            "report.xml",
+        ],
+        "echo 'pushed nothing'",
+    )
+    .await;
+    let seen = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{seen}");
+    // Standard output is the report alone; COMMAND's line went to standard error.
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {seen}"));
+    assert_eq!(json["passed"], false, "{json}");
+    assert_eq!(json["exit_code"], 1, "{json}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pushed nothing"),
+        "{seen}"
+    );
+    let xml = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    let junit = quick_junit::Report::deserialize_from_str(&xml).expect("well-formed JUnit XML");
+    assert_eq!((junit.tests, junit.failures), (3, 1), "{xml}");
+    assert!(xml.contains("the phone shows what COMMAND pushed"), "{xml}");
+}
