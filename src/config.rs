@@ -886,7 +886,7 @@ mod tests {
         let read = file(&text).expect("the default file reads");
         assert_eq!(format!("{read:?}"), format!("{:?}", ServeConfig::default()));
         assert_eq!(read.to_toml(), text);
-        assert!(text.contains("\nhandshake_timeout = \"2s\"\n"), "{text}");
+        assert!(text.contains("\nhandshake_timeout = \"5s\"\n"), "{text}");
         assert!(text.contains("\nhttp2_idle_timeout = \"2h\"\n"), "{text}");
         assert!(
             text.contains("\n# token_rate_limit = PUSHES/SECONDS\n"),

@@ -71,8 +71,10 @@ pub struct Settings {
     /// Deadline for the TLS handshake (slow-loris defence). It runs apart from the
     /// connection limits: a connection takes an established slot only once its handshake is
     /// done (see [`Settings::max_handshaking`]). A TLS 1.3 handshake with a client
-    /// certificate takes one round trip and a few milliseconds of signing, so two seconds is
-    /// generous on any real link, and a half-open socket is freed that soon.
+    /// certificate takes one round trip and a few milliseconds of signing, but a client
+    /// runtime starting cold (a JVM loading its TLS classes, on a loaded CI machine) was
+    /// seen to need more than 2 s: 5 s. A flood of half-open sockets is not held off by
+    /// this deadline but by the handshake seats, where the oldest gives way to a newcomer.
     pub handshake_timeout: Duration,
     /// Deadline for a device's hello after the handshake.
     pub hello_timeout: Duration,
@@ -298,7 +300,7 @@ impl Default for Settings {
             default_environment: Environment::Sandbox,
             max_provider_connections: 1_000,
             max_device_connections: 15_000,
-            handshake_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
             hello_timeout: Duration::from_secs(10),
             provider_idle_timeout: Duration::from_secs(3600),
             http2_idle_timeout: Duration::from_secs(2 * 3600),

@@ -89,7 +89,7 @@ async fn print_config_shows_the_effective_settings() {
     assert_eq!(text("hello_timeout"), "4s", "environment over file");
     assert_eq!(text("linger"), "250ms", "flag over environment and file");
     assert_eq!(text("device_heartbeat"), "1m", "environment over default");
-    assert_eq!(text("handshake_timeout"), "2s", "the default");
+    assert_eq!(text("handshake_timeout"), "5s", "the default");
     assert_eq!(shown["token_len"].as_integer(), Some(40), "the file");
     assert_eq!(shown["accept_uppercase_apns_id"].as_bool(), Some(false));
     assert!(!dir.path().join("certs").exists(), "nothing minted");
