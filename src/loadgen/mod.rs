@@ -375,10 +375,15 @@ async fn spawn_serve(config: &BenchConfig, log: &str) -> Result<Resolved> {
         .as_deref()
         .context("starting a simulator needs the apns-sim executable")?;
     let dir = tempfile::tempdir()?;
+    // The certificates in a folder of their own inside the temporary one, so that the state
+    // `serve` keeps beside them by default (durable, as in production) is this run's own
+    // and goes away with it, instead of one `state/` in the system's temporary folder that
+    // every run (and every concurrent one) would share and grow.
+    let certs = dir.path().join("certs");
     let mut child = tokio::process::Command::new(exe)
         .arg("serve")
         .arg("--certs")
-        .arg(dir.path())
+        .arg(&certs)
         .args([
             "--gateway-port",
             "0",
@@ -433,8 +438,8 @@ async fn spawn_serve(config: &BenchConfig, log: &str) -> Result<Resolved> {
         gateway,
         http2,
         devices,
-        pki: Pki::load(dir.path())?,
-        certs: dir.path().to_path_buf(),
+        pki: Pki::load(&certs)?,
+        certs,
         keep: Keep::Child { child, _dir: dir },
     })
 }
