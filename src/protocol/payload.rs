@@ -50,8 +50,8 @@ pub enum PayloadError {
 ///
 /// The size is checked before any parsing, so an oversized payload costs nothing to reject.
 /// Parsing uses serde_json, whose recursion limit (128) keeps hostile nesting from overflowing
-/// the stack. The JSON is walked, not built: [`Checked`] reads every value through the same
-/// parser calls a `serde_json::Value` would (so the same input is refused, with the same
+/// the stack. The JSON is walked, not built: a small visitor reads every value through the
+/// same parser calls a `serde_json::Value` would (so the same input is refused, with the same
 /// message), and keeps nothing of it (every notification is checked, at load-test rates).
 pub fn check(payload: &[u8], max: usize) -> Result<(), PayloadError> {
     if payload.is_empty() {
