@@ -5,12 +5,17 @@
 #   cargo build --release --bin apns-sim --example anchors
 #   benches/anchors/compare.sh                 # ROUNDS [3], N [300000], FLAGS [the defaults]
 #   FLAGS="--rate 50000" N=500000 benches/anchors/compare.sh      # paced
+#   TASKSET=0 benches/anchors/compare.sh       # the targets (forwarder, serve) pinned to CPU 0
+#   BIN=target/apns-sim-before benches/anchors/compare.sh         # another build of apns-sim
 #
+# TASKSET is a CPU list for `taskset`: every thread of the forwarder and of each `serve`
+# child is pinned to it once the process is up (the load generator is not), so that runs on
+# one core and on two show how the targets scale.
 # Each round runs the forwarder, `serve` at RUST_LOG=warn and `serve` at the default level
 # (info), in an order that rotates by round; one line per run, then the median of each.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-bin="$root/target/release/apns-sim"
+bin="${BIN:-$root/target/release/apns-sim}"
 anchors="$root/target/release/examples/anchors"
 work=$(mktemp -d)
 fwd=
@@ -18,11 +23,31 @@ trap 'if [ -n "$fwd" ]; then kill "$fwd" 2>/dev/null || true; fi; rm -rf "$work"
 "$anchors" forwarder --certs "$work/certs" --info "$work/fwd.json" >/dev/null &
 fwd=$!
 for _ in $(seq 300); do [ -f "$work/fwd.json" ] && break; sleep 0.1; done
+# Pins every thread of process $1 to the CPUs of TASKSET (nothing without it).
+pin() { if [ -n "${TASKSET:-}" ]; then taskset -a -p -c "$TASKSET" "$1" >/dev/null; fi; }
+pin "$fwd"
+# Pins the `serve` child of the bench process $1 as soon as it exists (before its devices
+# connect).
+pin_serve() {
+  local child
+  for _ in $(seq 200); do
+    child=$(pgrep -P "$1" -f ' serve ' || true)
+    if [ -n "$child" ]; then
+      pin "$child"
+      return
+    fi
+    sleep 0.05
+  done
+}
 # shellcheck disable=SC2086 # FLAGS is a list of flags
 run() {
   case $1 in
     forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" ;;
-    warn | info) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --serve "$1" ;;
+    warn | info)
+      "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --serve "$1" &
+      if [ -n "${TASKSET:-}" ]; then pin_serve $!; fi
+      wait $!
+      ;;
   esac >"$work/$1.$2.json"
   python3 - "$work/$1.$2.json" "$1" "$2" <<'PY'
 import json, sys

@@ -282,6 +282,11 @@ impl Serve {
             }
         }
         if fleet.steps.is_empty() && fleet.expects.is_empty() {
+            // No timeline to follow: let the runner go now. It follows the delivery log
+            // through the hub's broadcast, and while anyone listens the hub builds every
+            // event it logs for the broadcast (strings, the payload as JSON): at load-test
+            // rates a large share of the simulator's time, for a reader that never reads.
+            drop(runner);
             stop_signal().await?;
         } else {
             let name = serve
@@ -294,8 +299,8 @@ impl Serve {
                 () = run_timeline(&mut runner, &name) => unreachable!("run_timeline never returns"),
                 stopped = stop_signal() => stopped?,
             }
+            drop(runner);
         }
-        drop(runner);
         println!("shutting down");
         sim.shutdown().await;
         Ok(Outcome::Done)

@@ -490,8 +490,7 @@ pub fn decode_server_message(
 /// that limit, so the frame always decodes; content rules (non-empty serial/app, version 1) are
 /// the sender's job and are enforced by the receiving decoder.
 pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
-    let mut body = BytesMut::new();
-    match m {
+    put_frame(dst, m.frame_type(), |body| match m {
         DeviceMessage::Hello {
             version,
             environment,
@@ -499,7 +498,7 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
         } => {
             body.put_u8(*version);
             body.put_u8(environment.to_byte());
-            put_str8(&mut body, serial, MAX_SERIAL_LEN);
+            put_str8(body, serial, MAX_SERIAL_LEN);
         }
         DeviceMessage::Register {
             fresh_install,
@@ -507,8 +506,8 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
             kind,
         } => {
             body.put_u8(u8::from(*fresh_install));
-            put_str8(&mut body, app, MAX_APP_LEN);
-            put_kind(&mut body, kind);
+            put_str8(body, app, MAX_APP_LEN);
+            put_kind(body, kind);
         }
         DeviceMessage::Ack { delivery }
         | DeviceMessage::NotInstalled { delivery }
@@ -516,8 +515,7 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
             body.put_u64(*delivery);
         }
         DeviceMessage::Ping { nonce } => body.put_u64(*nonce),
-    }
-    put_frame(dst, m.frame_type(), &body);
+    });
 }
 
 /// Appends one simulator → device frame to `dst`.
@@ -526,43 +524,55 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
 /// and a payload is cut so the body stays within [`MAX_BODY`] (callers pass payloads the gateway
 /// already limited to 5120 bytes, which always fit), so the frame always decodes.
 pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
-    let mut body = BytesMut::new();
-    match m {
+    if let ServerMessage::Notification(n) = m {
+        return encode_notification(n, dst);
+    }
+    put_frame(dst, m.frame_type(), |body| match m {
         ServerMessage::Welcome { heartbeat_secs } => body.put_u16(*heartbeat_secs),
         ServerMessage::Registered { app, kind, token } => {
-            put_str8(&mut body, app, MAX_APP_LEN);
-            put_token(&mut body, token);
-            put_kind(&mut body, kind);
+            put_str8(body, app, MAX_APP_LEN);
+            put_token(body, token);
+            put_kind(body, kind);
         }
-        ServerMessage::Notification(n) => {
-            body.put_u64(n.delivery);
-            put_token(&mut body, &n.token);
-            body.put_slice(&n.identifier);
-            body.put_slice(&n.apns_id);
-            body.put_u32(n.expiry);
-            body.put_u8(n.priority);
-            put_str8(
-                &mut body,
-                n.push_type.as_deref().unwrap_or(""),
-                MAX_PUSH_TYPE_LEN,
-            );
-            put_str8(
-                &mut body,
-                n.collapse_id.as_deref().unwrap_or(""),
-                MAX_COLLAPSE_ID_LEN,
-            );
-            let room = MAX_BODY.saturating_sub(body.len() + 2);
-            let payload = n.payload.get(..room).unwrap_or(&n.payload);
-            body.put_u16(u16::try_from(payload.len()).unwrap_or(u16::MAX));
-            body.put_slice(payload);
-        }
+        ServerMessage::Notification(_) => {}
         ServerMessage::Pong { nonce } => body.put_u64(*nonce),
         ServerMessage::Error { code, message } => {
             body.put_u8(code.code());
-            put_str8(&mut body, message, MAX_ERROR_MESSAGE_LEN);
+            put_str8(body, message, MAX_ERROR_MESSAGE_LEN);
         }
-    }
-    put_frame(dst, m.frame_type(), &body);
+    });
+}
+
+/// Appends one Notification frame to `dst`: [`encode_server_message`] for
+/// `ServerMessage::Notification(n)`, without moving the notification into a message (the
+/// device session writes the boxed ones its queue hands it, a batch at a time).
+pub fn encode_notification(n: &DeviceNotification, dst: &mut BytesMut) {
+    // The fixed fields (58 bytes with the longest token) and the payload, so that the frame
+    // is written with at most one reservation.
+    dst.reserve(HEADER_LEN + 64 + DeviceToken::MAX_LEN + n.payload.len());
+    put_frame(dst, TYPE_NOTIFICATION, |body| {
+        let start = body.len();
+        body.put_u64(n.delivery);
+        put_token(body, &n.token);
+        body.put_slice(&n.identifier);
+        body.put_slice(&n.apns_id);
+        body.put_u32(n.expiry);
+        body.put_u8(n.priority);
+        put_str8(
+            body,
+            n.push_type.as_deref().unwrap_or(""),
+            MAX_PUSH_TYPE_LEN,
+        );
+        put_str8(
+            body,
+            n.collapse_id.as_deref().unwrap_or(""),
+            MAX_COLLAPSE_ID_LEN,
+        );
+        let room = MAX_BODY.saturating_sub(body.len() - start + 2);
+        let payload = n.payload.get(..room).unwrap_or(&n.payload);
+        body.put_u16(u16::try_from(payload.len()).unwrap_or(u16::MAX));
+        body.put_slice(payload);
+    });
 }
 
 /// Type bytes a device may send.
@@ -610,11 +620,17 @@ fn take_frame(
 
 /// Writes the header and body of one frame. The body is at most [`MAX_BODY`] by construction
 /// of the encoders (every field is clamped).
-fn put_frame(dst: &mut BytesMut, frame_type: u8, body: &[u8]) {
-    dst.reserve(HEADER_LEN + body.len());
+fn put_frame(dst: &mut BytesMut, frame_type: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = dst.len();
     dst.put_u8(frame_type);
-    dst.put_u16(u16::try_from(body.len()).unwrap_or(u16::MAX));
-    dst.put_slice(body);
+    dst.put_u16(0);
+    body(dst);
+    // The body's length, now known, into the header written before it.
+    let len = dst.len() - start - HEADER_LEN;
+    let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+    if let Some(field) = dst.get_mut(start + 1..start + HEADER_LEN) {
+        field.copy_from_slice(&len);
+    }
 }
 
 /// Writes a `str8`, cutting `s` at a character boundary to at most `max` (≤ 255) bytes.

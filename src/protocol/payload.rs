@@ -50,7 +50,9 @@ pub enum PayloadError {
 ///
 /// The size is checked before any parsing, so an oversized payload costs nothing to reject.
 /// Parsing uses serde_json, whose recursion limit (128) keeps hostile nesting from overflowing
-/// the stack.
+/// the stack. The JSON is walked, not built: a small visitor reads every value through the
+/// same parser calls a `serde_json::Value` would (so the same input is refused, with the same
+/// message), and keeps nothing of it (every notification is checked, at load-test rates).
 pub fn check(payload: &[u8], max: usize) -> Result<(), PayloadError> {
     if payload.is_empty() {
         return Err(PayloadError::Empty);
@@ -61,12 +63,93 @@ pub fn check(payload: &[u8], max: usize) -> Result<(), PayloadError> {
             max,
         });
     }
-    let value: serde_json::Value =
+    let checked: Checked =
         serde_json::from_slice(payload).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
-    if value.is_object() {
+    if checked.object {
         Ok(())
     } else {
         Err(PayloadError::NotAnObject)
+    }
+}
+
+/// A JSON value read to its end and thrown away, remembering only whether it was an object.
+///
+/// It asks serde_json for any value (`deserialize_any`), as `serde_json::Value` does, and
+/// accepts whatever comes, so every check of the parser still applies: strings are decoded
+/// and their UTF-8 and escapes (lone surrogates included) validated, numbers parsed (an
+/// out-of-range one is refused), keys read as strings, nesting held to the recursion limit.
+/// serde's `IgnoredAny` would not do: it skips strings and numbers without those checks.
+/// Strings without escapes are borrowed from the payload, so a valid payload costs no
+/// allocation.
+struct Checked {
+    /// The value was an object.
+    object: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+/// The visitor behind [`Checked`]: every kind of value is accepted, arrays and objects are
+/// walked element by element.
+struct CheckedVisitor;
+
+impl CheckedVisitor {
+    /// Any value but an object.
+    const OTHER: Checked = Checked { object: false };
+}
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Self::OTHER)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, inner: D) -> Result<Checked, D::Error> {
+        serde::Deserialize::deserialize(inner)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Self::OTHER)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked { object: true })
     }
 }
 
@@ -167,6 +250,62 @@ mod tests {
             check(deep.as_bytes(), 10_000),
             Err(PayloadError::InvalidJson(msg)) if msg.contains("recursion limit")
         ));
+    }
+
+    /// What the check was before it walked instead of building: a `serde_json::Value`.
+    fn check_by_value(payload: &[u8]) -> Result<(), PayloadError> {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+        if value.is_object() {
+            Ok(())
+        } else {
+            Err(PayloadError::NotAnObject)
+        }
+    }
+
+    #[test]
+    fn walking_refuses_exactly_what_building_a_value_refused_with_the_same_message() {
+        let deep_ok = format!("{{\"a\":{}1{}}}", "[".repeat(126), "]".repeat(126));
+        let deep_bad = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let cases: Vec<&[u8]> = vec![
+            br#"{"aps":{"alert":"hi","badge":1,"sound":"default"},"x":[1,2.5,-3,true,null]}"#,
+            br#"{"a":"\u00e9\n\t\"","b":{"c":{}}}"#,
+            br#"{"a":"\ud83d\ude00"}"#,
+            br#"{"a":"\ud83d"}"#,
+            br#"{"a":"\udc00x"}"#,
+            br#"{"a":"\x"}"#,
+            br#"{"a":1e400}"#,
+            br#"{"a":-1e400}"#,
+            br#"{"a":1e-400}"#,
+            br#"{"a":18446744073709551616}"#,
+            br#"{"a":01}"#,
+            br#"{"a":1.}"#,
+            br#"{"a":+1}"#,
+            br#"{"a":"b","a":"c"}"#,
+            br#"{1:2}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":[1,]}"#,
+            br#"{"a":tru}"#,
+            b"{\"a\":\"\x01\"}",
+            b"{\"\xFF\":1}",
+            b"{\"a\":\"\xC3\"}",
+            b"{} x",
+            b"  {}  ",
+            b"{",
+            b"[{}]",
+            b"\"{}\"",
+            b"nul",
+            deep_ok.as_bytes(),
+            deep_bad.as_bytes(),
+        ];
+        for case in cases {
+            assert_eq!(
+                check(case, 10_000),
+                check_by_value(case),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+        }
     }
 
     #[test]

@@ -48,8 +48,8 @@ use tracing::{debug, info, warn};
 use crate::connection::{Connection, ReadError, TimedReadError};
 use crate::hub::{DeviceAnswer, DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
 use crate::protocol::device::{
-    decode_device_message, encode_server_message, CloseCode, DeviceMessage, DeviceNotification,
-    DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
+    decode_device_message, encode_notification, encode_server_message, CloseCode, DeviceMessage,
+    DeviceNotification, DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
@@ -291,7 +291,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     last_sent = n.delivery;
-                    conn.buffer(|b| encode_server_message(&ServerMessage::Notification(*n), b));
+                    conn.buffer(|b| encode_notification(&n, b));
                     batched += 1;
                     if batched == MAX_BATCH {
                         break;

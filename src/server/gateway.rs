@@ -48,6 +48,12 @@ use crate::settings::{Settings, UnknownCommand};
 /// Most bytes read and thrown away after an error response before the socket is closed.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
+/// Initial read buffer of a provider connection: a busy provider sends notifications back to
+/// back, and each read that fills a larger buffer takes more of them from the TLS stream in
+/// one go (a TLS record is up to 16 KiB). Provider connections are few
+/// ([`Settings::max_provider_connections`]), so their buffers cost little memory.
+const PROVIDER_READ_BUFFER: usize = 64 * 1024;
+
 /// Serves the binary gateway on `listener` until `endpoint.shutdown` fires.
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
@@ -70,7 +76,7 @@ async fn handle(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let provider = identify(stream.get_ref().1, &settings);
-    let mut conn = Connection::new(stream);
+    let mut conn = Connection::with_capacity(stream, PROVIDER_READ_BUFFER);
     let identity = match &provider {
         Ok(p) => p.topic.clone(),
         Err(IdentifyError::NoCertificate) => "no certificate".to_owned(),
@@ -160,6 +166,12 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             .min(settings.provider_idle_timeout);
     let mut first = true;
     let legacy_max = settings.legacy_payload_max();
+    // The shutdown signal, armed once for the connection rather than once per notification
+    // (arming and dropping it locks the shutdown token's list of waiters, shared by every
+    // connection). The loop reads buffered notifications first (`biased`) and checks the flag
+    // before each, so a steady stream of them cannot hide a shutdown.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         // The command byte of the notification at the front of the buffer when the decoder
         // last ran: the format of the one it refused, if it refuses.
@@ -175,13 +187,22 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
             }
             decoded
         };
+        if shutdown.is_cancelled() {
+            info!(
+                last = u32::from_be_bytes(last_accepted),
+                "shutdown: status 10"
+            );
+            refuse(conn, Status::Shutdown, last_accepted, settings).await;
+            return;
+        }
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => {
+            biased;
+            r = conn.read_frame_within(decode, idle_deadline, settings.frame_timeout) => r,
+            () = &mut cancelled => {
                 info!(last = u32::from_be_bytes(last_accepted), "shutdown: status 10");
                 refuse(conn, Status::Shutdown, last_accepted, settings).await;
                 return;
             }
-            r = conn.read_frame_within(decode, idle_deadline, settings.frame_timeout) => r,
         };
         let refused = Refused {
             peer,
@@ -270,7 +291,7 @@ pub(crate) async fn serve_provider<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         Effect::Delay(ms) => {
                             tokio::select! {
-                                _ = shutdown.cancelled() => {
+                                () = &mut cancelled => {
                                     info!(last = u32::from_be_bytes(last_accepted), "shutdown: status 10");
                                     refuse(conn, Status::Shutdown, last_accepted, settings).await;
                                     return;
