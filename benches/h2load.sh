@@ -8,10 +8,11 @@
 #   LOG=warn benches/h2load.sh          # LOG=info for the CLI's default log level
 #   TARGET=h2 benches/h2load.sh         # the bare hyper server, same requests
 #
-# Parameters: N requests [200000], C connections [4], M streams per connection [100].
+# Parameters: N requests [200000], C connections [4], M streams per connection [100]; BIN
+# another apns-sim binary (say, a copy of an earlier build, for a before/after comparison).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/target/release/apns-sim"
+bin=${BIN:-"$root/target/release/apns-sim"}
 anchors="$root/target/release/examples/anchors"
 py="$root/interop/.venv/bin/python"
 work=$(mktemp -d)

@@ -50,6 +50,7 @@
 //!   push to (\[A8\]). Pushy's mock answers `InvalidProviderToken` instead (\[T3\]), but it
 //!   is a mock.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -354,9 +355,13 @@ impl TokenAuth {
 
         // 2. Verify (or recognise the current token).
         let same = self.current.as_ref().is_some_and(|c| c.jwt == jwt_text);
+        // The current token is borrowed, not cloned: most requests carry it.
         let (token, store) = match &self.current {
-            Some(c) if same => (c.token.clone(), keys.current()),
-            _ => keys.verify(jwt_text, now_ms)?,
+            Some(c) if same => (Cow::Borrowed(&c.token), keys.current()),
+            _ => {
+                let (token, store) = keys.verify(jwt_text, now_ms)?;
+                (Cow::Owned(token), store)
+            }
         };
 
         // 3. Lifetime.
@@ -478,6 +483,7 @@ impl TokenAuth {
             });
         }
         if !same {
+            let token = token.into_owned();
             self.current = Some(Current {
                 jwt: jwt_text.to_owned(),
                 token,

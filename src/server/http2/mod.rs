@@ -19,15 +19,18 @@
 //!    token, then 1000 (see below). PRIORITY frames are accepted and ignored (`h2` does
 //!    that); PINGs are answered.
 //! 4. Each request's head is checked at once, in the connection task, in arrival order
-//!    ([`request`] for headers and path, [`auth`] for the provider token), then a task per
-//!    stream reads the body (bounded, with a deadline), checks the payload, routes through
-//!    [`Hub::push`] and answers ([`response`]). Ordinary request failures never close the
+//!    ([`request`] for headers and path, [`auth`] for the provider token). A request whose
+//!    body has already arrived (the usual case: HEADERS and DATA come in one read) is then
+//!    answered right there: payload checked, routed through [`Hub::push`], answered
+//!    ([`response`]), with no task of its own. A stream that must wait (for its body, bounded
+//!    and with a deadline; for the durable log; for a delay fault) becomes a future the
+//!    connection task polls alongside `accept`. Ordinary request failures never close the
 //!    connection. Every outcome is logged once through the hub.
 //! 5. The connection ends when the client closes it; with `GOAWAY {"reason":"IdleTimeout"}`
 //!    after [`Settings::http2_idle_timeout`] without a complete frame from the client, when
 //!    no request came within [`Settings::first_request_timeout`], or when a frame it began is
 //!    not complete within [`Settings::frame_timeout`] (a lone byte moves no clock,
-//!    [`io::SharedIo::last_frame`]); or on shutdown (in-flight requests finish, then
+//!    [`io::Control::last_frame`]); or on shutdown (in-flight requests finish, then
 //!    `GOAWAY {"reason":"Shutdown"}`). A token connection counts as unauthenticated (a smaller
 //!    share of the slots, [`crate::server::accept`]) until its first valid provider token.
 //!
@@ -43,7 +46,7 @@
 //!   §4.2, §7). On a token connection the simulator therefore runs `h2` without a stream
 //!   limit of its own, writes `SETTINGS {MAX_CONCURRENT_STREAMS: 1}` as the connection's
 //!   first frame, and after the first request with a valid token injects
-//!   `SETTINGS {MAX_CONCURRENT_STREAMS: 1000}` ([`io::SharedIo::inject_settings`]; the
+//!   `SETTINGS {MAX_CONCURRENT_STREAMS: 1000}` ([`io::Control::inject_settings`]; the
 //!   client's ACKs of both are kept from `h2`). It enforces the advertised limit itself: a
 //!   stream beyond it is reset with `REFUSED_STREAM`, as APNs resets the streams over a
 //!   lowered limit (pushy#476, spec \[I12\]), which tells the client the request was not
@@ -88,16 +91,17 @@ pub mod response;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::RecvStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -117,12 +121,12 @@ use crate::settings::Settings;
 use crate::tls;
 
 use self::auth::{TokenAuth, TokenKeys};
-use self::io::SharedIo;
+use self::io::FrameIo;
 use self::request::{ApnsId, Checked, Rules, TopicPolicy};
 use self::response::{Reason, Rejection};
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to every client: Apple's value in a 2021 log
-/// (500 in 2016, 1,500 in 2019). Bounds the per-connection stream tasks.
+/// (500 in 2016, 1,500 in 2019). Bounds the streams a connection keeps waiting.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1000;
 
 /// SETTINGS_HEADER_TABLE_SIZE: Apple's observed value (and the RFC default). Bounds the
@@ -194,20 +198,13 @@ struct ConnectionContext {
 
 /// The bytes of request bodies all connections may buffer at once
 /// ([`Settings::http2_body_budget`]). A stream reserves its payload limit before its body is
-/// read and gives it back once the body is read (or the stream ends).
+/// read and gives it back once the body is read (or the stream ends: [`StreamJob`]'s drop).
 #[derive(Debug, Clone)]
 struct BodyBudget {
     /// Bytes not reserved.
     free: Arc<AtomicUsize>,
     /// The whole budget, for the refusal's words.
     total: usize,
-}
-
-/// Bytes of the budget held by one stream's body, given back on drop.
-#[derive(Debug)]
-struct Reservation {
-    free: Arc<AtomicUsize>,
-    bytes: usize,
 }
 
 impl BodyBudget {
@@ -218,23 +215,20 @@ impl BodyBudget {
         }
     }
 
-    /// Reserves `bytes`, or `None` if fewer are free.
-    fn reserve(&self, bytes: usize) -> Option<Reservation> {
+    /// Reserves `bytes`; `false` if fewer are free.
+    fn reserve(&self, bytes: usize) -> bool {
         self.free
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
                 free.checked_sub(bytes)
             })
-            .ok()
-            .map(|_| Reservation {
-                free: self.free.clone(),
-                bytes,
-            })
+            .is_ok()
     }
-}
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.free.fetch_add(self.bytes, Ordering::AcqRel);
+    /// Gives back `bytes` reserved earlier.
+    fn give_back(&self, bytes: usize) {
+        if bytes > 0 {
+            self.free.fetch_add(bytes, Ordering::AcqRel);
+        }
     }
 }
 
@@ -247,7 +241,8 @@ enum Auth {
     Token(TokenAuth),
 }
 
-/// Counts the streams of a connection whose answer has not been sent yet.
+/// Counts the streams of a connection whose answer has not been sent yet (those answered
+/// the moment they were accepted are never counted: no other stream was looked at meanwhile).
 #[derive(Debug, Clone, Default)]
 struct InFlight(Arc<AtomicUsize>);
 
@@ -262,7 +257,7 @@ impl InFlight {
     }
 }
 
-/// Held by a stream task; released just before the final frame of the answer is handed to
+/// Held by a stream that waits; released just before the final frame of the answer is handed to
 /// `h2`, so a client that reacts to the answer never finds the stream still counted.
 #[derive(Debug)]
 struct InFlightGuard(Option<Arc<AtomicUsize>>);
@@ -411,8 +406,7 @@ impl ConnectionContext {
         connection: u64,
         mut admission: Admission,
     ) {
-        let io = SharedIo::new(stream);
-        let control = io.handle();
+        let (io, control) = FrameIo::new(stream);
         let mut builder = h2::server::Builder::new();
         builder
             .header_table_size(HEADER_TABLE_SIZE)
@@ -443,9 +437,17 @@ impl ConnectionContext {
         };
 
         let in_flight = InFlight::default();
-        let mut streams: JoinSet<()> = JoinSet::new();
-        // A stream a `goaway` fault hit asks for the connection's end here, once answered.
-        let (goaway_tx, mut goaway_rx) = mpsc::channel::<Reason>(1);
+        // Streams that wait (for their body, the durable log, or a delay fault), polled here
+        // with `accept`: no task per stream.
+        let mut streams: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        let per_conn = Arc::new(PerConnection {
+            hub: self.hub.clone(),
+            budget: self.budget.clone(),
+            connection,
+            environment,
+            body_deadline: self.settings.request_body_timeout,
+            goaway: OnceLock::new(),
+        });
         let mut last_stream_id = 0u32;
         let idle = self.settings.http2_idle_timeout;
         let frame_timeout = self.settings.frame_timeout;
@@ -455,13 +457,25 @@ impl ConnectionContext {
         let mut who = Who::new(peer, &auth);
         // A token connection's stream limit was raised (or there is none to raise).
         let mut raised = matches!(auth, Auth::Certificate(_));
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        // One timer for every deadline, moved earlier when one comes closer and re-armed when
+        // it fires (never re-registered per request).
+        let check = tokio::time::sleep(frame_timeout);
+        tokio::pin!(check);
         let end = loop {
+            if self.shutdown.is_cancelled() {
+                break End::Shutdown;
+            }
+            // A stream a `goaway` fault hit asks for the connection's end, once answered.
+            if let Some(reason) = per_conn.goaway.get() {
+                break End::Fault(*reason);
+            }
             // The next time a deadline could pass: the idle one (while no stream is in
             // flight), the first request's, and the frame deadline of a frame under way. A
             // frame can begin without waking this loop (`h2` reads it), so the loop looks
             // again at least every `frame_timeout`.
-            let now = tokio::time::Instant::now();
-            let mut check_at = now + frame_timeout;
+            let mut check_at = tokio::time::Instant::now() + frame_timeout;
             if streams.is_empty() {
                 check_at = check_at.min(control.last_frame() + idle);
             }
@@ -471,17 +485,13 @@ impl ConnectionContext {
             if let Some(began) = control.partial_since() {
                 check_at = check_at.min(began + frame_timeout);
             }
-            let queued = control.has_queued();
+            if check_at < check.deadline() {
+                check.as_mut().reset(check_at);
+            }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break End::Shutdown,
-                Some(reason) = goaway_rx.recv() => break End::Fault(reason),
-                written = std::future::poll_fn(|cx| control.poll_write_queued(cx)), if queued => {
-                    if let Err(err) = written {
-                        debug!(%err, "injected SETTINGS not written");
-                    }
-                }
-                Some(_) = streams.join_next() => {}
+                _ = &mut cancelled => break End::Shutdown,
+                Some(()) = streams.next(), if !streams.is_empty() => {}
                 next = conn.accept() => match next {
                     None => break End::Closed,
                     Some(Err(err)) => {
@@ -507,8 +517,7 @@ impl ConnectionContext {
                         // The GOAWAY names the last stream we acted on.
                         last_stream_id = stream_id;
                         first_request_due = None;
-                        let job = self.admit(request, respond, &mut auth, environment, &in_flight, &who);
-                        let job = StreamJob { connection, goaway: Some(goaway_tx.clone()), ..job };
+                        let (job, reader) = self.admit(request, respond, &mut auth, &per_conn, &who);
                         who.refresh(&auth);
                         if !raised && matches!(&auth, Auth::Token(state) if state.has_valid_token()) {
                             raised = true;
@@ -524,10 +533,12 @@ impl ConnectionContext {
                             )]);
                             debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
                         }
-                        streams.spawn(job.run());
+                        if let Some(wait) = job.start(reader, &in_flight) {
+                            streams.push(wait);
+                        }
                     }
                 },
-                _ = tokio::time::sleep_until(check_at) => {
+                () = &mut check => {
                     let now = tokio::time::Instant::now();
                     if control.partial_since().is_some_and(|began| began + frame_timeout <= now) {
                         break End::Idle("a frame begun was not complete within the frame deadline");
@@ -538,6 +549,7 @@ impl ConnectionContext {
                     if streams.is_empty() && control.last_frame() + idle <= now {
                         break End::Idle("no complete frame within the idle deadline");
                     }
+                    check.as_mut().reset(now + frame_timeout);
                 }
             }
         };
@@ -555,7 +567,7 @@ impl ConnectionContext {
                 loop {
                     tokio::select! {
                         _ = &mut grace => break,
-                        done = streams.join_next() => if done.is_none() { break },
+                        done = streams.next() => if done.is_none() { break },
                         next = conn.accept() => match next {
                             Some(Ok((_, mut respond))) => {
                                 respond.send_reset(h2::Reason::REFUSED_STREAM)
@@ -570,7 +582,7 @@ impl ConnectionContext {
                 }
             }
         };
-        streams.abort_all();
+        drop(streams);
 
         // Let h2 write what it still holds, then write the GOAWAY between two of its frames.
         let flushed = tokio::time::timeout(
@@ -592,33 +604,40 @@ impl ConnectionContext {
             }),
         )
         .await;
+        // Dropping `h2` hands the stream back to the control.
         drop(conn);
-        if flushed != Ok(true) {
+        let returned = control.take_stream();
+        let (Ok(true), Some(returned)) = (flushed, returned) else {
             debug!(
                 reason = reason.as_str(),
                 "connection not quiet: closing without GOAWAY"
             );
             return;
-        }
+        };
         info!(
             reason = reason.as_str(),
             last_stream_id, "http2 connection closed by the server"
         );
-        let goaway = frames::goaway(last_stream_id, frames::NO_ERROR, &reason.body(None));
-        close_with(control, &goaway, self.settings.linger).await;
+        // Injected frames `h2` never carried out go first, as they would have.
+        let mut last = returned.unwritten;
+        last.extend_from_slice(&frames::goaway(
+            last_stream_id,
+            frames::NO_ERROR,
+            &reason.body(None),
+        ));
+        close_with(returned.stream, &last, self.settings.linger).await;
     }
 
-    /// Checks a new stream's head (and token) in the connection task, and prepares the task
-    /// that reads its body and answers.
+    /// Checks a new stream's head (and token) in the connection task, and prepares what reads
+    /// its body and answers.
     fn admit(
         &self,
         request: http::Request<RecvStream>,
         respond: SendResponse<Bytes>,
         auth: &mut Auth,
-        environment: Environment,
-        in_flight: &InFlight,
+        per_conn: &Arc<PerConnection>,
         who: &Who,
-    ) -> StreamJob {
+    ) -> (StreamJob, BodyReader) {
         let (head, body) = request.into_parts();
         let policy = match auth {
             Auth::Certificate(topics) => TopicPolicy::Certificate(topics),
@@ -650,55 +669,55 @@ impl ConnectionContext {
             Ok(c) => c.push_type.payload_limit(),
             Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
         };
-        let reservation = self.budget.reserve(limit);
-        let (verdict, buffer_limit) = match (&reservation, verdict) {
-            (Some(_), verdict) => (verdict, limit),
-            (None, _) => {
-                let rejection = Rejection::new(
-                    Reason::ServiceUnavailable,
-                    format!(
-                        "the simulator's budget for request bodies in flight ({} bytes, \
-                         Settings::http2_body_budget) is spent; retry later",
-                        self.budget.total
-                    ),
-                );
-                (Err(rejection), 0)
-            }
+        let (verdict, reserved) = if self.budget.reserve(limit) {
+            (verdict, limit)
+        } else {
+            let rejection = Rejection::new(
+                Reason::ServiceUnavailable,
+                format!(
+                    "the simulator's budget for request bodies in flight ({} bytes, \
+                     Settings::http2_body_budget) is spent; retry later",
+                    self.budget.total
+                ),
+            );
+            (Err(rejection), 0)
         };
-        // What the log can say about a request refused before the hub.
-        let topic_hint = head
-            .headers
-            .get("apns-topic")
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(request::MAX_TOPIC_LEN)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let token_hint = head
-            .uri
-            .path()
-            .strip_prefix(request::DEVICE_PATH)
-            .and_then(|t| DeviceToken::from_hex(t).ok());
-        StreamJob {
-            hub: self.hub.clone(),
+        // What the log can say about a request refused before the hub (one that passed its
+        // checks names its own topic and token).
+        let (topic_hint, token_hint) = if verdict.is_err() {
+            let topic = head
+                .headers
+                .get("apns-topic")
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(request::MAX_TOPIC_LEN)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let token = head
+                .uri
+                .path()
+                .strip_prefix(request::DEVICE_PATH)
+                .and_then(|t| DeviceToken::from_hex(t).ok());
+            (topic, token)
+        } else {
+            (String::new(), None)
+        };
+        let job = StreamJob {
+            conn: per_conn.clone(),
             respond,
             body,
             apns_id,
             verdict,
-            environment,
             topic_hint,
             token_hint,
-            body_deadline: self.settings.request_body_timeout,
-            buffer_limit,
-            reservation,
-            guard: in_flight.enter(),
+            reserved,
+            guard: InFlightGuard(None),
             who: who.text.clone(),
-            connection: 0,
-            goaway: None,
             delay: None,
-        }
+        };
+        (job, BodyReader::new(reserved))
     }
 }
 
@@ -709,7 +728,7 @@ struct Who {
     /// Whether the text already names the pinned team.
     team_known: bool,
     /// `peer 127.0.0.1:50123, certificate com.example.app` and the like, shared by the
-    /// connection's stream tasks.
+    /// connection's streams.
     text: Arc<str>,
 }
 
@@ -746,28 +765,38 @@ impl Who {
     }
 }
 
-/// One stream after its head was checked: read the body, decide, answer.
-struct StreamJob {
+/// What a connection's streams share.
+struct PerConnection {
     hub: Hub,
+    budget: BodyBudget,
+    /// The connection's number (faults match it).
+    connection: u64,
+    environment: Environment,
+    /// [`Settings::request_body_timeout`].
+    body_deadline: Duration,
+    /// Set by a stream a `goaway` fault hit: the connection ends (as at shutdown) with this
+    /// reason. Set once: a later fault finds a GOAWAY already on its way.
+    goaway: OnceLock<Reason>,
+}
+
+/// One stream after its head was checked: read the body, decide, answer. Answered in the
+/// connection task at once when its body is there ([`StreamJob::start`]); a stream that must
+/// wait becomes a future the connection task polls.
+struct StreamJob {
+    conn: Arc<PerConnection>,
     respond: SendResponse<Bytes>,
     body: RecvStream,
     apns_id: ApnsId,
     verdict: Result<Checked, Rejection>,
-    environment: Environment,
     topic_hint: String,
     token_hint: Option<DeviceToken>,
-    body_deadline: Duration,
-    /// Most body bytes kept: the payload limit, or 0 for a stream refused for the budget.
-    buffer_limit: usize,
-    /// This stream's share of [`BodyBudget`], until its body is read.
-    reservation: Option<Reservation>,
+    /// Bytes of [`BodyBudget`] this stream holds until its body is read (0 for a stream
+    /// refused for the budget: its body is not kept); given back on drop at the latest.
+    reserved: usize,
+    /// Counts the stream as in flight while it waits (not when it is answered at once).
     guard: InFlightGuard,
     /// The connection, for the log line of a refusal.
     who: Arc<str>,
-    /// The connection's number (faults match it).
-    connection: u64,
-    /// Where a `goaway` fault asks for the connection's end.
-    goaway: Option<mpsc::Sender<Reason>>,
     /// A `delay_ms` fault's wait before the answer.
     delay: Option<Duration>,
 }
@@ -790,19 +819,120 @@ enum Body {
     Reset,
 }
 
+/// Reads a request body into a buffer that never grows past its limit (whatever
+/// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
+/// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
+struct BodyReader {
+    buf: BytesMut,
+    arrived: usize,
+    limit: usize,
+}
+
+impl BodyReader {
+    fn new(limit: usize) -> Self {
+        BodyReader {
+            buf: BytesMut::new(),
+            arrived: 0,
+            limit,
+        }
+    }
+
+    /// Takes what has arrived; `Ready` once the body is complete (or too large, or reset).
+    fn poll(&mut self, body: &mut RecvStream, cx: &mut Context<'_>) -> Poll<Body> {
+        loop {
+            let chunk = match body.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Body::Reset),
+                Poll::Ready(Some(Ok(chunk))) => chunk,
+            };
+            let _ = body.flow_control().release_capacity(chunk.len());
+            self.arrived = self.arrived.saturating_add(chunk.len());
+            if self.arrived > self.limit {
+                self.buf.clear();
+                if self.arrived >= MAX_COUNTED_BODY {
+                    return Poll::Ready(Body::TooLarge {
+                        len: MAX_COUNTED_BODY,
+                        complete: false,
+                    });
+                }
+                continue;
+            }
+            self.buf.extend_from_slice(&chunk);
+        }
+        if self.arrived > self.limit {
+            return Poll::Ready(Body::TooLarge {
+                len: self.arrived,
+                complete: true,
+            });
+        }
+        Poll::Ready(Body::Complete(std::mem::take(&mut self.buf).freeze()))
+    }
+}
+
 impl StreamJob {
-    async fn run(mut self) {
-        // Read the body even for a refused head, so the answer follows the whole request
-        // (no reset races with clients), but never beyond the largest payload limit (and not
-        // at all beyond the budget), then give the budget back.
-        let limit = self.buffer_limit;
-        let body = read_body(&mut self.body, limit, self.body_deadline).await;
-        drop(self.reservation.take());
+    /// Answers at once when the body is already there (polled without a waker: nothing to
+    /// wait for), else returns the future that waits for it, counted in flight.
+    fn start(
+        mut self,
+        mut reader: BodyReader,
+        in_flight: &InFlight,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let mut now = Context::from_waker(Waker::noop());
+        match reader.poll(&mut self.body, &mut now) {
+            Poll::Pending => {
+                self.guard = in_flight.enter();
+                let deadline = tokio::time::Instant::now() + self.conn.body_deadline;
+                Some(Box::pin(self.read_then_answer(reader, deadline)))
+            }
+            Poll::Ready(body) => {
+                self.give_back();
+                let result = self.decide(body)?;
+                if self.must_wait(&result) {
+                    self.guard = in_flight.enter();
+                    Some(Box::pin(self.wait_then_answer(result)))
+                } else {
+                    let settled = result.map(drop);
+                    self.answer(settled);
+                    None
+                }
+            }
+        }
+    }
+
+    /// Reads the body (until `deadline`), then decides and answers.
+    async fn read_then_answer(mut self, mut reader: BodyReader, deadline: tokio::time::Instant) {
+        let body = std::future::poll_fn(|cx| reader.poll(&mut self.body, cx));
+        let body = match tokio::time::timeout_at(deadline, body).await {
+            Ok(body) => body,
+            Err(_) => Body::Stalled(reader.arrived),
+        };
+        self.give_back();
+        if let Some(result) = self.decide(body) {
+            self.wait_then_answer(result).await;
+        }
+    }
+
+    /// Gives the stream's share of the body budget back.
+    fn give_back(&mut self) {
+        self.conn
+            .budget
+            .give_back(std::mem::take(&mut self.reserved));
+    }
+
+    /// Decides on a stream whose body is read: `None` when the client reset it (no one to
+    /// answer), else the outcome (`Ok(true)`: stored).
+    ///
+    /// The body was read even for a refused head, so the answer follows the whole request
+    /// (no reset races with clients), but never beyond the largest payload limit (and not at
+    /// all beyond the budget).
+    fn decide(&mut self, body: Body) -> Option<Result<bool, Rejection>> {
+        let limit = self.reserved_limit();
         let verdict = std::mem::replace(&mut self.verdict, Err(Reason::BadPath.into()));
-        let result = match (verdict, body) {
+        Some(match (verdict, body) {
             (_, Body::Reset) => {
                 debug!(apns_id = %self.apns_id.uuid, "stream reset by the client before its answer");
-                return;
+                return None;
             }
             (Err(rejection), _) => {
                 self.record(None, rejection.to_string());
@@ -830,24 +960,45 @@ impl StreamJob {
                     Reason::IdleTimeout,
                     format!(
                         "the request body was not complete {:?} after its headers ({arrived} bytes arrived)",
-                        self.body_deadline
+                        self.conn.body_deadline
                     ),
                 );
                 self.topic_hint = checked.topic;
                 self.record(Some(checked.token), rejection.to_string());
                 Err(rejection)
             }
-            (Ok(checked), Body::Complete(payload)) => {
-                self.topic_hint = checked.topic.clone();
+            (Ok(mut checked), Body::Complete(payload)) => {
+                self.topic_hint = std::mem::take(&mut checked.topic);
                 self.push(checked, payload)
             }
+        })
+    }
+
+    /// The payload limit the body was read with: the push type's for a head that passed.
+    fn reserved_limit(&self) -> usize {
+        match &self.verdict {
+            Ok(c) => c.push_type.payload_limit(),
+            Err(_) => payload::MAX_PAYLOAD_HTTP2_VOIP,
+        }
+    }
+
+    /// Whether the answer must wait: durable state answers a 200 for a stored notification
+    /// and a 410 only once what they report is on disk; a `delay_ms` fault waits.
+    fn must_wait(&self, result: &Result<bool, Rejection>) -> bool {
+        let durable = match result {
+            Ok(stored) => *stored,
+            Err(r) => r.reason == Reason::Unregistered,
         };
-        // Durable state: a 200 for a stored notification and a 410 are answered only once
-        // what they report is on disk (group-committed; never awaited in memory).
+        self.delay.is_some() || (durable && self.conn.hub.is_durable())
+    }
+
+    /// Waits for the durable log (group-committed; never awaited in memory) and a delay
+    /// fault, then answers.
+    async fn wait_then_answer(mut self, result: Result<bool, Rejection>) {
         let result = match result {
-            Ok(stored) if !stored || !self.hub.is_durable() => Ok(()),
-            Err(r) if r.reason != Reason::Unregistered || !self.hub.is_durable() => Err(r),
-            durable => match self.hub.synced().await {
+            Ok(stored) if !stored || !self.conn.hub.is_durable() => Ok(()),
+            Err(r) if r.reason != Reason::Unregistered || !self.conn.hub.is_durable() => Err(r),
+            durable => match self.conn.hub.synced().await {
                 Ok(()) => durable.map(drop),
                 Err(e) => Err(Rejection::new(Reason::InternalServerError, e.to_string())),
             },
@@ -855,9 +1006,14 @@ impl StreamJob {
         if let Some(delay) = self.delay {
             tokio::time::sleep(delay).await;
         }
+        self.answer(result);
+    }
+
+    /// Sends the answer.
+    fn answer(&mut self, result: Result<(), Rejection>) {
         match result {
             Ok(()) => {
-                let unique = (self.environment == Environment::Sandbox).then(Uuid::new_v4);
+                let unique = (self.conn.environment == Environment::Sandbox).then(Uuid::new_v4);
                 self.guard.release();
                 let head = response::success(self.apns_id.header.clone(), unique);
                 if let Err(err) = self.respond.send_response(head, true) {
@@ -891,12 +1047,12 @@ impl StreamJob {
     /// Checks the payload and hands the notification to the hub. A rejection before the hub
     /// is recorded here; the hub records its own outcomes. `Ok(true)`: it was stored.
     fn push(&mut self, checked: Checked, payload: Bytes) -> Result<bool, Rejection> {
-        let hit = self.hub.fault(&Probe {
+        let hit = self.conn.hub.fault(&Probe {
             on: FaultOn::Http2,
             phase: Phase::Notification,
             token: Some(&checked.token),
             topic: Some(&checked.bundle),
-            connection: Some(self.connection),
+            connection: Some(self.conn.connection),
             serial: None,
         });
         let mut fault = None;
@@ -916,9 +1072,9 @@ impl StreamJob {
                     let mut rejection = Rejection::new(reason, format!("fault {}", hit.id));
                     if reason.status() == http::StatusCode::GONE {
                         rejection.timestamp_ms =
-                            Some(timestamp_ms.unwrap_or_else(|| self.hub.clock().now_ms()));
+                            Some(timestamp_ms.unwrap_or_else(|| self.conn.hub.clock().now_ms()));
                     }
-                    self.hub.record_faulted(
+                    self.conn.hub.record_faulted(
                         Api::Http2,
                         &self.topic_hint,
                         [0; 4],
@@ -935,10 +1091,8 @@ impl StreamJob {
                         .as_deref()
                         .and_then(Reason::from_name)
                         .unwrap_or(Reason::Shutdown);
-                    if let Some(tx) = &self.goaway {
-                        // Full: a GOAWAY is already on its way.
-                        let _ = tx.try_send(reason);
-                    }
+                    // Already set: a GOAWAY is already on its way.
+                    let _ = self.conn.goaway.set(reason);
                 }
                 _ => {}
             }
@@ -960,7 +1114,7 @@ impl StreamJob {
             api: Api::Http2,
             token,
             topic: checked.bundle,
-            environment: self.environment,
+            environment: self.conn.environment,
             identifier: [0; 4],
             apns_id: self.apns_id.uuid,
             expiry: checked.expiry,
@@ -971,7 +1125,7 @@ impl StreamJob {
             frame: None,
             fault,
         };
-        match self.hub.push(request) {
+        match self.conn.hub.push(request) {
             Ok(outcome) => Ok(outcome == PushOutcome::Stored),
             Err(err) => Err(hub_rejection(&err)),
         }
@@ -979,7 +1133,7 @@ impl StreamJob {
 
     /// Logs (through the hub) a request refused before it reached the hub.
     fn record(&self, token: Option<DeviceToken>, detail: String) {
-        self.hub.record_rejection(
+        self.conn.hub.record_rejection(
             Api::Http2,
             &self.topic_hint,
             [0; 4],
@@ -987,6 +1141,12 @@ impl StreamJob {
             token.or(self.token_hint),
             detail,
         );
+    }
+}
+
+impl Drop for StreamJob {
+    fn drop(&mut self) {
+        self.give_back();
     }
 }
 
@@ -1007,45 +1167,6 @@ fn hub_rejection(err: &PushError) -> Rejection {
         rejection.timestamp_ms = Some(*at_ms);
     }
     rejection
-}
-
-/// Reads a request body into a buffer that never grows past `limit` (whatever
-/// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
-/// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
-async fn read_body(body: &mut RecvStream, limit: usize, deadline: Duration) -> Body {
-    let mut arrived = 0usize;
-    let read = async {
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = body.data().await {
-            let Ok(chunk) = chunk else {
-                return Body::Reset;
-            };
-            let _ = body.flow_control().release_capacity(chunk.len());
-            arrived = arrived.saturating_add(chunk.len());
-            if arrived > limit {
-                buf.clear();
-                if arrived >= MAX_COUNTED_BODY {
-                    return Body::TooLarge {
-                        len: MAX_COUNTED_BODY,
-                        complete: false,
-                    };
-                }
-                continue;
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        if arrived > limit {
-            return Body::TooLarge {
-                len: arrived,
-                complete: true,
-            };
-        }
-        Body::Complete(buf.freeze())
-    };
-    match tokio::time::timeout(deadline, read).await {
-        Ok(body) => body,
-        Err(_) => Body::Stalled(arrived),
-    }
 }
 
 /// Refuses a connection the way Apple does: SETTINGS, then GOAWAY with the reason as JSON,
