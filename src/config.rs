@@ -32,7 +32,8 @@ use toml::Spanned;
 use crate::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use crate::protocol::Environment;
 use crate::settings::{
-    RateLimit, Settings, UnknownCommand, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS, TOKEN_LEN_RANGE,
+    RateLimit, Settings, UnknownCommand, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS,
+    MAX_VIRTUAL_DEVICES, TOKEN_LEN_RANGE,
 };
 
 /// Folder `serve` and `certs` write to, and the client commands read from, unless told
@@ -482,6 +483,14 @@ pub static ENTRIES: &[Entry] = &[
         Bounds::Int(1, u32::MAX as u64), Doc::Field),
     // The per-notification log line.
     entry!("log_lines_per_sec", settings.log_lines_per_sec: u32, ANY, Doc::Field),
+    // Virtual fleets.
+    entry!("virtual_devices", settings.virtual_devices: u32,
+        Bounds::Int(0, MAX_VIRTUAL_DEVICES as u64), Doc::Field),
+    entry!("virtual_apps", settings.virtual_apps: String, ANY, Doc::Field),
+    entry!("virtual_environment", settings.virtual_environment: Environment, ANY, Doc::Field),
+    entry!("virtual_uninstall_rate", settings.virtual_uninstall_rate: u32, ANY, Doc::Field),
+    entry!("virtual_offline_rate", settings.virtual_offline_rate: u32, ANY, Doc::Field),
+    entry!("virtual_offline_for", settings.virtual_offline_for: Duration, DURATION, Doc::Field),
 ];
 
 /// The text of `src/settings.rs`, whose `///` comments document the [`Doc::Field`] entries.
