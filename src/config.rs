@@ -33,7 +33,7 @@ use crate::protocol::payload::{MAX_PAYLOAD_FRAME, MAX_PAYLOAD_LEGACY};
 use crate::protocol::Environment;
 use crate::settings::{
     RateLimit, Settings, StateSync, UnknownCommand, MAX_DELIVERY_LOG_LEN, MAX_STORAGE_DAYS,
-    TOKEN_LEN_RANGE,
+    MAX_VIRTUAL_DEVICES, TOKEN_LEN_RANGE,
 };
 
 /// Folder `serve` and `certs` write to, and the client commands read from, unless told
@@ -502,6 +502,14 @@ pub static ENTRIES: &[Entry] = &[
     entry!("state_sync", settings.state_sync: StateSync, ANY, Doc::Field),
     // The per-notification log line.
     entry!("log_lines_per_sec", settings.log_lines_per_sec: u32, ANY, Doc::Field),
+    // Virtual fleets.
+    entry!("virtual_devices", settings.virtual_devices: u32,
+        Bounds::Int(0, MAX_VIRTUAL_DEVICES as u64), Doc::Field),
+    entry!("virtual_apps", settings.virtual_apps: String, ANY, Doc::Field),
+    entry!("virtual_environment", settings.virtual_environment: Environment, ANY, Doc::Field),
+    entry!("virtual_uninstall_rate", settings.virtual_uninstall_rate: u32, ANY, Doc::Field),
+    entry!("virtual_offline_rate", settings.virtual_offline_rate: u32, ANY, Doc::Field),
+    entry!("virtual_offline_for", settings.virtual_offline_for: Duration, DURATION, Doc::Field),
 ];
 
 /// The text of `src/settings.rs`, whose `///` comments document the [`Doc::Field`] entries.

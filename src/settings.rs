@@ -249,7 +249,48 @@ pub struct Settings {
     /// must not spend its time writing them. 1,000 ([`DEFAULT_LOG_LINES_PER_SEC`]); 0 writes
     /// every line, always.
     pub log_lines_per_sec: u32,
+
+    // ----- virtual fleets (issue 10) ----------------------------------------------------
+    /// Virtual devices to start: devices held inside the simulator as a few bytes of state
+    /// each (no socket), every one with every kind of token of each of `virtual_apps`,
+    /// acknowledging at once, going offline, coming back and uninstalling apps at the rates
+    /// below, so feedback and 410 flow as with real devices. Their tokens are listed by
+    /// `GET /v1/virtual/devices`. 0 (the default) starts none; at most
+    /// [`MAX_VIRTUAL_DEVICES`].
+    pub virtual_devices: u32,
+    /// The bundle ids each virtual device holds, comma-separated, 1 to 16
+    /// ([`MAX_VIRTUAL_APPS`]); each has every kind of token: com.example.app, the demo's app.
+    pub virtual_apps: String,
+    /// The environment of every virtual token: sandbox, like a developer's first test.
+    pub virtual_environment: Environment,
+    /// Apps uninstalled per second across the virtual fleet, each on a device drawn at
+    /// random; the device reports it at its next notification (feedback, then 410). 0 (the
+    /// default) leaves every app installed unless the control API uninstalls one.
+    pub virtual_uninstall_rate: u32,
+    /// Virtual devices going offline per second across the fleet, each drawn at random;
+    /// notifications for it are stored and delivered when it comes back. 0 by default.
+    pub virtual_offline_rate: u32,
+    /// How long a virtual device the churn took offline stays away: a minute, long enough
+    /// for store-and-forward to show, short enough that a load test sees them return.
+    pub virtual_offline_for: Duration,
 }
+
+/// Largest [`Settings::virtual_devices`]: device numbers fit the 4 bytes a virtual token
+/// gives them with room to spare, and ten million devices of one app are about 110 MB.
+pub const MAX_VIRTUAL_DEVICES: u32 = 10_000_000;
+
+/// Most apps of a virtual fleet: each costs every device ten bytes (a byte per kind of
+/// token), so 16 keeps a device at 160 bytes, under the 300-byte target of issue 10.
+pub const MAX_VIRTUAL_APPS: usize = 16;
+
+/// How often the virtual fleet's churn runs (on the simulator's clock): ten times a second
+/// spreads a rate over the second without costing the lock anything noticeable.
+pub const VIRTUAL_TICK: Duration = Duration::from_millis(100);
+
+/// Most uninstalls, departures and returns each one churn tick makes, so that a tick holds
+/// the hub's lock for a millisecond or so whatever the rates (or a clock moved far ahead)
+/// ask: 10,000 (100,000 per second at the default tick).
+pub const VIRTUAL_CHURN_PER_TICK: u32 = 10_000;
 
 /// The per-notification log line rate unless [`Settings::log_lines_per_sec`] says otherwise.
 pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 1_000;
@@ -339,6 +380,12 @@ impl Default for Settings {
             max_device_records: 100_000,
             state_sync: StateSync::Normal,
             log_lines_per_sec: DEFAULT_LOG_LINES_PER_SEC,
+            virtual_devices: 0,
+            virtual_apps: "com.example.app".to_owned(),
+            virtual_environment: Environment::Sandbox,
+            virtual_uninstall_rate: 0,
+            virtual_offline_rate: 0,
+            virtual_offline_for: Duration::from_secs(60),
         }
     }
 }

@@ -26,12 +26,12 @@ use tracing::{info, warn};
 
 use crate::actors::{Actors, ActorsConfig};
 use crate::clock::Clock;
-use crate::hub::Hub;
+use crate::hub::{fleet_key, Hub, VirtualSpec, VIRTUAL_KEY_FILE};
 use crate::pki::jwt;
 use crate::pki::Pki;
 use crate::server::accept::{self, Endpoint};
 use crate::server::{control, devices, feedback, gateway, http2};
-use crate::settings::Settings;
+use crate::settings::{Settings, VIRTUAL_TICK};
 use crate::store::Store;
 use crate::tls;
 
@@ -153,6 +153,10 @@ pub enum StartError {
     /// writable. The message names the file.
     #[error("state: {0}")]
     State(crate::store::StoreError),
+    /// The virtual fleet the settings ask for is out of bounds, or its key cannot be read
+    /// or written in the state directory; the message says which.
+    #[error("virtual fleet: {0}")]
+    VirtualFleet(String),
 }
 
 /// A running simulator.
@@ -209,6 +213,7 @@ impl Simulator {
             }
             None => Hub::with_settings(config.clock.clone(), &config.settings),
         };
+        let fleet = start_virtual_fleet(&hub, &config)?;
         let settings = Arc::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -269,6 +274,13 @@ impl Simulator {
                 settings.clone(),
             ),
         );
+        if fleet {
+            spawn_abortable(
+                &tracker,
+                &abort,
+                virtual_churn(hub.clone(), shutdown.clone()),
+            );
+        }
         let actors = Actors::new(ActorsConfig {
             devices: addrs.devices,
             gateway: addrs.gateway,
@@ -385,6 +397,34 @@ impl Simulator {
         //    (its drop guard, `server::devices`), so that state is complete.
         self.hub.close_store().await;
         info!("simulator stopped");
+    }
+}
+
+/// Starts the virtual fleet `config`'s settings ask for, if any, its key kept in the state
+/// directory (so its tokens survive a restart); whether one was started.
+fn start_virtual_fleet(hub: &Hub, config: &SimulatorConfig) -> Result<bool, StartError> {
+    let Some(spec) =
+        VirtualSpec::from_settings(&config.settings).map_err(StartError::VirtualFleet)?
+    else {
+        return Ok(false);
+    };
+    let key = fleet_key(config.state_dir.as_deref()).map_err(|e| {
+        StartError::VirtualFleet(format!("the fleet key ({VIRTUAL_KEY_FILE}): {e}"))
+    })?;
+    hub.start_virtual_fleet(&spec, &key);
+    Ok(true)
+}
+
+/// The virtual fleet's churn: a tick every [`VIRTUAL_TICK`] (its rates apply to the time
+/// the hub's clock says passed), until shutdown.
+async fn virtual_churn(hub: Hub, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(VIRTUAL_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => hub.virtual_tick(),
+        }
     }
 }
 

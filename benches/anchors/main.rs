@@ -73,6 +73,7 @@ async fn run(args: Args) -> Result<()> {
         http2: None,
         devices: None,
         certs: args.certs.clone(),
+        tokens: None,
     };
     let served = match args.which {
         Which::Forwarder => {

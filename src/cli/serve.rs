@@ -227,6 +227,7 @@ impl Serve {
         }
         let mut config = SimulatorConfig::new(pki);
         config.settings = serve.settings.clone();
+        fleet.virtual_settings(&mut config.settings);
         config.pki_dir = Some(serve.certs.clone());
         config.bundle_owners = fleet.bundle_owners();
         config.control_token = serve.control_token.clone();
@@ -246,6 +247,17 @@ impl Serve {
         };
         println!("  control API      {}{token_note}", addrs.control);
         println!("  certificates     {}", serve.certs.display());
+        if let Some(v) = sim.hub().virtual_summary() {
+            println!(
+                "  virtual fleet    {} devices ({}, {}; {} tokens each): \
+                 GET http://{}/v1/virtual/devices lists their tokens",
+                v.count,
+                v.environment.as_str(),
+                v.apps.join(", "),
+                v.tokens_per_device,
+                addrs.control
+            );
+        }
 
         let mut runner = Runner::new(&sim, sim.hub().clock().clone(), &fleet, Instant::now())
             .with_progress(Draw::Stderr);

@@ -16,7 +16,9 @@
 //!   the lock, and the per-second summary it turns into under load;
 //! - `metrics.rs`: the Prometheus metrics ([`Metrics`]), counted in `Hub::apply` from the
 //!   events every rule returns, so each notification event is counted exactly once;
-//! - `rate.rs`: the opt-in per-token push limit.
+//! - `rate.rs`: the opt-in per-token push limit;
+//! - `virtual.rs`: virtual fleets, devices held as a few bytes of state with derived
+//!   tokens, consulted for a token the ordinary table does not hold.
 //!
 //! # Durable state
 //!
@@ -98,6 +100,11 @@ pub use state::{
     DeviceAnswer, DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest,
     RegisterError, TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS,
     MAX_UNACKED_PER_SESSION,
+};
+
+pub use state::fleet::{
+    fleet_key, AppState, VirtualDevice, VirtualError, VirtualSpec, VirtualSummary,
+    KEY_FILE as VIRTUAL_KEY_FILE, VIRTUAL_ACTIVITY, VIRTUAL_SERIAL_PREFIX,
 };
 
 use events::{Broadcast, EventLog, Record, Subject};

@@ -30,6 +30,9 @@ use super::faults::FaultTable;
 use super::logline::{reason_name, Trail};
 use super::rate::RateLimiter;
 
+#[path = "virtual.rs"]
+pub(super) mod fleet;
+
 /// Capacity of each device session's delivery queue. A device that falls this far behind
 /// gets further notifications through the store (newest per app), exactly as if it were
 /// offline; this bounds memory per device and never blocks a provider.
@@ -261,6 +264,9 @@ pub(super) struct State {
     journal: Option<Vec<Change>>,
     /// When the device records were last swept for expired ones.
     last_sweep_ms: u64,
+    /// The virtual fleet, if one was started (`virtual.rs`): consulted for a token this
+    /// table does not hold.
+    fleet: Option<Box<fleet::VirtualFleet>>,
 }
 
 /// How often the device records are swept for those offline longer than
@@ -606,6 +612,7 @@ impl State {
             bounds: Bounds::of(&Settings::default()),
             journal: None,
             last_sweep_ms: 0,
+            fleet: None,
         }
     }
 
@@ -981,7 +988,7 @@ impl State {
 
     /// How many notifications are stored for devices now.
     pub(super) fn stored_len(&self) -> usize {
-        self.stored_len
+        self.stored_len + self.virtual_stored()
     }
 
     /// The feedback tuples appended since the last call, and the count reset.
@@ -1056,6 +1063,12 @@ impl State {
         // One look-up of the token for everything: its device (whose interned serial its
         // events name) and the checks.
         let record = self.tokens.get(&q.note.token);
+        // A token no device registered may be one of the virtual fleet's.
+        if record.is_none() {
+            if let Some(at) = self.locate_virtual(&q.note.token) {
+                return self.push_virtual(q, at, environment, now_ms);
+            }
+        }
         if let Some(note) = Arc::get_mut(&mut q.note) {
             // `from_request` made it and nothing shares it yet, so this always happens.
             note.serial = record.map(|r| r.device.serial.clone());
@@ -1263,7 +1276,7 @@ impl State {
     /// clears the log.
     pub(super) fn reset(&mut self) -> ResetCounts {
         let mut counts = ResetCounts {
-            stored: self.stored_len as u64,
+            stored: self.stored_len as u64 + self.reset_virtual(),
             feedback: self.feedback.values().map(|l| l.len() as u64).sum(),
             rate_limited: self.rate.clear(),
             faults: self.faults.clear().len() as u64,
@@ -1325,7 +1338,10 @@ impl State {
 
     /// The serial of the device `token` was minted for.
     pub(super) fn token_serial(&self, token: &DeviceToken) -> Option<String> {
-        self.tokens.get(token).map(|r| r.device.serial.to_string())
+        self.tokens
+            .get(token)
+            .map(|r| r.device.serial.to_string())
+            .or_else(|| self.virtual_owner(token).map(|o| o.serial))
     }
 
     /// When a token became unregistered, if it did.
@@ -1342,12 +1358,15 @@ impl State {
     }
 
     pub(super) fn token_owner(&self, token: &DeviceToken) -> Option<TokenOwner> {
-        self.tokens.get(token).map(|r| TokenOwner {
-            serial: r.device.serial.to_string(),
-            environment: r.device.environment,
-            held: AppToken::new(r.app.clone(), r.kind.clone()),
-            unregistered: r.unregistered_at_ms.is_some(),
-        })
+        self.tokens
+            .get(token)
+            .map(|r| TokenOwner {
+                serial: r.device.serial.to_string(),
+                environment: r.device.environment,
+                held: AppToken::new(r.app.clone(), r.kind.clone()),
+                unregistered: r.unregistered_at_ms.is_some(),
+            })
+            .or_else(|| self.virtual_owner(token))
     }
 
     /// Every device that said hello, sorted by serial then environment, at most `max`:

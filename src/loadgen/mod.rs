@@ -126,6 +126,11 @@ pub struct TargetInfo {
     pub devices: Option<String>,
     /// Certificate folder in the project's layout (ca.pem, provider.pem, AuthKey_*.p8, …).
     pub certs: PathBuf,
+    /// A file of device tokens, hex, one a line, pushed to round-robin instead of random
+    /// ones when no devices are held (`--devices 0`): a virtual fleet's tokens (`GET
+    /// /v1/virtual/devices`), so the pushes are delivered without a socket per device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<PathBuf>,
 }
 
 impl TargetInfo {
@@ -273,6 +278,8 @@ struct Resolved {
     devices: Option<String>,
     pki: Pki,
     certs: PathBuf,
+    /// The target file's tokens ([`TargetInfo::tokens`]), if it names some.
+    tokens: Option<Vec<DeviceToken>>,
     /// What must live as long as the target: the in-process simulator and its runtime, or
     /// the child `serve` process; the temporary certificate folder.
     keep: Keep,
@@ -351,6 +358,7 @@ async fn resolve(config: &BenchConfig) -> Result<Resolved> {
                 devices: Some(addrs.devices.to_string()),
                 pki,
                 certs: dir.path().to_path_buf(),
+                tokens: None,
                 keep: Keep::InProcess {
                     sim,
                     runtime,
@@ -370,9 +378,29 @@ async fn resolve(config: &BenchConfig) -> Result<Resolved> {
             pki: Pki::load(&info.certs)
                 .with_context(|| format!("certificates in {}", info.certs.display()))?,
             certs: info.certs.clone(),
+            tokens: info.tokens.as_deref().map(read_tokens).transpose()?,
             keep: Keep::Nothing,
         }),
     }
+}
+
+/// The tokens of a [`TargetInfo::tokens`] file: hex, one a line (blank lines skipped), at
+/// least one.
+fn read_tokens(path: &Path) -> Result<Vec<DeviceToken>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let tokens = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            DeviceToken::from_hex(l)
+                .with_context(|| format!("{} line {}: not a token", path.display(), i + 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(!tokens.is_empty(), "{} holds no tokens", path.display());
+    Ok(tokens)
 }
 
 /// Starts `apns-sim serve` on ports chosen by the system, without demo devices, and reads
@@ -452,6 +480,7 @@ async fn spawn_serve(config: &BenchConfig, log: &str, durable: bool) -> Result<R
         devices,
         pki: Pki::load(&certs)?,
         certs,
+        tokens: None,
         keep: Keep::Child { child, _dir: dir },
     })
 }
@@ -497,9 +526,12 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
     let local = config.devices.min(in_process);
     let tokens = match &fleet {
         Some(f) => f.tokens.clone(),
-        None => (0..TOKENS_WITHOUT_DEVICES)
-            .map(|_| DeviceToken::from_bytes(rand::random()))
-            .collect(),
+        None => match &target.tokens {
+            Some(tokens) => tokens.clone(),
+            None => (0..TOKENS_WITHOUT_DEVICES)
+                .map(|_| DeviceToken::from_bytes(rand::random()))
+                .collect(),
+        },
     };
 
     // Offline: the devices leave with their tokens registered (the hub stores what comes).

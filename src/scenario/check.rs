@@ -14,9 +14,10 @@ use toml::Spanned;
 use super::format::{self, CertChoice, File, PushDecl, Via};
 use super::{
     Action, After, AppSpec, DeviceSpec, ExpectKind, Expectation, Milestone, Scenario, Step,
-    DEFAULT_TEAM, MAX_APPS, MAX_DEVICES, MAX_EXPECTS, MAX_STEPS,
+    VirtualFleet, DEFAULT_TEAM, MAX_APPS, MAX_DEVICES, MAX_EXPECTS, MAX_STEPS,
 };
 use crate::protocol::token::{AppToken, TokenKind};
+use crate::settings::{MAX_VIRTUAL_APPS, MAX_VIRTUAL_DEVICES};
 
 /// Longest serial a device may have (the device protocol's str8 strings).
 pub const MAX_SERIAL_LEN: usize = 64;
@@ -320,7 +321,7 @@ impl Checker<'_> {
 
     fn scenario(&mut self, file: File) -> Scenario {
         let apps = self.apps(&file);
-        let (devices, groups) = self.devices(&file);
+        let (devices, groups, virtual_fleet) = self.devices(&file);
         let teams = self.teams(&file);
         let holds: BTreeMap<&str, &DeviceSpec> =
             devices.iter().map(|d| (d.serial.as_str(), d)).collect();
@@ -328,6 +329,7 @@ impl Checker<'_> {
             apps: &apps,
             groups: &groups,
             holds: &holds,
+            virtual_name: virtual_fleet.as_ref().map(|v| v.name.as_str()),
         };
         let (steps, names) = self.steps(&file, &world);
         let order = self.order(&file, &steps);
@@ -338,6 +340,7 @@ impl Checker<'_> {
             apps,
             devices,
             groups,
+            virtual_fleet,
             teams,
             steps,
             order,
@@ -413,14 +416,37 @@ impl Checker<'_> {
         apps
     }
 
-    fn devices(&mut self, file: &File) -> (Vec<DeviceSpec>, BTreeMap<String, Vec<String>>) {
+    fn devices(
+        &mut self,
+        file: &File,
+    ) -> (
+        Vec<DeviceSpec>,
+        BTreeMap<String, Vec<String>>,
+        Option<VirtualFleet>,
+    ) {
         let mut devices = Vec::new();
         let mut groups = BTreeMap::new();
         let mut serials = HashSet::new();
+        let mut virtual_fleet: Option<VirtualFleet> = None;
         for (i, decl) in file.devices.iter().enumerate() {
             let field = format!("device[{}]", i + 1);
             let d = decl.get_ref();
             let serial = d.serial.get_ref();
+            if let Some(flag) = d.is_virtual.as_ref().filter(|v| *v.get_ref()) {
+                if let Some(fleet) = self.virtual_fleet(decl, &field, flag, &virtual_fleet) {
+                    if serials.contains(&fleet.name) {
+                        self.at(
+                            d.serial.span(),
+                            format!("{field}.serial"),
+                            format!("serial {} appears twice", fleet.name),
+                        );
+                    } else {
+                        serials.insert(fleet.name.clone());
+                        virtual_fleet = Some(fleet);
+                    }
+                }
+                continue;
+            }
             let count = d.count.as_ref().map(|c| *c.get_ref());
             let max_len = if count.is_some() {
                 MAX_SERIAL_LEN - 6
@@ -498,7 +524,90 @@ impl Checker<'_> {
             }
             groups.insert(serial.clone(), members);
         }
-        (devices, groups)
+        (devices, groups, virtual_fleet)
+    }
+
+    /// A `[[device]]` with `virtual = true`: a count within bounds, bundle ids only, one
+    /// per file; `None` (with the problems recorded) if it is not right.
+    fn virtual_fleet(
+        &mut self,
+        decl: &Spanned<format::DeviceDecl>,
+        field: &str,
+        flag: &Spanned<bool>,
+        before: &Option<VirtualFleet>,
+    ) -> Option<VirtualFleet> {
+        let d = decl.get_ref();
+        let problems = self.problems.len();
+        if before.is_some() {
+            self.at(
+                flag.span(),
+                format!("{field}.virtual"),
+                "a scenario has at most one virtual fleet",
+            );
+        }
+        let serial = d.serial.get_ref();
+        if serial.is_empty() || serial.len() > MAX_SERIAL_LEN || serial.contains(' ') {
+            self.at(
+                d.serial.span(),
+                format!("{field}.serial"),
+                format!("serial must be 1 to {MAX_SERIAL_LEN} bytes without spaces"),
+            );
+        }
+        let count = match &d.count {
+            None => {
+                self.at(
+                    flag.span(),
+                    format!("{field}.count"),
+                    format!("a virtual fleet needs a count, 1 to {MAX_VIRTUAL_DEVICES}"),
+                );
+                0
+            }
+            Some(c) if *c.get_ref() == 0 || *c.get_ref() > u64::from(MAX_VIRTUAL_DEVICES) => {
+                self.at(
+                    c.span(),
+                    format!("{field}.count"),
+                    format!("a virtual fleet's count is 1 to {MAX_VIRTUAL_DEVICES}"),
+                );
+                0
+            }
+            Some(c) => *c.get_ref() as u32,
+        };
+        let apps = d.apps.get_ref();
+        if apps.is_empty() || apps.len() > MAX_VIRTUAL_APPS {
+            self.at(
+                d.apps.span(),
+                format!("{field}.apps"),
+                format!("a virtual fleet holds 1 to {MAX_VIRTUAL_APPS} apps"),
+            );
+        }
+        if let Some(kinded) = apps.iter().find(|a| a.kind != TokenKind::Remote) {
+            self.at(
+                d.apps.span(),
+                format!("{field}.apps"),
+                format!(
+                    "{kinded}: a virtual fleet holds every kind of token of each app; \
+                     list bundle ids"
+                ),
+            );
+        }
+        let mut names: Vec<String> = Vec::new();
+        for app in apps {
+            if names.contains(&app.app) {
+                self.at(
+                    d.apps.span(),
+                    format!("{field}.apps"),
+                    format!("app {} appears twice", app.app),
+                );
+            } else {
+                names.push(app.app.clone());
+            }
+        }
+        (self.problems.len() == problems).then(|| VirtualFleet {
+            name: serial.clone(),
+            count,
+            environment: d.environment,
+            apps: names,
+        })
     }
 
     fn teams(&mut self, file: &File) -> BTreeMap<String, Vec<String>> {
@@ -551,6 +660,17 @@ impl Checker<'_> {
         let members = match world.groups.get(name) {
             Some(members) => members.clone(),
             None if world.holds.contains_key(name.as_str()) => vec![name.clone()],
+            None if world.virtual_name == Some(name.as_str()) => {
+                self.at(
+                    device.span(),
+                    format!("{field}.device"),
+                    format!(
+                        "{name} is a virtual fleet: steps and expectations cannot name it \
+                         (providers push to its tokens, which GET /v1/virtual/devices lists)"
+                    ),
+                );
+                return Vec::new();
+            }
             None => {
                 self.at(
                     device.span(),
@@ -1361,6 +1481,8 @@ struct World<'a> {
     apps: &'a [AppSpec],
     groups: &'a BTreeMap<String, Vec<String>>,
     holds: &'a BTreeMap<&'a str, &'a DeviceSpec>,
+    /// The virtual fleet's name, which steps and expectations may not name.
+    virtual_name: Option<&'a str>,
 }
 
 /// Every action key of a step.
@@ -1604,6 +1726,44 @@ mod tests {
         assert_eq!(problems[0].why, "needs at least one app");
         assert_eq!(problems[1].why, "serial A appears twice");
         assert_eq!(problems[1].line, 5);
+    }
+
+    #[test]
+    fn a_virtual_fleet_is_counted_bounded_and_never_named_by_a_step() {
+        let s = check(
+            "[[device]]\nserial = 'V'\nvirtual = true\ncount = 100000\napps = ['com.a', 'com.b']\n",
+        )
+        .unwrap();
+        let v = s.virtual_fleet.clone().expect("a virtual fleet");
+        assert_eq!((v.name.as_str(), v.count), ("V", 100_000));
+        assert_eq!(v.apps, ["com.a", "com.b"]);
+        assert!(s.devices.is_empty(), "not expanded");
+        let mut settings = crate::settings::Settings::default();
+        s.virtual_settings(&mut settings);
+        assert_eq!(
+            (settings.virtual_devices, settings.virtual_apps.as_str()),
+            (100_000, "com.a,com.b")
+        );
+        let p = problem("[[device]]\nserial = 'V'\nvirtual = true\napps = ['com.a']\n");
+        assert_eq!((p.line, p.field.as_str()), (3, "device[1].count"), "{p}");
+        let p = problem(
+            "[[device]]\nserial = 'V'\nvirtual = true\ncount = 10000001\napps = ['com.a']\n",
+        );
+        assert_eq!((p.line, p.field.as_str()), (4, "device[1].count"), "{p}");
+        let p =
+            problem("[[device]]\nserial = 'V'\nvirtual = true\ncount = 5\napps = ['com.a:voip']\n");
+        assert_eq!((p.line, p.field.as_str()), (5, "device[1].apps"), "{p}");
+        let p = problem(
+            "[[device]]\nserial = 'V'\nvirtual = true\ncount = 5\napps = ['com.a']\n\n\
+             [[device]]\nserial = 'W'\nvirtual = true\ncount = 5\napps = ['com.a']\n",
+        );
+        assert_eq!((p.line, p.field.as_str()), (9, "device[2].virtual"), "{p}");
+        let p = problem(&format!(
+            "{WORLD}\n[[device]]\nserial = 'V'\nvirtual = true\ncount = 5\napps = ['com.a']\n\n\
+             [[step]]\noffline = 'V'\n"
+        ));
+        assert!(p.why.contains("virtual fleet"), "{p}");
+        assert_eq!(p.line, 15, "{p}");
     }
 
     #[test]

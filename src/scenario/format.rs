@@ -83,6 +83,12 @@ pub struct DeviceDecl {
     pub apps: Spanned<Vec<AppToken>>,
     /// How many devices this entry stands for (a fleet); omitted: one.
     pub count: Option<Spanned<u64>>,
+    /// `true`: a virtual fleet of `count` devices held inside the simulator as state, with
+    /// no socket (`serve --virtual-devices`): each holds every kind of token of each of
+    /// `apps` (bundle ids) and acknowledges at once. Providers push to its tokens (listed
+    /// by `GET /v1/virtual/devices`); steps and expectations cannot name it. One per file.
+    #[serde(rename = "virtual")]
+    pub is_virtual: Option<Spanned<bool>>,
 }
 
 /// The default environment.

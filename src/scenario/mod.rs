@@ -63,6 +63,8 @@ pub struct Scenario {
     pub devices: Vec<DeviceSpec>,
     /// Each `[[device]]` entry's serial (a fleet's name) → the serials it stands for.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The virtual fleet (`[[device]]` with `virtual = true`), if the file asks for one.
+    pub virtual_fleet: Option<VirtualFleet>,
     /// Which team owns which bundle ids (`[teams]`, team id → bundle ids). A token-auth push
     /// to a bundle owned by another team than the token's is refused, as APNs refuses it
     /// (400 `TopicDisallowed`); a bundle no team claims is open to every team.
@@ -85,6 +87,20 @@ pub struct DeviceSpec {
     /// Tokens registered at start: `APP` for an app's ordinary token, `APP:KIND` for another
     /// kind (`com.x.app:voip`, `com.x.app:liveactivity-start`, `com.x.app:liveactivity:ID`).
     pub apps: Vec<AppToken>,
+}
+
+/// A virtual fleet of the world: devices held inside the simulator as state
+/// ([`crate::settings::Settings::virtual_devices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualFleet {
+    /// Its `serial` (the fleet's name; its devices are `virtual-N` in the delivery log).
+    pub name: String,
+    /// How many devices.
+    pub count: u32,
+    /// The environment of its tokens.
+    pub environment: Environment,
+    /// The apps each device holds every kind of token of.
+    pub apps: Vec<String>,
 }
 
 /// An app of the world.
@@ -283,6 +299,18 @@ impl Scenario {
         check::check(text)
     }
 
+    /// Asks `settings` for the scenario's virtual fleet, unless they ask for one already
+    /// (`serve --virtual-devices` wins over the file).
+    pub fn virtual_settings(&self, settings: &mut crate::settings::Settings) {
+        if let Some(fleet) = &self.virtual_fleet {
+            if settings.virtual_devices == 0 {
+                settings.virtual_devices = fleet.count;
+                settings.virtual_apps = fleet.apps.join(",");
+                settings.virtual_environment = fleet.environment;
+            }
+        }
+    }
+
     /// The `[teams]` table and the `[[app]]` teams as `(bundle, team)` pairs, for
     /// [`crate::sim::SimulatorConfig::bundle_owners`].
     pub fn bundle_owners(&self) -> Vec<(String, String)> {
@@ -320,6 +348,7 @@ impl Scenario {
                 .map(|d| (d.serial.clone(), vec![d.serial.clone()]))
                 .collect(),
             devices,
+            virtual_fleet: None,
             teams: BTreeMap::new(),
             steps: Vec::new(),
             order: Vec::new(),

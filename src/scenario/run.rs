@@ -184,6 +184,7 @@ pub(super) async fn start(scenario: &Scenario) -> Result<(Simulator, Clock), Str
         ..Settings::default()
     };
     config.bundle_owners = scenario.bundle_owners();
+    scenario.virtual_settings(&mut config.settings);
     let listeners = Listeners::bind_local().await.map_err(|e| e.to_string())?;
     let sim = Simulator::start(config, listeners).map_err(|e| e.to_string())?;
     Ok((sim, clock))

@@ -37,4 +37,6 @@ mod store;
 mod test_runner;
 mod token_auth;
 mod tour;
+#[path = "virtual.rs"]
+mod virtual_fleet;
 mod webhook;

@@ -18,6 +18,14 @@
 //! | `POST /v1/devices/{serial}/offline`, `…/online` | 200 [`Device`] |
 //! | `GET /v1/devices/{serial}/inbox` | 200 [`Inbox`] |
 //! | `GET /v1/devices/{serial}/inbox/{index}/apns` | 200 the `.apns` file |
+//! | `GET /v1/virtual` | 200 [`VirtualFleetInfo`] (a fleet of 0 without one) |
+//! | `GET /v1/virtual/devices?from=&limit=` | 200 [`VirtualPage`] |
+//! | `POST /v1/virtual/devices/{index}/uninstall` [`VirtualUninstall`] | 200 [`VirtualDeviceInfo`] |
+//! | `POST /v1/virtual/devices/{index}/offline` [`VirtualOffline`], `…/online` | 200 [`VirtualDeviceInfo`] |
+//!
+//! A virtual fleet (`serve --virtual-devices N`) may hold millions of devices: `GET
+//! /v1/devices` counts it (`virtual`) and `GET /v1/virtual/devices` pages it, so no answer
+//! enumerates it.
 
 use std::fmt;
 use std::future::Future;
@@ -33,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{params, ApiError, Ctx, JsonBody, RawQuery};
-use crate::hub::KnownDevice;
+use crate::hub::{KnownDevice, VirtualDevice, VirtualError, VirtualSummary};
 use crate::protocol::token::{AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
 
@@ -242,8 +250,12 @@ impl App {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DeviceList {
     /// Every device the hub knows, sorted by serial, then the managed ones not yet
-    /// connected.
+    /// connected (virtual devices are not among them: see `virtual`).
     pub devices: Vec<Device>,
+    /// The virtual fleet, counted rather than listed (its devices are paged by
+    /// `GET /v1/virtual/devices`); absent when none runs.
+    #[serde(rename = "virtual", skip_serializing_if = "Option::is_none")]
+    pub virtual_fleet: Option<VirtualFleetInfo>,
 }
 
 /// The body of `POST /v1/devices`.
@@ -445,7 +457,10 @@ pub(super) async fn list(State(ctx): State<Ctx>) -> Json<DeviceList> {
             devices.push(device);
         }
     }
-    Json(DeviceList { devices })
+    Json(DeviceList {
+        devices,
+        virtual_fleet: ctx.hub.virtual_summary().map(Into::into),
+    })
 }
 
 /// Creates an in-process device, connected through the device endpoint like any other.
@@ -821,6 +836,279 @@ fn safe_name(text: &str) -> String {
             }
         })
         .collect()
+}
+
+// ----- the virtual fleet ---------------------------------------------------------------
+
+/// Most virtual devices one `GET /v1/virtual/devices` lists (each with its ten tokens per
+/// app): an answer is built in memory, and a fleet may hold millions, so it is paged.
+pub const MAX_VIRTUAL_PAGE: u64 = 1_000;
+
+/// Virtual devices per page when `limit` is not given.
+pub const DEFAULT_VIRTUAL_PAGE: u64 = 100;
+
+/// The virtual fleet at a glance (`GET /v1/virtual`, and `virtual` in `GET /v1/devices`):
+/// its devices are counted, never enumerated there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VirtualFleetInfo {
+    /// Devices in the fleet.
+    pub count: u32,
+    /// `sandbox` or `production`: the environment of every token.
+    pub environment: String,
+    /// The apps every device holds every kind of token of.
+    pub apps: Vec<String>,
+    /// Tokens each device holds.
+    pub tokens_per_device: usize,
+    /// Devices online now.
+    pub online: u64,
+    /// Devices offline now (their notifications are stored).
+    pub offline: u64,
+    /// App tokens uninstalled and not yet reported by their device.
+    pub uninstalled: u64,
+    /// App tokens reported as not installed (pushes get 410).
+    pub unregistered: u64,
+    /// Notifications stored for offline virtual devices.
+    pub stored: u64,
+}
+
+impl From<VirtualSummary> for VirtualFleetInfo {
+    fn from(s: VirtualSummary) -> Self {
+        VirtualFleetInfo {
+            count: s.count,
+            environment: s.environment.as_str().to_owned(),
+            apps: s.apps,
+            tokens_per_device: s.tokens_per_device,
+            online: s.online,
+            offline: u64::from(s.count) - s.online,
+            uninstalled: s.uninstalled,
+            unregistered: s.unregistered,
+            stored: s.stored,
+        }
+    }
+}
+
+/// One token of a virtual device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VirtualApp {
+    /// The bundle id.
+    pub app: String,
+    /// The kind of token: `remote`, `voip`, `liveactivity:virtual`, …
+    pub kind: String,
+    /// The device token, hex.
+    pub token: String,
+    /// `installed`, `uninstalled` (reported at its next notification) or `unregistered`
+    /// (reported: pushes get 410).
+    pub state: String,
+}
+
+/// A virtual device and its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VirtualDeviceInfo {
+    /// Its number in the fleet (the path of its routes).
+    pub index: u32,
+    /// Its serial in the delivery log (`virtual-N`).
+    pub serial: String,
+    /// Whether it is online.
+    pub online: bool,
+    /// Every token.
+    pub apps: Vec<VirtualApp>,
+}
+
+impl From<VirtualDevice> for VirtualDeviceInfo {
+    fn from(d: VirtualDevice) -> Self {
+        VirtualDeviceInfo {
+            index: d.index,
+            serial: d.serial,
+            online: d.online,
+            apps: d
+                .tokens
+                .iter()
+                .map(|(held, token, state)| VirtualApp {
+                    app: held.app.clone(),
+                    kind: held.kind.to_string(),
+                    token: token.to_hex(),
+                    state: state.as_str().to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The answer of `GET /v1/virtual/devices`: one page of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VirtualPage {
+    /// The first device number of the page.
+    pub from: u64,
+    /// Devices in the whole fleet (the next page starts at `from` plus the devices listed).
+    pub count: u32,
+    /// The page's devices, in number order.
+    pub devices: Vec<VirtualDeviceInfo>,
+}
+
+/// The body of `POST /v1/virtual/devices/{index}/uninstall`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualUninstall {
+    /// The bundle id to uninstall (every kind of its tokens).
+    #[schema(example = "com.example.app")]
+    pub app: String,
+}
+
+/// The body of `POST /v1/virtual/devices/{index}/offline` (optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualOffline {
+    /// Come back by itself after this many ms (default: stay offline until
+    /// `…/online`).
+    pub for_ms: Option<u64>,
+}
+
+/// A virtual-fleet refusal as the API's answer.
+fn virtual_refused(err: VirtualError) -> ApiError {
+    match err {
+        VirtualError::NoFleet | VirtualError::NoDevice(..) => {
+            ApiError::general(StatusCode::NOT_FOUND, err.to_string())
+        }
+        VirtualError::NoApp(..) => ApiError::field("app", err.to_string()),
+    }
+}
+
+/// A virtual device number from the path.
+fn virtual_index(extracted: Result<Path<u64>, PathRejection>) -> Result<u64, ApiError> {
+    path(extracted, "index")
+}
+
+/// The virtual fleet at a glance (without one, a fleet of 0 devices).
+#[utoipa::path(
+    get,
+    path = "/v1/virtual",
+    responses((status = 200, description = "The fleet, counted", body = VirtualFleetInfo))
+)]
+pub(super) async fn virtual_fleet(State(ctx): State<Ctx>) -> Json<VirtualFleetInfo> {
+    Json(ctx.hub.virtual_summary().map_or_else(no_fleet, Into::into))
+}
+
+/// What `GET /v1/virtual` answers when no fleet runs: one of 0 devices.
+fn no_fleet() -> VirtualFleetInfo {
+    VirtualFleetInfo {
+        count: 0,
+        environment: Environment::Sandbox.as_str().to_owned(),
+        apps: Vec::new(),
+        tokens_per_device: 0,
+        online: 0,
+        offline: 0,
+        uninstalled: 0,
+        unregistered: 0,
+        stored: 0,
+    }
+}
+
+/// One page of virtual devices with their tokens (a fleet may hold millions: it is paged,
+/// at most [`MAX_VIRTUAL_PAGE`] devices a page).
+#[utoipa::path(
+    get,
+    path = "/v1/virtual/devices",
+    params(
+        ("from" = Option<u64>, Query, description = "The first device number (default 0)"),
+        ("limit" = Option<u64>, Query, description = "Devices in the page, 1 to 1000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The page (empty past the fleet's end, or without a fleet)", body = VirtualPage),
+        (status = 400, description = "A bad parameter, named in `field`", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn virtual_devices(
+    State(ctx): State<Ctx>,
+    query: RawQuery,
+) -> Result<Json<VirtualPage>, ApiError> {
+    let params = params(query, &["from", "limit"])?;
+    let from = super::number(&params, "from", 0, u64::from(u32::MAX))?.unwrap_or(0);
+    let limit =
+        super::number(&params, "limit", 1, MAX_VIRTUAL_PAGE)?.unwrap_or(DEFAULT_VIRTUAL_PAGE);
+    let count = ctx.hub.virtual_summary().map_or(0, |s| s.count);
+    let devices = ctx
+        .hub
+        .virtual_devices(from, limit as usize)
+        .unwrap_or_default();
+    Ok(Json(VirtualPage {
+        from,
+        count,
+        devices: devices.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Uninstalls an app (every kind of its tokens) on a virtual device: its next notification
+/// is reported as not installed (feedback, then 410), as a real device reports it.
+#[utoipa::path(
+    post,
+    path = "/v1/virtual/devices/{index}/uninstall",
+    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    request_body = VirtualUninstall,
+    responses(
+        (status = 200, description = "Uninstalled", body = VirtualDeviceInfo),
+        (status = 400, description = "A bad field, named in `field`", body = super::ErrorBody),
+        (status = 404, description = "No such virtual device", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn virtual_uninstall(
+    State(ctx): State<Ctx>,
+    index: Result<Path<u64>, PathRejection>,
+    body: Result<JsonBody<VirtualUninstall>, ApiError>,
+) -> Result<Json<VirtualDeviceInfo>, ApiError> {
+    let index = virtual_index(index)?;
+    let JsonBody(body) = body?;
+    ctx.hub
+        .virtual_uninstall(index, &body.app)
+        .map(|d| Json(d.into()))
+        .map_err(virtual_refused)
+}
+
+/// Takes a virtual device offline: its notifications are stored meanwhile.
+#[utoipa::path(
+    post,
+    path = "/v1/virtual/devices/{index}/offline",
+    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    request_body(content = Option<VirtualOffline>, description = "Optional"),
+    responses(
+        (status = 200, description = "Offline", body = VirtualDeviceInfo),
+        (status = 400, description = "A bad field, named in `field`", body = super::ErrorBody),
+        (status = 404, description = "No such virtual device", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn virtual_offline(
+    State(ctx): State<Ctx>,
+    index: Result<Path<u64>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Json<VirtualDeviceInfo>, ApiError> {
+    let index = virtual_index(index)?;
+    let body: VirtualOffline = super::parse_json_or_default(&body)?;
+    let away = body.for_ms.map(std::time::Duration::from_millis);
+    ctx.hub
+        .virtual_set_online(index, false, away)
+        .map(|d| Json(d.into()))
+        .map_err(virtual_refused)
+}
+
+/// Brings a virtual device back: what was stored for it is delivered (and acknowledged) at
+/// once.
+#[utoipa::path(
+    post,
+    path = "/v1/virtual/devices/{index}/online",
+    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    responses(
+        (status = 200, description = "Online", body = VirtualDeviceInfo),
+        (status = 404, description = "No such virtual device", body = super::ErrorBody),
+    )
+)]
+pub(super) async fn virtual_online(
+    State(ctx): State<Ctx>,
+    index: Result<Path<u64>, PathRejection>,
+) -> Result<Json<VirtualDeviceInfo>, ApiError> {
+    let index = virtual_index(index)?;
+    ctx.hub
+        .virtual_set_online(index, true, None)
+        .map(|d| Json(d.into()))
+        .map_err(virtual_refused)
 }
 
 #[cfg(test)]

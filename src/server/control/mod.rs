@@ -85,7 +85,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route of the router with its handlers: the router is built from this table, so
 /// [`routes`] is exactly what it serves.
-fn table() -> [(&'static str, MethodRouter<Ctx>); 22] {
+fn table() -> [(&'static str, MethodRouter<Ctx>); 27] {
     [
         ("/v1/health", get(health)),
         (
@@ -109,6 +109,20 @@ fn table() -> [(&'static str, MethodRouter<Ctx>); 22] {
         (
             "/v1/devices/{serial}/inbox/{index}/apns",
             get(devices::apns),
+        ),
+        ("/v1/virtual", get(devices::virtual_fleet)),
+        ("/v1/virtual/devices", get(devices::virtual_devices)),
+        (
+            "/v1/virtual/devices/{index}/uninstall",
+            post(devices::virtual_uninstall),
+        ),
+        (
+            "/v1/virtual/devices/{index}/offline",
+            post(devices::virtual_offline),
+        ),
+        (
+            "/v1/virtual/devices/{index}/online",
+            post(devices::virtual_online),
         ),
         ("/v1/push", post(push::send)),
         ("/v1/events", get(events::stream)),
@@ -445,6 +459,11 @@ impl AsyncWrite for Held {
         devices::online,
         devices::inbox,
         devices::apns,
+        devices::virtual_fleet,
+        devices::virtual_devices,
+        devices::virtual_uninstall,
+        devices::virtual_offline,
+        devices::virtual_online,
         push::send,
         faults::list,
         faults::add,
