@@ -236,9 +236,10 @@ pub struct Settings {
     /// `normal` (default): the commit is in the write-ahead log in the kernel's page cache,
     /// so it survives the simulator's own crash or kill -9, the failure a test tool meets;
     /// only a power cut or a kernel crash can lose the last commits. `full`: the log is
-    /// also synced to the disk at every group commit, which costs one fsync per batch (about
-    /// 120 ms on this project's shared VM disk, where it cut HTTP/2 200s for stored
-    /// notifications to 0.16× of in-memory; BENCHMARKS.md, "Durable state").
+    /// also synced to the disk at every group commit, one fsync per batch. That costs what
+    /// the disk's sync latency is: nothing measurable on a quiet disk, but with a sync at
+    /// about 120 ms (this project's shared VM disk while six builds ran) HTTP/2 200s for
+    /// stored notifications fell to 0.16× of in-memory (BENCHMARKS.md, "Durable state").
     pub state_sync: StateSync,
 
     // ----- the per-notification log line (issue 10) -------------------------------------

@@ -71,7 +71,7 @@ pub enum Reason {
     BadPath,
     /// 405: the `:method` is not POST.
     MethodNotAllowed,
-    /// 410: the app was uninstalled and the device reported it; carries a timestamp.
+    /// 410: the app was uninstalled (the device reported it) or reinstalled with a new token; carries a timestamp.
     Unregistered,
     /// 410: the device token has expired (fault injection only); carries a timestamp.
     ExpiredToken,
@@ -273,7 +273,7 @@ impl Reason {
             Reason::UnrelatedKeyIdInToken => "the provider token is signed by a key unrelated to the connection's first key",
             Reason::BadPath => "the :path is not /3/device/<token>",
             Reason::MethodNotAllowed => "the :method is not POST",
-            Reason::Unregistered => "the app was uninstalled and the device reported it",
+            Reason::Unregistered => "the token is no longer valid for the topic: the app was uninstalled (the device reported it) or reinstalled with a new token",
             Reason::PayloadTooLarge => "the payload is over the push type's limit",
             Reason::TooManyProviderTokenUpdates => "a new provider token less than 20 minutes after the previous one",
             Reason::TooManyRequests => "over the per-token push limit",
