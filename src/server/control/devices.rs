@@ -1009,8 +1009,10 @@ fn no_fleet() -> VirtualFleetInfo {
     get,
     path = "/v1/virtual/devices",
     params(
-        ("from" = Option<u64>, Query, description = "The first device number (default 0)"),
-        ("limit" = Option<u64>, Query, description = "Devices in the page, 1 to 1000 (default 100)"),
+        ("from" = Option<u64>, Query, minimum = 0, maximum = 4294967295_u64,
+            description = "The first device number (default 0)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "Devices in the page, 1 to 1000 (default 100)"),
     ),
     responses(
         (status = 200, description = "The page (empty past the fleet's end, or without a fleet)", body = VirtualPage),
@@ -1042,7 +1044,8 @@ pub(super) async fn virtual_devices(
 #[utoipa::path(
     post,
     path = "/v1/virtual/devices/{index}/uninstall",
-    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    params(("index" = u64, Path, minimum = 0, maximum = 9223372036854775807_u64,
+        description = "The device's number in the fleet")),
     request_body = VirtualUninstall,
     responses(
         (status = 200, description = "Uninstalled", body = VirtualDeviceInfo),
@@ -1067,7 +1070,8 @@ pub(super) async fn virtual_uninstall(
 #[utoipa::path(
     post,
     path = "/v1/virtual/devices/{index}/offline",
-    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    params(("index" = u64, Path, minimum = 0, maximum = 9223372036854775807_u64,
+        description = "The device's number in the fleet")),
     request_body(content = Option<VirtualOffline>, description = "Optional"),
     responses(
         (status = 200, description = "Offline", body = VirtualDeviceInfo),
@@ -1094,9 +1098,11 @@ pub(super) async fn virtual_offline(
 #[utoipa::path(
     post,
     path = "/v1/virtual/devices/{index}/online",
-    params(("index" = u64, Path, description = "The device's number in the fleet")),
+    params(("index" = u64, Path, minimum = 0, maximum = 9223372036854775807_u64,
+        description = "The device's number in the fleet")),
     responses(
         (status = 200, description = "Online", body = VirtualDeviceInfo),
+        (status = 400, description = "A bad device number, named in `field`", body = super::ErrorBody),
         (status = 404, description = "No such virtual device", body = super::ErrorBody),
     )
 )]
