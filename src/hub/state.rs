@@ -553,6 +553,30 @@ impl Queued {
         records.push(self.record(now_ms, outcome, detail));
     }
 
+    /// Store-and-forward for a notification its device cannot take now (`why`): records
+    /// `Stored` and returns the deadline it is kept until, or records `Discarded` (expiry 0)
+    /// or `Expired` (the deadline has passed) and returns `None`. Real and virtual devices
+    /// share it, so both store by the same rules.
+    fn store_or_drop(&mut self, records: &mut Vec<Record>, now_ms: u64, why: &str) -> Option<u64> {
+        let until = match self.keep {
+            Keep::Never => {
+                let detail = format!("{why}; expiry 0 means do not store");
+                self.decided(records, now_ms, Outcome::Discarded, detail.into());
+                return None;
+            }
+            Keep::Until(until) if until <= now_ms / 1000 => {
+                let detail = format!("{why}; expiry {until} has passed");
+                self.decided(records, now_ms, Outcome::Expired, detail.into());
+                return None;
+            }
+            Keep::Until(until) => until,
+        };
+        let detail = format!("{why}; {}", self.storage_note(until));
+        self.decided(records, now_ms, Outcome::Stored, detail.into());
+        self.trail.stored = true;
+        Some(until)
+    }
+
     /// The expiry a device is shown: the deadline the hub applies (the provider's, the
     /// policy's when none was given, or the policy's cap), 0 for "now or never".
     fn device_expiry(&self) -> u32 {
@@ -1172,22 +1196,9 @@ impl State {
         } else {
             "device offline"
         };
-        let until = match q.keep {
-            Keep::Never => {
-                let detail = format!("{why}; expiry 0 means do not store");
-                q.decided(events, now_ms, Outcome::Discarded, detail.into());
-                return PushOutcome::Discarded;
-            }
-            Keep::Until(until) if until <= now_ms / 1000 => {
-                let detail = format!("{why}; expiry {until} has passed");
-                q.decided(events, now_ms, Outcome::Expired, detail.into());
-                return PushOutcome::Discarded;
-            }
-            Keep::Until(until) => until,
+        let Some(until) = q.store_or_drop(events, now_ms, why) else {
+            return PushOutcome::Discarded;
         };
-        let detail = format!("{why}; {}", q.storage_note(until));
-        q.decided(events, now_ms, Outcome::Stored, detail.into());
-        q.trail.stored = true;
         let app = self
             .tokens
             .get(&q.note.token)

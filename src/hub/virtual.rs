@@ -637,22 +637,9 @@ impl State {
         }
         // Offline: the store-and-forward rules of a real device.
         let why = "device offline";
-        let until = match q.keep {
-            Keep::Never => {
-                let detail = format!("{why}; expiry 0 means do not store");
-                q.decided(events, now_ms, Outcome::Discarded, detail.into());
-                return PushOutcome::Discarded;
-            }
-            Keep::Until(until) if until <= now_ms / 1000 => {
-                let detail = format!("{why}; expiry {until} has passed");
-                q.decided(events, now_ms, Outcome::Expired, detail.into());
-                return PushOutcome::Discarded;
-            }
-            Keep::Until(until) => until,
-        };
-        let detail = format!("{why}; {}", q.storage_note(until));
-        q.decided(events, now_ms, Outcome::Stored, detail.into());
-        q.trail.stored = true;
+        if q.store_or_drop(events, now_ms, why).is_none() {
+            return PushOutcome::Discarded;
+        }
         let app = fleet.app_of(at.slot);
         if let Some(old) = fleet.stored.insert((at.device, app), q) {
             let detail = "a newer notification for the same app replaced it".to_owned();
