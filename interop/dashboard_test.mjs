@@ -109,7 +109,10 @@ function startSimulator(bin, name = 'serve', extra = []) {
   const sim = spawn(bin, [
     'serve', '--certs', path.join(tmp, `${name}-certs`), '--bind', HOST,
     '--gateway-port', '0', '--feedback-port', '0', '--http2-port', '0',
-    '--device-port', '0', '--control-port', '0', '--devices', '1', ...extra,
+    '--device-port', '0', '--control-port', '0', '--devices', '1',
+    // In memory: the default state folder is `state/` beside the certificates, the same
+    // for both simulators this test runs at once, and a state folder has one owner.
+    '--in-memory', ...extra,
   ], { cwd: tmp, stdio: ['ignore', 'pipe', log] });
   children.push(sim);
   // The banner of `serve` (src/cli/serve.rs): "  control API      ADDR", …, then the demo
