@@ -426,6 +426,21 @@ impl VirtualFleet {
         (&self.apps[slot / kinds], &self.kinds[slot % kinds])
     }
 
+    /// The ordinary token table's record for slot `slot` of the device `serial`: what the
+    /// shared rules read (the token checks) and what an unregistered token becomes.
+    fn record(&self, serial: &Arc<str>, slot: u16) -> TokenRecord {
+        let (app, kind) = self.held(slot);
+        TokenRecord {
+            device: DeviceKey {
+                serial: serial.clone(),
+                environment: self.environment,
+            },
+            app: app.to_owned(),
+            kind: kind.clone(),
+            unregistered_at_ms: None,
+        }
+    }
+
     /// The app index of a slot.
     fn app_of(&self, slot: u16) -> u16 {
         slot / self.kinds.len() as u16
@@ -576,15 +591,7 @@ impl State {
             Ok(())
         } else {
             // The ordinary rule, for its exact words.
-            let record = TokenRecord {
-                device: DeviceKey {
-                    serial: serial.clone(),
-                    environment: fleet.environment,
-                },
-                app: app.to_owned(),
-                kind: kind.clone(),
-                unregistered_at_ms: None,
-            };
+            let record = fleet.record(&serial, at.slot);
             State::check_token(Some(&record), &q, environment).map(|_| ())
         };
         let checked = checked.and_then(|()| self.rate.check(&q.note.token, now_ms));
@@ -662,16 +669,7 @@ impl State {
         let Some(fleet) = self.fleet.as_deref_mut() else {
             return now_ms;
         };
-        let (app, kind) = fleet.held(at.slot);
-        let record = TokenRecord {
-            device: DeviceKey {
-                serial: serial.clone(),
-                environment: fleet.environment,
-            },
-            app: app.to_owned(),
-            kind: kind.clone(),
-            unregistered_at_ms: None,
-        };
+        let record = fleet.record(serial, at.slot);
         fleet.set_state(at, UNREGISTERED);
         self.tokens.entry(token).or_insert(record);
         self.unregister(token, now_ms)
