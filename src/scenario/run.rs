@@ -679,8 +679,7 @@ impl<'a> Runner<'a> {
             return;
         };
         let app = AppToken::new(app.app.clone(), kind);
-        self.token_names
-            .insert(token.clone(), format!("{serial} {app}"));
+        self.token_names.insert(token, format!("{serial} {app}"));
         self.tokens.insert((serial.to_owned(), app), token);
     }
 
