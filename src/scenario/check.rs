@@ -214,6 +214,9 @@ pub fn check(text: &str) -> Result<Scenario, ScenarioError> {
     let mut c = Checker {
         text,
         problems: Vec::new(),
+        wanted: Vec::new(),
+        installs: Vec::new(),
+        current_step: None,
     };
     let scenario = c.scenario(file);
     if c.problems.is_empty() {
@@ -298,6 +301,30 @@ fn field_at(text: &str, span: Range<usize>) -> String {
 struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// The tokens steps and expectations need their devices to hold, checked once the
+    /// timeline's order is known (an `install` earlier in it provides one).
+    wanted: Vec<Wanted>,
+    /// Each `install` step: its index in the file, its devices and the token it installs.
+    installs: Vec<(usize, Vec<String>, AppToken)>,
+    /// The step whose action is being checked (`None` while checking expectations).
+    current_step: Option<usize>,
+}
+
+/// A token a step or an expectation needs devices to hold: at start, or installed by a
+/// step that runs before it (any step, for an expectation, which is judged at the end).
+#[derive(Debug, Clone)]
+struct Wanted {
+    /// The step that needs it (its index in the file), or `None` for an expectation.
+    step: Option<usize>,
+    /// The devices that must hold it.
+    devices: Vec<String>,
+    /// The token, with the span of the field that named it.
+    app: Spanned<AppToken>,
+    /// Any token of the app will do for the ordinary kind (an uninstall of the whole app,
+    /// what a device shows of an app).
+    whole_app: bool,
+    /// The field's path, without `.app`.
+    field: String,
 }
 
 /// A step name's place and the kind of its action, for references to it.
@@ -334,6 +361,7 @@ impl Checker<'_> {
         let (steps, names) = self.steps(&file, &world);
         let order = self.order(&file, &steps);
         let expects = self.expects(&file, &world, &names);
+        self.check_held(&world, &order, file.steps.len());
         Scenario {
             name: file.name,
             description: file.description,
@@ -694,30 +722,67 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks that `devices` hold `app` (any token of it for the ordinary kind's whole app).
-    fn held(
-        &mut self,
-        world: &World<'_>,
-        devices: &[String],
-        app: &Spanned<AppToken>,
-        whole_app: bool,
-        field: &str,
-    ) {
-        let wanted = app.get_ref();
-        let missing = devices.iter().find(|serial| {
-            world.holds.get(serial.as_str()).is_some_and(|d| {
-                !d.apps.iter().any(|held| {
-                    held == wanted
-                        || (whole_app && wanted.kind == TokenKind::Remote && held.app == wanted.app)
-                })
-            })
+    /// Notes that `devices` must hold `app` (any token of it for the ordinary kind's whole
+    /// app) when the current step runs; [`Checker::check_held`] decides once the order is
+    /// known.
+    fn held(&mut self, devices: &[String], app: &Spanned<AppToken>, whole_app: bool, field: &str) {
+        self.wanted.push(Wanted {
+            step: self.current_step,
+            devices: devices.to_vec(),
+            app: app.clone(),
+            whole_app,
+            field: field.to_owned(),
         });
-        if let Some(serial) = missing {
-            self.at(
-                app.span(),
-                format!("{field}.app"),
-                format!("device {serial} does not hold {wanted} at start"),
-            );
+    }
+
+    /// Checks every [`Wanted`] token: a device holds it if it did at start, or if an
+    /// `install` of it (on that device) runs before the step that needs it in `order`
+    /// (the order the steps run in; file order when it could not be made). An expectation
+    /// is judged after every step, so any install counts for it.
+    fn check_held(&mut self, world: &World<'_>, order: &[usize], steps: usize) {
+        let order: Vec<usize> = if order.is_empty() {
+            (0..steps).collect()
+        } else {
+            order.to_vec()
+        };
+        // The position each step (by its index in the file) runs at.
+        let position: BTreeMap<usize, usize> =
+            order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
+        let installs: Vec<(usize, Vec<String>, AppToken)> = std::mem::take(&mut self.installs)
+            .into_iter()
+            .filter_map(|(i, devices, app)| position.get(&i).map(|pos| (*pos, devices, app)))
+            .collect();
+        for w in std::mem::take(&mut self.wanted) {
+            let wanted = w.app.get_ref();
+            let fits = |held: &AppToken| {
+                held == wanted
+                    || (w.whole_app && wanted.kind == TokenKind::Remote && held.app == wanted.app)
+            };
+            let before = w
+                .step
+                .map(|s| position.get(&s).copied().unwrap_or(usize::MAX));
+            let missing = w.devices.iter().find(|serial| {
+                let at_start = world
+                    .holds
+                    .get(serial.as_str())
+                    .is_none_or(|d| d.apps.iter().any(fits));
+                let installed = installs.iter().any(|(pos, devices, app)| {
+                    before.is_none_or(|b| *pos < b) && devices.contains(serial) && fits(app)
+                });
+                !at_start && !installed
+            });
+            if let Some(serial) = missing {
+                let when = if w.step.is_some() {
+                    "nor does a step before this one install it"
+                } else {
+                    "nor does any step install it"
+                };
+                self.at(
+                    w.app.span(),
+                    format!("{}.app", w.field),
+                    format!("device {serial} does not hold {wanted} at start, {when}"),
+                );
+            }
         }
     }
 
@@ -804,7 +869,10 @@ impl Checker<'_> {
                 .after
                 .as_ref()
                 .and_then(|a| self.after(a, &names, i, &format!("{field}.after")));
-            let Some(action) = self.action(s, world, &names, &field) else {
+            self.current_step = Some(i);
+            let action = self.action(s, world, &names, &field);
+            self.current_step = None;
+            let Some(action) = action else {
                 continue;
             };
             steps.push(Step {
@@ -949,8 +1017,12 @@ impl Checker<'_> {
             let da = d.get_ref();
             let devices = self.devices_of(world, &da.device, da.first.as_ref(), &f);
             if s.uninstall.is_some() {
-                self.held(world, &devices, &da.app, true, &f);
+                self.held(&devices, &da.app, true, &f);
                 return Some(Action::Uninstall(devices, da.app.get_ref().clone()));
+            }
+            if let Some(step) = self.current_step {
+                self.installs
+                    .push((step, devices.clone(), da.app.get_ref().clone()));
             }
             return Some(Action::Install(devices, da.app.get_ref().clone()));
         }
@@ -1089,7 +1161,7 @@ impl Checker<'_> {
         }
         if let Some(app) = p.app.clone() {
             if !devices.is_empty() {
-                self.held(world, devices, &app, false, field);
+                self.held(devices, &app, false, field);
             }
             match world.apps.iter().find(|a| a.bundle == app.get_ref().app) {
                 None => self.at(
@@ -1335,7 +1407,7 @@ impl Checker<'_> {
                 let s = shows.get_ref();
                 let devices = self.devices_of(world, &s.device, None, &format!("{field}.shows"));
                 if let Some(app) = &s.app {
-                    self.held(world, &devices, app, true, &format!("{field}.shows"));
+                    self.held(&devices, app, true, &format!("{field}.shows"));
                 }
                 (
                     ExpectKind::Shows {
@@ -1680,6 +1752,60 @@ mod tests {
         assert!(problem(&wrong_kind)
             .why
             .contains("is a offline step, not a push step"));
+    }
+
+    #[test]
+    fn a_token_installed_earlier_on_the_timeline_may_be_used() {
+        let text = format!(
+            "{WORLD}\n[[step]]\nname = 'get'\ninstall = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[step]]\npush = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[expect]]\nshows = {{ device = 'A', app = 'com.a:voip', count = 1 }}\n"
+        );
+        let s = check(&text).unwrap();
+        assert!(matches!(s.steps[0].action, Action::Install(..)));
+        // Before its install, in the file or by `after`, the token is not there yet.
+        let early = format!(
+            "{WORLD}\n[[step]]\npush = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[step]]\ninstall = {{ device = 'A', app = 'com.a:voip' }}\n"
+        );
+        let p = problem(&early);
+        assert_eq!((p.line, p.field.as_str()), (9, "step[1].push.app"), "{p}");
+        assert_eq!(
+            p.why,
+            "device A does not hold com.a:voip at start, nor does a step before this one \
+             install it"
+        );
+        // `after` runs the push after the install, wherever the file puts it.
+        let waits = format!(
+            "{WORLD}\n[[step]]\nafter = 'get done'\npush = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[step]]\nname = 'get'\ninstall = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[step]]\nuninstall = {{ device = 'A', app = 'com.a:voip' }}\n"
+        );
+        let s = check(&waits).unwrap();
+        assert_eq!(s.order, [1, 0, 2]);
+        // An install on another device does not count for this one.
+        let elsewhere = format!(
+            "{WORLD}\n[[device]]\nserial = 'B'\napps = ['com.a']\n\n\
+             [[step]]\ninstall = {{ device = 'B', app = 'com.a:voip' }}\n\n\
+             [[step]]\npush = {{ device = 'A', app = 'com.a:voip' }}\n"
+        );
+        let p = problem(&elsewhere);
+        assert_eq!((p.line, p.field.as_str()), (16, "step[2].push.app"), "{p}");
+        // A token no step installs is refused in an expectation too.
+        let never = format!(
+            "{WORLD}\n[[step]]\ninstall = {{ device = 'A', app = 'com.a:voip' }}\n\n\
+             [[expect]]\nshows = {{ device = 'A', app = 'com.a:location' }}\n"
+        );
+        let p = problem(&never);
+        assert_eq!(
+            (p.line, p.field.as_str()),
+            (12, "expect[1].shows.app"),
+            "{p}"
+        );
+        assert_eq!(
+            p.why,
+            "device A does not hold com.a:location at start, nor does any step install it"
+        );
     }
 
     #[test]

@@ -419,6 +419,14 @@ pub struct Runner<'a> {
     /// The last token each (device, app token) held, kept after an uninstall so a later
     /// push goes to the stale token as a provider's would.
     tokens: HashMap<(String, AppToken), DeviceToken>,
+    /// Every token any device has held in the run, with whose it was (`SERIAL APP[:KIND]`):
+    /// a reinstall replaces the device's entry in `tokens`, but feedback still hands out the
+    /// old token, which must keep its name.
+    token_names: HashMap<DeviceToken, String>,
+    /// For each device an `uninstall` step acted on: how many events of the delivery log
+    /// had been read when its last one was done. The end waits for the device to show what
+    /// it acknowledged after that; what it acknowledged before may have left with the app.
+    uninstalled_at: HashMap<String, usize>,
     results: Vec<StepResult>,
     timeline: Vec<TimelineLine>,
     /// Steps that could not do what they say.
@@ -459,6 +467,8 @@ impl<'a> Runner<'a> {
             scenario,
             started,
             tokens: HashMap::new(),
+            token_names: HashMap::new(),
+            uninstalled_at: HashMap::new(),
             results: vec![StepResult::NotRun; scenario.steps.len()],
             timeline: Vec::new(),
             failures: Vec::new(),
@@ -668,10 +678,9 @@ impl<'a> Runner<'a> {
         let (Ok(kind), Ok(token)) = (app.kind.parse(), DeviceToken::from_hex(&app.token)) else {
             return;
         };
-        self.tokens.insert(
-            (serial.to_owned(), AppToken::new(app.app.clone(), kind)),
-            token,
-        );
+        let app = AppToken::new(app.app.clone(), kind);
+        self.token_names.insert(token, format!("{serial} {app}"));
+        self.tokens.insert((serial.to_owned(), app), token);
     }
 
     /// Runs one step: its wait, its pacing, its action.
@@ -757,6 +766,11 @@ impl<'a> Runner<'a> {
                     async move { actors.uninstall(&serial, app).await.map(|_| ()) }
                 })
                 .await?;
+                self.log.refresh();
+                for serial in devices {
+                    self.uninstalled_at
+                        .insert(serial.clone(), self.log.events.len());
+                }
                 Ok((
                     StepResult::Done,
                     format!("{} uninstalls {app}", who(devices)),
@@ -946,10 +960,10 @@ impl<'a> Runner<'a> {
 
     /// A token's name for people: `SERIAL APP[:KIND]`, or its hex.
     fn token_name(&self, token: &DeviceToken) -> String {
-        self.tokens.iter().find(|(_, t)| *t == token).map_or_else(
-            || token.to_hex(),
-            |((serial, app), _)| format!("{serial} {app}"),
-        )
+        self.token_names
+            .get(token)
+            .cloned()
+            .unwrap_or_else(|| token.to_hex())
     }
 
     /// The provider's push: the notifications of one step, in order, on one connection
@@ -1391,35 +1405,42 @@ impl<'a> Runner<'a> {
             })
             .await;
         let mut acked: BTreeMap<String, u64> = BTreeMap::new();
-        for e in &self.log.events {
+        // An uninstall takes the app's notifications off the inbox, so its count no longer
+        // says what was shown: for those devices, each notification acknowledged after
+        // their last uninstall must be shown (by its apns-id).
+        let mut acked_since: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (i, e) in self.log.events.iter().enumerate() {
             if let Event::Notification {
                 outcome: Outcome::Acknowledged,
                 serial: Some(serial),
+                apns_id,
                 ..
             } = e
             {
-                *acked.entry(serial.clone()).or_default() += 1;
-            }
-        }
-        // An uninstall takes the app's notifications off the inbox, so its count no longer
-        // says what was shown: those devices are not waited for.
-        for step in &self.scenario.steps {
-            if let Action::Uninstall(devices, _) = &step.action {
-                for serial in devices {
-                    acked.remove(serial);
+                match self.uninstalled_at.get(serial) {
+                    None => *acked.entry(serial.clone()).or_default() += 1,
+                    Some(at) if i >= *at => acked_since
+                        .entry(serial.clone())
+                        .or_default()
+                        .push(apns_id.to_string()),
+                    Some(_) => {}
                 }
             }
         }
         let deadline = tokio::time::Instant::now() + MAX_WAIT_PER_STEP;
         loop {
+            let actors = self.sim.actors();
             let behind = acked.iter().any(|(serial, n)| {
-                let shown = self
-                    .sim
-                    .actors()
+                let shown = actors
                     .inbox(serial)
                     .map(|list| list.iter().map(|s| s.index).max().unwrap_or(0))
                     .unwrap_or(u64::MAX);
                 shown < *n
+            }) || acked_since.iter().any(|(serial, ids)| {
+                actors.inbox(serial).is_ok_and(|list| {
+                    list.len() < crate::actors::inbox::INBOX_LEN
+                        && ids.iter().any(|id| !list.iter().any(|s| s.apns_id == *id))
+                })
             });
             if !behind {
                 return;

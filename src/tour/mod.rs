@@ -6,7 +6,8 @@
 //!
 //! 1. registration: a device says hello, the hub mints a token, the app server gets it;
 //! 2. a push: a provider connects with its certificate, sends a command-2 frame, the hub
-//!    routes it, the device shows and acknowledges it;
+//!    routes it, the device shows and acknowledges it; then the same over the HTTP/2 API,
+//!    answered 200 with its apns-id;
 //! 3. uninstall: the next push is reported "not installed", the feedback service hands the
 //!    token over, an HTTP/2 push to it gets 410 Unregistered;
 //! 4. offline: a push is stored, one with expiry 0 discarded, the stored one delivered on
@@ -19,7 +20,7 @@
 //! bytes written or read. A step that does not go as described stops the tour with an error
 //! naming what was expected and what was seen.
 //!
-//! The HTTP/2 push of step 3 is shown the same way, as the bytes the tour's HTTP/2 client
+//! The HTTP/2 pushes of steps 2 and 3 are shown the same way, as the bytes the tour's HTTP/2 client
 //! wrote and read (recorded from its stream, `h2`), cut into the preface and frames and
 //! labelled field by field, HPACK included, by [`crate::protocol::h2wire`].
 //!

@@ -59,7 +59,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The steps' titles, in order.
 const TITLES: [&str; STEPS as usize] = [
     "registration: a device gets a token",
-    "a push over the binary provider API",
+    "a push over each provider API: binary, then HTTP/2",
     "uninstall, feedback and 410 Unregistered",
     "offline: store-and-forward with expiry",
     "an error response: close and discard",
@@ -143,14 +143,20 @@ fn h2_story(seen: &[(Dir, UnitKind)]) -> String {
         _ => None,
     });
     if let Some(stream) = request {
-        if frame(Dir::Received, HEADERS, Some(stream), false)
-            && frame(Dir::Received, DATA, Some(stream), false)
-        {
-            said.push(format!(
-                "answered the request of stream {stream} on the same stream: a HEADERS frame \
-                 (:status and apns-id, HPACK-compressed like the request's) and a DATA frame \
-                 with the JSON body, whose END_STREAM flag closes the stream"
-            ));
+        if frame(Dir::Received, HEADERS, Some(stream), false) {
+            said.push(if frame(Dir::Received, DATA, Some(stream), false) {
+                format!(
+                    "answered the request of stream {stream} on the same stream: a HEADERS \
+                     frame (:status and apns-id, HPACK-compressed like the request's) and a \
+                     DATA frame with the JSON body, whose END_STREAM flag closes the stream"
+                )
+            } else {
+                format!(
+                    "answered the request of stream {stream} on the same stream with a HEADERS \
+                     frame alone (:status and apns-id, HPACK-compressed like the request's), \
+                     whose END_STREAM flag closes the stream: a success has no body"
+                )
+            });
         }
     }
     if said.is_empty() {
@@ -693,7 +699,122 @@ impl<'a> Tour<'a> {
         provider
             .shutdown()
             .await
-            .map_err(|e| TourError::Failed(format!("closing the provider's connection: {e}")))
+            .map_err(|e| TourError::Failed(format!("closing the provider's connection: {e}")))?;
+        self.push_http2(&token).await
+    }
+
+    /// Step 2's second half: the same kind of push over the HTTP/2 API, its frames shown,
+    /// its 200 read, the device showing and acknowledging it.
+    async fn push_http2(&mut self, token: &DeviceToken) -> Result<(), TourError> {
+        let addr = self.sim.addrs().http2.to_string();
+        self.n.say(
+            "provider",
+            &format!(
+                "now pushes over the HTTP/2 API at {addr}, Apple's current one: TLS with ALPN \
+                 h2 and the same certificate, one request per notification, each answered."
+            ),
+        )?;
+        let mut h2 = TourH2::connect(&addr, HTTP2_SERVER_NAME, self.http2_tls.clone()).await?;
+        let mut frames = H2Frames::new();
+        let body = r#"{"aps":{"alert":"Hello over HTTP/2"}}"#;
+        let request = Http2Request::push(&token.to_hex(), body)
+            .header("apns-topic", self.topic.clone())
+            .header("apns-push-type", "alert");
+        self.n.say(
+            "provider",
+            &format!(
+                "its HTTP/2 library opens the connection and sends POST {} with the headers \
+                 apns-topic: {} and apns-push-type: alert, and the payload {body}.",
+                request.path, self.topic
+            ),
+        )?;
+        let response = h2.send(&request).await?;
+        self.n.line(
+            "\n  The bytes of that exchange, in the order they went (the plaintext inside TLS, as \
+             the provider's HTTP/2 library wrote and read them): the client's preface, then \
+             frames, each a 9-byte header (length, type, flags, stream id) and its payload; \
+             header names and values travel HPACK-compressed, decoded field by field below.",
+        )?;
+        let seen = self.show_h2(&mut frames, h2.take())?;
+        self.n.say("HTTP/2 API", &h2_story(&seen))?;
+        if response.status != 200 {
+            return Err(TourError::Failed(format!(
+                "expected 200, got {} {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            )));
+        }
+        let apns_id = response.apns_id.clone().unwrap_or_default();
+        self.n.say(
+            "HTTP/2 API",
+            &format!(
+                "answered 200 with apns-id {apns_id}: unlike the binary API, HTTP/2 confirms \
+                 that APNs took the notification (not yet that the device has it)."
+            ),
+        )?;
+        let detail = self
+            .watch
+            .until("the HTTP/2 push as sent", |e| match e {
+                Event::Notification {
+                    api: Api::Http2,
+                    outcome: Outcome::Sent,
+                    token: Some(t),
+                    detail,
+                    ..
+                } if t == token => Some(detail.clone()),
+                _ => None,
+            })
+            .await?;
+        self.n.say(
+            "hub",
+            &format!(
+                "routed it like the binary one: {SERIAL} is online, so it went down the \
+                 device's connection ({detail})."
+            ),
+        )?;
+        let n = match self.device_recv().await? {
+            ServerMessage::Notification(n) if n.token == *token => n,
+            other => {
+                return Err(TourError::Failed(format!(
+                    "the device expected the HTTP/2 notification, got {other:?}"
+                )))
+            }
+        };
+        self.n.say(
+            "device",
+            &format!(
+                "shows the notification for {}: {}, and acknowledges delivery {}.",
+                self.topic,
+                String::from_utf8_lossy(&n.payload),
+                n.delivery
+            ),
+        )?;
+        self.device_send(DeviceMessage::Ack {
+            delivery: n.delivery,
+        })
+        .await?;
+        self.watch
+            .until("the HTTP/2 push as acknowledged", |e| match e {
+                Event::Notification {
+                    api: Api::Http2,
+                    outcome: Outcome::Acknowledged,
+                    token: Some(t),
+                    ..
+                } if t == token => Some(()),
+                _ => None,
+            })
+            .await?;
+        self.n.say(
+            "hub",
+            &format!("recorded the HTTP/2 notification {apns_id} as acknowledged by {SERIAL}."),
+        )?;
+        self.n.say(
+            "provider",
+            "is done with this connection: its HTTP/2 library says GOAWAY and closes it.",
+        )?;
+        let closing = h2.close().await?;
+        self.show_h2(&mut frames, closing)?;
+        Ok(())
     }
 
     /// Reads the feedback service until it closes; returns its bytes.

@@ -585,3 +585,281 @@ feedback = { step = "read", count = 1, as_410_of = "hello" }
         "{p}"
     );
 }
+
+/// The timeline's device events and fault switches take effect, each judged by what
+/// happened: a token an `install` adds is pushed to and shown; a `reboot` ends the
+/// device's connection, so what it was sent but never acknowledged is sent again and
+/// delivered; a fault with no end of its own refuses every push until `fault_off`; a
+/// step with `at_ms` runs no earlier than that many ms into the run.
+#[tokio::test]
+async fn install_reboot_fault_off_and_at_ms_take_effect() {
+    let text = r#"
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "A"
+apps = ["com.example.app"]
+
+[[step]]
+name = "voip"
+install = { device = "A", app = "com.example.app:voip" }
+
+[[step]]
+name = "call"
+push = { device = "A", app = "com.example.app:voip", payload = { caller = "Alice" } }
+
+[[step]]
+name = "hold"
+after = "call delivered"
+fault = { on = "devices", withhold_ack = true, count = 1 }
+
+[[step]]
+name = "pending"
+push = { device = "A", payload = { aps = { alert = "pending" } } }
+
+[[step]]
+name = "restart"
+after = "pending sent"
+reboot = "A"
+
+[[step]]
+name = "outage"
+after = "pending delivered"
+fault = { on = "http2", respond = { status = 503, reason = "ServiceUnavailable" } }
+
+[[step]]
+name = "refused"
+push = { device = "A", payload = { aps = { alert = "refused" } } }
+
+[[step]]
+name = "over"
+at_ms = 1500
+fault_off = "outage"
+
+[[step]]
+name = "accepted"
+push = { device = "A", payload = { aps = { alert = "accepted" } } }
+
+[[expect]]
+name = "the installed token took the call"
+shows = { device = "A", app = "com.example.app:voip", payloads = [{ caller = "Alice" }] }
+
+[[expect]]
+name = "the reboot ended the connection that held the notification"
+outcome = { step = "pending", is = "requeued" }
+
+[[expect]]
+name = "and it was delivered after it"
+outcome = { step = "pending", is = "delivered" }
+
+[[expect]]
+name = "refused while the fault is on"
+answer = { step = "refused", status = 503, reason = "ServiceUnavailable" }
+
+[[expect]]
+name = "accepted once it is off"
+answer = { step = "accepted", status = 200 }
+"#;
+    let report = run_file("events.toml", text, &mut |_| {}).await;
+    assert_eq!(report.error, None);
+    let failed: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| v.text())
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_eq!(report.verdicts.len(), 5);
+    let line = |step: &str| {
+        report
+            .timeline
+            .iter()
+            .find(|l| l.step == step)
+            .unwrap_or_else(|| panic!("no timeline line of {step}: {:?}", report.timeline))
+    };
+    assert_eq!(line("voip").text, "A installs com.example.app:voip");
+    assert_eq!(line("restart").text, "A rebooted");
+    assert!(line("over").text.ends_with(" off"), "{:?}", line("over"));
+    // Not a speed: `at_ms` is a lower bound the step must keep, however fast the rest ran.
+    assert!(line("over").at_ms >= 1500, "{:?}", line("over"));
+}
+
+/// A world of two devices for the failures of `scenario run`: a push to each, one
+/// `shows` that names only the first with its two payloads in the wrong order, and
+/// `nothing_else`, which the second device's notification breaks.
+const WRONG_ORDER_AND_MORE: &str = r#"
+name = "order and nothing else"
+
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "A"
+apps = ["com.example.app"]
+
+[[device]]
+serial = "B"
+apps = ["com.example.app"]
+
+[[step]]
+name = "first"
+push = { device = "A", payload = { aps = { alert = "first" } } }
+
+[[step]]
+name = "second"
+after = "first delivered"
+push = { device = "A", payload = { aps = { alert = "second" } } }
+
+[[step]]
+name = "other"
+push = { device = "B", payload = { aps = { alert = "to B" } } }
+
+[[expect]]
+name = "in the wrong order"
+shows = { device = "A", payloads = [{ aps = { alert = "second" } }, { aps = { alert = "first" } }] }
+
+[[expect]]
+nothing_else = true
+"#;
+
+/// `scenario run` of a wrong payload order and of a `nothing_else` that does not hold:
+/// exit 1, each failure with what was expected and what was seen.
+#[tokio::test]
+async fn a_wrong_order_and_something_else_fail_scenario_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("order.toml"), WRONG_ORDER_AND_MORE).unwrap();
+    let (code, out, err) = run(apns_sim(dir.path()).args(["scenario", "run", "order.toml"])).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("FAIL in the wrong order (line 28)"), "{out}");
+    assert!(
+        out.contains(
+            r#"expected: A shows payloads containing, in order: {"aps":{"alert":"second"}}, {"aps":{"alert":"first"}}"#
+        ),
+        "{out}"
+    );
+    assert!(out.contains("seen:     A shows 2 notification(s)"), "{out}");
+    assert!(
+        out.contains(r#"closest:  #1 com.example.app {"aps":{"alert":"first"}}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL nothing else happened (line 32)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected: no other device shows a notification, no other push was refused"),
+        "{out}"
+    );
+    assert!(out.contains("seen:     1 other thing(s) happened"), "{out}");
+    assert!(
+        out.contains(r#"closest:  B shows #1 com.example.app {"aps":{"alert":"to B"}}"#),
+        "{out}"
+    );
+    assert!(out.ends_with("0 passed, 1 failed\n"), "{out}");
+
+    // The right order passes; so does `nothing_else` once B is named.
+    let fixed = WRONG_ORDER_AND_MORE
+        .replace(
+            r#"payloads = [{ aps = { alert = "second" } }, { aps = { alert = "first" } }]"#,
+            r#"payloads = [{ aps = { alert = "first" } }, { aps = { alert = "second" } }]"#,
+        )
+        .replace(
+            "[[expect]]\nnothing_else",
+            "[[expect]]\nshows = { device = \"B\", count = 1 }\n\n[[expect]]\nnothing_else",
+        );
+    std::fs::write(dir.path().join("fixed.toml"), fixed).unwrap();
+    let (code, out, err) = run(apns_sim(dir.path()).args(["scenario", "run", "fixed.toml"])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.ends_with("1 passed, 0 failed\n"), "{out}");
+}
+
+/// An app whose provider holds a production certificate only: its pushes to a production
+/// device go through on both APIs, the feedback service's production list hands out the
+/// uninstalled token, and an HTTP/2 connection to the sandbox host is refused with the
+/// certificate's environment named.
+#[tokio::test]
+async fn a_production_certificate_pushes_to_production() {
+    let text = r#"
+[[app]]
+bundle = "com.example.prod"
+certificate = "production"
+
+[[device]]
+serial = "PROD-1"
+environment = "production"
+apps = ["com.example.prod"]
+
+[[device]]
+serial = "DEV-1"
+apps = ["com.example.prod"]
+
+[[step]]
+name = "http2"
+push = { device = "PROD-1", payload = { aps = { alert = "http2" } } }
+
+[[step]]
+name = "binary"
+push = { device = "PROD-1", api = "binary", payload = { aps = { alert = "binary" } } }
+
+[[step]]
+name = "to-sandbox"
+push = { device = "DEV-1", payload = { aps = { alert = "wrong host" } } }
+
+[[step]]
+name = "gone"
+after = "binary delivered"
+uninstall = { device = "PROD-1", app = "com.example.prod" }
+
+[[step]]
+name = "stale"
+push = { device = "PROD-1", api = "binary" }
+
+[[step]]
+name = "read"
+after = "stale not_installed"
+feedback = { app = "com.example.prod", environment = "production" }
+
+[[expect]]
+answer = { step = "http2", status = 200 }
+
+[[expect]]
+outcome = { step = "binary", is = "delivered" }
+
+[[expect]]
+name = "the sandbox host refuses the production certificate"
+answer = { step = "to-sandbox", status = 0, reason = "GOAWAY BadCertificateEnvironment" }
+
+[[expect]]
+feedback = { step = "read", tokens = ["PROD-1 com.example.prod"], at_not_installed = true }
+
+[[expect]]
+shows = { device = "DEV-1", count = 0 }
+
+[[expect]]
+nothing_else = true
+"#;
+    let scenario = apns_sim::scenario::Scenario::parse(text).unwrap();
+    assert_eq!(
+        scenario.apps[0].certificate,
+        apns_sim::scenario::format::CertChoice::Production
+    );
+    let report = run_file("production.toml", text, &mut |_| {}).await;
+    assert_eq!(report.error, None);
+    let failed: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| v.text())
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_eq!(report.verdicts.len(), 6);
+    // The app's certificate is minted for production only: a push that named the sandbox
+    // environment's feedback list would need another certificate.
+    let wrong = text.replace(
+        r#"environment = "production" }"#,
+        r#"environment = "sandbox" }"#,
+    );
+    let report = run_file("production.toml", &wrong, &mut |_| {}).await;
+    assert!(!report.passed(), "{:?}", report.verdicts);
+}

@@ -3,8 +3,9 @@
 //! provider): a pass (exit 0, reports written), a COMMAND that fails (its code passed
 //! through, 128 + N for a signal), an expectation that fails (exit 1, expected and seen
 //! printed; a push the simulator refused fails `nothing_else`), the `APNS_SIM_INFO` file
-//! read back and checked against the variables, and a scenario with provider steps refused
-//! at their line.
+//! read back and checked against the variables, a scenario with provider steps refused
+//! at their line, and the scenario's timeline running alongside COMMAND (a step takes a
+//! device offline, COMMAND waits for it on the control API and pushes to it).
 
 use std::path::Path;
 use std::process::Output;
@@ -414,4 +415,96 @@ async fn an_interrupted_test_kills_command_and_removes_its_folder() {
     assert_eq!(status.code(), Some(130), "{printed}");
     assert!(printed.contains("stopped by the user"), "{printed}");
     assert!(!folder.exists(), "{} is left behind", folder.display());
+}
+
+/// A Python script (standard library only) that waits on the control API's event stream,
+/// which replays from the start, until `TABLET-1` has gone offline, at most 20 s, then
+/// prints its token; it exits 3 if the tablet never goes.
+const AWAIT_TABLET_OFFLINE: &str = r#"import json, os, sys, time, urllib.request
+deadline = time.monotonic() + 20
+url = os.environ["APNS_SIM_CONTROL_URL"] + "/v1/events?since=0"
+try:
+    with urllib.request.urlopen(url, timeout=20) as stream:
+        event = None
+        while time.monotonic() < deadline:
+            line = stream.readline().decode().strip()
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "device_offline":
+                if json.loads(line.split(":", 1)[1])["serial"] == "TABLET-1":
+                    info = json.load(open(os.environ["APNS_SIM_INFO"]))
+                    tablet = [d for d in info["devices"] if d["serial"] == "TABLET-1"]
+                    print(tablet[0]["token"])
+                    sys.exit(0)
+except TimeoutError:
+    pass
+sys.exit(3)
+"#;
+
+/// The scenario's timeline runs alongside COMMAND: its step takes the tablet offline,
+/// COMMAND waits until the control API says so and then pushes to the tablet a
+/// notification that is for now or never (expiry 0), which an offline device never
+/// shows. Were the step not run, COMMAND would wait in vain (exit 3), and had it pushed
+/// anyway the online tablet would show it, failing the tablet's `shows`.
+#[tokio::test]
+async fn the_timeline_runs_alongside_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[[app]]
+bundle = "com.example.app"
+
+[[device]]
+serial = "PHONE-1"
+apps = ["com.example.app"]
+
+[[device]]
+serial = "TABLET-1"
+apps = ["com.example.app"]
+
+[[step]]
+name = "away"
+offline = "TABLET-1"
+
+[[expect]]
+name = "the phone shows what COMMAND pushed"
+shows = { device = "PHONE-1", count = 1, payloads = [{ aps = { alert = "binary" } }] }
+
+[[expect]]
+name = "the tablet, offline when COMMAND pushed, shows nothing"
+shows = { device = "TABLET-1", count = 0 }
+
+[[expect]]
+nothing_else = true
+"#;
+    let to_tablet = binary_push()
+        .replace("\"$APNS_SIM_TOKEN\"", "\"$TABLET\"")
+        .replace("--wait-ms 300", "--expiry 0 --wait-ms 300");
+    std::fs::write(dir.path().join("await_offline.py"), AWAIT_TABLET_OFFLINE).unwrap();
+    let script = format!(
+        "set -e\nTABLET=$(python3 await_offline.py)\n{to_tablet}\n{}",
+        binary_push()
+    );
+    let out = test(dir.path(), text, &["--json", "report.json"], &script).await;
+    let printed = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("away: TABLET-1 offline"), "{printed}");
+    assert!(
+        printed.contains("PASS the tablet, offline when COMMAND pushed, shows nothing"),
+        "{printed}"
+    );
+    // The tablet's notification reached the simulator and was discarded, not shown.
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["passed"], true, "{json}");
+
+    // Without the step, COMMAND's wait for the tablet's offline is in vain: exit 3.
+    let without = text.replace("[[step]]\nname = \"away\"\noffline = \"TABLET-1\"\n", "");
+    let out = test(dir.path(), &without, &[], &script).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
 }

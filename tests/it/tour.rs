@@ -1,7 +1,8 @@
 //! `apns-sim tour`: run through the library with a captured sink, and as the binary. The
 //! output is checked step by step (each flow's narration, in order) and for the labelled
-//! bytes: the command-2 items, the device frames, the feedback tuple's fields, the error
-//! response's command, status and identifier, the 410.
+//! bytes: the command-2 items, the device frames, the HTTP/2 push's frames and HPACK fields
+//! with its 200, the feedback tuple's fields, the error response's command, status and
+//! identifier, the 410.
 
 use std::process::Stdio;
 
@@ -116,8 +117,69 @@ async fn the_tour_narrates_every_step_with_labelled_bytes() {
             "device → simulator: Ack",
             "[hub] recorded notification 1 as acknowledged",
             "success is silent",
+            "[provider] now pushes over the HTTP/2 API",
+            "[provider] its HTTP/2 library opens the connection and sends POST /3/device/",
+            "provider → HTTP/2 API: connection preface, 24 bytes",
+            "provider → HTTP/2 API: HEADERS frame, stream 1",
+            "provider → HTTP/2 API: DATA frame, stream 1",
+            "HTTP/2 API → provider: HEADERS frame, stream 1",
+            "[HTTP/2 API] sent its SETTINGS",
+            "answered the request of stream 1 on the same stream with a HEADERS frame alone",
+            "[HTTP/2 API] answered 200 with apns-id ",
+            "[hub] routed it like the binary one",
+            "simulator → device: Notification",
+            "[device] shows the notification for com.example.app: {\"aps\":{\"alert\":\"Hello over HTTP/2\"}}",
+            "device → simulator: Ack",
+            "[hub] recorded the HTTP/2 notification ",
+            "[provider] is done with this connection",
+            "provider → HTTP/2 API: GOAWAY frame",
         ],
     );
+    // The HTTP/2 push's bytes, labelled: the request's HPACK fields and body, the 200
+    // (HEADERS alone, END_STREAM), the apns-id the device then gets.
+    let h2 = s
+        .split("[provider] now pushes over the HTTP/2 API")
+        .nth(1)
+        .expect("the HTTP/2 push");
+    assert!(
+        has_field(h2, "HPACK indexed", ":method: POST (static table entry 3)"),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "HPACK literal", &format!(":path: /3/device/{minted} (")),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "HPACK literal", "apns-push-type: alert ("),
+        "{h2}"
+    );
+    assert!(
+        has_field(
+            h2,
+            "data",
+            "{\"aps\":{\"alert\":\"Hello over HTTP/2\"}} (37 bytes)"
+        ),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "HPACK indexed", ":status: 200 (static table entry 8)"),
+        "{h2}"
+    );
+    assert!(
+        has_field(h2, "flags", "0x05 (END_STREAM | END_HEADERS)"),
+        "{h2}"
+    );
+    let apns_id = h2
+        .split("[HTTP/2 API] answered 200 with apns-id ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .expect("the apns-id");
+    assert!(
+        has_field(h2, "HPACK literal", &format!("apns-id: {apns_id} (")),
+        "{h2}"
+    );
+    assert!(has_field(h2, "apns-id", apns_id), "{h2}");
+    assert!(has_field(h2, "device token", minted), "{h2}");
     assert!(has_field(s, "command", "2 (frame)"), "{s}");
     assert!(has_field(s, "frame length", "95"), "{s}");
     for item in [
