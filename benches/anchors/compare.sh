@@ -53,9 +53,12 @@ run() {
 import json, sys
 s = json.load(open(sys.argv[1]))
 l = s["latency_us"] or {}
+# A paced binary run: how far the pacer's writes fell behind the schedule (p99).
+pacing = s.get("pacing")
+lag = f'  pacer lag p99 {pacing["lag_us"]["p99"]} µs' if pacing else ''
 print(f'{sys.argv[2]:9} round {sys.argv[3]}: delivered {s["delivered_per_sec"]:9.0f}/s  '
       f'accepted {s["accepted_per_sec"]:9.0f}/s  CPU {s["simulator"]["cpu_us_per_notification"]:6.2f} µs  '
-      f'p50 {l.get("p50", 0)} µs  p99 {l.get("p99", 0)} µs  complete {s["complete"]}  '
+      f'p50 {l.get("p50", 0)} µs  p99 {l.get("p99", 0)} µs{lag}  complete {s["complete"]}  '
       f'load {open("/proc/loadavg").read().split()[0]}')
 PY
 }
@@ -72,5 +75,6 @@ for t in ["forwarder", "warn", "info"]:
     med = lambda f: statistics.median(f(s) for s in runs)
     print(f'median {t:9}: delivered {med(lambda s: s["delivered_per_sec"]):9.0f}/s  '
           f'CPU {med(lambda s: s["simulator"]["cpu_us_per_notification"]):6.2f} µs  '
+          f'p50 {med(lambda s: (s["latency_us"] or {}).get("p50", 0)):.0f} µs  '
           f'p99 {med(lambda s: (s["latency_us"] or {}).get("p99", 0)):.0f} µs')
 PY
