@@ -39,14 +39,16 @@ pin_serve() {
     sleep 0.05
   done
 }
+# An incomplete run (bench exits 1 after printing its summary) is shown as `complete False`
+# rather than ending the comparison.
 # shellcheck disable=SC2086 # FLAGS is a list of flags
 run() {
   case $1 in
-    forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" ;;
+    forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" || [ $? -eq 1 ] ;;
     warn | info)
       "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --serve "$1" &
       if [ -n "${TASKSET:-}" ]; then pin_serve $!; fi
-      wait $!
+      wait $! || [ $? -eq 1 ]
       ;;
   esac >"$work/$1.$2.json"
   python3 - "$work/$1.$2.json" "$1" "$2" <<'PY'
