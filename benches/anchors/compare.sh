@@ -39,23 +39,28 @@ pin_serve() {
     sleep 0.05
   done
 }
+# An incomplete run (bench exits 1 after printing its summary) is shown as `complete False`
+# rather than ending the comparison.
 # shellcheck disable=SC2086 # FLAGS is a list of flags
 run() {
   case $1 in
-    forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" ;;
+    forwarder) "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --target "$work/fwd.json" || [ $? -eq 1 ] ;;
     warn | info)
       "$bin" bench --json --raw-tls-frames 0 -n "${N:-300000}" ${FLAGS:-} --serve "$1" &
       if [ -n "${TASKSET:-}" ]; then pin_serve $!; fi
-      wait $!
+      wait $! || [ $? -eq 1 ]
       ;;
   esac >"$work/$1.$2.json"
   python3 - "$work/$1.$2.json" "$1" "$2" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 l = s["latency_us"] or {}
+# A paced binary run: how far the pacer's writes fell behind the schedule (p99).
+pacing = s.get("pacing")
+lag = f'  pacer lag p99 {pacing["lag_us"]["p99"]} µs' if pacing else ''
 print(f'{sys.argv[2]:9} round {sys.argv[3]}: delivered {s["delivered_per_sec"]:9.0f}/s  '
       f'accepted {s["accepted_per_sec"]:9.0f}/s  CPU {s["simulator"]["cpu_us_per_notification"]:6.2f} µs  '
-      f'p50 {l.get("p50", 0)} µs  p99 {l.get("p99", 0)} µs  complete {s["complete"]}  '
+      f'p50 {l.get("p50", 0)} µs  p99 {l.get("p99", 0)} µs{lag}  complete {s["complete"]}  '
       f'load {open("/proc/loadavg").read().split()[0]}')
 PY
 }
@@ -72,5 +77,6 @@ for t in ["forwarder", "warn", "info"]:
     med = lambda f: statistics.median(f(s) for s in runs)
     print(f'median {t:9}: delivered {med(lambda s: s["delivered_per_sec"]):9.0f}/s  '
           f'CPU {med(lambda s: s["simulator"]["cpu_us_per_notification"]):6.2f} µs  '
+          f'p50 {med(lambda s: (s["latency_us"] or {}).get("p50", 0)):.0f} µs  '
           f'p99 {med(lambda s: (s["latency_us"] or {}).get("p99", 0)):.0f} µs')
 PY

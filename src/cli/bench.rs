@@ -54,14 +54,16 @@ pub(crate) struct BenchArgs {
     /// Notifications to send.
     #[arg(short = 'n', long, default_value_t = 200_000)]
     notifications: u64,
-    /// Send this many notifications per second (default: as fast as the window allows).
+    /// Send this many notifications per second (default: as fast as the window allows). On
+    /// the binary API a pacer thread of its own writes what is due about every 100 µs, and
+    /// the summary says how far behind the schedule it fell.
     #[arg(long, conflicts_with = "window")]
     rate: Option<u64>,
     /// At most this many notifications sent and not yet shown by a device (default: 4 per
     /// device); 0 sends with no window.
     #[arg(long)]
     window: Option<u64>,
-    /// Command-2 frames per binary write.
+    /// Command-2 frames per binary write (with --rate: the most per connection and round).
     #[arg(long, default_value_t = 512)]
     batch: usize,
     /// Open streams per HTTP/2 connection.

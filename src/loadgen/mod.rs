@@ -226,8 +226,24 @@ pub struct Summary {
     pub latency_us: Option<Latency>,
     /// The simulator's CPU and memory.
     pub simulator: SimulatorCost,
+    /// How closely the load generator kept a fixed rate on the binary API (`None`
+    /// otherwise): if its writes fell behind, the latency above is partly its own.
+    pub pacing: Option<Pacing>,
     /// The raw TLS loopback limit of this machine (`None` when skipped).
     pub raw_tls: Option<RawTls>,
+}
+
+/// The binary pacer's own record: how it spread a fixed rate over its writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pacing {
+    /// Writes over all connections (one per connection and round that had something due).
+    pub writes: u64,
+    /// Notifications per write on average: small means the rate arrived smoothly, large
+    /// means in bursts.
+    pub frames_per_write: f64,
+    /// Per round, how late the oldest notification it wrote was behind its place in the
+    /// schedule, microseconds (count = rounds).
+    pub lag_us: Latency,
 }
 
 /// Latency percentiles, microseconds.
@@ -245,6 +261,20 @@ pub struct Latency {
     pub p999: u64,
     /// Largest.
     pub max: u64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram of microseconds.
+    pub(crate) fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// The simulator's side of the bill.
@@ -658,14 +688,7 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
         } else {
             0.0
         },
-        latency_us: (!h.is_empty()).then(|| Latency {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }),
+        latency_us: (!h.is_empty()).then(|| Latency::of(&h)),
         simulator: SimulatorCost {
             source: target.probe.source(),
             cpu_secs,
@@ -683,6 +706,7 @@ async fn measure_target(config: &BenchConfig, target: &Resolved) -> Result<Summa
             },
             devices_ready_secs,
         },
+        pacing: pumped.pacing,
         raw_tls,
     })
 }
@@ -722,6 +746,12 @@ impl Summary {
             out += &format!(
                 "push -> device latency: p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs ({} samples)\n",
                 l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            );
+        }
+        if let Some(p) = &self.pacing {
+            out += &format!(
+                "pacing: {} writes, {:.1} notifications per write, behind schedule p50 {} µs, p99 {} µs, max {} µs\n",
+                p.writes, p.frames_per_write, p.lag_us.p50, p.lag_us.p99, p.lag_us.max
             );
         }
         let s = &self.simulator;

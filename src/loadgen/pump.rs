@@ -3,9 +3,19 @@
 //! devices' tokens, unpaced, at a fixed rate, or with at most W in flight.
 //!
 //! Concurrency: one task per connection; notification `i` goes on connection `i % P`. They
-//! share two counters (written, answered) and the devices' [`Seen`]; a paced writer sleeps
-//! until its next notification is due or the window opens. Nothing is buffered beyond one
-//! write (binary) or the connection's open streams (HTTP/2).
+//! share two counters (written, answered) and the devices' [`Seen`]; a windowed writer sleeps
+//! until the window opens. Nothing is buffered beyond one write (binary) or the connection's
+//! open streams (HTTP/2).
+//!
+//! A fixed rate on the binary API is kept by one pacer for all P connections, on a thread
+//! and runtime of its own: each round it writes what the schedule says is due (notification
+//! `i` at `i / rate` seconds) and sleeps with the operating system's timer until the next
+//! one is due, at most every [`PACE_TICK`]. Sharing the devices' runtime and its 1 ms timer,
+//! the writers woke late whenever the devices were busy, and then wrote what had fallen due
+//! in one burst to hundreds of devices at once: the latency measured was the load
+//! generator's own queue of device reads, not the target's. The pacer reports how late its
+//! writes were behind the schedule ([`super::Pacing`]). HTTP/2 at a fixed rate still polls
+//! every [`PACE_POLL`] on the shared runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use rustls::ClientConfig;
 
@@ -27,8 +38,15 @@ use crate::protocol::token::DeviceToken;
 /// How long a binary connection waits after its last write for an error response; silence
 /// means every notification on it was accepted (the binary API has no positive answer).
 const ERROR_WAIT: Duration = Duration::from_millis(300);
-/// Longest a paced writer sleeps before looking again (window or schedule).
+/// Longest a windowed writer (or an HTTP/2 one at a fixed rate) sleeps before looking again.
 const PACE_POLL: Duration = Duration::from_millis(1);
+/// Shortest round of the binary pacer: it writes what is due at most this often, so that at
+/// 50,000/s a round carries about 5 notifications over all connections (finer than tokio's
+/// 1 ms timer, which the pacer does not use, and coarse enough not to write one TLS record
+/// per notification).
+const PACE_TICK: Duration = Duration::from_micros(100);
+/// Highest schedule lag the pacer's histogram records, in microseconds (2 minutes).
+const MAX_LAG_US: u64 = 120_000_000;
 
 /// What the connections need to know.
 pub(crate) struct PumpPlan {
@@ -76,6 +94,8 @@ pub(crate) struct Pumped {
     pub(crate) rejected: u64,
     /// The first refusal, in words.
     pub(crate) first_error: Option<String>,
+    /// How the binary pacer kept its schedule (a fixed rate on the binary API only).
+    pub(crate) pacing: Option<super::Pacing>,
 }
 
 /// Counters the connection tasks share.
@@ -96,6 +116,9 @@ pub(crate) async fn run(
 ) -> Result<Pumped> {
     if tokens.is_empty() {
         bail!("no device tokens to send to");
+    }
+    if let (Api::Binary, Pace::Rate(rate)) = (plan.api, plan.pace) {
+        return paced_binary(plan, rate, tokens, seen, progress).await;
     }
     let plan = Arc::new(plan);
     let tokens = Arc::new(tokens);
@@ -149,6 +172,7 @@ pub(crate) async fn run(
         accepted: shared.accepted.load(Ordering::Relaxed),
         rejected: shared.rejected.load(Ordering::Relaxed),
         first_error,
+        pacing: None,
     })
 }
 
@@ -262,6 +286,18 @@ async fn binary_connection(ctx: Ctx, mut client: BinaryClient) -> Result<Option<
         sent += n;
         ctx.accepted(n);
     }
+    finish_binary(&ctx.shared, client, ctx.k, p, total).await
+}
+
+/// Waits for connection `k`'s error response after its `total` notifications (every `p`th
+/// from `k`) were written, and counts those it names as refused. Returns the refusal.
+async fn finish_binary(
+    shared: &Shared,
+    mut client: BinaryClient,
+    k: u64,
+    p: u64,
+    total: u64,
+) -> Result<Option<String>> {
     // Accepted means written and not refused: an error response names the first refused
     // notification, and everything after it on the connection was dropped.
     match client.finish(ERROR_WAIT).await? {
@@ -271,15 +307,186 @@ async fn binary_connection(ctx: Ctx, mut client: BinaryClient) -> Result<Option<
         }
         GatewayAnswer::Error(resp) => {
             let id = u32::from_be_bytes(resp.identifier);
-            let lost = total.saturating_sub((u64::from(id).saturating_sub(ctx.k)) / p);
-            ctx.shared.accepted.fetch_sub(lost, Ordering::Relaxed);
-            ctx.shared.rejected.fetch_add(lost, Ordering::Relaxed);
+            let lost = total.saturating_sub((u64::from(id).saturating_sub(k)) / p);
+            shared.accepted.fetch_sub(lost, Ordering::Relaxed);
+            shared.rejected.fetch_add(lost, Ordering::Relaxed);
             Ok(Some(format!("binary: error response {resp:?}")))
         }
         GatewayAnswer::Closed => Ok(Some(
             "binary: the gateway closed a connection without an error response".into(),
         )),
     }
+}
+
+/// Notifications due `elapsed` into a run at `rate` per second: notification `i` (from 0)
+/// is due at `i / rate` seconds, so the first is due at once.
+fn due(elapsed: Duration, rate: u64) -> u64 {
+    let due = elapsed.as_nanos() * u128::from(rate) / 1_000_000_000 + 1;
+    u64::try_from(due).unwrap_or(u64::MAX)
+}
+
+/// When notification `i` is due, from the start of the schedule (the first nanosecond at
+/// which [`due`] counts it).
+fn due_at(i: u64, rate: u64) -> Duration {
+    let ns = (u128::from(i) * 1_000_000_000).div_ceil(u128::from(rate.max(1)));
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// The notifications of one pacer round, `from..to` of the whole run, split by connection:
+/// how many go on each of `p` (notification `i` on connection `i % p`).
+fn round_split(from: u64, to: u64, p: u64) -> Vec<u64> {
+    (0..p)
+        .map(|k| {
+            // Indices i in from..to with i % p == k.
+            let first = from + (k + p - from % p) % p;
+            if first >= to {
+                0
+            } else {
+                (to - first).div_ceil(p)
+            }
+        })
+        .collect()
+}
+
+/// A fixed rate on the binary API: connects the P connections and runs the pacer on a
+/// thread of its own (its own current-thread runtime, so that neither the devices' tasks
+/// nor tokio's 1 ms timer decide when a notification is written).
+async fn paced_binary(
+    plan: PumpPlan,
+    rate: u64,
+    tokens: Vec<DeviceToken>,
+    seen: Arc<Seen>,
+    progress: ProgressBar,
+) -> Result<Pumped> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(pacer(plan, rate, tokens, seen, progress)));
+            let _ = tx.send(result);
+        })?;
+    rx.await
+        .map_err(|_| anyhow::anyhow!("the pacer thread ended without a result"))?
+}
+
+/// The pacer: rounds of "write what is due on each connection, then sleep until the next
+/// notification is due (at least [`PACE_TICK`])", each frame stamped just before its write;
+/// then every connection's error wait. Runs on its own thread: the sleep blocks it.
+async fn pacer(
+    plan: PumpPlan,
+    rate: u64,
+    tokens: Vec<DeviceToken>,
+    seen: Arc<Seen>,
+    progress: ProgressBar,
+) -> Result<Pumped> {
+    let p = plan.connections as u64;
+    let total = plan.notifications;
+    let mut clients = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        clients.push(BinaryClient::connect(&plan.addr, &plan.server_name, plan.tls.clone()).await?);
+    }
+    let shared = Shared {
+        written: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        last_accept_ns: AtomicU64::new(0),
+    };
+    let frame = LoadFrame::new()?;
+    let mut lag = Histogram::<u64>::new_with_bounds(1, MAX_LAG_US, 3)?;
+    let mut bufs: Vec<BytesMut> = (0..p).map(|_| BytesMut::new()).collect();
+    // A round carries at most `batch` frames per connection (after a stall, the rest of
+    // what is due goes in the next rounds at once).
+    let most = (plan.batch as u64).saturating_mul(p).max(1);
+    let mut writes = 0u64;
+    let start_ns = seen.now_ns();
+    let started = Instant::now();
+    let deadline = started + plan.timeout;
+    let mut sent = 0u64;
+    while sent < total {
+        let elapsed = started.elapsed();
+        let to = due(elapsed, rate).min(total).min(sent + most);
+        if to > sent {
+            let late = elapsed.saturating_sub(due_at(sent, rate));
+            lag.saturating_record((late.as_micros() as u64).clamp(1, MAX_LAG_US));
+            for (k, n) in round_split(sent, to, p).into_iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let buf = &mut bufs[k];
+                buf.clear();
+                let now = seen.now_ns();
+                // Connection k's notifications in sent..to: k + j * p.
+                let first = sent + (k as u64 + p - sent % p) % p;
+                for j in 0..n {
+                    let i = first + j * p;
+                    let token = &tokens[(i % tokens.len() as u64) as usize];
+                    frame.put(buf, token, i as u32, now);
+                }
+                shared.written.fetch_add(n, Ordering::Relaxed);
+                clients[k].send(buf).await?;
+                writes += 1;
+                shared.accepted.fetch_add(n, Ordering::Relaxed);
+                shared
+                    .last_accept_ns
+                    .fetch_max(seen.now_ns(), Ordering::Relaxed);
+                progress.inc(n);
+            }
+            sent = to;
+        }
+        if sent >= total {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("timed out sending at {rate}/s: the target stopped reading");
+        }
+        let next = started + due_at(sent, rate).max(elapsed + PACE_TICK);
+        let now = Instant::now();
+        if next > now {
+            // This thread runs nothing else: blocking it is the precise wait.
+            std::thread::sleep(next - now);
+        }
+    }
+    let mut first_error = None;
+    let mut waits: FuturesUnordered<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(k, client)| {
+            let k = k as u64;
+            let mine = if k >= total {
+                0
+            } else {
+                (total - k).div_ceil(p)
+            };
+            finish_binary(&shared, client, k, p, mine)
+        })
+        .collect();
+    while let Some(answer) = waits.next().await {
+        if let Some(e) = answer? {
+            first_error.get_or_insert(e);
+        }
+    }
+    drop(waits);
+    Ok(Pumped {
+        start_ns,
+        accepted_ns: shared.last_accept_ns.load(Ordering::Relaxed),
+        accepted: shared.accepted.load(Ordering::Relaxed),
+        rejected: shared.rejected.load(Ordering::Relaxed),
+        first_error,
+        pacing: Some(super::Pacing {
+            writes,
+            frames_per_write: if writes == 0 {
+                0.0
+            } else {
+                sent as f64 / writes as f64
+            },
+            lag_us: super::Latency::of(&lag),
+        }),
+    })
 }
 
 /// Sends this connection's share with up to `streams` requests open, and reads every answer.
@@ -361,5 +568,60 @@ pub(crate) fn describe(api: Api) -> &'static str {
         Api::Binary => "binary gateway",
         Api::Http2Token => "HTTP/2 API (token auth)",
         Api::Http2Certificate => "HTTP/2 API (certificate auth)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_counts_what_is_due() {
+        // One at once, then one every 1/rate seconds.
+        assert_eq!(due(Duration::ZERO, 1_000), 1);
+        assert_eq!(due(Duration::from_micros(999), 1_000), 1);
+        assert_eq!(due(Duration::from_millis(1), 1_000), 2);
+        assert_eq!(due(Duration::from_secs(3), 50_000), 150_001);
+        assert_eq!(due(Duration::from_micros(100), 50_000), 6);
+        // due_at is its inverse: notification i is due exactly when due() passes i.
+        for rate in [1, 7, 1_000, 50_000, 1_000_000] {
+            for i in [0u64, 1, 2, 99, 12_345] {
+                let at = due_at(i, rate);
+                assert_eq!(due(at, rate), i + 1, "rate {rate}, i {i}");
+                if i > 0 {
+                    assert_eq!(
+                        due(at - Duration::from_nanos(1), rate),
+                        i,
+                        "rate {rate}, i {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_round_splits_round_robin_over_the_connections() {
+        // 10..17 over 4 connections: 12, 16 on 0; 13 on 1; 10, 14 on 2; 11, 15 on 3.
+        assert_eq!(round_split(10, 17, 4), vec![2, 1, 2, 2]);
+        assert_eq!(round_split(5, 5, 3), vec![0, 0, 0]);
+        assert_eq!(round_split(0, 1, 4), vec![1, 0, 0, 0]);
+        // Every split of a run into rounds gives each connection its share of the run.
+        let (n, p) = (1_003u64, 4u64);
+        let mut per = vec![0u64; p as usize];
+        let mut from = 0;
+        for step in [1u64, 5, 2, 17, 3].iter().cycle() {
+            let to = (from + step).min(n);
+            for (k, c) in round_split(from, to, p).into_iter().enumerate() {
+                per[k] += c;
+            }
+            from = to;
+            if from == n {
+                break;
+            }
+        }
+        let shares: Vec<u64> = (0..p)
+            .map(|k| if k >= n { 0 } else { (n - k).div_ceil(p) })
+            .collect();
+        assert_eq!(per, shares);
     }
 }

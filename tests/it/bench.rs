@@ -1,6 +1,7 @@
 //! `apns-sim bench` in smoke mode, as a process: its JSON summary says every notification
 //! was accepted by an in-process simulator and shown by a device, and the latency histogram
-//! holds one sample per notification. Counts only; no figure of speed is asserted.
+//! holds one sample per notification; a paced binary run is written by the pacer. Counts
+//! only; no figure of speed is asserted.
 
 use std::process::Stdio;
 
@@ -55,6 +56,25 @@ async fn binary_smoke_run_delivers_every_notification() {
     assert_eq!(summary["child_devices"], 0);
     // The smoke mode's raw TLS run carried all its frames.
     assert_eq!(summary["raw_tls"]["frames"], 10_000);
+    // Not paced: no pacer record.
+    assert!(summary["pacing"].is_null(), "{summary}");
+}
+
+#[tokio::test]
+async fn binary_paced_run_is_written_by_the_pacer_and_delivers_every_notification() {
+    let summary = bench(&["-n", "600", "--rate", "3000", "--raw-tls-frames", "0"]).await;
+    assert_all_delivered(&summary, 600, 20);
+    assert_eq!(summary["pace"]["rate"], 3000);
+    // The pacer wrote every notification: each of the 2 connections at least once, never
+    // more writes than notifications, and as many notifications as writes carried.
+    let pacing = &summary["pacing"];
+    let writes = pacing["writes"].as_u64().expect("pacing.writes");
+    assert!((2..=600).contains(&writes), "{summary}");
+    let carried = pacing["frames_per_write"].as_f64().unwrap() * writes as f64;
+    assert!((carried - 600.0).abs() < 0.5, "{summary}");
+    // One schedule-lag sample per round, and a round writes on one connection or more.
+    let rounds = pacing["lag_us"]["count"].as_u64().unwrap();
+    assert!(rounds >= 1 && rounds <= writes, "{summary}");
 }
 
 #[tokio::test]
@@ -75,5 +95,7 @@ async fn http2_token_smoke_run_with_child_devices_delivers_every_notification() 
     assert_eq!(summary["api"], "http2-token");
     assert_eq!(summary["child_devices"], 20);
     assert_eq!(summary["pace"]["rate"], 1000);
+    // HTTP/2 at a fixed rate is not written by the binary pacer.
+    assert!(summary["pacing"].is_null(), "{summary}");
     assert!(summary["raw_tls"].is_null());
 }
