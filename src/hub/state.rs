@@ -515,6 +515,11 @@ impl Pending {
         self.ring.len()
     }
 
+    /// How many deliveries numbered up to `delivery` are owed.
+    fn owed_through(&self, delivery: u64) -> usize {
+        self.ring.partition_point(|(n, _)| *n <= delivery)
+    }
+
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.ring.is_empty()
@@ -623,6 +628,19 @@ impl Queued {
             outcome,
             detail,
             fault: self.fault.clone(),
+            trail: self.trail,
+        }
+    }
+
+    /// Its last record: an answered notification's, moving what it shares with the log
+    /// instead of counting one more reference and dropping this one.
+    fn into_record(self, at_ms: u64, outcome: Outcome, detail: Detail) -> Record {
+        Record::Note {
+            at_ms,
+            note: self.note,
+            outcome,
+            detail,
+            fault: self.fault,
             trail: self.trail,
         }
     }
@@ -1019,7 +1037,18 @@ impl State {
         };
         let device = owner.device.clone();
         let mut result = Ok(());
-        let mut answered: Vec<(Queued, DeviceReply)> = Vec::new();
+        // Sized once, so that it does not grow under the lock: at most what the answers name,
+        // and never more than is owed (each delivery is answered once).
+        let most = answers
+            .iter()
+            .map(|a| match *a {
+                DeviceAnswer::One { .. } => 1,
+                DeviceAnswer::Through { delivery } => owner.pending.owed_through(delivery),
+            })
+            .fold(0usize, usize::saturating_add)
+            .min(owner.pending.len());
+        let mut answered: Vec<(Queued, DeviceReply)> = Vec::with_capacity(most);
+        events.reserve(most);
         for answer in answers {
             match *answer {
                 DeviceAnswer::One { delivery, reply } => match owner.pending.remove(delivery) {
@@ -1046,12 +1075,12 @@ impl State {
                 DeviceReply::Ack => {
                     acked(q.accepted);
                     let detail = Detail::Device(device.serial.clone());
-                    events.push(q.record(now_ms, Outcome::Acknowledged, detail));
+                    events.push(q.into_record(now_ms, Outcome::Acknowledged, detail));
                 }
                 DeviceReply::NotInstalled => {
                     let at_ms = self.unregister(q.note.token, now_ms);
                     let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
-                    events.push(q.record(now_ms, Outcome::NotInstalled, detail.into()));
+                    events.push(q.into_record(now_ms, Outcome::NotInstalled, detail.into()));
                 }
             }
         }
