@@ -638,18 +638,25 @@ impl EventLog {
         }
     }
 
-    /// Appends records, dropping the oldest ones past the capacity, and returns the
-    /// sequence number of the first (the others follow it one by one).
-    pub(super) fn append(&mut self, records: impl IntoIterator<Item = Record>) -> u64 {
+    /// Appends records, taking the oldest ones out past the capacity, and returns the
+    /// sequence number of the first (the others follow it one by one) and the records that
+    /// left the ring, in `records`' own allocation. The hub drops those after its lock is
+    /// released: the last reference to a notification frees its payload and strings, work
+    /// that no other push or ack needs to wait for.
+    pub(super) fn append(&mut self, mut records: Vec<Record>) -> (u64, Vec<Record>) {
         let first = self.last_seq + 1;
-        for record in records {
-            if self.ring.len() >= self.capacity {
-                self.ring.pop_front();
+        self.last_seq += records.len() as u64;
+        let room = self.capacity.saturating_sub(self.ring.len());
+        let fit = room.min(records.len());
+        self.ring.extend(records.drain(..fit));
+        // The rest each take the place of the oldest, which takes theirs in `records`.
+        for slot in &mut records {
+            if let Some(oldest) = self.ring.pop_front() {
+                let record = std::mem::replace(slot, oldest);
+                self.ring.push_back(record);
             }
-            self.ring.push_back(record);
-            self.last_seq += 1;
         }
-        first
+        (first, records)
     }
 
     /// Drops every event kept, and says how many; numbering goes on from the last.
@@ -746,7 +753,11 @@ mod tests {
     fn the_log_keeps_the_newest_events_in_order() {
         let mut log = EventLog::new(LEN);
         let events: Vec<Event> = (0..LEN as u64 + 5).map(online).collect();
-        assert_eq!(log.append(events.iter().cloned().map(Record::from)), 1);
+        assert_eq!(
+            log.append(events.iter().cloned().map(Record::from).collect())
+                .0,
+            1
+        );
         assert_eq!(log.after(0).last_seq, LEN as u64 + 5);
         let kept = log.recent();
         assert_eq!(kept.len(), LEN);
@@ -762,7 +773,7 @@ mod tests {
             (empty.events.len(), empty.last_seq, empty.truncated),
             (0, 0, false)
         );
-        log.append([online(1), online(2), online(3)].map(Record::from));
+        log.append([online(1), online(2), online(3)].map(Record::from).into());
         let all = log.after(0);
         assert_eq!(
             all.events.iter().map(|l| l.seq).collect::<Vec<_>>(),
@@ -785,7 +796,12 @@ mod tests {
         );
 
         let more: Vec<Event> = (4..LEN as u64 + 6).map(online).collect();
-        log.append(more.into_iter().map(Record::from));
+        let gone = log.append(more.into_iter().map(Record::from).collect()).1;
+        assert_eq!(
+            gone.iter().map(Record::event).collect::<Vec<_>>(),
+            (1..=5).map(online).collect::<Vec<_>>(),
+            "the records that left the ring are handed back, oldest first"
+        );
         // Events 1..=5 fell out of the ring: a cursor before 5 missed some.
         let old = log.after(3);
         assert!(old.truncated);
@@ -799,7 +815,7 @@ mod tests {
     #[test]
     fn a_cleared_log_numbers_on_and_tells_old_cursors() {
         let mut log = EventLog::new(LEN);
-        log.append([online(1), online(2)].map(Record::from));
+        log.append([online(1), online(2)].map(Record::from).into());
         assert_eq!(log.clear(), 2);
         let read = log.after(0);
         assert!(read.truncated && read.events.is_empty() && read.last_seq == 2);
@@ -808,7 +824,7 @@ mod tests {
             "an up-to-date cursor missed nothing"
         );
         assert_eq!(
-            log.append([Record::from(online(3))]),
+            log.append(vec![Record::from(online(3))]).0,
             3,
             "numbers keep growing"
         );

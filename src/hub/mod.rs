@@ -61,7 +61,8 @@
 //! 3. append those events to the delivery log in the same critical section, so that the log
 //!    lists events in the order the state changed and an operation takes the lock once;
 //! 4. release the lock;
-//! 5. write the log lines of the records (formatting happens here, never under the lock),
+//! 5. drop the records that left the log (freeing a notification's payload and strings),
+//!    write the log lines of the records (formatting happens here, never under the lock),
 //!    and broadcast the events to live subscribers, so that waking subscribers never
 //!    happens while the lock is held.
 
@@ -368,13 +369,15 @@ impl Hub {
                     .cloned()
                     .collect()
             };
-            let first = guard.log.append(records);
-            (outcome, (listened, first, copies))
+            let (first, evicted) = guard.log.append(records);
+            (outcome, (listened, first, copies, evicted))
             // 4. The guard drops here, releasing the lock.
         };
         // 5. The log lines are formatted and written with the lock released, and subscribers
-        //    hear of it: the events they see are built from the records only now.
-        let (listened, first, copies) = live;
+        //    hear of it: the events they see are built from the records only now. The records
+        //    that left the log are freed here too, outside the lock.
+        let (listened, first, copies, evicted) = live;
+        drop(evicted);
         if !copies.is_empty() {
             logline::publish(&self.shared.lines, &copies);
             if listened {
@@ -408,7 +411,8 @@ impl Hub {
                 cleared,
             });
             let live = self.shared.events.listened().then(|| reset.clone());
-            let first = guard.log.append([reset]);
+            // The log was just cleared, so nothing leaves it.
+            let (first, _) = guard.log.append(vec![reset]);
             let metrics = &self.shared.metrics;
             metrics.holding(guard.state.sessions_open(), guard.state.stored_len());
             (cleared, live.map(|r| logged(first, &[r])))
@@ -539,6 +543,50 @@ impl Hub {
                 self.shared.metrics.hub_rejected(api, err);
             }
             (result, events)
+        })
+    }
+
+    /// Routes the notifications of one read of a provider connection, in the order they came,
+    /// under one lock: one critical section, one hand-off to the store and one append to the
+    /// delivery log for all of them, each decided exactly as [`Hub::push`] decides it alone
+    /// (the binary gateway's hot path). The hub's copies of the payloads are made before the
+    /// lock is taken.
+    ///
+    /// `stops` says which refusal ends the read: the binary API answers the first bad
+    /// notification with an error response and closes, and whatever the provider sent after
+    /// it is discarded, so those after it are not routed. `Err((i, err))` names the request
+    /// at index `i` that stopped the batch (every one before it was taken, none after it was
+    /// looked at); `Ok(())` when all were taken (accepted, or refused in a way `stops` lets
+    /// pass, such as the binary API's silent ones).
+    pub fn push_batch(
+        &self,
+        requests: Vec<PushRequest>,
+        stops: impl Fn(&PushError) -> bool,
+    ) -> Result<(), (usize, PushError)> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let accepted = Instant::now();
+        let queued: Vec<(Queued, Environment, Api)> = requests
+            .into_iter()
+            .map(|req| {
+                let (environment, api) = (req.environment, req.api);
+                (Queued::from_request(req, accepted), environment, api)
+            })
+            .collect();
+        let metrics = &self.shared.metrics;
+        self.apply(|st, now_ms| {
+            let mut events = Vec::with_capacity(queued.len());
+            for (i, (q, environment, api)) in queued.into_iter().enumerate() {
+                if let Err(err) = st.push_into(q, environment, now_ms, &mut events) {
+                    // Counted before the event is broadcast, like every other metric.
+                    metrics.hub_rejected(api, &err);
+                    if stops(&err) {
+                        return (Err((i, err)), events);
+                    }
+                }
+            }
+            (Ok(()), events)
         })
     }
 
@@ -923,6 +971,73 @@ mod tests {
         );
         let heard: Vec<Event> = heard.into_iter().map(|l| l.event).collect();
         assert_eq!(heard, logged);
+    }
+
+    #[test]
+    fn a_batch_is_routed_in_order_and_ends_at_the_first_refusal_that_stops_it() {
+        let hub = Hub::new(Clock::system());
+        let mut session = hub.connect_device("D1", Environment::Sandbox);
+        let token = hub
+            .register("D1", Environment::Sandbox, APP, false)
+            .unwrap();
+        // A token whose app is gone: the binary API refuses a push to it silently.
+        let gone = hub
+            .register("D1", Environment::Sandbox, "com.example.gone", false)
+            .unwrap();
+        let to_gone = |id| PushRequest {
+            topic: "com.example.gone".to_owned(),
+            ..request(gone, id, 0)
+        };
+        assert_eq!(hub.push(to_gone(100)), Ok(PushOutcome::Sent));
+        let sent = session.rx.try_recv().unwrap();
+        assert!(hub.device_reply(session.id, sent.delivery, DeviceReply::NotInstalled));
+        let before = hub.recent_events().len();
+
+        let unknown = DeviceToken::new(&[7; 32]).unwrap();
+        let batch = vec![
+            request(token, 1, 0),
+            request(token, 2, 0),
+            to_gone(3),
+            request(unknown, 4, 0),
+            request(token, 5, 0),
+        ];
+        let stops = |e: &PushError| matches!(e, PushError::UnknownToken);
+        assert_eq!(
+            hub.push_batch(batch, stops),
+            Err((3, PushError::UnknownToken)),
+            "the unknown token stops the read; the silent refusal before it does not"
+        );
+        let delivered: Vec<[u8; 4]> = std::iter::from_fn(|| session.rx.try_recv().ok())
+            .map(|n| n.identifier)
+            .collect();
+        assert_eq!(
+            delivered,
+            [1u32.to_be_bytes(), 2u32.to_be_bytes()],
+            "those before it are delivered, the one after it is discarded"
+        );
+        let logged = hub.recent_events();
+        assert_eq!(
+            state::tests::notification_outcomes(&logged[before..]),
+            [
+                (1, Outcome::Sent),
+                (2, Outcome::Sent),
+                (3, Outcome::Unregistered),
+                (4, Outcome::Rejected),
+            ],
+            "one record each, in order, none for the discarded one"
+        );
+        // With nothing that stops it, every one is taken.
+        assert_eq!(
+            hub.push_batch(vec![request(token, 6, 0), request(unknown, 7, 0)], |_| {
+                false
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            session.rx.try_recv().unwrap().identifier,
+            6u32.to_be_bytes()
+        );
+        assert_eq!(hub.push_batch(Vec::new(), |_| true), Ok(()));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! with plain `#[test]`s: the one tokio piece is each session's `mpsc` queue, whose
 //! `try_send` and `try_recv` need no runtime.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -434,7 +434,7 @@ struct SessionRecord {
     /// The device it belongs to: where its unanswered deliveries go when it ends.
     device: DeviceKey,
     /// Deliveries sent to it and not yet answered, by delivery number (so in sending order).
-    pending: BTreeMap<u64, Queued>,
+    pending: Pending,
     /// Registrations it sent ([`Settings::max_registrations_per_connection`]).
     registrations: u32,
     /// What is left of [`Settings::connection_registration_rate`].
@@ -445,10 +445,95 @@ impl SessionRecord {
     fn new(device: DeviceKey) -> Self {
         SessionRecord {
             device,
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
             registrations: 0,
             budget: Budget::default(),
         }
+    }
+}
+
+/// The deliveries a session owes an answer for, in delivery number order. Numbers only
+/// grow, so a new delivery always goes at the back, and devices answer mostly in the order
+/// they were sent, at the front: a ring costs a push and a pop where a search tree paid a
+/// node walk and its allocations per delivery (the hub's profile, perf-hub). An answer out
+/// of order is found by binary search.
+#[derive(Debug, Default)]
+struct Pending {
+    /// (delivery number, notification), numbers strictly increasing.
+    ring: VecDeque<(u64, Queued)>,
+}
+
+impl Pending {
+    /// Notes `q` as sent with `delivery`, a number above every one already here.
+    fn push(&mut self, delivery: u64, q: Queued) {
+        debug_assert!(self.ring.back().is_none_or(|(last, _)| *last < delivery));
+        self.ring.push_back((delivery, q));
+    }
+
+    /// The index of `delivery`, if it is owed.
+    fn find(&self, delivery: u64) -> Option<usize> {
+        self.ring.binary_search_by_key(&delivery, |(n, _)| *n).ok()
+    }
+
+    /// Takes `delivery` out, if it is owed.
+    fn remove(&mut self, delivery: u64) -> Option<Queued> {
+        let at = self.find(delivery)?;
+        self.ring.remove(at).map(|(_, q)| q)
+    }
+
+    /// The notification sent as `delivery`, if it is owed.
+    fn get_mut(&mut self, delivery: u64) -> Option<&mut Queued> {
+        let at = self.find(delivery)?;
+        self.ring.get_mut(at).map(|(_, q)| q)
+    }
+
+    /// Takes out every delivery numbered up to `delivery` that `keep` does not hold back,
+    /// in order, handing each to `taken`; those held back stay, in order.
+    fn take_through(
+        &mut self,
+        delivery: u64,
+        keep: impl Fn(&Queued) -> bool,
+        mut taken: impl FnMut(Queued),
+    ) {
+        let mut held = Vec::new();
+        while self.ring.front().is_some_and(|(n, _)| *n <= delivery) {
+            let Some((n, q)) = self.ring.pop_front() else {
+                break;
+            };
+            if keep(&q) {
+                held.push((n, q));
+            } else {
+                taken(q);
+            }
+        }
+        for entry in held.into_iter().rev() {
+            self.ring.push_front(entry);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// How many deliveries numbered up to `delivery` are owed.
+    fn owed_through(&self, delivery: u64) -> usize {
+        self.ring.partition_point(|(n, _)| *n <= delivery)
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The numbers owed, in order.
+    #[cfg(test)]
+    fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.ring.iter().map(|(n, _)| n)
+    }
+
+    /// The notifications owed, in sending order.
+    fn into_values(self) -> impl Iterator<Item = Queued> {
+        self.ring.into_iter().map(|(_, q)| q)
     }
 }
 
@@ -543,6 +628,19 @@ impl Queued {
             outcome,
             detail,
             fault: self.fault.clone(),
+            trail: self.trail,
+        }
+    }
+
+    /// Its last record: an answered notification's, moving what it shares with the log
+    /// instead of counting one more reference and dropping this one.
+    fn into_record(self, at_ms: u64, outcome: Outcome, detail: Detail) -> Record {
+        Record::Note {
+            at_ms,
+            note: self.note,
+            outcome,
+            detail,
+            fault: self.fault,
             trail: self.trail,
         }
     }
@@ -939,10 +1037,21 @@ impl State {
         };
         let device = owner.device.clone();
         let mut result = Ok(());
-        let mut answered: Vec<(Queued, DeviceReply)> = Vec::new();
+        // Sized once, so that it does not grow under the lock: at most what the answers name,
+        // and never more than is owed (each delivery is answered once).
+        let most = answers
+            .iter()
+            .map(|a| match *a {
+                DeviceAnswer::One { .. } => 1,
+                DeviceAnswer::Through { delivery } => owner.pending.owed_through(delivery),
+            })
+            .fold(0usize, usize::saturating_add)
+            .min(owner.pending.len());
+        let mut answered: Vec<(Queued, DeviceReply)> = Vec::with_capacity(most);
+        events.reserve(most);
         for answer in answers {
             match *answer {
-                DeviceAnswer::One { delivery, reply } => match owner.pending.remove(&delivery) {
+                DeviceAnswer::One { delivery, reply } => match owner.pending.remove(delivery) {
                     Some(q) => answered.push((q, reply)),
                     None => {
                         result = Err((delivery, reply));
@@ -952,17 +1061,11 @@ impl State {
                 DeviceAnswer::Through { delivery } => {
                     // Everything up to `delivery` (in sending order), except what a device
                     // fault holds: that one is answered on its own, late or never.
-                    let later = match delivery.checked_add(1) {
-                        Some(next) => owner.pending.split_off(&next),
-                        None => BTreeMap::new(),
-                    };
-                    for (number, q) in std::mem::replace(&mut owner.pending, later) {
-                        if q.held {
-                            owner.pending.insert(number, q);
-                        } else {
-                            answered.push((q, DeviceReply::Ack));
-                        }
-                    }
+                    owner.pending.take_through(
+                        delivery,
+                        |q| q.held,
+                        |q| answered.push((q, DeviceReply::Ack)),
+                    );
                 }
             }
         }
@@ -972,12 +1075,12 @@ impl State {
                 DeviceReply::Ack => {
                     acked(q.accepted);
                     let detail = Detail::Device(device.serial.clone());
-                    events.push(q.record(now_ms, Outcome::Acknowledged, detail));
+                    events.push(q.into_record(now_ms, Outcome::Acknowledged, detail));
                 }
                 DeviceReply::NotInstalled => {
                     let at_ms = self.unregister(q.note.token, now_ms);
                     let detail = format!("device {} (unregistered at {at_ms} ms)", device.serial);
-                    events.push(q.record(now_ms, Outcome::NotInstalled, detail.into()));
+                    events.push(q.into_record(now_ms, Outcome::NotInstalled, detail.into()));
                 }
             }
         }
@@ -996,7 +1099,7 @@ impl State {
         let Some(q) = self
             .sessions
             .get_mut(&session)
-            .and_then(|s| s.pending.get_mut(&delivery))
+            .and_then(|s| s.pending.get_mut(delivery))
         else {
             return false;
         };
@@ -1078,19 +1181,34 @@ impl State {
     /// outcome agree.
     pub(super) fn push(
         &mut self,
-        mut q: Queued,
+        q: Queued,
         environment: Environment,
         now_ms: u64,
     ) -> (Result<PushOutcome, PushError>, Vec<Record>) {
-        q.keep = Keep::decide(q.note.expiry, now_ms / 1000, self.storage_secs);
         let mut events = Vec::new();
+        let result = self.push_into(q, environment, now_ms, &mut events);
+        (result, events)
+    }
+
+    /// [`State::push`], its records appended to `events`: the notifications of one read
+    /// ([`super::Hub::push_batch`]) share one list.
+    pub(super) fn push_into(
+        &mut self,
+        mut q: Queued,
+        environment: Environment,
+        now_ms: u64,
+        events: &mut Vec<Record>,
+    ) -> Result<PushOutcome, PushError> {
+        q.keep = Keep::decide(q.note.expiry, now_ms / 1000, self.storage_secs);
         // One look-up of the token for everything: its device (whose interned serial its
         // events name) and the checks.
         let record = self.tokens.get(&q.note.token);
         // A token no device registered may be one of the virtual fleet's.
         if record.is_none() {
             if let Some(at) = self.locate_virtual(&q.note.token) {
-                return self.push_virtual(q, at, environment, now_ms);
+                let (result, mut more) = self.push_virtual(q, at, environment, now_ms);
+                events.append(&mut more);
+                return result;
             }
         }
         if let Some(note) = Arc::get_mut(&mut q.note) {
@@ -1099,7 +1217,7 @@ impl State {
         }
         let checked = State::check_token(record, &q, environment)
             .and_then(|device| self.rate.check(&q.note.token, now_ms).map(|()| device));
-        let result = match checked {
+        match checked {
             Err(err) => {
                 let outcome = match err {
                     PushError::Unregistered { .. } => {
@@ -1117,12 +1235,11 @@ impl State {
                     reason: reason_name(&err),
                     text: err.to_string(),
                 };
-                q.decided(&mut events, now_ms, outcome, detail);
+                q.decided(events, now_ms, outcome, detail);
                 Err(err)
             }
-            Ok(device) => Ok(self.route(&device, q, now_ms, &mut events)),
-        };
-        (result, events)
+            Ok(device) => Ok(self.route(&device, q, now_ms, events)),
+        }
     }
 
     /// The device a push may go to, or why it may not; `record`: who holds its token, if anyone.
@@ -1180,7 +1297,7 @@ impl State {
                         self.next_delivery = delivery;
                         let detail = Detail::Device(device.serial.clone());
                         q.decided(events, now_ms, Outcome::Sent, detail);
-                        session.pending.insert(delivery, q);
+                        session.pending.push(delivery, q);
                         return PushOutcome::Sent;
                     }
                     Err(_) => queue_full = true,
@@ -1892,7 +2009,7 @@ pub(super) mod tests {
         }
     }
 
-    fn notification_outcomes(events: &[Event]) -> Vec<(u32, Outcome)> {
+    pub(in crate::hub) fn notification_outcomes(events: &[Event]) -> Vec<(u32, Outcome)> {
         events
             .iter()
             .filter_map(|e| match e {
@@ -1936,6 +2053,64 @@ pub(super) mod tests {
     /// Everything queued to a session so far.
     fn drain(session: &mut DeviceSession) -> Vec<DeviceNotification> {
         std::iter::from_fn(|| session.rx.try_recv().ok().map(|n| *n)).collect()
+    }
+
+    #[test]
+    fn one_read_of_answers_mixes_cumulative_and_single_ones_in_order_and_stops_at_an_unowed_one() {
+        let (mut w, mut session, token) = online();
+        for id in 1..=6 {
+            assert_eq!(w.push(request(token, id, 0)), Ok(PushOutcome::Sent));
+        }
+        let d: Vec<u64> = drain(&mut session).iter().map(|n| n.delivery).collect();
+        assert_eq!(d.len(), 6);
+        let sent = w.outcomes();
+        let answers = [
+            // 4 answered on its own before the cumulative answer that passes it.
+            DeviceAnswer::One {
+                delivery: d[3],
+                reply: DeviceReply::Ack,
+            },
+            // 1 and 2 (4 is answered already, 3 is not owed by "through 2").
+            DeviceAnswer::Through { delivery: d[1] },
+            DeviceAnswer::One {
+                delivery: d[4],
+                reply: DeviceReply::NotInstalled,
+            },
+            // 2 again: not owed any more, so refused, and what follows is not applied.
+            DeviceAnswer::One {
+                delivery: d[1],
+                reply: DeviceReply::Ack,
+            },
+            DeviceAnswer::Through { delivery: d[5] },
+        ];
+        let mut latencies = 0;
+        let (result, events) =
+            w.st.device_reply(session.id, &answers, w.now_ms, |_| latencies += 1);
+        assert_eq!(result, Err((d[1], DeviceReply::Ack)));
+        assert_eq!(latencies, 3, "one latency per acknowledgement");
+        let answered = notification_outcomes(&events.iter().map(Record::event).collect::<Vec<_>>());
+        assert_eq!(
+            answered,
+            [
+                (4, Outcome::Acknowledged),
+                (1, Outcome::Acknowledged),
+                (2, Outcome::Acknowledged),
+                (5, Outcome::NotInstalled),
+            ]
+        );
+        assert_eq!(sent.len(), 6);
+        let owed: Vec<u64> = w.st.sessions[&session.id].pending.keys().copied().collect();
+        assert_eq!(owed, [d[2], d[5]], "3 and 6 are still owed");
+        // The next read's cumulative answer takes what is left.
+        let through = [DeviceAnswer::Through { delivery: d[5] }];
+        let (result, events) = w.st.device_reply(session.id, &through, w.now_ms, |_| {});
+        assert_eq!(result, Ok(()));
+        let answered = notification_outcomes(&events.iter().map(Record::event).collect::<Vec<_>>());
+        assert_eq!(
+            answered,
+            [(3, Outcome::Acknowledged), (6, Outcome::Acknowledged)]
+        );
+        assert!(w.st.sessions[&session.id].pending.is_empty());
     }
 
     #[test]
