@@ -358,7 +358,8 @@ pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle 
 /// spreads them over addresses of `127.0.0.0/8`: each source address has the whole
 /// ephemeral port range to itself, where from one address the kernel's search for a free
 /// port on every connect grows with the connections already open (past 15,000 it took most
-/// of the load generator's time).
+/// of the load generator's time). A `source` this machine does not have (macOS's loopback
+/// holds 127.0.0.1 only) is left to the system's choice.
 pub fn spawn_from(
     config: DeviceConfig,
     shutdown: CancellationToken,
@@ -431,7 +432,8 @@ enum SessionEnd {
 type Conn = Connection<TlsStream<TcpStream>>;
 
 /// A TCP connection to `server` (`host:port`), from `source` when given: the first of the
-/// server's addresses of the source's family that answers.
+/// server's addresses of the source's family that answers. A source this machine does not
+/// have is left to the system.
 async fn connect_from(source: Option<IpAddr>, server: &str) -> std::io::Result<TcpStream> {
     let Some(source) = source else {
         return TcpStream::connect(server).await;
@@ -446,7 +448,12 @@ async fn connect_from(source: Option<IpAddr>, server: &str) -> std::io::Result<T
         } else {
             TcpSocket::new_v6()?
         };
-        socket.bind(SocketAddr::new(source, 0))?;
+        if let Err(err) = socket.bind(SocketAddr::new(source, 0)) {
+            // An address this machine does not have (macOS's loopback holds 127.0.0.1 only):
+            // the system's choice, as without a source.
+            debug!(%source, %err, "cannot connect from this address: the system chooses");
+            return TcpStream::connect(addr).await;
+        }
         match socket.connect(addr).await {
             Ok(tcp) => return Ok(tcp),
             Err(err) => failed = Some(err),
@@ -895,8 +902,9 @@ mod tests {
     use super::*;
 
     /// A connection from a given source address leaves from it (the server sees it as the
-    /// peer); without one it leaves from the loopback address the system picks; a source
-    /// of the other family than every server address is refused in words.
+    /// peer); without one, or from an address this machine does not have, it leaves from the
+    /// loopback address the system picks; a source of the other family than every server
+    /// address is refused in words.
     #[tokio::test]
     async fn connections_leave_from_the_source_address_given() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -907,6 +915,12 @@ mod tests {
         assert_eq!(accepted.unwrap().1.ip(), from);
         let (tcp, accepted) = tokio::join!(connect_from(None, &server), listener.accept());
         let system = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(tcp.unwrap().local_addr().unwrap().ip(), system);
+        assert_eq!(accepted.unwrap().1.ip(), system);
+        // An address this machine does not have (TEST-NET-1): the system's choice instead.
+        let elsewhere = IpAddr::from([192, 0, 2, 1]);
+        let (tcp, accepted) =
+            tokio::join!(connect_from(Some(elsewhere), &server), listener.accept());
         assert_eq!(tcp.unwrap().local_addr().unwrap().ip(), system);
         assert_eq!(accepted.unwrap().1.ip(), system);
         let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
