@@ -478,6 +478,8 @@ pub static ENTRIES: &[Entry] = &[
     entry!("max_iat_ahead", settings.max_iat_ahead: Duration, DURATION, Doc::Field, FIDELITY),
     // Admission and deadlines (README, Admission and deadlines).
     entry!("max_handshaking", settings.max_handshaking: usize, CONNECTIONS, Doc::Field),
+    entry!("listen_backlog", settings.listen_backlog: u32,
+        Bounds::Int(1, i32::MAX as u64), Doc::Field),
     entry!("unauthenticated_share_percent", settings.unauthenticated_share_percent: u8,
         Bounds::Int(1, 100), Doc::Field),
     entry!("first_request_timeout", settings.first_request_timeout: Duration, TIMEOUT, Doc::Field),

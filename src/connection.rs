@@ -15,8 +15,9 @@ use tokio::time::Instant;
 /// (each decoder rejects over-long length fields before asking for their bytes).
 pub const READ_BUFFER: usize = 8 * 1024;
 
-/// Least free room in the read buffer before a read; below it the buffer grows (or
-/// reclaims consumed space) by its initial capacity.
+/// Least free room in the read buffer before a read (or half its initial capacity, for a
+/// smaller one); below it the buffer grows (or reclaims consumed space) by its initial
+/// capacity.
 const MIN_READ_ROOM: usize = 512;
 
 /// Why reading a frame stopped.
@@ -60,6 +61,9 @@ pub struct Connection<S> {
     read_buf: BytesMut,
     /// How much room to make in the read buffer when it runs low (its initial capacity).
     read_chunk: usize,
+    /// Below this much free room the read buffer grows before a read ([`MIN_READ_ROOM`], or
+    /// half the initial capacity when that is smaller, so a small buffer stays small).
+    min_room: usize,
     write_buf: BytesMut,
     /// When the first bytes of the incomplete frame at the front of the read buffer were
     /// seen (`None`: the buffer holds no partial frame), for the frame deadline.
@@ -78,7 +82,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Connection {
             stream,
             read_buf: BytesMut::with_capacity(capacity),
-            read_chunk: capacity.max(MIN_READ_ROOM),
+            read_chunk: capacity.max(1),
+            min_room: (capacity / 2).clamp(1, MIN_READ_ROOM),
             // Allocated lazily by `buffer`: an idle session should cost little memory.
             write_buf: BytesMut::new(),
             partial_since: None,
@@ -107,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
                 return Ok(Some(frame));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_ROOM {
+            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
                 self.read_buf.reserve(self.read_chunk);
             }
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
@@ -151,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Some(began) => idle_deadline.min(began + frame_timeout),
                 None => idle_deadline,
             };
-            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ_ROOM {
+            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
                 self.read_buf.reserve(self.read_chunk);
             }
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf));
@@ -172,6 +177,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// Like [`Connection::read_frame_within`] without the idle deadline, which the caller
+    /// keeps (one timer for the whole session, moved on only when it fires, rather than one
+    /// armed for every read): only a frame that has begun has a deadline here, so a read
+    /// with nothing under way arms no timer. It never fails with [`TimedReadError::Idle`];
+    /// when the caller's idle deadline passes, [`Connection::buffered`] tells an idle peer
+    /// (nothing buffered) from a stalled frame.
+    ///
+    /// Cancel-safe, as [`Connection::read_frame_within`].
+    pub async fn read_frame_begun_within<T, E>(
+        &mut self,
+        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+        frame_timeout: Duration,
+    ) -> Result<Option<T>, TimedReadError<E>> {
+        loop {
+            if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
+                self.partial_since = (!self.read_buf.is_empty()).then(Instant::now);
+                return Ok(Some(frame));
+            }
+            if self.read_buf.is_empty() {
+                self.partial_since = None;
+            } else if self.partial_since.is_none() {
+                self.partial_since = Some(Instant::now());
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
+                self.read_buf.reserve(self.read_chunk);
+            }
+            let read = match self.partial_since {
+                None => self.stream.read_buf(&mut self.read_buf).await,
+                Some(began) => {
+                    let read = self.stream.read_buf(&mut self.read_buf);
+                    match tokio::time::timeout_at(began + frame_timeout, read).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            return Err(TimedReadError::Stalled {
+                                buffered: self.read_buf.len(),
+                                after: frame_timeout,
+                            })
+                        }
+                    }
+                }
+            };
+            if read.map_err(ReadError::Io)? == 0 {
+                return if self.read_buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated(self.read_buf.len()).into())
+                };
+            }
+        }
+    }
+
+    /// Bytes read but not yet taken as a frame: the start of a frame under way, if any.
+    pub fn buffered(&self) -> usize {
+        self.read_buf.len()
     }
 
     /// Appends bytes to the write buffer (nothing is sent until [`Connection::flush`]).
@@ -280,6 +341,36 @@ mod tests {
             conn.read_frame_within(decode, soon, Duration::from_secs(3600))
                 .await,
             Err(TimedReadError::Idle)
+        ));
+    }
+
+    /// Without an idle deadline of its own, a read with nothing under way waits for as
+    /// long as the peer is silent (the caller's timer decides), while a frame begun and not
+    /// finished is cut off at the frame deadline (paused time).
+    #[tokio::test(start_paused = true)]
+    async fn only_a_begun_frame_has_a_deadline_in_read_frame_begun_within() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server);
+        let frame = Duration::from_millis(30);
+        // Silence for an hour (of paused time): still waiting, no error.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(3600),
+            conn.read_frame_begun_within(decode, frame),
+        )
+        .await;
+        assert!(waited.is_err(), "the read ended by itself: {waited:?}");
+        assert_eq!(conn.buffered(), 0);
+        // A whole frame and the first byte of the next: the first is returned...
+        client.write_all(&[1, b'a', 5]).await.unwrap();
+        assert_eq!(
+            conn.read_frame_begun_within(decode, frame).await.unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(conn.buffered(), 1);
+        // ...and the rest of the second never comes: stalled at the frame deadline.
+        assert!(matches!(
+            conn.read_frame_begun_within(decode, frame).await,
+            Err(TimedReadError::Stalled { buffered: 1, .. })
         ));
     }
 

@@ -223,6 +223,7 @@ impl Simulator {
             acceptor: acceptor.clone(),
             max_connections,
             max_handshaking: settings.max_handshaking,
+            listen_backlog: settings.listen_backlog,
             max_unauthenticated: settings.max_unauthenticated(max_connections),
             handshake_timeout: settings.handshake_timeout,
             write_timeout: settings.write_timeout,

@@ -16,6 +16,7 @@
 //! nobody reads its events, rather than buffering without limit).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::Serialize;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
@@ -348,6 +349,22 @@ pub struct DeviceHandle {
 
 /// Starts a device task.
 pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle {
+    spawn_from(config, shutdown, None)
+}
+
+/// Starts a device task whose connections leave from `source`, an address of this machine
+/// (the port is the system's choice), or from wherever the system routes them (`None`,
+/// [`spawn`]). A load generator holding thousands of devices on the simulator's machine
+/// spreads them over addresses of `127.0.0.0/8`: each source address has the whole
+/// ephemeral port range to itself, where from one address the kernel's search for a free
+/// port on every connect grows with the connections already open (past 15,000 it took most
+/// of the load generator's time). A `source` this machine does not have (macOS's loopback
+/// holds 127.0.0.1 only) is left to the system's choice.
+pub fn spawn_from(
+    config: DeviceConfig,
+    shutdown: CancellationToken,
+    source: Option<IpAddr>,
+) -> DeviceHandle {
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let apps = config
@@ -357,6 +374,7 @@ pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle 
         .collect();
     let device = Device {
         config,
+        source,
         apps,
         retired: HashMap::new(),
         shown: HashMap::new(),
@@ -383,6 +401,8 @@ struct AppState {
 
 struct Device {
     config: DeviceConfig,
+    /// Where its connections leave from ([`spawn_from`]); `None`: the system's choice.
+    source: Option<IpAddr>,
     /// Installed apps, one entry per app and kind of token.
     apps: BTreeMap<AppToken, AppState>,
     /// Tokens this device had, to name the app and kind when reporting "not installed".
@@ -410,6 +430,42 @@ enum SessionEnd {
 }
 
 type Conn = Connection<TlsStream<TcpStream>>;
+
+/// A TCP connection to `server` (`host:port`), from `source` when given: the first of the
+/// server's addresses of the source's family that answers. A source this machine does not
+/// have is left to the system.
+async fn connect_from(source: Option<IpAddr>, server: &str) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(server).await;
+    };
+    let mut failed = None;
+    for addr in tokio::net::lookup_host(server).await? {
+        if addr.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Err(err) = socket.bind(SocketAddr::new(source, 0)) {
+            // An address this machine does not have (macOS's loopback holds 127.0.0.1 only):
+            // the system's choice, as without a source.
+            debug!(%source, %err, "cannot connect from this address: the system chooses");
+            return TcpStream::connect(addr).await;
+        }
+        match socket.connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(err) => failed = Some(err),
+        }
+    }
+    Err(failed.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{server} has no address of the family of {source}"),
+        )
+    }))
+}
 
 impl Device {
     fn serial(&self) -> String {
@@ -562,7 +618,7 @@ impl Device {
     /// Connect, TLS, hello, welcome.
     async fn connect(&self) -> Result<(Conn, Duration), ConnectError> {
         let work = async {
-            let tcp = TcpStream::connect(&self.config.server)
+            let tcp = connect_from(self.source, &self.config.server)
                 .await
                 .map_err(|source| ConnectError::Connect {
                     server: self.config.server.clone(),
@@ -844,6 +900,37 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection from a given source address leaves from it (the server sees it as the
+    /// peer); without one, or from an address this machine does not have, it leaves from the
+    /// loopback address the system picks; a source of the other family than every server
+    /// address is refused in words.
+    #[tokio::test]
+    async fn connections_leave_from_the_source_address_given() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        let from = IpAddr::from([127, 0, 0, 7]);
+        let (tcp, accepted) = tokio::join!(connect_from(Some(from), &server), listener.accept());
+        assert_eq!(tcp.unwrap().local_addr().unwrap().ip(), from);
+        assert_eq!(accepted.unwrap().1.ip(), from);
+        let (tcp, accepted) = tokio::join!(connect_from(None, &server), listener.accept());
+        let system = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(tcp.unwrap().local_addr().unwrap().ip(), system);
+        assert_eq!(accepted.unwrap().1.ip(), system);
+        // An address this machine does not have (TEST-NET-1): the system's choice instead.
+        let elsewhere = IpAddr::from([192, 0, 2, 1]);
+        let (tcp, accepted) =
+            tokio::join!(connect_from(Some(elsewhere), &server), listener.accept());
+        assert_eq!(tcp.unwrap().local_addr().unwrap().ip(), system);
+        assert_eq!(accepted.unwrap().1.ip(), system);
+        let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let err = connect_from(Some(v6), &server).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable);
+        assert!(
+            err.to_string().contains("no address of the family"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn connect_errors_name_the_problem_and_carry_the_close_code() {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use rustls::ClientConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -27,9 +28,15 @@ use crate::pki::DEFAULT_TOPIC;
 use crate::protocol::token::DeviceToken;
 use crate::protocol::Environment;
 
-/// In-process devices connected at once while a fleet starts (each wave waits for its
-/// tokens), so that connecting thousands does not hit the endpoint's accept backlog at once.
-const CONNECT_WAVE: usize = 250;
+/// In-process devices connecting at once while a fleet starts: as soon as one has
+/// registered the next one starts, so the fleet's start is never held up by the slowest of a
+/// wave. Kept below the endpoint's handshaking seats (`Settings::max_handshaking`, 256),
+/// past which the oldest handshake would give way and its device start again.
+const CONNECT_WINDOW: usize = 200;
+/// Source addresses in-process devices spread over when the simulator is on this machine's
+/// IPv4 loopback (`127.0.0.2` onwards, [`device::spawn_from`]): each has the whole ephemeral
+/// port range, so 19,000 connections use few ports of each and connecting stays cheap.
+const LOOPBACK_SOURCES: usize = 32;
 /// Highest latency the histogram records, in microseconds (2 minutes); longer is clamped.
 const MAX_LATENCY_US: u64 = 120_000_000;
 
@@ -160,32 +167,49 @@ impl Fleet {
             children: Vec::new(),
         };
         let local = n.min(plan.in_process);
-        while fleet.tokens.len() < local {
-            let first = fleet.tokens.len();
-            let wave: Vec<DeviceHandle> = (first..local.min(first + CONNECT_WAVE))
-                .map(|i| {
-                    device::spawn(
-                        DeviceConfig {
-                            server: plan.addr.clone(),
-                            server_name: plan.server_name.clone(),
-                            tls: plan.tls.clone(),
-                            serial: format!("BENCH-{i}"),
-                            environment: Environment::Sandbox,
-                            apps: vec![DEFAULT_TOPIC.into()],
-                            register_url: None,
-                        },
-                        stop.clone(),
-                    )
-                })
-                .collect();
-            for mut handle in wave {
-                let token = tokio::time::timeout_at(deadline, registered(&mut handle))
-                    .await
-                    .context("devices did not register in time")??;
-                fleet.tokens.push(token);
-                fleet.drains.push(tokio::spawn(drain(handle, seen.clone())));
+        let config = |i: usize| DeviceConfig {
+            server: plan.addr.clone(),
+            server_name: plan.server_name.clone(),
+            tls: plan.tls.clone(),
+            serial: format!("BENCH-{i}"),
+            environment: Environment::Sandbox,
+            apps: vec![DEFAULT_TOPIC.into()],
+            register_url: None,
+        };
+        let loopback = plan
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback() && a.is_ipv4());
+        let source = |i: usize| {
+            loopback.then(|| {
+                let host = 2 + (i % LOOPBACK_SOURCES) as u8;
+                std::net::IpAddr::from([127, 0, 0, host])
+            })
+        };
+        // Each device's token goes in its own place, whatever order they register in.
+        let mut tokens: Vec<Option<DeviceToken>> = vec![None; local];
+        let mut connecting = FuturesUnordered::new();
+        let mut started = 0;
+        while started < local || !connecting.is_empty() {
+            while started < local && connecting.len() < CONNECT_WINDOW {
+                let mut handle = device::spawn_from(config(started), stop.clone(), source(started));
+                let i = started;
+                connecting.push(async move {
+                    let token = registered(&mut handle).await;
+                    (i, token, handle)
+                });
+                started += 1;
             }
+            let Some((i, token, handle)) = tokio::time::timeout_at(deadline, connecting.next())
+                .await
+                .context("devices did not register in time")?
+            else {
+                break;
+            };
+            tokens[i] = Some(token?);
+            fleet.drains.push(tokio::spawn(drain(handle, seen.clone())));
         }
+        fleet.tokens.extend(tokens.into_iter().flatten());
         let mut next = local;
         while next < n {
             let count = (n - next).min(plan.per_child.max(1));
@@ -319,4 +343,53 @@ async fn start_child(
 /// The CA file of a certificate folder.
 pub(crate) fn ca_file(certs: &Path) -> PathBuf {
     crate::client::CertsDir(certs.to_path_buf()).ca()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::pki::Pki;
+    use crate::sim::{Listeners, Simulator, SimulatorConfig};
+
+    /// More devices than connect at once, against a real simulator on 127.0.0.1: every one
+    /// registers, each token stands in its device's place, and the simulator holds them all
+    /// online (their connections leave from addresses of 127.0.0.0/8 other than 127.0.0.1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_larger_than_its_connect_window_registers_every_device() {
+        let pki = Pki::generate().unwrap();
+        let ca = pki.ca_cert_pem().as_bytes().to_vec();
+        let sim = Simulator::start(
+            SimulatorConfig::new(pki),
+            Listeners::bind_local().await.unwrap(),
+        )
+        .unwrap();
+        let plan = FleetPlan {
+            addr: sim.addrs().devices.to_string(),
+            server_name: "localhost".into(),
+            tls: crate::tls::client_config(&ca, None, Vec::new()).unwrap(),
+            ca_file: PathBuf::new(),
+            exe: None,
+            in_process: usize::MAX,
+            per_child: 1,
+            timeout: Duration::from_secs(60),
+        };
+        let n = CONNECT_WINDOW + 50;
+        let seen = Arc::new(Seen::new().unwrap());
+        let fleet = Fleet::start(&plan, n, &seen).await.unwrap();
+        assert_eq!(fleet.tokens.len(), n);
+        let devices = sim.hub().devices(n + 10);
+        assert_eq!(devices.iter().filter(|d| d.online).count(), n);
+        // The i-th token is BENCH-i's.
+        for i in [0, CONNECT_WINDOW, n - 1] {
+            let owner = sim.hub().token_owner(&fleet.tokens[i]);
+            assert_eq!(
+                owner.map(|o| o.serial),
+                Some(format!("BENCH-{i}")),
+                "token {i}"
+            );
+        }
+        fleet.stop(Duration::from_secs(10)).await;
+        sim.shutdown().await;
+    }
 }

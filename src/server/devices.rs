@@ -17,8 +17,10 @@
 //!    This runs however the session ends, even when shutdown aborts the task where it
 //!    stands (`Online`, a drop guard), so the state the store keeps at shutdown is complete.
 //!
-//! Deadlines, the same rules as the provider endpoints' (through
-//! [`Connection::read_frame_within`], as the binary gateway reads): the Hello must be complete
+//! Deadlines, the same rules as the provider endpoints' (the Hello through
+//! [`Connection::read_frame_within`], as the binary gateway reads; after it through
+//! [`Connection::read_frame_begun_within`] and one idle timer armed for the whole session,
+//! like the shutdown signal, rather than on every turn of the loop): the Hello must be complete
 //! within [`Settings::hello_timeout`]; after it, the idle clock counts from the last
 //! *complete* message, not the last byte, and a message that has begun must be complete
 //! within [`Settings::frame_timeout`], so a device dripping a frame a byte at a time is told
@@ -56,9 +58,11 @@ use crate::protocol::Environment;
 use crate::server::accept::{self, Admission, Endpoint, Transport};
 use crate::settings::Settings;
 
-/// Initial read buffer of a device session: device messages are a few bytes (acks, pings),
-/// and thousands of idle sessions should stay small. It grows if a device sends more.
-const DEVICE_READ_BUFFER: usize = 1024;
+/// Initial read buffer of a device session: device messages are a few bytes (acks of 11,
+/// pings, registrations of a bundle id), and thousands of idle sessions should stay small:
+/// 512 bytes still takes the acks of 46 notifications in one read. It grows if a device
+/// sends more.
+const DEVICE_READ_BUFFER: usize = 512;
 
 /// Most notifications written in one TLS write: enough to amortise the write, small enough
 /// that acknowledgements keep flowing during a burst.
@@ -160,24 +164,33 @@ impl SessionError {
 pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: Arc<Settings>) {
     let shutdown = endpoint.shutdown.clone();
     accept::serve(listener, endpoint, move |stream, peer, admission| {
-        let hub = hub.clone();
-        let settings = settings.clone();
-        let shutdown = shutdown.clone();
-        async move { handle(stream, peer, admission, hub, settings, shutdown).await }
+        handle(
+            stream,
+            peer,
+            admission,
+            hub.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        )
     })
     .await;
 }
 
-async fn handle(
+/// One device connection, for as long as it lasts. A plain function that builds the
+/// connection before the future that serves it, so that the future holds the TLS stream
+/// once: an `async fn` holds its argument and, beside it, the connection it was moved into.
+fn handle(
     stream: TlsStream<Transport>,
     peer: SocketAddr,
     mut admission: Admission,
     hub: Hub,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     let mut conn = Connection::with_capacity(stream, DEVICE_READ_BUFFER);
-    serve_device(&mut conn, peer, &mut admission, &hub, &settings, &shutdown).await;
+    async move {
+        serve_device(&mut conn, peer, &mut admission, &hub, &settings, &shutdown).await;
+    }
 }
 
 /// Sends an `Error` frame and closes. Best effort: the device may already be gone.
@@ -274,10 +287,28 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     // answers of one read, gathered for the hub (kept between reads to reuse the buffer).
     let mut last_sent = 0u64;
     let mut answers: Vec<DeviceAnswer> = Vec::new();
+    // Armed once for the whole session rather than on every turn of the loop: the
+    // shutdown signal, and the idle timer, which a complete message does not move (it only
+    // moves `deadline`); when the timer fires before `deadline` it is moved on to it.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let idle_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(idle_timer);
     let ended: Option<SessionError> = loop {
         let next_late = faults.late.keys().next().map(|(at, _)| *at);
         tokio::select! {
-            _ = shutdown.cancelled() => break Some(SessionError::Shutdown),
+            _ = &mut cancelled => break Some(SessionError::Shutdown),
+            _ = &mut idle_timer => {
+                if deadline > Instant::now() {
+                    idle_timer.as_mut().reset(deadline);
+                    continue;
+                }
+                // As the frame deadline would have said: a message under way has stalled.
+                break Some(match conn.buffered() {
+                    0 => SessionError::Idle(idle),
+                    buffered => SessionError::Stalled { buffered, after: settings.frame_timeout },
+                });
+            }
             next = session.rx.recv() => {
                 let Some(first) = next else {
                     break Some(SessionError::Replaced(serial.clone()));
@@ -307,7 +338,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                 // routes what it had not acknowledged again.
                 let flushed = tokio::select! {
                     r = conn.flush() => Some(r),
-                    _ = shutdown.cancelled() => None,
+                    _ = &mut cancelled => None,
                 };
                 match flushed {
                     Some(Ok(())) => {}
@@ -335,7 +366,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // Cancel-safe: a message under way, and when it began, stay in `conn` while
             // another branch runs.
-            read = conn.read_frame_within(decode_device_message, deadline, settings.frame_timeout) => {
+            read = conn.read_frame_begun_within(decode_device_message, settings.frame_timeout) => {
                 let msg = match read {
                     Err(TimedReadError::Idle) => break Some(SessionError::Idle(idle)),
                     Err(TimedReadError::Stalled { buffered, after }) => {
@@ -824,6 +855,67 @@ mod tests {
             panic!("expected Registered");
         };
         token
+    }
+
+    /// The idle timer is armed once per session and moved on only when it fires: pings
+    /// that keep coming keep the session open across many idle periods, and once they
+    /// stop the session ends IDLE (paused time: the waits are the device's pacing, and time
+    /// moves on only when every task is idle).
+    #[tokio::test(start_paused = true)]
+    async fn pings_keep_a_session_past_its_idle_deadline_until_they_stop() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            device_heartbeat: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let idle = settings.device_idle_timeout();
+        let mut device = serve_with(&hub, &shutdown, settings);
+        registered(&mut device).await;
+        // Ten pings two seconds apart: twenty seconds, more than six idle periods of 3 s.
+        for nonce in 0..10 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            device.send(DeviceMessage::Ping { nonce }).await;
+            assert_eq!(device.next().await, ServerMessage::Pong { nonce });
+        }
+        let (code, message) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Idle);
+        assert_eq!(message, format!("nothing received for {idle:?}"));
+    }
+
+    /// The shutdown signal armed once for the session still ends it in the middle of a
+    /// session that has served notifications and answers.
+    #[tokio::test]
+    async fn shutdown_ends_a_session_that_has_been_busy() {
+        let hub = Hub::new(Clock::system());
+        let shutdown = CancellationToken::new();
+        let mut device = serve(&hub, &shutdown);
+        let token = registered(&mut device).await;
+        for id in 0..3 {
+            push(&hub, token, id, None);
+            let ServerMessage::Notification(n) = device.next().await else {
+                panic!("expected a Notification");
+            };
+            device
+                .send(DeviceMessage::Ack {
+                    delivery: n.delivery,
+                })
+                .await;
+            device
+                .send(DeviceMessage::Ping {
+                    nonce: u64::from(id),
+                })
+                .await;
+            assert_eq!(
+                device.next().await,
+                ServerMessage::Pong {
+                    nonce: u64::from(id)
+                }
+            );
+        }
+        shutdown.cancel();
+        let (code, _) = device.closed_with().await;
+        assert_eq!(code, CloseCode::Shutdown);
     }
 
     #[tokio::test]
