@@ -21,8 +21,10 @@
 //! 4. Each request's head is checked at once, in the connection task, in arrival order
 //!    ([`request`] for headers and path, [`auth`] for the provider token). A request whose
 //!    body has already arrived (the usual case: HEADERS and DATA come in one read) is then
-//!    answered right there: payload checked, routed through [`Hub::push`], answered
-//!    ([`response`]), with no task of its own. A stream that must wait (for its body, bounded
+//!    decided right there: payload checked, routed through [`Hub::push`], with no task of its
+//!    own; its answer ([`response`]) is handed to `h2` with the others decided from the same
+//!    read once `h2` has no request left, so that they go out in one write. A stream that
+//!    must wait (for its body, bounded
 //!    and with a deadline; for the durable log; for a delay fault) becomes a future the
 //!    connection task polls alongside `accept`. Ordinary request failures never close the
 //!    connection. Every outcome is logged once through the hub.
@@ -153,6 +155,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long to wait for `h2` to flush its last frames before the closing GOAWAY.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Most answers held back to be written together ([`Answers`]): enough for every request of
+/// a large read (h2load's 100 streams a connection), few enough that a client streaming
+/// requests without pause still gets answers as it goes.
+const MAX_HELD_ANSWERS: usize = 128;
 
 /// Most bytes read and thrown away after the closing GOAWAY, so the close is a FIN and the
 /// client gets to read the GOAWAY rather than an RST.
@@ -440,6 +447,8 @@ impl ConnectionContext {
         // Streams that wait (for their body, the durable log, or a delay fault), polled here
         // with `accept`: no task per stream.
         let mut streams: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        // Streams decided at once, answered together once `h2` has no more requests.
+        let mut answers = Answers(Vec::new());
         let per_conn = Arc::new(PerConnection {
             hub: self.hub.clone(),
             budget: self.budget.clone(),
@@ -492,7 +501,7 @@ impl ConnectionContext {
                 biased;
                 _ = &mut cancelled => break End::Shutdown,
                 Some(()) = streams.next(), if !streams.is_empty() => {}
-                next = conn.accept() => match next {
+                next = answers.accept(&mut conn) => match next {
                     None => break End::Closed,
                     Some(Err(err)) => {
                         debug!(%err, "http2 connection ended");
@@ -533,8 +542,10 @@ impl ConnectionContext {
                             )]);
                             debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
                         }
-                        if let Some(wait) = job.start(reader, &in_flight) {
-                            streams.push(wait);
+                        match job.start(reader, &in_flight) {
+                            Started::Answer(answer) => answers.hold(answer),
+                            Started::Wait(wait) => streams.push(wait),
+                            Started::Reset => {}
                         }
                     }
                 },
@@ -554,6 +565,8 @@ impl ConnectionContext {
             }
         };
 
+        // Answers decided before the end go out with the rest.
+        answers.send();
         let reason = match end {
             End::Closed => return,
             End::Idle(why) => {
@@ -801,6 +814,60 @@ struct StreamJob {
     delay: Option<Duration>,
 }
 
+/// What became of a stream once its head was checked ([`StreamJob::start`]).
+enum Started {
+    /// Decided: the answer, sent with the others of the same read ([`Answers`]).
+    Answer(Answer),
+    /// It waits (for its body, the durable log or a delay fault): polled beside `accept`.
+    Wait(BoxFuture<'static, ()>),
+    /// The client reset it before its answer: there is no one to answer.
+    Reset,
+}
+
+/// A stream decided at once, with its answer.
+struct Answer {
+    job: StreamJob,
+    result: Result<(), Rejection>,
+}
+
+/// The answers decided since `h2` last ran out of requests. They are handed to `h2` together
+/// when `accept` finds no more requests in what was read ([`Answers::accept`]), so that `h2`
+/// writes the answers to one read in one `writev`: answered one by one, each one went out
+/// alone, as `h2` writes what it holds at the end of every `accept`.
+struct Answers(Vec<Answer>);
+
+impl Answers {
+    /// Hands every held answer to `h2`.
+    fn send(&mut self) {
+        for mut answer in self.0.drain(..) {
+            answer.job.answer(answer.result);
+        }
+    }
+
+    /// Holds one; sends all once [`MAX_HELD_ANSWERS`] wait.
+    fn hold(&mut self, answer: Answer) {
+        self.0.push(answer);
+        if self.0.len() >= MAX_HELD_ANSWERS {
+            self.send();
+        }
+    }
+
+    /// `conn.accept()`, sending the held answers when `h2` has no request left (and then
+    /// letting it write them at once).
+    async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut h2::server::Connection<T, Bytes>,
+    ) -> Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>> {
+        std::future::poll_fn(|cx| loop {
+            match conn.poll_accept(cx) {
+                Poll::Pending if !self.0.is_empty() => self.send(),
+                other => return other,
+            }
+        })
+        .await
+    }
+}
+
 /// How reading a request body ended.
 enum Body {
     /// Complete, within the limit.
@@ -871,30 +938,30 @@ impl BodyReader {
 }
 
 impl StreamJob {
-    /// Answers at once when the body is already there (polled without a waker: nothing to
-    /// wait for), else returns the future that waits for it, counted in flight.
-    fn start(
-        mut self,
-        mut reader: BodyReader,
-        in_flight: &InFlight,
-    ) -> Option<BoxFuture<'static, ()>> {
+    /// Decides at once when the body is already there (polled without a waker: nothing to
+    /// wait for) and returns the answer to send, else returns the future that waits for the
+    /// body, counted in flight.
+    fn start(mut self, mut reader: BodyReader, in_flight: &InFlight) -> Started {
         let mut now = Context::from_waker(Waker::noop());
         match reader.poll(&mut self.body, &mut now) {
             Poll::Pending => {
                 self.guard = in_flight.enter();
                 let deadline = tokio::time::Instant::now() + self.conn.body_deadline;
-                Some(Box::pin(self.read_then_answer(reader, deadline)))
+                Started::Wait(Box::pin(self.read_then_answer(reader, deadline)))
             }
             Poll::Ready(body) => {
                 self.give_back();
-                let result = self.decide(body)?;
+                let Some(result) = self.decide(body) else {
+                    return Started::Reset;
+                };
                 if self.must_wait(&result) {
                     self.guard = in_flight.enter();
-                    Some(Box::pin(self.wait_then_answer(result)))
+                    Started::Wait(Box::pin(self.wait_then_answer(result)))
                 } else {
-                    let settled = result.map(drop);
-                    self.answer(settled);
-                    None
+                    Started::Answer(Answer {
+                        job: self,
+                        result: result.map(drop),
+                    })
                 }
             }
         }
