@@ -542,10 +542,8 @@ impl ConnectionContext {
                             )]);
                             debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
                         }
-                        match job.start(reader, &in_flight) {
-                            Started::Answer(answer) => answers.hold(answer),
-                            Started::Wait(wait) => streams.push(wait),
-                            Started::Reset => {}
+                        if let Some(wait) = job.start(reader, &in_flight, &mut answers) {
+                            streams.push(wait);
                         }
                     }
                 },
@@ -814,16 +812,6 @@ struct StreamJob {
     delay: Option<Duration>,
 }
 
-/// What became of a stream once its head was checked ([`StreamJob::start`]).
-enum Started {
-    /// Decided: the answer, sent with the others of the same read ([`Answers`]).
-    Answer(Answer),
-    /// It waits (for its body, the durable log or a delay fault): polled beside `accept`.
-    Wait(BoxFuture<'static, ()>),
-    /// The client reset it before its answer: there is no one to answer.
-    Reset,
-}
-
 /// A stream decided at once, with its answer.
 struct Answer {
     job: StreamJob,
@@ -890,6 +878,11 @@ enum Body {
 /// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
 /// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
 struct BodyReader {
+    /// The first chunk, as `h2` handed it: a body in one DATA frame (the usual case) is
+    /// passed on without a copy.
+    first: Option<Bytes>,
+    /// The body once a second chunk came, or once the reader waits (the first chunk is a
+    /// slice of `h2`'s read buffer, not to be held for long).
     buf: BytesMut,
     arrived: usize,
     limit: usize,
@@ -898,9 +891,17 @@ struct BodyReader {
 impl BodyReader {
     fn new(limit: usize) -> Self {
         BodyReader {
+            first: None,
             buf: BytesMut::new(),
             arrived: 0,
             limit,
+        }
+    }
+
+    /// Moves the first chunk into the buffer.
+    fn spill(&mut self) {
+        if let Some(first) = self.first.take() {
+            self.buf.extend_from_slice(&first);
         }
     }
 
@@ -908,7 +909,10 @@ impl BodyReader {
     fn poll(&mut self, body: &mut RecvStream, cx: &mut Context<'_>) -> Poll<Body> {
         loop {
             let chunk = match body.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.spill();
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => break,
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Body::Reset),
                 Poll::Ready(Some(Ok(chunk))) => chunk,
@@ -916,6 +920,7 @@ impl BodyReader {
             let _ = body.flow_control().release_capacity(chunk.len());
             self.arrived = self.arrived.saturating_add(chunk.len());
             if self.arrived > self.limit {
+                self.first = None;
                 self.buf.clear();
                 if self.arrived >= MAX_COUNTED_BODY {
                     return Poll::Ready(Body::TooLarge {
@@ -925,6 +930,11 @@ impl BodyReader {
                 }
                 continue;
             }
+            if self.first.is_none() && self.buf.is_empty() {
+                self.first = Some(chunk);
+                continue;
+            }
+            self.spill();
             self.buf.extend_from_slice(&chunk);
         }
         if self.arrived > self.limit {
@@ -933,35 +943,43 @@ impl BodyReader {
                 complete: true,
             });
         }
-        Poll::Ready(Body::Complete(std::mem::take(&mut self.buf).freeze()))
+        let body = match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.buf).freeze(),
+        };
+        Poll::Ready(Body::Complete(body))
     }
 }
 
 impl StreamJob {
     /// Decides at once when the body is already there (polled without a waker: nothing to
-    /// wait for) and returns the answer to send, else returns the future that waits for the
-    /// body, counted in flight.
-    fn start(mut self, mut reader: BodyReader, in_flight: &InFlight) -> Started {
+    /// wait for) and holds the answer in `answers`, else returns the future that waits for
+    /// the body, counted in flight.
+    fn start(
+        mut self,
+        mut reader: BodyReader,
+        in_flight: &InFlight,
+        answers: &mut Answers,
+    ) -> Option<BoxFuture<'static, ()>> {
         let mut now = Context::from_waker(Waker::noop());
         match reader.poll(&mut self.body, &mut now) {
             Poll::Pending => {
                 self.guard = in_flight.enter();
                 let deadline = tokio::time::Instant::now() + self.conn.body_deadline;
-                Started::Wait(Box::pin(self.read_then_answer(reader, deadline)))
+                Some(Box::pin(self.read_then_answer(reader, deadline)))
             }
             Poll::Ready(body) => {
                 self.give_back();
-                let Some(result) = self.decide(body) else {
-                    return Started::Reset;
-                };
+                let result = self.decide(body)?;
                 if self.must_wait(&result) {
                     self.guard = in_flight.enter();
-                    Started::Wait(Box::pin(self.wait_then_answer(result)))
+                    Some(Box::pin(self.wait_then_answer(result)))
                 } else {
-                    Started::Answer(Answer {
+                    answers.hold(Answer {
                         job: self,
                         result: result.map(drop),
-                    })
+                    });
+                    None
                 }
             }
         }
