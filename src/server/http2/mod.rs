@@ -21,8 +21,10 @@
 //! 4. Each request's head is checked at once, in the connection task, in arrival order
 //!    ([`request`] for headers and path, [`auth`] for the provider token). A request whose
 //!    body has already arrived (the usual case: HEADERS and DATA come in one read) is then
-//!    answered right there: payload checked, routed through [`Hub::push`], answered
-//!    ([`response`]), with no task of its own. A stream that must wait (for its body, bounded
+//!    decided right there: payload checked, routed through [`Hub::push`], with no task of its
+//!    own; its answer ([`response`]) is handed to `h2` with the others decided from the same
+//!    read once `h2` has no request left, so that they go out in one write. A stream that
+//!    must wait (for its body, bounded
 //!    and with a deadline; for the durable log; for a delay fault) becomes a future the
 //!    connection task polls alongside `accept`. Ordinary request failures never close the
 //!    connection. Every outcome is logged once through the hub.
@@ -153,6 +155,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long to wait for `h2` to flush its last frames before the closing GOAWAY.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Most answers held back to be written together ([`Answers`]): enough for every request of
+/// a large read (h2load's 100 streams a connection), few enough that a client streaming
+/// requests without pause still gets answers as it goes.
+const MAX_HELD_ANSWERS: usize = 128;
 
 /// Most bytes read and thrown away after the closing GOAWAY, so the close is a FIN and the
 /// client gets to read the GOAWAY rather than an RST.
@@ -440,6 +447,8 @@ impl ConnectionContext {
         // Streams that wait (for their body, the durable log, or a delay fault), polled here
         // with `accept`: no task per stream.
         let mut streams: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        // Streams decided at once, answered together once `h2` has no more requests.
+        let mut answers = Answers(Vec::new());
         let per_conn = Arc::new(PerConnection {
             hub: self.hub.clone(),
             budget: self.budget.clone(),
@@ -492,7 +501,7 @@ impl ConnectionContext {
                 biased;
                 _ = &mut cancelled => break End::Shutdown,
                 Some(()) = streams.next(), if !streams.is_empty() => {}
-                next = conn.accept() => match next {
+                next = answers.accept(&mut conn) => match next {
                     None => break End::Closed,
                     Some(Err(err)) => {
                         debug!(%err, "http2 connection ended");
@@ -533,7 +542,7 @@ impl ConnectionContext {
                             )]);
                             debug!(who = %who.text, "valid provider token: SETTINGS_MAX_CONCURRENT_STREAMS raised to {MAX_CONCURRENT_STREAMS}");
                         }
-                        if let Some(wait) = job.start(reader, &in_flight) {
+                        if let Some(wait) = job.start(reader, &in_flight, &mut answers) {
                             streams.push(wait);
                         }
                     }
@@ -554,6 +563,8 @@ impl ConnectionContext {
             }
         };
 
+        // Answers decided before the end go out with the rest.
+        answers.send();
         let reason = match end {
             End::Closed => return,
             End::Idle(why) => {
@@ -801,6 +812,50 @@ struct StreamJob {
     delay: Option<Duration>,
 }
 
+/// A stream decided at once, with its answer.
+struct Answer {
+    job: StreamJob,
+    result: Result<(), Rejection>,
+}
+
+/// The answers decided since `h2` last ran out of requests. They are handed to `h2` together
+/// when `accept` finds no more requests in what was read ([`Answers::accept`]), so that `h2`
+/// writes the answers to one read in one `writev`: answered one by one, each one went out
+/// alone, as `h2` writes what it holds at the end of every `accept`.
+struct Answers(Vec<Answer>);
+
+impl Answers {
+    /// Hands every held answer to `h2`.
+    fn send(&mut self) {
+        for mut answer in self.0.drain(..) {
+            answer.job.answer(answer.result);
+        }
+    }
+
+    /// Holds one; sends all once [`MAX_HELD_ANSWERS`] wait.
+    fn hold(&mut self, answer: Answer) {
+        self.0.push(answer);
+        if self.0.len() >= MAX_HELD_ANSWERS {
+            self.send();
+        }
+    }
+
+    /// `conn.accept()`, sending the held answers when `h2` has no request left (and then
+    /// letting it write them at once).
+    async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut h2::server::Connection<T, Bytes>,
+    ) -> Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>> {
+        std::future::poll_fn(|cx| loop {
+            match conn.poll_accept(cx) {
+                Poll::Pending if !self.0.is_empty() => self.send(),
+                other => return other,
+            }
+        })
+        .await
+    }
+}
+
 /// How reading a request body ended.
 enum Body {
     /// Complete, within the limit.
@@ -823,6 +878,11 @@ enum Body {
 /// `content-length` claims), releasing flow-control capacity as data arrives. Past the limit
 /// it only counts, up to [`MAX_COUNTED_BODY`], so the refusal can say how large the body was.
 struct BodyReader {
+    /// The first chunk, as `h2` handed it: a body in one DATA frame (the usual case) is
+    /// passed on without a copy.
+    first: Option<Bytes>,
+    /// The body once a second chunk came, or once the reader waits (the first chunk is a
+    /// slice of `h2`'s read buffer, not to be held for long).
     buf: BytesMut,
     arrived: usize,
     limit: usize,
@@ -831,9 +891,17 @@ struct BodyReader {
 impl BodyReader {
     fn new(limit: usize) -> Self {
         BodyReader {
+            first: None,
             buf: BytesMut::new(),
             arrived: 0,
             limit,
+        }
+    }
+
+    /// Moves the first chunk into the buffer.
+    fn spill(&mut self) {
+        if let Some(first) = self.first.take() {
+            self.buf.extend_from_slice(&first);
         }
     }
 
@@ -841,7 +909,10 @@ impl BodyReader {
     fn poll(&mut self, body: &mut RecvStream, cx: &mut Context<'_>) -> Poll<Body> {
         loop {
             let chunk = match body.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.spill();
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => break,
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Body::Reset),
                 Poll::Ready(Some(Ok(chunk))) => chunk,
@@ -849,6 +920,7 @@ impl BodyReader {
             let _ = body.flow_control().release_capacity(chunk.len());
             self.arrived = self.arrived.saturating_add(chunk.len());
             if self.arrived > self.limit {
+                self.first = None;
                 self.buf.clear();
                 if self.arrived >= MAX_COUNTED_BODY {
                     return Poll::Ready(Body::TooLarge {
@@ -858,6 +930,11 @@ impl BodyReader {
                 }
                 continue;
             }
+            if self.first.is_none() && self.buf.is_empty() {
+                self.first = Some(chunk);
+                continue;
+            }
+            self.spill();
             self.buf.extend_from_slice(&chunk);
         }
         if self.arrived > self.limit {
@@ -866,17 +943,23 @@ impl BodyReader {
                 complete: true,
             });
         }
-        Poll::Ready(Body::Complete(std::mem::take(&mut self.buf).freeze()))
+        let body = match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.buf).freeze(),
+        };
+        Poll::Ready(Body::Complete(body))
     }
 }
 
 impl StreamJob {
-    /// Answers at once when the body is already there (polled without a waker: nothing to
-    /// wait for), else returns the future that waits for it, counted in flight.
+    /// Decides at once when the body is already there (polled without a waker: nothing to
+    /// wait for) and holds the answer in `answers`, else returns the future that waits for
+    /// the body, counted in flight.
     fn start(
         mut self,
         mut reader: BodyReader,
         in_flight: &InFlight,
+        answers: &mut Answers,
     ) -> Option<BoxFuture<'static, ()>> {
         let mut now = Context::from_waker(Waker::noop());
         match reader.poll(&mut self.body, &mut now) {
@@ -892,8 +975,10 @@ impl StreamJob {
                     self.guard = in_flight.enter();
                     Some(Box::pin(self.wait_then_answer(result)))
                 } else {
-                    let settled = result.map(drop);
-                    self.answer(settled);
+                    answers.hold(Answer {
+                        job: self,
+                        result: result.map(drop),
+                    });
                     None
                 }
             }

@@ -13,7 +13,7 @@
 //! ([`super::auth`], through `From<Reason>` until it supplies its own detail).
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use uuid::Uuid;
 
 /// Every reason string the simulator can send, with its HTTP status (spec §4.5).
@@ -353,16 +353,33 @@ pub fn detail_value(detail: &str) -> HeaderValue {
     HeaderValue::from_str(text.trim()).unwrap_or_else(|_| HeaderValue::from_static("?"))
 }
 
+/// `apns-id`, as a name (a `&str` key is parsed and copied on every insert).
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+
+/// `apns-unique-id`.
+const APNS_UNIQUE_ID: HeaderName = HeaderName::from_static("apns-unique-id");
+
+/// A value unique to one answer (`apns-id`, `apns-unique-id`), marked so that `h2` sends it
+/// as a literal that is never indexed (RFC 7541 §6.2.3). Indexed, every answer added it to
+/// the HPACK table, evicting an older one, after walking the chain of every value kept
+/// under the same name; the value is never seen again, so the client gains nothing from it
+/// either. The header and its value are the same; only their encoding differs.
+fn unique(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 /// The head of a 200 answer: `apns-id` (as the request sent it, or generated), and
 /// `apns-unique-id` when given (sandbox only).
 pub(crate) fn success(apns_id: HeaderValue, unique_id: Option<Uuid>) -> Response<()> {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(APNS_ID, unique(apns_id));
+    if let Some(id) = unique_id {
+        headers.insert(APNS_UNIQUE_ID, unique(uuid_value(id)));
+    }
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert("apns-id", apns_id);
-    if let Some(unique) = unique_id {
-        headers.insert("apns-unique-id", uuid_value(unique));
-    }
+    *response.headers_mut() = headers;
     response
 }
 
@@ -375,7 +392,7 @@ pub(crate) fn error(rejection: &Rejection, apns_id: HeaderValue) -> (Response<()
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("apns-id", apns_id);
+    headers.insert(APNS_ID, unique(apns_id));
     headers.insert(DETAIL_HEADER, detail_value(&rejection.detail));
     (response, rejection.reason.body(rejection.timestamp_ms))
 }
