@@ -135,8 +135,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Cancel-safe: partial frames, and when they began, stay in the connection.
     pub async fn read_frame_within<T, E>(
         &mut self,
-        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+        decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
         idle_deadline: Instant,
+        frame_timeout: Duration,
+    ) -> Result<Option<T>, TimedReadError<E>> {
+        self.read_frame_until(decode, Some(idle_deadline), frame_timeout)
+            .await
+    }
+
+    /// Like [`Connection::read_frame_within`] without the idle deadline, which the caller
+    /// keeps (one timer for the whole session, moved on only when it fires, rather than one
+    /// armed for every read): only a frame that has begun has a deadline here, so a read
+    /// with nothing under way arms no timer. It never fails with [`TimedReadError::Idle`];
+    /// when the caller's idle deadline passes, [`Connection::buffered`] tells an idle peer
+    /// (nothing buffered) from a stalled frame.
+    ///
+    /// Cancel-safe, as [`Connection::read_frame_within`].
+    pub async fn read_frame_begun_within<T, E>(
+        &mut self,
+        decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+        frame_timeout: Duration,
+    ) -> Result<Option<T>, TimedReadError<E>> {
+        self.read_frame_until(decode, None, frame_timeout).await
+    }
+
+    /// The loop of both: reads until a frame decodes, the peer closes, or a deadline passes
+    /// (`idle_deadline` while nothing is under way, if given; `frame_timeout` after a frame's
+    /// first bytes). With no deadline running, the read arms no timer at all.
+    async fn read_frame_until<T, E>(
+        &mut self,
+        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+        idle_deadline: Option<Instant>,
         frame_timeout: Duration,
     ) -> Result<Option<T>, TimedReadError<E>> {
         loop {
@@ -152,73 +181,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             } else if self.partial_since.is_none() {
                 self.partial_since = Some(Instant::now());
             }
-            let deadline = match self.partial_since {
-                Some(began) => idle_deadline.min(began + frame_timeout),
-                None => idle_deadline,
+            let frame_deadline = self.partial_since.map(|began| began + frame_timeout);
+            let deadline = match (idle_deadline, frame_deadline) {
+                (Some(idle), Some(frame)) => Some(idle.min(frame)),
+                (idle, frame) => idle.or(frame),
             };
             if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
                 self.read_buf.reserve(self.read_chunk);
             }
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf));
-            let Ok(read) = read.await else {
-                return Err(match self.read_buf.len() {
-                    0 => TimedReadError::Idle,
-                    buffered => TimedReadError::Stalled {
-                        buffered,
-                        after: frame_timeout,
-                    },
-                });
-            };
-            if read.map_err(ReadError::Io)? == 0 {
-                return if self.read_buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated(self.read_buf.len()).into())
-                };
-            }
-        }
-    }
-
-    /// Like [`Connection::read_frame_within`] without the idle deadline, which the caller
-    /// keeps (one timer for the whole session, moved on only when it fires, rather than one
-    /// armed for every read): only a frame that has begun has a deadline here, so a read
-    /// with nothing under way arms no timer. It never fails with [`TimedReadError::Idle`];
-    /// when the caller's idle deadline passes, [`Connection::buffered`] tells an idle peer
-    /// (nothing buffered) from a stalled frame.
-    ///
-    /// Cancel-safe, as [`Connection::read_frame_within`].
-    pub async fn read_frame_begun_within<T, E>(
-        &mut self,
-        mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
-        frame_timeout: Duration,
-    ) -> Result<Option<T>, TimedReadError<E>> {
-        loop {
-            if let Some(frame) = decode(&mut self.read_buf).map_err(ReadError::Decode)? {
-                self.partial_since = (!self.read_buf.is_empty()).then(Instant::now);
-                return Ok(Some(frame));
-            }
-            if self.read_buf.is_empty() {
-                self.partial_since = None;
-            } else if self.partial_since.is_none() {
-                self.partial_since = Some(Instant::now());
-            }
-            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
-                self.read_buf.reserve(self.read_chunk);
-            }
-            let read = match self.partial_since {
-                None => self.stream.read_buf(&mut self.read_buf).await,
-                Some(began) => {
-                    let read = self.stream.read_buf(&mut self.read_buf);
-                    match tokio::time::timeout_at(began + frame_timeout, read).await {
-                        Ok(read) => read,
-                        Err(_) => {
-                            return Err(TimedReadError::Stalled {
-                                buffered: self.read_buf.len(),
+            let read = self.stream.read_buf(&mut self.read_buf);
+            let read = match deadline {
+                None => read.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        return Err(match self.read_buf.len() {
+                            0 => TimedReadError::Idle,
+                            buffered => TimedReadError::Stalled {
+                                buffered,
                                 after: frame_timeout,
-                            })
-                        }
+                            },
+                        })
                     }
-                }
+                },
             };
             if read.map_err(ReadError::Io)? == 0 {
                 return if self.read_buf.is_empty() {
