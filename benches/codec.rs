@@ -282,7 +282,7 @@ fn hub(c: &mut Criterion) {
             let request = PushRequest {
                 api: Api::Binary,
                 token,
-                topic: "com.example.app".to_owned(),
+                topic: "com.example.app".into(),
                 environment: Environment::Sandbox,
                 identifier: [0, 0, 0, 1],
                 apns_id: Uuid::new_v4(),

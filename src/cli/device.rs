@@ -81,7 +81,13 @@ impl DeviceArgs {
             } else {
                 format!("{}-{i}", self.serial)
             };
-            let mut handle = device::spawn(
+            // Many devices of one process leave from several loopback addresses, as the load
+            // generator's own do (the kernel's port search stays cheap); one device leaves
+            // from wherever the system routes it.
+            let source = (self.count > 1)
+                .then(|| device::loopback_source(&self.server, i))
+                .flatten();
+            let mut handle = device::spawn_from(
                 DeviceConfig {
                     server: self.server.clone(),
                     server_name: self.server_name.clone(),
@@ -92,6 +98,7 @@ impl DeviceArgs {
                     register_url: self.register_url.clone(),
                 },
                 stop.clone(),
+                source,
             );
             commands.push(handle.commands);
             tasks.push(handle.task);

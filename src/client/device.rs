@@ -352,6 +352,26 @@ pub fn spawn(config: DeviceConfig, shutdown: CancellationToken) -> DeviceHandle 
     spawn_from(config, shutdown, None)
 }
 
+/// Source addresses a program holding many devices spreads them over when the simulator is
+/// on this machine's IPv4 loopback (`127.0.0.2` onwards, [`loopback_source`]): each has the
+/// whole ephemeral port range, so 19,000 connections use few ports of each and connecting
+/// stays cheap.
+pub const LOOPBACK_SOURCES: usize = 32;
+
+/// The source address for the `i`-th of many devices connecting to `server` (`host:port`):
+/// one of [`LOOPBACK_SOURCES`] addresses from `127.0.0.2` when `server` is an IPv4 loopback
+/// address, otherwise `None` (the system's choice). For [`spawn_from`].
+pub fn loopback_source(server: &str, i: usize) -> Option<IpAddr> {
+    let loopback = server
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback() && a.is_ipv4());
+    loopback.then(|| {
+        // Below LOOPBACK_SOURCES (32), so 2 + it fits a byte.
+        let host = 2 + u8::try_from(i % LOOPBACK_SOURCES).unwrap_or(0);
+        IpAddr::from([127, 0, 0, host])
+    })
+}
+
 /// Starts a device task whose connections leave from `source`, an address of this machine
 /// (the port is the system's choice), or from wherever the system routes them (`None`,
 /// [`spawn`]). A load generator holding thousands of devices on the simulator's machine
@@ -900,6 +920,25 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many devices to an IPv4 loopback server cycle through 32 addresses from 127.0.0.2
+    /// (never 127.0.0.1); any other server is left to the system's choice.
+    #[test]
+    fn loopback_sources_cycle_from_127_0_0_2() {
+        let server = "127.0.0.1:2195";
+        let sources: Vec<_> = (0..LOOPBACK_SOURCES * 2)
+            .map(|i| loopback_source(server, i).unwrap())
+            .collect();
+        assert_eq!(sources[0], IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(sources[LOOPBACK_SOURCES - 1], IpAddr::from([127, 0, 0, 33]));
+        assert_eq!(sources[LOOPBACK_SOURCES], sources[0]);
+        let distinct: std::collections::HashSet<_> = sources.iter().collect();
+        assert_eq!(distinct.len(), LOOPBACK_SOURCES);
+        assert!(!distinct.contains(&IpAddr::from([127, 0, 0, 1])));
+        for other in ["[::1]:2195", "192.0.2.1:2195", "localhost:2195", "nonsense"] {
+            assert_eq!(loopback_source(other, 5), None, "{other}");
+        }
+    }
 
     /// A connection from a given source address leaves from it (the server sees it as the
     /// peer); without one, or from an address this machine does not have, it leaves from the

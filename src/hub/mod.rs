@@ -985,7 +985,7 @@ mod tests {
             .register("D1", Environment::Sandbox, "com.example.gone", false)
             .unwrap();
         let to_gone = |id| PushRequest {
-            topic: "com.example.gone".to_owned(),
+            topic: "com.example.gone".into(),
             ..request(gone, id, 0)
         };
         assert_eq!(hub.push(to_gone(100)), Ok(PushOutcome::Sent));
@@ -1190,7 +1190,7 @@ mod tests {
         let far = (hub.clock().now_secs() + 3600) as u32;
         assert_eq!(hub.push(request(offline, 1, far)), Ok(PushOutcome::Stored));
         let to_gone = PushRequest {
-            topic: "com.example.gone".to_owned(),
+            topic: "com.example.gone".into(),
             ..request(gone, 2, 0)
         };
         assert_eq!(hub.push(to_gone.clone()), Ok(PushOutcome::Sent));

@@ -61,8 +61,10 @@ pub struct PushRequest {
     /// Target device token.
     pub token: DeviceToken,
     /// The app (bundle id) the provider is allowed to push to: from the certificate on the
-    /// binary API, from `apns-topic` with any push-type suffix removed on HTTP/2.
-    pub topic: String,
+    /// binary API, from `apns-topic` with any push-type suffix removed on HTTP/2. Shared: a
+    /// binary connection hands every notification its certificate's one copy, and the hub's
+    /// records keep it as it comes, with no copy per notification.
+    pub topic: Arc<str>,
     /// Environment of the provider connection.
     pub environment: Environment,
     /// Binary identifier (opaque 4 bytes); zero on HTTP/2.
@@ -582,7 +584,7 @@ impl Queued {
             note: Arc::new(Note {
                 api: req.api,
                 token: req.token,
-                topic: Arc::from(req.topic),
+                topic: req.topic,
                 identifier: req.identifier,
                 apns_id: req.apns_id,
                 expiry: req.expiry,
@@ -2028,7 +2030,7 @@ pub(super) mod tests {
         PushRequest {
             api: Api::Binary,
             token,
-            topic: APP.to_owned(),
+            topic: APP.into(),
             environment: SANDBOX,
             identifier: id.to_be_bytes(),
             apns_id: Uuid::new_v4(),
@@ -2204,7 +2206,7 @@ pub(super) mod tests {
         let (mut w, mut session, remote) = online();
         let voip = w.register_voip("D1");
         let with_topic = |token, id, topic: &str| PushRequest {
-            topic: topic.to_owned(),
+            topic: topic.into(),
             ..request(token, id, 0)
         };
         let voip_topic = format!("{APP}.voip");
@@ -2251,7 +2253,7 @@ pub(super) mod tests {
         let voip = w.register_voip("D1");
         let voip_topic = format!("{APP}.voip");
         let req = PushRequest {
-            topic: voip_topic.clone(),
+            topic: voip_topic.as_str().into(),
             ..request(voip, 1, 0)
         };
         assert_eq!(w.push(req), Ok(PushOutcome::Sent));

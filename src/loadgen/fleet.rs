@@ -33,10 +33,6 @@ use crate::protocol::Environment;
 /// wave. Kept below the endpoint's handshaking seats (`Settings::max_handshaking`, 256),
 /// past which the oldest handshake would give way and its device start again.
 const CONNECT_WINDOW: usize = 200;
-/// Source addresses in-process devices spread over when the simulator is on this machine's
-/// IPv4 loopback (`127.0.0.2` onwards, [`device::spawn_from`]): each has the whole ephemeral
-/// port range, so 19,000 connections use few ports of each and connecting stays cheap.
-const LOOPBACK_SOURCES: usize = 32;
 /// Highest latency the histogram records, in microseconds (2 minutes); longer is clamped.
 const MAX_LATENCY_US: u64 = 120_000_000;
 
@@ -176,16 +172,8 @@ impl Fleet {
             apps: vec![DEFAULT_TOPIC.into()],
             register_url: None,
         };
-        let loopback = plan
-            .addr
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| a.ip().is_loopback() && a.is_ipv4());
-        let source = |i: usize| {
-            loopback.then(|| {
-                let host = 2 + (i % LOOPBACK_SOURCES) as u8;
-                std::net::IpAddr::from([127, 0, 0, host])
-            })
-        };
+        // In-process devices leave from addresses of 127.0.0.0/8 other than 127.0.0.1.
+        let source = |i: usize| device::loopback_source(&plan.addr, i);
         // Each device's token goes in its own place, whatever order they register in.
         let mut tokens: Vec<Option<DeviceToken>> = vec![None; local];
         let mut connecting = FuturesUnordered::new();

@@ -48,7 +48,7 @@ async fn handle(
 ) {
     let provider = identify(stream.get_ref().1, &settings);
     let identity = match &provider {
-        Ok(p) => p.topic.clone(),
+        Ok(p) => p.topic.to_string(),
         Err(IdentifyError::NoCertificate) => "no certificate".to_owned(),
         Err(_) => "unreadable certificate".to_owned(),
     };

@@ -79,7 +79,7 @@ async fn handle(
     let provider = identify(stream.get_ref().1, &settings);
     let mut conn = Connection::with_capacity(stream, PROVIDER_READ_BUFFER);
     let identity = match &provider {
-        Ok(p) => p.topic.clone(),
+        Ok(p) => p.topic.to_string(),
         Err(IdentifyError::NoCertificate) => "no certificate".to_owned(),
         Err(_) => "unreadable certificate".to_owned(),
     };
@@ -519,7 +519,7 @@ fn request(n: Notification, frame: Bytes, provider: &Provider) -> PushRequest {
     PushRequest {
         api: Api::Binary,
         token: n.token,
-        topic: provider.topic.clone(),
+        topic: Arc::clone(&provider.topic),
         environment: provider.environment,
         identifier: n.identifier,
         apns_id: Uuid::new_v4(),

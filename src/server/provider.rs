@@ -6,6 +6,7 @@
 //! keeps its own rules in [`crate::server::http2`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustls::ServerConnection;
 
@@ -20,7 +21,9 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Provider {
     /// The certificate's topic (bundle id): the only topic a binary provider may push to.
-    pub(crate) topic: String,
+    /// Shared, so that each notification of the connection names it by a reference count
+    /// rather than a copy (issue 10: topics interned end to end).
+    pub(crate) topic: Arc<str>,
     /// The environment whose tokens this connection may reach.
     pub(crate) environment: Environment,
 }
@@ -72,7 +75,7 @@ pub(crate) fn identify(
         settings.default_environment,
     )?;
     Ok(Provider {
-        topic: identity.topic,
+        topic: Arc::from(identity.topic),
         environment,
     })
 }

@@ -1198,7 +1198,7 @@ impl StreamJob {
         let request = PushRequest {
             api: Api::Http2,
             token,
-            topic: checked.bundle,
+            topic: Arc::from(checked.bundle),
             environment: self.conn.environment,
             identifier: [0; 4],
             apns_id: self.apns_id.uuid,
