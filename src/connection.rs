@@ -5,6 +5,7 @@
 //! partial state in them, so `read_frame` is cancel-safe and can sit in a `select!` beside
 //! the shutdown signal: if the other branch wins, no bytes are lost.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -65,6 +66,8 @@ pub struct Connection<S> {
     /// half the initial capacity when that is smaller, so a small buffer stays small).
     min_room: usize,
     write_buf: BytesMut,
+    /// Hand both buffers back whenever they hold nothing ([`Connection::releasing_idle_buffers`]).
+    release_idle: bool,
     /// When the first bytes of the incomplete frame at the front of the read buffer were
     /// seen (`None`: the buffer holds no partial frame), for the frame deadline.
     partial_since: Option<Instant>,
@@ -86,8 +89,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             min_room: (capacity / 2).clamp(1, MIN_READ_ROOM),
             // Allocated lazily by `buffer`: an idle session should cost little memory.
             write_buf: BytesMut::new(),
+            release_idle: false,
             partial_since: None,
         }
+    }
+
+    /// The same connection, holding no buffer while it has nothing to hold: a read that has
+    /// to wait with nothing buffered frees the read buffer first (a new one is taken when
+    /// bytes come), and a flush frees the write buffer. For connections that are idle most
+    /// of their life and many at once (device sessions), where the buffers would be most of
+    /// what an idle one costs besides TLS; a busy one pays an allocation per read and per
+    /// write, beside a system call each.
+    pub fn releasing_idle_buffers(mut self) -> Self {
+        self.release_idle = true;
+        self.read_buf = BytesMut::new();
+        self
     }
 
     /// Decodes the next frame already in the read buffer, without reading the socket:
@@ -186,24 +202,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 (Some(idle), Some(frame)) => Some(idle.min(frame)),
                 (idle, frame) => idle.or(frame),
             };
-            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
-                self.read_buf.reserve(self.read_chunk);
-            }
-            let read = self.stream.read_buf(&mut self.read_buf);
             let read = match deadline {
-                None => read.await,
-                Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        return Err(match self.read_buf.len() {
-                            0 => TimedReadError::Idle,
-                            buffered => TimedReadError::Stalled {
-                                buffered,
-                                after: frame_timeout,
-                            },
-                        })
+                None => self.read_some().await,
+                // Boxed: a timeout holds a timer (over 100 bytes), and a device session's
+                // task holds this future for as long as it is idle, when no deadline runs.
+                // One allocation per read with a deadline, beside the system call.
+                Some(deadline) => {
+                    match Box::pin(tokio::time::timeout_at(deadline, self.read_some())).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            return Err(match self.read_buf.len() {
+                                0 => TimedReadError::Idle,
+                                buffered => TimedReadError::Stalled {
+                                    buffered,
+                                    after: frame_timeout,
+                                },
+                            })
+                        }
                     }
-                },
+                }
             };
             if read.map_err(ReadError::Io)? == 0 {
                 return if self.read_buf.is_empty() {
@@ -213,6 +230,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// One read into the read buffer, grown first if its free room is short; with idle
+    /// buffers released, a read that has to wait with nothing buffered frees the buffer
+    /// while it waits (and takes one again when it is polled next).
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            if self.read_buf.capacity() - self.read_buf.len() < self.min_room {
+                self.read_buf.reserve(self.read_chunk);
+            }
+            // tokio's `read_buf` future holds nothing but its two borrows, so one made for
+            // each poll is the same read.
+            let polled = std::pin::pin!(self.stream.read_buf(&mut self.read_buf)).poll(cx);
+            if polled.is_pending() && self.release_idle && self.read_buf.is_empty() {
+                self.read_buf = BytesMut::new();
+            }
+            polled
+        })
+        .await
     }
 
     /// Bytes read but not yet taken as a frame: the start of a frame under way, if any.
@@ -230,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
             self.write_buf.clear();
-            if self.write_buf.capacity() > 64 * 1024 {
+            if self.release_idle || self.write_buf.capacity() > 64 * 1024 {
                 // Give back a buffer that a burst grew: idle sessions stay small.
                 self.write_buf = BytesMut::new();
             }
@@ -385,6 +421,46 @@ mod tests {
             Some(b"c".to_vec())
         );
         drop(late.await.unwrap());
+    }
+
+    /// With idle buffers released, a read waiting with nothing buffered holds no read
+    /// buffer and a flush leaves no write buffer, while a frame under way keeps its bytes;
+    /// reads after a release work as before.
+    #[tokio::test]
+    async fn idle_buffers_are_released_and_partial_frames_kept() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::with_capacity(server, 512).releasing_idle_buffers();
+        let frame = Duration::from_secs(3600);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        client.write_all(&[1, b'a']).await.unwrap();
+        assert_eq!(
+            conn.read_frame_begun_within(decode, frame).await.unwrap(),
+            Some(b"a".to_vec())
+        );
+        {
+            let waiting = std::pin::pin!(conn.read_frame_begun_within(decode, frame));
+            assert!(waiting.poll(&mut cx).is_pending());
+        }
+        assert_eq!(conn.read_buf.capacity(), 0, "an idle read holds no buffer");
+        conn.buffer(|b| b.extend_from_slice(b"xy"));
+        conn.flush().await.unwrap();
+        assert_eq!(
+            conn.write_buf.capacity(),
+            0,
+            "a flush hands its buffer back"
+        );
+        // The start of a frame: kept while the rest is awaited.
+        client.write_all(&[3, b'b']).await.unwrap();
+        {
+            let waiting = std::pin::pin!(conn.read_frame_begun_within(decode, frame));
+            assert!(waiting.poll(&mut cx).is_pending());
+        }
+        assert_eq!(conn.buffered(), 2);
+        client.write_all(b"cd").await.unwrap();
+        assert_eq!(
+            conn.read_frame_begun_within(decode, frame).await.unwrap(),
+            Some(b"bcd".to_vec())
+        );
     }
 
     #[tokio::test]

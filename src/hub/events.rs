@@ -506,8 +506,34 @@ pub(super) enum Record {
         /// line's path).
         trail: Trail,
     },
+    /// A device came online or left, boxed at its own size: as a boxed [`Event`] (the
+    /// size of its largest variant, a notification's) every connected device would keep
+    /// 350 bytes in the log for what these 40 hold.
+    Presence(Box<Presence>),
+    /// A device registered a token, boxed at its own size (as [`Record::Presence`]).
+    Registered(Box<Registered>),
     /// Any other event, as it is shown.
     Event(Box<Event>),
+}
+
+/// What a [`Record::Presence`] holds: an [`Event::DeviceOnline`] or [`Event::DeviceOffline`].
+#[derive(Debug, Clone)]
+pub(super) struct Presence {
+    at_ms: u64,
+    serial: String,
+    environment: Environment,
+    online: bool,
+}
+
+/// What a [`Record::Registered`] holds: an [`Event::Registered`].
+#[derive(Debug, Clone)]
+pub(super) struct Registered {
+    at_ms: u64,
+    serial: String,
+    app: String,
+    kind: TokenKind,
+    environment: Environment,
+    token: DeviceToken,
 }
 
 impl Record {
@@ -524,6 +550,46 @@ impl Record {
             } => note
                 .subject(fault.as_deref())
                 .event(*at_ms, *outcome, detail.text()),
+            Record::Presence(p) => {
+                let Presence {
+                    at_ms,
+                    ref serial,
+                    environment,
+                    online,
+                } = **p;
+                let serial = serial.clone();
+                if online {
+                    Event::DeviceOnline {
+                        at_ms,
+                        serial,
+                        environment,
+                    }
+                } else {
+                    Event::DeviceOffline {
+                        at_ms,
+                        serial,
+                        environment,
+                    }
+                }
+            }
+            Record::Registered(r) => {
+                let Registered {
+                    at_ms,
+                    serial,
+                    app,
+                    kind,
+                    environment,
+                    token,
+                } = (**r).clone();
+                Event::Registered {
+                    at_ms,
+                    serial,
+                    app,
+                    kind,
+                    environment,
+                    token,
+                }
+            }
             Record::Event(event) => (**event).clone(),
         }
     }
@@ -532,6 +598,7 @@ impl Record {
     pub(super) fn notification(&self) -> Option<(Api, Outcome)> {
         match self {
             Record::Note { note, outcome, .. } => Some((note.api, *outcome)),
+            Record::Presence(_) | Record::Registered(_) => None,
             Record::Event(event) => match &**event {
                 Event::Notification { api, outcome, .. } => Some((*api, *outcome)),
                 _ => None,
@@ -541,8 +608,47 @@ impl Record {
 }
 
 impl From<Event> for Record {
+    /// Device events in their own small boxes (one of each stays in the log per connected
+    /// device), any other in a box of its own.
     fn from(event: Event) -> Self {
-        Record::Event(Box::new(event))
+        match event {
+            Event::DeviceOnline {
+                at_ms,
+                serial,
+                environment,
+            } => Record::Presence(Box::new(Presence {
+                at_ms,
+                serial,
+                environment,
+                online: true,
+            })),
+            Event::DeviceOffline {
+                at_ms,
+                serial,
+                environment,
+            } => Record::Presence(Box::new(Presence {
+                at_ms,
+                serial,
+                environment,
+                online: false,
+            })),
+            Event::Registered {
+                at_ms,
+                serial,
+                app,
+                kind,
+                environment,
+                token,
+            } => Record::Registered(Box::new(Registered {
+                at_ms,
+                serial,
+                app,
+                kind,
+                environment,
+                token,
+            })),
+            other => Record::Event(Box::new(other)),
+        }
     }
 }
 

@@ -466,6 +466,7 @@ pub(super) fn wanted(record: &Record) -> bool {
             }
             _ => tracing::enabled!(target: TARGET, Level::INFO),
         },
+        Record::Presence(_) | Record::Registered(_) => false,
         Record::Event(event) => {
             matches!(**event, Event::Notification { .. })
                 && tracing::enabled!(target: TARGET, Level::INFO)
@@ -526,6 +527,8 @@ pub(super) fn publish(lines: &Lines, records: &[Record]) {
                     }
                 }
             }
+            // No line of their own (and `wanted` filtered them out).
+            Record::Presence(_) | Record::Registered(_) => {}
         }
     }
 }

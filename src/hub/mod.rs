@@ -16,6 +16,7 @@
 //!   the lock, and the per-second summary it turns into under load;
 //! - `metrics.rs`: the Prometheus metrics ([`Metrics`]), counted in `Hub::apply` from the
 //!   events every rule returns, so each notification event is counted exactly once;
+//! - `queue.rs`: a device session's bounded queue (smaller than tokio's `mpsc` when idle);
 //! - `rate.rs`: the opt-in per-token push limit;
 //! - `virtual.rs`: virtual fleets, devices held as a few bytes of state with derived
 //!   tokens, consulted for a token the ordinary table does not hold.
@@ -70,6 +71,7 @@ mod events;
 mod faults;
 mod logline;
 mod metrics;
+mod queue;
 mod rate;
 mod state;
 

@@ -4,8 +4,8 @@
 //! Nothing here locks, awaits or reads a clock. Every rule is a method on [`State`] that is
 //! given the time (`now_ms`) and returns its outcome plus the [`Event`]s it caused;
 //! [`super::Hub`] runs it under its lock and publishes the events. So the rules are tested
-//! with plain `#[test]`s: the one tokio piece is each session's `mpsc` queue, whose
-//! `try_send` and `try_recv` need no runtime.
+//! with plain `#[test]`s: the one piece that wakes a task is each session's queue
+//! ([`super::queue`]), whose `try_send` and `try_recv` need no runtime.
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngCore;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -28,6 +27,7 @@ use crate::store::{Change, DeviceRow, FeedbackRow, Key, Row, Snapshot, StoredRow
 use super::events::{Api, Detail, Event, Note, Outcome, Record, ResetCounts};
 use super::faults::FaultTable;
 use super::logline::{reason_name, Trail};
+use super::queue;
 use super::rate::RateLimiter;
 
 #[path = "virtual.rs"]
@@ -172,9 +172,8 @@ pub struct DeviceSession {
     /// Unique per connection; distinguishes a replaced session from its successor.
     pub id: u64,
     /// Notifications to write to the device, in order. Boxed so that the queue's slots stay
-    /// small: tokio allocates a block of slots per channel up front, and an idle session
-    /// should cost little memory.
-    pub rx: mpsc::Receiver<Box<DeviceNotification>>,
+    /// small (a pointer each): an idle session should cost little memory.
+    pub rx: queue::Receiver<Box<DeviceNotification>>,
 }
 
 /// What the device answered about a delivery.
@@ -408,7 +407,7 @@ struct DeviceRecord {
     stored: HashMap<String, Queued>,
     /// Its current token per (app, kind): re-registering without a reinstall gets it again.
     /// At most [`Settings::max_apps_per_device`] entries.
-    registered: HashMap<AppToken, DeviceToken>,
+    registered: AppTokens,
     /// Its tokens that a reinstall replaced, oldest first, kept in `tokens` so that a push
     /// to one is reported not installed and then answered 410; at most
     /// [`Settings::max_unregistered_per_device`].
@@ -421,13 +420,59 @@ struct DeviceRecord {
     mints: Budget,
 }
 
+/// A device's current token per (app, kind), in registration order. A vector searched in
+/// order rather than a hash map: most devices register one or two apps, a `HashMap` takes
+/// four slots (over 600 bytes) for the first, and a registration is rare next to a push
+/// (which finds the token through `State::tokens`, not here). At most
+/// [`Settings::max_apps_per_device`] entries, so a search is bounded.
+#[derive(Debug, Default)]
+struct AppTokens(Vec<(AppToken, DeviceToken)>);
+
+impl AppTokens {
+    /// Slots grown one at a time up to here (a device's first few apps cost what they
+    /// hold, not the four slots a vector's first push takes), amortised beyond.
+    const EXACT_UP_TO: usize = 4;
+
+    fn get(&self, app: &AppToken) -> Option<&DeviceToken> {
+        self.0.iter().find(|(a, _)| a == app).map(|(_, t)| t)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Sets `app`'s token, replacing the one it had.
+    fn insert(&mut self, app: AppToken, token: DeviceToken) {
+        if let Some(entry) = self.0.iter_mut().find(|(a, _)| *a == app) {
+            entry.1 = token;
+            return;
+        }
+        if self.0.len() < Self::EXACT_UP_TO {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((app, token));
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&AppToken, &DeviceToken) -> bool) {
+        self.0.retain(|(a, t)| keep(a, t));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&AppToken, &DeviceToken)> {
+        self.0.iter().map(|(a, t)| (a, t))
+    }
+
+    fn into_values(self) -> impl Iterator<Item = DeviceToken> {
+        self.0.into_iter().map(|(_, t)| t)
+    }
+}
+
 /// The sending end of a device's live session.
 #[derive(Debug)]
 struct LiveSession {
     /// The session's id, the key of its [`SessionRecord`].
     id: u64,
     /// Its queue, bounded by [`DEVICE_QUEUE`]; sent to with `try_send` only, never waited on.
-    tx: mpsc::Sender<Box<DeviceNotification>>,
+    tx: queue::Sender<Box<DeviceNotification>>,
 }
 
 /// A session that has not ended yet, and what it owes an answer for.
@@ -763,7 +808,7 @@ impl State {
         let key = DeviceKey::new(serial, environment);
         self.next_session += 1;
         let id = self.next_session;
-        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let (tx, rx) = queue::channel(DEVICE_QUEUE);
         let mut events = Vec::new();
         // A new device makes room first: records gone for long expire, and with the table
         // full the one offline longest gives way.
@@ -1517,7 +1562,7 @@ impl State {
             })
             .collect();
         for (key, device) in keys.iter().zip(&mut out) {
-            for (held, token) in &self.devices[*key].registered {
+            for (held, token) in self.devices[*key].registered.iter() {
                 let live = self
                     .tokens
                     .get(token)
@@ -2442,7 +2487,7 @@ pub(super) mod tests {
         // The first session's queue is closed …
         assert!(matches!(
             first.rx.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
+            Err(queue::TryRecvError::Disconnected)
         ));
         // … and when its task ends, the unacknowledged one moves to the second.
         w.disconnect("D1", first.id);

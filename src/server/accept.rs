@@ -207,10 +207,13 @@ impl Admission {
     }
 }
 
-/// Runs the accept loop until shutdown. `handle` gets each established TLS stream.
+/// Runs the accept loop until shutdown. `handle` gets each established TLS stream, in the
+/// box the handshake put it in: an endpoint that keeps it there for the connection's life
+/// (the device endpoint) stores a pointer in its future instead of the stream (over a
+/// KiB), and one that takes it out frees the box at once.
 pub async fn serve<H, F>(listener: TcpListener, endpoint: Endpoint, handle: H)
 where
-    H: Fn(TlsStream<Transport>, SocketAddr, Admission) -> F + Send + Sync + 'static,
+    H: Fn(Box<TlsStream<Transport>>, SocketAddr, Admission) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
     if let Err(err) = set_backlog(&listener, endpoint.listen_backlog) {
@@ -253,11 +256,12 @@ where
             limit: limit.clone(),
             unauthenticated: unauthenticated.clone(),
         };
-        let handle = handle.clone();
         let span = info_span!("conn", endpoint = endpoint.name, %peer);
+        // `run`'s future itself, not an `async` block awaiting it: the block would keep its
+        // own copy of every argument beside the future's, for the connection's whole life.
         endpoint.tracker.spawn(abortable(
             endpoint.abort.clone(),
-            async move { task.run(tcp, peer, seat, &*handle).await }.instrument(span),
+            task.run(tcp, peer, seat, handle.clone()).instrument(span),
         ));
     }
 }
@@ -283,18 +287,39 @@ struct Admit {
 }
 
 impl Admit {
-    /// Handshake, slot, then the endpoint's handler (steps 2 and 3 of the module docs).
-    async fn run<H, F>(self, tcp: TcpStream, peer: SocketAddr, seat: Seat, handle: &H)
+    /// Handshake, slot, then the endpoint's handler (steps 2 and 3 of the module docs). A
+    /// plain function that starts the handshake before the future that awaits it, so that
+    /// the future holds the boxed handshake rather than the TCP stream beside it.
+    fn run<H, F>(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        seat: Seat,
+        handle: Arc<H>,
+    ) -> impl Future<Output = ()>
     where
-        H: Fn(TlsStream<Transport>, SocketAddr, Admission) -> F,
+        H: Fn(Box<TlsStream<Transport>>, SocketAddr, Admission) -> F,
         F: Future<Output = ()>,
     {
         let deadline = self.handshake_timeout;
         let tcp = WriteDeadline::new(tcp, self.write_timeout);
         // 2a. The handshake, unless a newcomer takes the seat first. Its future, and the
-        //     stream until the handler takes it, are boxed: this task lives as long as the
-        //     connection, and what only the handshake needs should not stay in it.
+        //     stream (handed to the handler in that box), are boxed: this task lives as long
+        //     as the connection, and what only the handshake needs should not stay in it.
         let handshake = Box::pin(tokio::time::timeout(deadline, self.acceptor.accept(tcp)));
+        self.admit(handshake, peer, seat, handle)
+    }
+
+    /// [`Admit::run`] from the handshake on.
+    async fn admit<H, F, Hs>(self, handshake: Hs, peer: SocketAddr, seat: Seat, handle: Arc<H>)
+    where
+        H: Fn(Box<TlsStream<Transport>>, SocketAddr, Admission) -> F,
+        F: Future<Output = ()>,
+        Hs: Future<
+            Output = Result<std::io::Result<TlsStream<Transport>>, tokio::time::error::Elapsed>,
+        >,
+    {
+        let deadline = self.handshake_timeout;
         let tls = tokio::select! {
             _ = self.shutdown.cancelled() => return,
             _ = seat.gave_way.cancelled() => {
@@ -362,7 +387,9 @@ impl Admit {
         // The handler runs until it ends, or (still unauthenticated) it has to give way: the
         // token cannot fire once `Admission::authenticated` returned true.
         tokio::select! {
-            _ = handle(*stream, peer, admission) => {}
+            // The box itself, not `*stream`: a box moved out of stays allocated until its
+            // variable's scope ends, which here is the connection's whole life.
+            _ = (*handle)(stream, peer, admission) => {}
             _ = gave_way.cancelled() => {
                 info!("unauthenticated share full: the oldest, this one, gave way to a newcomer");
             }

@@ -58,10 +58,10 @@ use crate::protocol::Environment;
 use crate::server::accept::{self, Admission, Endpoint, Transport};
 use crate::settings::Settings;
 
-/// Initial read buffer of a device session: device messages are a few bytes (acks of 11,
-/// pings, registrations of a bundle id), and thousands of idle sessions should stay small:
-/// 512 bytes still takes the acks of 46 notifications in one read. It grows if a device
-/// sends more.
+/// Read buffer of a device session while it reads: device messages are a few bytes (acks
+/// of 11, pings, registrations of a bundle id), and 512 bytes still takes the acks of 46
+/// notifications in one read. It grows if a device sends more, and an idle session holds
+/// none ([`Connection::releasing_idle_buffers`]): thousands of them should stay small.
 const DEVICE_READ_BUFFER: usize = 512;
 
 /// Most notifications written in one TLS write: enough to amortise the write, small enough
@@ -177,19 +177,20 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
 }
 
 /// One device connection, for as long as it lasts. A plain function that builds the
-/// connection before the future that serves it, so that the future holds the TLS stream
+/// connection before the future that serves it, so that the future holds the connection
 /// once: an `async fn` holds its argument and, beside it, the connection it was moved into.
+/// The TLS stream stays in the accept loop's box (a pointer here, not the stream's KiB).
 fn handle(
-    stream: TlsStream<Transport>,
+    stream: Box<TlsStream<Transport>>,
     peer: SocketAddr,
     mut admission: Admission,
     hub: Hub,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let mut conn = Connection::with_capacity(stream, DEVICE_READ_BUFFER);
+    let mut conn = Connection::with_capacity(stream, DEVICE_READ_BUFFER).releasing_idle_buffers();
     async move {
-        serve_device(&mut conn, peer, &mut admission, &hub, &settings, &shutdown).await;
+        serve_device(&mut conn, &peer, &mut admission, &hub, &settings, &shutdown).await;
     }
 }
 
@@ -208,7 +209,7 @@ async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(
 /// One device session, generic over the stream so the tests below drive it over `duplex`.
 pub(crate) async fn serve_device<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    peer: SocketAddr,
+    peer: &SocketAddr,
     admission: &mut Admission,
     hub: &Hub,
     settings: &Settings,
@@ -292,10 +293,11 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     // moves `deadline`); when the timer fires before `deadline` it is moved on to it.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let idle_timer = tokio::time::sleep_until(deadline);
-    tokio::pin!(idle_timer);
+    // The timer in a box of its own: the session's task (every idle device's largest
+    // allocation but TLS) holds a pointer instead of its 112 bytes.
+    let mut idle_timer = Box::pin(tokio::time::sleep_until(deadline));
     let ended: Option<SessionError> = loop {
-        let next_late = faults.late.keys().next().map(|(at, _)| *at);
+        let next_late = faults.next_late();
         tokio::select! {
             _ = &mut cancelled => break Some(SessionError::Shutdown),
             _ = &mut idle_timer => {
@@ -357,8 +359,15 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                     break None;
                 }
             }
-            _ = tokio::time::sleep_until(next_late.unwrap_or_else(Instant::now)), if next_late.is_some() => {
-                if let Some(((_, delivery), reply)) = faults.late.pop_first() {
+            // The timer is made (boxed) only when the branch is polled, that is when an
+            // answer is held back: a `Sleep` kept in every session's task for a fault that
+            // almost never comes would cost over 100 bytes each.
+            _ = async move {
+                if let Some(at) = next_late {
+                    Box::pin(tokio::time::sleep_until(at)).await;
+                }
+            }, if next_late.is_some() => {
+                if let Some((delivery, reply)) = faults.pop_late() {
                     if !hub.device_reply(session.id, delivery, reply) {
                         debug!(delivery, "a delayed answer found its delivery gone");
                     }
@@ -426,8 +435,14 @@ impl Drop for Online<'_> {
 }
 
 /// What faults on `devices` made of a session's deliveries: answers to withhold or delay.
+/// Boxed, and only once a fault hits one of the session's deliveries: most sessions never
+/// meet a fault, and the three collections would take 120 bytes of every session's task.
 #[derive(Debug, Default)]
-struct SessionFaults {
+struct SessionFaults(Option<Box<FaultState>>);
+
+/// The collections of [`SessionFaults`].
+#[derive(Debug, Default)]
+struct FaultState {
     /// Deliveries whose answer is never passed on (`withhold_ack`), with the fault's id.
     withheld: HashMap<u64, String>,
     /// Deliveries whose answer is passed on late (`delay_ms`), and by how much.
@@ -459,10 +474,12 @@ impl SessionFaults {
                 return true;
             }
             Effect::WithholdAck => {
-                self.withheld.insert(n.delivery, hit.id);
+                let state = self.0.get_or_insert_default();
+                state.withheld.insert(n.delivery, hit.id);
             }
             Effect::Delay(ms) => {
-                self.delayed.insert(n.delivery, Duration::from_millis(ms));
+                let state = self.0.get_or_insert_default();
+                state.delayed.insert(n.delivery, Duration::from_millis(ms));
             }
             _ => {}
         }
@@ -474,28 +491,46 @@ impl SessionFaults {
     /// deliveries up to it that a fault withholds or delays are taken out of it (the hub
     /// passes over them, [`DeviceAnswer::Through`]), and the rest goes to the hub.
     fn intercept(&mut self, msg: &DeviceMessage) -> bool {
+        let Some(state) = self.0.as_deref_mut() else {
+            return false;
+        };
         let (delivery, reply) = match msg {
             DeviceMessage::Ack { delivery } => (*delivery, DeviceReply::Ack),
             DeviceMessage::NotInstalled { delivery } => (*delivery, DeviceReply::NotInstalled),
             DeviceMessage::AckThrough { delivery } => {
-                self.intercept_through(*delivery);
+                state.intercept_through(*delivery);
                 return false;
             }
             _ => return false,
         };
-        if let Some(fault) = self.withheld.remove(&delivery) {
+        if let Some(fault) = state.withheld.remove(&delivery) {
             info!(delivery, %fault, "fault: the device's answer is withheld");
             return true;
         }
-        if let Some(delay) = self.delayed.remove(&delivery) {
-            self.late.insert((Instant::now() + delay, delivery), reply);
+        if let Some(delay) = state.delayed.remove(&delivery) {
+            state.late.insert((Instant::now() + delay, delivery), reply);
             return true;
         }
         false
     }
+
+    /// When the next delayed answer is due, if one is held back.
+    fn next_late(&self) -> Option<Instant> {
+        let state = self.0.as_deref()?;
+        state.late.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Takes the delayed answer due first.
+    fn pop_late(&mut self) -> Option<(u64, DeviceReply)> {
+        let state = self.0.as_deref_mut()?;
+        state
+            .late
+            .pop_first()
+            .map(|((_, delivery), reply)| (delivery, reply))
+    }
 }
 
-impl SessionFaults {
+impl FaultState {
     /// What [`SessionFaults::intercept`] does for the deliveries up to `through` that a
     /// fault withholds or delays, which an AckThrough acknowledges together.
     fn intercept_through(&mut self, through: u64) {
@@ -577,7 +612,9 @@ impl Read<'_> {
         }
         self.settle(hub, who)?;
         if std::mem::take(&mut self.registered) && hub.is_durable() {
-            let saved = hub.synced().await;
+            // Boxed: awaited only with durable state, and its future (over 400 bytes) would
+            // otherwise be part of every session's task.
+            let saved = Box::pin(hub.synced()).await;
             saved.map_err(|e| SessionError::Register(RegisterError::NotSaved(e.0)))?;
         }
         if wrote {
@@ -698,7 +735,7 @@ mod tests {
             let peer = SocketAddr::from(([127, 0, 0, 1], 1));
             serve_device(
                 &mut conn,
-                peer,
+                &peer,
                 &mut Admission::authenticated_peer(),
                 &hub,
                 &settings,

@@ -31,6 +31,8 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
     // have the accept loop's deadline: a provider that stops reading is cut off and its
     // tuples kept for its next visit.
     accept::serve(listener, endpoint, move |stream, peer, _admission| {
+        // Out of its box here, outside the future, so that the box is freed now.
+        let stream = *stream;
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();

@@ -61,6 +61,8 @@ pub async fn run(listener: TcpListener, endpoint: Endpoint, hub: Hub, settings: 
     // Every gateway peer presented a certificate (the TLS configuration requires one), so
     // the admission has nothing more to learn: it is authenticated from the start.
     accept::serve(listener, endpoint, move |stream, peer, _admission| {
+        // Out of its box here, outside the future, so that the box is freed now.
+        let stream = *stream;
         let hub = hub.clone();
         let settings = settings.clone();
         let shutdown = shutdown.clone();

@@ -182,6 +182,8 @@ pub async fn run(
     let shutdown = endpoint.shutdown.clone();
     let budget = BodyBudget::new(settings.http2_body_budget);
     accept::serve(listener, endpoint, move |stream, peer, admission| {
+        // Out of its box here, outside the future, so that the box is freed now.
+        let stream = *stream;
         let conn = ConnectionContext {
             hub: hub.clone(),
             settings: settings.clone(),
