@@ -21,6 +21,7 @@ mod push;
 mod run;
 mod scenario;
 mod serve;
+mod signal;
 mod test;
 mod tour;
 

@@ -131,6 +131,8 @@ impl RunArgs {
     pub(crate) async fn run(self) -> Result<Outcome> {
         use apns_sim::sandbox::{self, RunConfig};
         use apns_sim::scenario::harness::CommandStdout;
+        // Ctrl-C and SIGTERM are caught from here on (see `signal`).
+        let interrupt = super::signal::stop_requested()?;
         let entered = self
             .entered
             .ok_or_else(|| anyhow::anyhow!("the namespaces were not entered"))?;
@@ -162,7 +164,7 @@ impl RunArgs {
             &fleet,
             &file,
             &self.command,
-            super::test::interrupt(),
+            interrupt,
             &mut print,
         )
         .await

@@ -203,6 +203,10 @@ impl Serve {
 
     /// Runs the simulator until Ctrl-C or SIGTERM.
     async fn run(self) -> Result<Outcome> {
+        // Ctrl-C or SIGTERM (what service managers and CI runners send) shut down
+        // gracefully, providers getting status 10 and devices an Error frame, from the
+        // first moment: a signal that comes before the banner is printed still does.
+        let stop = super::signal::stop_requested()?;
         let serve = &self.0;
         // Refused before anything is minted or bound: without a token the control API is
         // open to whoever reaches it.
@@ -299,7 +303,7 @@ impl Serve {
             // event it logs for the broadcast (strings, the payload as JSON): at load-test
             // rates a large share of the simulator's time, for a reader that never reads.
             drop(runner);
-            stop_signal().await?;
+            stop.await;
         } else {
             let name = serve
                 .scenario
@@ -309,7 +313,7 @@ impl Serve {
             // it has settled, and serving goes on until Ctrl-C or SIGTERM.
             tokio::select! {
                 () = run_timeline(&mut runner, &name) => unreachable!("run_timeline never returns"),
-                stopped = stop_signal() => stopped?,
+                () = stop => {}
             }
             drop(runner);
         }
@@ -375,25 +379,6 @@ fn shell_quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-/// Waits for Ctrl-C, or SIGTERM (what service managers and CI runners send), so that either
-/// one shuts down gracefully: providers get status 10 and devices an Error frame.
-async fn stop_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
 }
 
 /// Runs a scenario's timeline on the serving simulator, prints each step and then each

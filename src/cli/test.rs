@@ -48,6 +48,9 @@ pub(crate) struct TestArgs {
 impl TestArgs {
     /// Runs the test.
     pub(crate) async fn run(self) -> Result<Outcome> {
+        // Ctrl-C and SIGTERM are caught from here on, so that one arriving while COMMAND
+        // starts still kills it and removes its folder.
+        let interrupt = super::signal::stop_requested()?;
         let to_stdout = self.json.as_deref() == Some(Path::new("-"));
         let mut print = |line: &str| {
             if to_stdout {
@@ -78,7 +81,7 @@ impl TestArgs {
             &name,
             &self.command,
             stdout,
-            interrupt(),
+            interrupt,
             &mut print,
         )
         .await
@@ -134,23 +137,4 @@ pub(super) fn write_reports(
         std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Resolves when the user presses Ctrl-C (SIGINT) or the process is asked to stop
-/// (SIGTERM): `apns-sim test` then kills COMMAND, removes its temporary folder and exits
-/// 130. If no handler can be installed it never resolves, and the signal's default (the
-/// process ends) stays.
-pub(super) async fn interrupt() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            if r.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        _ = term.recv() => {}
-    }
 }

@@ -403,18 +403,62 @@ async fn an_interrupted_test_kills_command_and_removes_its_folder() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             printed.push_str(&line);
             printed.push('\n');
         }
         child.wait().await.unwrap()
     })
-    .await
-    .expect("apns-sim test exits after Ctrl-C");
+    .await;
+    // If it hangs, say where: whether apns-sim is still running (or only COMMAND, holding
+    // standard output open), and what it printed.
+    let Ok(status) = ended else {
+        panic!(
+            "apns-sim test had not ended 60 s after Ctrl-C (apns-sim: {:?}; folder left: {}); printed:\n{printed}",
+            child.try_wait(),
+            folder.exists()
+        );
+    };
     assert_eq!(status.code(), Some(130), "{printed}");
     assert!(printed.contains("stopped by the user"), "{printed}");
     assert!(!folder.exists(), "{} is left behind", folder.display());
+}
+
+/// Ctrl-C at the first moment COMMAND runs (COMMAND itself sends SIGINT to `apns-sim test`
+/// before anything else): the handler is installed before COMMAND starts, so the signal
+/// is caught, COMMAND killed and its folder removed, not the process ended by the signal's
+/// default with COMMAND left running and holding its standard output open.
+#[tokio::test]
+async fn a_ctrl_c_as_command_starts_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, scenario(1)).unwrap();
+    let child = Command::new(BIN)
+        .arg("test")
+        .arg("--scenario")
+        .arg(&file)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(r#"kill -INT $PPID; echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("apns-sim test runs");
+    // Standard output ends only when both apns-sim and COMMAND are gone.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("apns-sim test and COMMAND exit after Ctrl-C")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{printed}");
+    assert!(printed.contains("stopped by the user"), "{printed}");
+    let folder = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("READY "))
+        .map(std::path::PathBuf::from);
+    if let Some(folder) = folder {
+        assert!(!folder.exists(), "{} is left behind", folder.display());
+    }
 }
 
 /// A Python script (standard library only) that waits on the control API's event stream,
