@@ -360,6 +360,22 @@ push = { device = "PHONE-1", app = "com.example.app" }
     assert!(!dir.path().join("ran").exists(), "COMMAND did not run");
 }
 
+/// Starts `apns-sim test` on a one-phone scenario written to `dir`, with the shell script
+/// `script` as COMMAND (meant to run until it is killed), its standard output piped.
+fn long_test(dir: &Path, script: &str) -> tokio::process::Child {
+    let file = dir.join("scenario.toml");
+    std::fs::write(&file, scenario(1)).unwrap();
+    Command::new(BIN)
+        .arg("test")
+        .arg("--scenario")
+        .arg(&file)
+        .args(["--", "/bin/sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("apns-sim test runs")
+}
+
 /// Ctrl-C (SIGINT) while COMMAND runs: COMMAND is killed, the temporary folder with the
 /// credentials is removed, and `apns-sim test` exits 130 as a shell reports an
 /// interrupted command.
@@ -368,18 +384,10 @@ async fn an_interrupted_test_kills_command_and_removes_its_folder() {
     use tokio::io::AsyncBufReadExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.toml");
-    std::fs::write(&file, scenario(1)).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("test")
-        .arg("--scenario")
-        .arg(&file)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(r#"echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("apns-sim test runs");
+    let mut child = long_test(
+        dir.path(),
+        r#"echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#,
+    );
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut printed = String::new();
     // COMMAND says it runs and where its credentials are.
@@ -432,18 +440,10 @@ async fn an_interrupted_test_kills_command_and_removes_its_folder() {
 #[tokio::test]
 async fn a_ctrl_c_as_command_starts_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("scenario.toml");
-    std::fs::write(&file, scenario(1)).unwrap();
-    let child = Command::new(BIN)
-        .arg("test")
-        .arg("--scenario")
-        .arg(&file)
-        .args(["--", "/bin/sh", "-c"])
-        .arg(r#"kill -INT $PPID; echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("apns-sim test runs");
+    let child = long_test(
+        dir.path(),
+        r#"kill -INT $PPID; echo "READY $(dirname "$APNS_SIM_INFO")"; exec sleep 600"#,
+    );
     // Standard output ends only when both apns-sim and COMMAND are gone.
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
         .await
