@@ -28,6 +28,8 @@ pub(super) fn stop_requested() -> Result<impl Future<Output = ()> + Send + 'stat
             }
         })
     }
+    // Elsewhere only Ctrl-C is listened for, and tokio's `ctrl_c()` installs its handler
+    // when first polled, so the window this module closes on unix stays open there.
     #[cfg(not(unix))]
     {
         let ctrl_c = tokio::signal::ctrl_c();
