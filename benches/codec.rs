@@ -18,7 +18,8 @@
 //!   reference parse of the same bytes into `serde::de::IgnoredAny` (validation without a
 //!   `serde_json::Value` tree);
 //! - `hub`: one notification through the routing core without sockets (`Hub::push` to a live
-//!   session, the session queue, `Hub::device_reply` with the ack).
+//!   session, the session queue, `Hub::device_reply` with the ack); and the binary gateway's
+//!   case, the payload inside the command's bytes, with the device frame encoded.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use std::time::Duration;
 use apns_sim::clock::Clock;
 use apns_sim::hub::{Api, DeviceReply, Hub, PushRequest};
 use apns_sim::protocol::device::{
-    decode_device_message, decode_server_message, encode_device_message, encode_server_message,
-    DeviceMessage, DeviceNotification, ServerMessage,
+    decode_device_message, decode_server_message, encode_device_message, encode_notification,
+    encode_server_message, DeviceMessage, DeviceNotification, ServerMessage,
 };
 use apns_sim::protocol::feedback::FeedbackTuple;
 use apns_sim::protocol::notification::{self, Command, Notification};
@@ -275,27 +276,47 @@ fn hub(c: &mut Criterion) {
         .register("BENCH-1", Environment::Sandbox, "com.example.app", false)
         .expect("register");
     let typical = payload_200();
+    // The request the binary gateway would hand over (with the command's bytes when
+    // `frame` is given).
+    let request = |payload: Bytes, frame: Option<Bytes>| PushRequest {
+        api: Api::Binary,
+        token,
+        topic: "com.example.app".into(),
+        environment: Environment::Sandbox,
+        identifier: [0, 0, 0, 1],
+        apns_id: Uuid::new_v4(),
+        expiry: Some(0),
+        priority: 10,
+        push_type: None,
+        collapse_id: None,
+        payload,
+        frame,
+        fault: None,
+    };
     let mut group = c.benchmark_group("hub");
     group.throughput(Throughput::Elements(1));
     group.bench_function("push_deliver_ack", |b| {
         b.iter(|| {
-            let request = PushRequest {
-                api: Api::Binary,
-                token,
-                topic: "com.example.app".into(),
-                environment: Environment::Sandbox,
-                identifier: [0, 0, 0, 1],
-                apns_id: Uuid::new_v4(),
-                expiry: Some(0),
-                priority: 10,
-                push_type: None,
-                collapse_id: None,
-                payload: typical.clone(),
-                frame: None,
-                fault: None,
-            };
-            hub.push(request).expect("accepted");
+            hub.push(request(typical.clone(), None)).expect("accepted");
             let sent = session.rx.try_recv().expect("queued to the session");
+            assert!(hub.device_reply(session.id, sent.delivery, DeviceReply::Ack));
+        })
+    });
+    // The binary gateway's case: the payload inside the command's bytes, which the hub keeps
+    // (one copy for both), and the device frame written from what the session queue hands
+    // over, as a device session writes it.
+    let mut frame = vec![2u8, 0, 0, 0, 0];
+    frame.extend_from_slice(&typical);
+    let frame = Bytes::from(frame);
+    let mut out = BytesMut::new();
+    group.bench_function("push_frame_encode_ack", |b| {
+        b.iter(|| {
+            hub.push(request(frame.slice(5..), Some(frame.clone())))
+                .expect("accepted");
+            let sent = session.rx.try_recv().expect("queued to the session");
+            out.clear();
+            encode_notification(&sent.fields(), &mut out);
+            black_box(out.len());
             assert!(hub.device_reply(session.id, sent.delivery, DeviceReply::Ack));
         })
     });

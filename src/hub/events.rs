@@ -383,10 +383,70 @@ pub(super) struct Fields<'a> {
     pub(super) expiry: Option<u32>,
     /// `apns-collapse-id`, if any.
     pub(super) collapse_id: Option<&'a str>,
-    /// The payload (cloned into an event as a reference count).
-    pub(super) payload: &'a Bytes,
+    /// The payload (made a shared slice for an event: a reference count).
+    pub(super) payload: PayloadRef<'a>,
     /// The serial of the token's device, when the hub knows it.
     pub(super) serial: Option<&'a str>,
+}
+
+/// Where a held notification's payload lies.
+#[derive(Debug)]
+pub(super) enum Payload {
+    /// In its notification's `frame` (the binary API's command, as received), at
+    /// `start..end`: one copy serves both. It stays a range rather than a slice of the frame,
+    /// since the first slice of a `Bytes` allocates its shared header, and only an event
+    /// needs one.
+    InFrame {
+        /// Where it starts in the frame.
+        start: usize,
+        /// Where it ends in the frame.
+        end: usize,
+    },
+    /// In its own allocation (HTTP/2, the control API, a notification restored from the
+    /// state file).
+    Own(Bytes),
+}
+
+/// An empty payload, for a range whose frame is missing (which the hub never makes).
+static EMPTY: Bytes = Bytes::new();
+
+/// A payload borrowed where it lies: `within[start..end]`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PayloadRef<'a> {
+    /// The bytes it lies in.
+    within: &'a Bytes,
+    /// Where it starts in them.
+    start: usize,
+    /// Where it ends in them.
+    end: usize,
+}
+
+impl<'a> PayloadRef<'a> {
+    /// All of `bytes`.
+    pub(super) fn whole(bytes: &'a Bytes) -> Self {
+        PayloadRef {
+            within: bytes,
+            start: 0,
+            end: bytes.len(),
+        }
+    }
+
+    /// The payload's bytes.
+    pub(super) fn bytes(self) -> &'a [u8] {
+        self.within.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The payload as shared bytes (a reference count; the first of a frame's allocates its
+    /// shared header).
+    pub(super) fn shared(self) -> Bytes {
+        if self.start == 0 && self.end == self.within.len() {
+            self.within.clone()
+        } else if self.start <= self.end && self.end <= self.within.len() {
+            self.within.slice(self.start..self.end)
+        } else {
+            Bytes::new()
+        }
+    }
 }
 
 /// The facts of a notification the hub accepted that never change while it holds it: one
@@ -412,8 +472,8 @@ pub(super) struct Note {
     pub(super) expiry: Option<u32>,
     /// `apns-collapse-id`, if any.
     pub(super) collapse_id: Option<String>,
-    /// The payload, in its own allocation (a slice of `frame`'s when there is one).
-    pub(super) payload: Bytes,
+    /// Where the payload is: a range of `frame` when there is one, its own bytes otherwise.
+    pub(super) payload: Payload,
     /// Binary API: the command's bytes as received, in their own allocation.
     pub(super) frame: Option<Bytes>,
     /// The serial of the token's device (the hub's interned copy), once the hub looked the
@@ -422,6 +482,25 @@ pub(super) struct Note {
 }
 
 impl Note {
+    /// The payload's bytes.
+    pub(super) fn payload(&self) -> &[u8] {
+        self.payload_ref().bytes()
+    }
+
+    /// The payload, borrowed where it lies.
+    pub(super) fn payload_ref(&self) -> PayloadRef<'_> {
+        match (&self.payload, &self.frame) {
+            (Payload::Own(bytes), _) => PayloadRef::whole(bytes),
+            (&Payload::InFrame { start, end }, Some(frame)) => PayloadRef {
+                within: frame,
+                start,
+                end,
+            },
+            // Not made by `Queued::from_request`, which gives a frame to every range.
+            (Payload::InFrame { .. }, None) => PayloadRef::whole(&EMPTY),
+        }
+    }
+
     /// What its events and log lines name; `fault`: the fault that hit it, if one did.
     pub(super) fn subject<'a>(&'a self, fault: Option<&'a str>) -> Subject<'a> {
         Subject {
@@ -439,7 +518,7 @@ impl Note {
                 priority: self.priority,
                 expiry: self.expiry,
                 collapse_id: self.collapse_id.as_deref(),
-                payload: &self.payload,
+                payload: self.payload_ref(),
                 serial: self.serial.as_deref(),
             }),
             frame: self.frame.as_ref(),
@@ -683,7 +762,7 @@ impl Subject<'_> {
             priority: f.map(|f| f.priority),
             expiry: f.and_then(|f| f.expiry),
             collapse_id: f.and_then(|f| f.collapse_id).map(str::to_owned),
-            payload: f.map(|f| f.payload.clone()),
+            payload: f.map(|f| f.payload.shared()),
             serial: f.and_then(|f| f.serial).map(str::to_owned),
             frame: Frame(self.frame.cloned()),
             fault: self.fault.map(str::to_owned),
@@ -1010,7 +1089,7 @@ mod tests {
                 priority: 5,
                 expiry: Some(0),
                 collapse_id: Some("c1"),
-                payload: &payload,
+                payload: PayloadRef::whole(&payload),
                 serial: Some("D1"),
             }),
             frame: Some(&frame),
@@ -1058,7 +1137,7 @@ mod tests {
             priority: 10,
             expiry: None,
             collapse_id: None,
-            payload: payload.clone(),
+            payload: Payload::Own(payload.clone()),
             frame: None,
             serial: Some(Arc::from("D1")),
         });

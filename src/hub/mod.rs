@@ -100,8 +100,8 @@ pub use faults::{
 };
 pub use metrics::{Metrics, OpenConnection, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use state::{
-    DeviceAnswer, DeviceReply, DeviceSession, KnownDevice, PushError, PushOutcome, PushRequest,
-    RegisterError, TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS,
+    DeviceAnswer, DeviceReply, DeviceSession, KnownDevice, Outgoing, PushError, PushOutcome,
+    PushRequest, RegisterError, TokenOwner, DEVICE_QUEUE, MAX_FEEDBACK_PER_TOPIC, MAX_TOKENS,
     MAX_UNACKED_PER_SESSION,
 };
 
@@ -1010,7 +1010,7 @@ mod tests {
             "the unknown token stops the read; the silent refusal before it does not"
         );
         let delivered: Vec<[u8; 4]> = std::iter::from_fn(|| session.rx.try_recv().ok())
-            .map(|n| n.identifier)
+            .map(|n| n.to_message().identifier)
             .collect();
         assert_eq!(
             delivered,
@@ -1036,7 +1036,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            session.rx.try_recv().unwrap().identifier,
+            session.rx.try_recv().unwrap().to_message().identifier,
             6u32.to_be_bytes()
         );
         assert_eq!(hub.push_batch(Vec::new(), |_| true), Ok(()));

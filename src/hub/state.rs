@@ -17,14 +17,14 @@ use rand::RngCore;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::protocol::device::DeviceNotification;
+use crate::protocol::device::{DeviceNotification, NotificationFields};
 use crate::protocol::feedback::FeedbackTuple;
 use crate::protocol::token::{push_type_of_topic, topic_suffix, AppToken, DeviceToken, TokenKind};
 use crate::protocol::Environment;
 use crate::settings::{RateLimit, Settings};
 use crate::store::{Change, DeviceRow, FeedbackRow, Key, Row, Snapshot, StoredRow, TokenRow};
 
-use super::events::{Api, Detail, Event, Note, Outcome, Record, ResetCounts};
+use super::events::{Api, Detail, Event, Note, Outcome, Payload, Record, ResetCounts};
 use super::faults::FaultTable;
 use super::logline::{reason_name, Trail};
 use super::queue;
@@ -173,7 +173,7 @@ pub struct DeviceSession {
     pub id: u64,
     /// Notifications to write to the device, in order. Boxed so that the queue's slots stay
     /// small (a pointer each): an idle session should cost little memory.
-    pub rx: queue::Receiver<Box<DeviceNotification>>,
+    pub rx: queue::Receiver<Box<Outgoing>>,
 }
 
 /// What the device answered about a delivery.
@@ -472,7 +472,7 @@ struct LiveSession {
     /// The session's id, the key of its [`SessionRecord`].
     id: u64,
     /// Its queue, bounded by [`DEVICE_QUEUE`]; sent to with `try_send` only, never waited on.
-    tx: queue::Sender<Box<DeviceNotification>>,
+    tx: queue::Sender<Box<Outgoing>>,
 }
 
 /// A session that has not ended yet, and what it owes an answer for.
@@ -612,18 +612,18 @@ impl Queued {
     /// notification waits.
     pub(super) fn from_request(req: PushRequest, accepted: Instant) -> Self {
         // One copy for both when the payload lies inside the frame (as the gateway's does):
-        // the payload becomes a slice of the frame's copy.
+        // the payload is then a range of the frame's copy.
         let (frame, payload) = match req.frame {
             Some(frame) => {
                 let copy = Bytes::copy_from_slice(&frame);
-                let offset = (req.payload.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
-                let payload = match offset.checked_add(req.payload.len()) {
-                    Some(end) if end <= frame.len() => copy.slice(offset..end),
-                    _ => Bytes::copy_from_slice(&req.payload),
+                let start = (req.payload.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+                let payload = match start.checked_add(req.payload.len()) {
+                    Some(end) if end <= frame.len() => Payload::InFrame { start, end },
+                    _ => Payload::Own(Bytes::copy_from_slice(&req.payload)),
                 };
                 (Some(copy), payload)
             }
-            None => (None, Bytes::copy_from_slice(&req.payload)),
+            None => (None, Payload::Own(Bytes::copy_from_slice(&req.payload))),
         };
         Queued {
             note: Arc::new(Note {
@@ -744,20 +744,66 @@ impl Queued {
         }
     }
 
-    /// The message a device session receives for it.
-    fn to_device(&self, delivery: u64) -> Box<DeviceNotification> {
-        let note = &*self.note;
-        Box::new(DeviceNotification {
+    /// What a device session receives for it: the shared note and this delivery's number
+    /// and expiry. Boxed so that the session queue's slots stay a pointer each.
+    fn to_device(&self, delivery: u64) -> Box<Outgoing> {
+        Box::new(Outgoing {
             delivery,
-            token: note.token,
+            expiry: self.device_expiry(),
+            note: Arc::clone(&self.note),
+        })
+    }
+}
+
+/// A notification on its way to a device session: the hub's shared copy of it (a reference
+/// count, so that queuing one copies neither its strings nor its payload) and what this
+/// delivery of it adds.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Simulator-wide delivery number; the device echoes it in its answer.
+    pub delivery: u64,
+    /// The expiry the device is told (0: now or never).
+    expiry: u32,
+    /// The notification.
+    note: Arc<Note>,
+}
+
+impl Outgoing {
+    /// The token it is for.
+    pub fn token(&self) -> &DeviceToken {
+        &self.note.token
+    }
+
+    /// Its Notification frame's fields, borrowed, for [`encode_notification`](crate::protocol::device::encode_notification).
+    pub fn fields(&self) -> NotificationFields<'_> {
+        let note = &*self.note;
+        NotificationFields {
+            delivery: self.delivery,
+            token: &note.token,
             identifier: note.identifier,
             apns_id: *note.apns_id.as_bytes(),
-            expiry: self.device_expiry(),
+            expiry: self.expiry,
             priority: note.priority,
-            push_type: note.push_type.clone(),
-            collapse_id: note.collapse_id.clone(),
-            payload: note.payload.clone(),
-        })
+            push_type: note.push_type.as_deref(),
+            collapse_id: note.collapse_id.as_deref(),
+            payload: note.payload(),
+        }
+    }
+
+    /// The message a device reads for it (the frame [`Outgoing::fields`] encodes, decoded).
+    pub fn to_message(&self) -> DeviceNotification {
+        let f = self.fields();
+        DeviceNotification {
+            delivery: f.delivery,
+            token: *f.token,
+            identifier: f.identifier,
+            apns_id: f.apns_id,
+            expiry: f.expiry,
+            priority: f.priority,
+            push_type: f.push_type.map(str::to_owned),
+            collapse_id: f.collapse_id.map(str::to_owned),
+            payload: self.note.payload_ref().shared(),
+        }
     }
 }
 
@@ -1773,7 +1819,7 @@ impl State {
                     priority: row.priority,
                     push_type: row.push_type,
                     collapse_id: row.collapse_id,
-                    payload: Bytes::from(row.payload),
+                    payload: Payload::Own(Bytes::from(row.payload)),
                     frame: row.frame.map(Bytes::from),
                     serial: Some(key.serial.clone()),
                 }),
@@ -1916,7 +1962,7 @@ fn stored_row(device: &DeviceKey, app: &str, q: &Queued, until: u64) -> StoredRo
         priority: note.priority,
         push_type: note.push_type.clone(),
         collapse_id: note.collapse_id.clone(),
-        payload: note.payload.to_vec(),
+        payload: note.payload().to_vec(),
         frame: note.frame.as_ref().map(|f| f.to_vec()),
         fault: q.fault.as_deref().map(str::to_owned),
     }
@@ -2099,7 +2145,68 @@ pub(super) mod tests {
 
     /// Everything queued to a session so far.
     fn drain(session: &mut DeviceSession) -> Vec<DeviceNotification> {
-        std::iter::from_fn(|| session.rx.try_recv().ok().map(|n| *n)).collect()
+        std::iter::from_fn(|| session.rx.try_recv().ok().map(|n| n.to_message())).collect()
+    }
+
+    #[test]
+    fn a_payload_inside_its_frame_is_held_as_a_range_of_the_one_copy_and_reads_whole() {
+        let payload = br#"{"aps":{"alert":"hi"}}"#;
+        // A frame with the payload in its middle, as the binary gateway hands them over.
+        let frame = Bytes::from([&[2u8, 0, 0, 0, 9][..], payload, &[7, 7]].concat());
+        let inside = frame.slice(5..5 + payload.len());
+        let q = Queued::from_request(
+            PushRequest {
+                payload: inside,
+                frame: Some(frame.clone()),
+                ..request(DeviceToken::from_bytes([1; 32]), 1, 0)
+            },
+            Instant::now(),
+        );
+        let within = 5..5 + payload.len();
+        assert!(
+            matches!(q.note.payload, Payload::InFrame { start, end } if (start..end) == within),
+            "{:?}",
+            q.note.payload
+        );
+        assert_eq!(
+            q.note.frame.as_deref(),
+            Some(&frame[..]),
+            "the frame is copied whole"
+        );
+        assert_eq!(q.note.payload(), payload);
+        let out = q.to_device(3);
+        assert_eq!(out.fields().payload, payload, "the device frame carries it");
+        assert_eq!(out.to_message().payload, &payload[..]);
+        assert_eq!(out.to_message().delivery, 3);
+        // An event shares it as the payload alone.
+        let event = q
+            .record(0, Outcome::Sent, Detail::Text(String::new()))
+            .event();
+        let Event::Notification {
+            payload: Some(shared),
+            ..
+        } = event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(shared, &payload[..]);
+
+        // A payload that is not a part of the frame gets its own copy.
+        let q = Queued::from_request(
+            PushRequest {
+                payload: Bytes::from_static(b"{}"),
+                frame: Some(frame),
+                ..request(DeviceToken::from_bytes([1; 32]), 2, 0)
+            },
+            Instant::now(),
+        );
+        assert!(
+            matches!(q.note.payload, Payload::Own(_)),
+            "{:?}",
+            q.note.payload
+        );
+        assert_eq!(q.note.payload(), b"{}");
+        assert_eq!(q.to_device(4).fields().payload, b"{}");
     }
 
     #[test]
@@ -2302,7 +2409,7 @@ pub(super) mod tests {
             ..request(voip, 1, 0)
         };
         assert_eq!(w.push(req), Ok(PushOutcome::Sent));
-        let d = session.rx.try_recv().unwrap();
+        let d = session.rx.try_recv().unwrap().to_message();
         assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
         assert!(w.st.take_feedback(APP, SANDBOX).is_empty());
         let tuples = w.st.take_feedback(&voip_topic, SANDBOX);
@@ -2341,14 +2448,14 @@ pub(super) mod tests {
     fn online_delivery_ack_and_not_installed() {
         let (mut w, mut session, token) = online();
         assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
-        let sent = session.rx.try_recv().unwrap();
+        let sent = session.rx.try_recv().unwrap().to_message();
         assert_eq!(sent.identifier, 1u32.to_be_bytes());
         assert!(w.reply(session.id, sent.delivery, DeviceReply::Ack));
         // The same delivery cannot be answered twice, nor by another session.
         assert!(!w.reply(session.id, sent.delivery, DeviceReply::Ack));
 
         assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
-        let sent = session.rx.try_recv().unwrap();
+        let sent = session.rx.try_recv().unwrap().to_message();
         assert!(!w.reply(session.id + 1, sent.delivery, DeviceReply::Ack));
         assert!(w.reply(session.id, sent.delivery, DeviceReply::NotInstalled));
         let at_ms = w.st.unregistered_at(&token).unwrap();
@@ -2382,7 +2489,7 @@ pub(super) mod tests {
         let past = w.now_secs() - 10;
         assert_eq!(w.push(request(token, 4, past)), Ok(PushOutcome::Discarded));
         let mut back = w.connect("D1");
-        let stored = back.rx.try_recv().unwrap();
+        let stored = back.rx.try_recv().unwrap().to_message();
         assert_eq!(stored.identifier, 2u32.to_be_bytes());
         assert!(back.rx.try_recv().is_err(), "only the newest is kept");
         let outcomes = w.outcomes();
@@ -2407,10 +2514,14 @@ pub(super) mod tests {
         // Just before the policy ends, the device gets it, told when it would have expired.
         w.now_ms += (STORAGE.as_millis() as u64) - 1000;
         let mut back = w.connect("D1");
-        let n = back.rx.try_recv().unwrap();
+        let n = back.rx.try_recv().unwrap().to_message();
         assert_eq!((n.identifier, n.expiry), (1u32.to_be_bytes(), policy_end));
         assert_eq!(w.push(request(token, 2, 0)), Ok(PushOutcome::Sent));
-        assert_eq!(back.rx.try_recv().unwrap().expiry, 0, "now or never");
+        assert_eq!(
+            back.rx.try_recv().unwrap().to_message().expiry,
+            0,
+            "now or never"
+        );
     }
 
     #[test]
@@ -2475,7 +2586,10 @@ pub(super) mod tests {
         w.disconnect("D1", session.id);
         // … and reaches the device when it returns.
         let mut back = w.connect("D1");
-        assert_eq!(back.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+        assert_eq!(
+            back.rx.try_recv().unwrap().to_message().identifier,
+            1u32.to_be_bytes()
+        );
     }
 
     #[test]
@@ -2491,7 +2605,10 @@ pub(super) mod tests {
         ));
         // … and when its task ends, the unacknowledged one moves to the second.
         w.disconnect("D1", first.id);
-        assert_eq!(second.rx.try_recv().unwrap().identifier, 1u32.to_be_bytes());
+        assert_eq!(
+            second.rx.try_recv().unwrap().to_message().identifier,
+            1u32.to_be_bytes()
+        );
     }
 
     #[test]
@@ -2527,7 +2644,10 @@ pub(super) mod tests {
             .rx
             .try_recv()
             .expect("stored notification sent on catch-up");
-        assert_eq!(next.identifier, (DEVICE_QUEUE as u32).to_be_bytes());
+        assert_eq!(
+            next.to_message().identifier,
+            (DEVICE_QUEUE as u32).to_be_bytes()
+        );
     }
 
     #[test]
@@ -2563,7 +2683,7 @@ pub(super) mod tests {
     fn restored_feedback_comes_first_and_is_not_duplicated() {
         let (mut w, mut session, token) = online();
         assert_eq!(w.push(request(token, 1, 0)), Ok(PushOutcome::Sent));
-        let d = session.rx.try_recv().unwrap();
+        let d = session.rx.try_recv().unwrap().to_message();
         assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
         let taken = w.st.take_feedback(APP, SANDBOX);
         w.st.restore_feedback(APP, SANDBOX, taken.clone());
@@ -2866,7 +2986,7 @@ pub(super) mod tests {
         let mut to_gone = request(gone, 1, 0);
         to_gone.topic = "com.gone".into();
         assert_eq!(w.push(to_gone), Ok(PushOutcome::Sent));
-        let d = session.rx.try_recv().unwrap();
+        let d = session.rx.try_recv().unwrap().to_message();
         assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
         let at_ms = w.st.unregistered_at(&gone).unwrap();
         w.disconnect("D1", session.id);
@@ -2892,7 +3012,7 @@ pub(super) mod tests {
         assert_eq!(feedback[0].token, gone);
         // The device comes back: its stored notification (the newest), its tokens again.
         let mut again = back.connect("D1");
-        let n = again.rx.try_recv().unwrap();
+        let n = again.rx.try_recv().unwrap().to_message();
         assert_eq!(n.identifier, 3u32.to_be_bytes());
         assert_eq!(n.expiry, later);
         assert_eq!(back.register("D1", APP, false), Ok(kept));
@@ -2980,7 +3100,7 @@ pub(super) mod tests {
         let mut to_gone = request(gone, 5, 0);
         to_gone.topic = "com.gone".into();
         assert_eq!(w.push(to_gone), Ok(PushOutcome::Sent));
-        let d = session.rx.try_recv().unwrap();
+        let d = session.rx.try_recv().unwrap().to_message();
         assert!(w.reply(session.id, d.delivery, DeviceReply::NotInstalled));
         let reported = w.st.unregistered_at(&gone).unwrap();
         w.now_ms += 5_000;

@@ -78,7 +78,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::protocol::reader::Reader;
 use crate::protocol::token::{DeviceToken, KindError, TokenKind, MAX_ACTIVITY_LEN};
@@ -318,6 +318,47 @@ pub struct DeviceNotification {
     pub payload: Bytes,
 }
 
+impl DeviceNotification {
+    /// Its fields, borrowed, as [`encode_notification`] writes them.
+    pub fn fields(&self) -> NotificationFields<'_> {
+        NotificationFields {
+            delivery: self.delivery,
+            token: &self.token,
+            identifier: self.identifier,
+            apns_id: self.apns_id,
+            expiry: self.expiry,
+            priority: self.priority,
+            push_type: self.push_type.as_deref(),
+            collapse_id: self.collapse_id.as_deref(),
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A Notification frame's fields, borrowed from whoever holds them: what
+/// [`encode_notification`] writes. Each field means what it means in [`DeviceNotification`].
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationFields<'a> {
+    /// The delivery number the device echoes in its answer.
+    pub delivery: u64,
+    /// Which app on the device it is for.
+    pub token: &'a DeviceToken,
+    /// The binary API's identifier (zero when there is none).
+    pub identifier: [u8; 4],
+    /// The `apns-id` UUID bytes.
+    pub apns_id: [u8; 16],
+    /// Expiry in UNIX seconds, 0 = do not store.
+    pub expiry: u32,
+    /// Priority as sent.
+    pub priority: u8,
+    /// The `apns-push-type`, if any.
+    pub push_type: Option<&'a str>,
+    /// The `apns-collapse-id`, if any.
+    pub collapse_id: Option<&'a str>,
+    /// The JSON payload, exactly as the provider sent it.
+    pub payload: &'a [u8],
+}
+
 /// Why a device-protocol frame was refused; the connection is then closed (after an Error
 /// message, when the simulator is the one refusing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -396,10 +437,20 @@ pub enum DeviceProtocolError {
 pub fn decode_device_message(
     buf: &mut BytesMut,
 ) -> Result<Option<DeviceMessage>, DeviceProtocolError> {
-    let Some((frame_type, body)) = take_frame(buf, is_device_type)? else {
+    // Read in place, then consumed: no device message keeps bytes of its body, so splitting
+    // it off (which makes the read buffer shared, and the next read allocate a new one) would
+    // cost an allocation for every acknowledgement a session reads.
+    let Some((frame_type, len)) = whole_frame(buf, is_device_type)? else {
         return Ok(None);
     };
-    let mut f = Fields::new(frame_type, &body);
+    let message = device_message(frame_type, buf.get(HEADER_LEN..len).unwrap_or_default());
+    buf.advance(len);
+    message.map(Some)
+}
+
+/// The device message of type `frame_type` whose body is `body`.
+fn device_message(frame_type: u8, body: &[u8]) -> Result<DeviceMessage, DeviceProtocolError> {
+    let mut f = Fields::new(frame_type, body);
     let message = match frame_type {
         TYPE_HELLO => {
             let version = f.u8("Hello.version")?;
@@ -436,7 +487,7 @@ pub fn decode_device_message(
         other => return Err(DeviceProtocolError::UnknownType(other)),
     };
     f.finish()?;
-    Ok(Some(message))
+    Ok(message)
 }
 
 /// Decodes one simulator → device message from the front of `buf`, consuming it.
@@ -466,7 +517,7 @@ pub fn decode_server_message(
             priority: f.u8("Notification.priority")?,
             push_type: f.optional_str8("Notification.push_type", MAX_PUSH_TYPE_LEN)?,
             collapse_id: f.optional_str8("Notification.collapse_id", MAX_COLLAPSE_ID_LEN)?,
-            payload: f.bytes16("Notification.payload")?,
+            payload: body.slice_ref(f.bytes16("Notification.payload")?),
         }),
         TYPE_PONG => ServerMessage::Pong {
             nonce: f.u64("Pong.nonce")?,
@@ -525,7 +576,7 @@ pub fn encode_device_message(m: &DeviceMessage, dst: &mut BytesMut) {
 /// already limited to 5120 bytes, which always fit), so the frame always decodes.
 pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
     if let ServerMessage::Notification(n) = m {
-        return encode_notification(n, dst);
+        return encode_notification(&n.fields(), dst);
     }
     put_frame(dst, m.frame_type(), |body| match m {
         ServerMessage::Welcome { heartbeat_secs } => body.put_u16(*heartbeat_secs),
@@ -544,32 +595,25 @@ pub fn encode_server_message(m: &ServerMessage, dst: &mut BytesMut) {
 }
 
 /// Appends one Notification frame to `dst`: [`encode_server_message`] for
-/// `ServerMessage::Notification(n)`, without moving the notification into a message (the
-/// device session writes the boxed ones its queue hands it, a batch at a time).
-pub fn encode_notification(n: &DeviceNotification, dst: &mut BytesMut) {
+/// `ServerMessage::Notification(n)` from `n`'s borrowed fields, so that the device session
+/// writes straight from the hub's shared copy of a notification, a batch at a time, without
+/// building a [`DeviceNotification`] (whose strings and payload would be copies).
+pub fn encode_notification(n: &NotificationFields<'_>, dst: &mut BytesMut) {
     // The fixed fields (58 bytes with the longest token) and the payload, so that the frame
     // is written with at most one reservation.
     dst.reserve(HEADER_LEN + 64 + DeviceToken::MAX_LEN + n.payload.len());
     put_frame(dst, TYPE_NOTIFICATION, |body| {
         let start = body.len();
         body.put_u64(n.delivery);
-        put_token(body, &n.token);
+        put_token(body, n.token);
         body.put_slice(&n.identifier);
         body.put_slice(&n.apns_id);
         body.put_u32(n.expiry);
         body.put_u8(n.priority);
-        put_str8(
-            body,
-            n.push_type.as_deref().unwrap_or(""),
-            MAX_PUSH_TYPE_LEN,
-        );
-        put_str8(
-            body,
-            n.collapse_id.as_deref().unwrap_or(""),
-            MAX_COLLAPSE_ID_LEN,
-        );
+        put_str8(body, n.push_type.unwrap_or(""), MAX_PUSH_TYPE_LEN);
+        put_str8(body, n.collapse_id.unwrap_or(""), MAX_COLLAPSE_ID_LEN);
         let room = MAX_BODY.saturating_sub(body.len() - start + 2);
-        let payload = n.payload.get(..room).unwrap_or(&n.payload);
+        let payload = n.payload.get(..room).unwrap_or(n.payload);
         body.put_u16(u16::try_from(payload.len()).unwrap_or(u16::MAX));
         body.put_slice(payload);
     });
@@ -591,12 +635,13 @@ fn is_server_type(t: u8) -> bool {
     )
 }
 
-/// Splits one whole frame off `buf`: checks the type byte as soon as it is present and the body
-/// length as soon as the header is, then waits for the body.
-fn take_frame(
-    buf: &mut BytesMut,
+/// Checks the frame at the front of `buf` without consuming it: the type byte as soon as it
+/// is present and the body length as soon as the header is. `Some((type, length))` once the
+/// whole frame (header and body) is there.
+fn whole_frame(
+    buf: &[u8],
     known_type: fn(u8) -> bool,
-) -> Result<Option<(u8, Bytes)>, DeviceProtocolError> {
+) -> Result<Option<(u8, usize)>, DeviceProtocolError> {
     let Some(&frame_type) = buf.first() else {
         return Ok(None);
     };
@@ -613,7 +658,19 @@ fn take_frame(
     if buf.len() < HEADER_LEN + len {
         return Ok(None);
     }
-    let mut frame = buf.split_to(HEADER_LEN + len).freeze();
+    Ok(Some((frame_type, HEADER_LEN + len)))
+}
+
+/// Splits one whole frame off `buf` ([`whole_frame`]'s checks), its body as shared bytes so
+/// that a payload can be a slice of it.
+fn take_frame(
+    buf: &mut BytesMut,
+    known_type: fn(u8) -> bool,
+) -> Result<Option<(u8, Bytes)>, DeviceProtocolError> {
+    let Some((frame_type, len)) = whole_frame(buf, known_type)? else {
+        return Ok(None);
+    };
+    let mut frame = buf.split_to(len).freeze();
     let body = frame.split_off(HEADER_LEN);
     Ok(Some((frame_type, body)))
 }
@@ -663,17 +720,14 @@ fn put_kind(dst: &mut BytesMut, kind: &TokenKind) {
 struct Fields<'a> {
     /// The message's type byte, for [`DeviceProtocolError::TrailingBytes`].
     frame_type: u8,
-    /// The whole body, so the payload can be returned as a zero-copy slice of it.
-    body: &'a Bytes,
-    /// Cursor over `body`.
+    /// Cursor over the body.
     r: Reader<'a>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(frame_type: u8, body: &'a Bytes) -> Self {
+    fn new(frame_type: u8, body: &'a [u8]) -> Self {
         Fields {
             frame_type,
-            body,
             r: Reader::new(body),
         }
     }
@@ -780,14 +834,13 @@ impl<'a> Fields<'a> {
             .map_err(|error| DeviceProtocolError::BadKind { what, error })
     }
 
-    /// A u16-length-prefixed byte string, as a slice of the body.
-    fn bytes16(&mut self, what: &'static str) -> Result<Bytes, DeviceProtocolError> {
+    /// A u16-length-prefixed byte string, as a slice of the body (the caller makes it a
+    /// zero-copy slice of the body's bytes).
+    fn bytes16(&mut self, what: &'static str) -> Result<&'a [u8], DeviceProtocolError> {
         let len = usize::from(self.u16(what)?);
-        let data = self
-            .r
+        self.r
             .take(len)
-            .ok_or(DeviceProtocolError::Truncated { what })?;
-        Ok(self.body.slice_ref(data))
+            .ok_or(DeviceProtocolError::Truncated { what })
     }
 
     /// Requires that every body byte was used.

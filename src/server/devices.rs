@@ -48,10 +48,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, ReadError, TimedReadError};
-use crate::hub::{DeviceAnswer, DeviceReply, Effect, FaultOn, Hub, Phase, Probe, RegisterError};
+use crate::hub::{
+    DeviceAnswer, DeviceReply, Effect, FaultOn, Hub, Outgoing, Phase, Probe, RegisterError,
+};
 use crate::protocol::device::{
     decode_device_message, encode_notification, encode_server_message, CloseCode, DeviceMessage,
-    DeviceNotification, DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
+    DeviceProtocolError, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::protocol::token::AppToken;
 use crate::protocol::Environment;
@@ -324,7 +326,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     last_sent = n.delivery;
-                    conn.buffer(|b| encode_notification(&n, b));
+                    conn.buffer(|b| encode_notification(&n.fields(), b));
                     batched += 1;
                     if batched == MAX_BATCH {
                         break;
@@ -456,11 +458,11 @@ struct FaultState {
 impl SessionFaults {
     /// Asks the hub for a fault on a notification about to be written. True: drop the
     /// connection instead (the notification stays pending and is routed again).
-    fn deliver(&mut self, hub: &Hub, serial: &str, session: u64, n: &DeviceNotification) -> bool {
+    fn deliver(&mut self, hub: &Hub, serial: &str, session: u64, n: &Outgoing) -> bool {
         let Some(hit) = hub.fault(&Probe {
             on: FaultOn::Devices,
             phase: Phase::Notification,
-            token: Some(&n.token),
+            token: Some(n.token()),
             topic: None,
             connection: None,
             serial: Some(serial),
@@ -1023,7 +1025,7 @@ mod tests {
             .rx
             .try_recv()
             .expect("the unacknowledged notification, stored");
-        assert_eq!(stored.identifier, 7u32.to_be_bytes());
+        assert_eq!(stored.to_message().identifier, 7u32.to_be_bytes());
         drop(conn);
     }
 

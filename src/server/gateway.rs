@@ -666,7 +666,7 @@ mod tests {
                 .await
                 .expect("delivered in time")
                 .expect("session open");
-            u32::from_be_bytes(n.identifier)
+            u32::from_be_bytes(n.to_message().identifier)
         }
 
         /// Reads the error response, then expects the server to close its side.
