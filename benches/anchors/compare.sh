@@ -12,7 +12,8 @@
 # child is pinned to it once the process is up (the load generator is not), so that runs on
 # one core and on two show how the targets scale.
 # Each round runs the forwarder, `serve` at RUST_LOG=warn and `serve` at the default level
-# (info), in an order that rotates by round; one line per run, then the median of each.
+# (info), in an order that rotates by round; one line per run, then the median of each, and
+# the median of each round's ratio to that round's forwarder.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin="${BIN:-$root/target/release/apns-sim}"
@@ -79,4 +80,18 @@ for t in ["forwarder", "warn", "info"]:
           f'CPU {med(lambda s: s["simulator"]["cpu_us_per_notification"]):6.2f} µs  '
           f'p50 {med(lambda s: (s["latency_us"] or {}).get("p50", 0)):.0f} µs  '
           f'p99 {med(lambda s: (s["latency_us"] or {}).get("p99", 0)):.0f} µs')
+# Each round's ratio to the forwarder of the same round: the host's speed drifts over
+# minutes on shared machines, and a ratio within one round cancels most of that drift.
+def by_round(t):
+    return {f.rsplit(".", 2)[1]: json.load(open(f)) for f in glob.glob(f"{sys.argv[1]}/{t}.*.json")}
+fwd = by_round("forwarder")
+for t in ["warn", "info"]:
+    runs = by_round(t)
+    pairs = [(runs[r], fwd[r]) for r in sorted(runs, key=int) if r in fwd]
+    thr = [s["delivered_per_sec"] / f["delivered_per_sec"] for s, f in pairs if f["delivered_per_sec"]]
+    cpu = [s["simulator"]["cpu_us_per_notification"] / f["simulator"]["cpu_us_per_notification"]
+           for s, f in pairs if f["simulator"]["cpu_us_per_notification"]]
+    if thr and cpu:
+        print(f'ratio {t:10}: delivered {statistics.median(thr):.3f}x the same round\'s forwarder '
+              f'({" ".join(f"{x:.3f}" for x in thr)}), CPU per notification {statistics.median(cpu):.3f}x')
 PY
