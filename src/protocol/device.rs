@@ -437,9 +437,10 @@ pub enum DeviceProtocolError {
 pub fn decode_device_message(
     buf: &mut BytesMut,
 ) -> Result<Option<DeviceMessage>, DeviceProtocolError> {
-    // Read in place, then consumed: no device message keeps bytes of its body, so splitting
-    // it off (which makes the read buffer shared, and the next read allocate a new one) would
-    // cost an allocation for every acknowledgement a session reads.
+    // Read in place, then consumed: no device message keeps bytes of its body, and splitting
+    // it off would make the read buffer shared (its first split allocates the shared header,
+    // and a device session takes a fresh buffer for each read while idle ones are released),
+    // an allocation for about every read of acknowledgements.
     let Some((frame_type, len)) = whole_frame(buf, is_device_type)? else {
         return Ok(None);
     };
