@@ -439,13 +439,9 @@ impl<'a> PayloadRef<'a> {
     /// The payload as shared bytes (a reference count; the first of a frame's allocates its
     /// shared header).
     pub(super) fn shared(self) -> Bytes {
-        if self.start == 0 && self.end == self.within.len() {
-            self.within.clone()
-        } else if self.start <= self.end && self.end <= self.within.len() {
-            self.within.slice(self.start..self.end)
-        } else {
-            Bytes::new()
-        }
+        // `bytes` already bounds the range (empty when out of it), and an empty or whole
+        // subset is what `slice_ref` handles itself.
+        self.within.slice_ref(self.bytes())
     }
 }
 
